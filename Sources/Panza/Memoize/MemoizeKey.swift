@@ -1,0 +1,50 @@
+import Crypto
+
+/// The keys of memoized calls: `{id}/{hex SHA-256}` of the id and the canonical arguments.
+///
+/// The hash input is `"PNZK"`, the encoding version byte, the id as a canonical string, the
+/// argument count, and each argument's canonical bytes (``CanonicalEncoder``). It depends on no
+/// per-process hash seed, so it is the same in every process, on every machine, and in every
+/// release that keeps ``encodingVersion``.
+public enum MemoizeKey {
+    /// The version of the canonical encoding. A release that changes it changes every key.
+    public static let encodingVersion: UInt8 = 1
+
+    /// The key of a call of memoized function `id` with `argument`s.
+    public static func make<each Argument: Encodable>(id: String, arguments argument: repeat each Argument) throws -> CacheKey {
+        var encoder = CanonicalEncoder()
+        encoder.appendRaw([0x50, 0x4E, 0x5A, 0x4B, encodingVersion])
+        try encoder.append(id)
+        var count = 0
+        for _ in repeat each argument { count += 1 }
+        encoder.appendLength(count)
+        for value in repeat each argument {
+            try encoder.append(value)
+        }
+        return CacheKey(namespace: id, rawValue: id + "/" + hexDigest(of: encoder.bytes))
+    }
+
+    /// The key of a call whose arguments a custom key function turned into `customKey`
+    /// (Python panza's `hash_func`): `{id}/{customKey}`.
+    static func make(id: String, customKey: String) throws -> CacheKey {
+        guard !customKey.isEmpty else {
+            throw PanzaError(code: .invalidKey, message: "a custom key function returned an empty key", key: id)
+        }
+        return try TieredCache.validated(CacheKey(namespace: id, rawValue: id + "/" + customKey))
+    }
+
+    static func hexDigest(of bytes: [UInt8]) -> String {
+        let digest = SHA256.hash(data: bytes)
+        return digest.withUnsafeBytes { raw in
+            String(unsafeUninitializedCapacity: raw.count * 2) { buffer in
+                let hex: StaticString = "0123456789abcdef"
+                let table = hex.utf8Start
+                for (index, byte) in raw.enumerated() {
+                    buffer[index * 2] = table[Int(byte >> 4)]
+                    buffer[index * 2 + 1] = table[Int(byte & 0x0F)]
+                }
+                return raw.count * 2
+            }
+        }
+    }
+}

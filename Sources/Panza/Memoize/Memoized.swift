@@ -1,0 +1,107 @@
+/// An async function whose results are cached in a ``TieredCache``, made by
+/// ``TieredCache/memoize(id:timeToLive:key:_:)``.
+///
+/// ```swift
+/// let forecast = cache.memoize(id: "forecast") { (city: String, days: Int) async throws -> Forecast in
+///     try await api.forecast(city: city, days: days)
+/// }
+/// let f = try await forecast("Oslo", 3)                  // cached
+/// let cached = try await forecast.peek("Oslo", 3)        // never calls the function
+/// try await forecast.bust("Oslo", 3)                     // forget one call
+/// try await forecast.bustAll()                           // forget every call of this id
+/// ```
+public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sendable>: Sendable {
+    /// The id that namespaces this function's entries (Python panza's `fn_id`).
+    public let id: String
+    /// The cache the results live in.
+    public let cache: TieredCache
+    private let timeToLive: Duration?
+    private let function: @Sendable (repeat each Argument) async throws -> Value
+    private let customKey: (@Sendable (repeat each Argument) throws -> String)?
+
+    init(
+        id: String,
+        cache: TieredCache,
+        timeToLive: Duration?,
+        customKey: (@Sendable (repeat each Argument) throws -> String)?,
+        function: @escaping @Sendable (repeat each Argument) async throws -> Value
+    ) {
+        self.id = id
+        self.cache = cache
+        self.timeToLive = timeToLive
+        self.customKey = customKey
+        self.function = function
+    }
+
+    /// Returns the cached result for these arguments, or calls the function and caches its result.
+    ///
+    /// Concurrent identical calls share one function call. Honors ``CacheModes``.
+    public func callAsFunction(_ argument: repeat each Argument) async throws -> Value {
+        let key = try self.key(repeat each argument)
+        let function = self.function
+        return try await self.cache.readThrough(key: key, id: self.id, timeToLive: self.timeToLive) {
+            try await function(repeat each argument)
+        }
+    }
+
+    /// Returns the cached result for these arguments, or `nil`; never calls the function
+    /// (Python panza's `read_cache`).
+    public func peek(_ argument: repeat each Argument) async throws -> Value? {
+        try await self.cache.lookup(try self.key(repeat each argument), as: Value.self)
+    }
+
+    /// Removes the cached result for these arguments from every tier.
+    public func bust(_ argument: repeat each Argument) async throws {
+        try await self.cache.remove(.remove(try self.key(repeat each argument)))
+    }
+
+    /// Removes every cached result of this id from every tier.
+    public func bustAll() async throws {
+        try await self.cache.remove(.removeNamespace(self.id))
+    }
+
+    /// The key under which the result for these arguments is stored.
+    public func key(_ argument: repeat each Argument) throws -> CacheKey {
+        if let customKey = self.customKey {
+            return try MemoizeKey.make(id: self.id, customKey: try customKey(repeat each argument))
+        }
+        return try MemoizeKey.make(id: self.id, arguments: repeat each argument)
+    }
+}
+
+extension TieredCache {
+    /// Wraps `function` so that its results are cached under `id`.
+    ///
+    /// - Parameters:
+    ///   - id: names the function's entries; keep it stable across releases, and change it when
+    ///     the function's results change meaning. 1 to 200 bytes, without `/`.
+    ///   - timeToLive: how long results live; `nil` for ``Configuration/defaultTimeToLive``.
+    ///   - key: a custom key function (Python panza's `hash_func`); by default the SHA-256 of the
+    ///     canonically encoded arguments (see ``MemoizeKey``).
+    ///   - function: the function to memoize.
+    /// - Precondition: `id` is valid (a programming error otherwise).
+    public func memoize<each Argument: Encodable & Sendable, Value: Codable & Sendable>(
+        id: String,
+        timeToLive: Duration? = nil,
+        key: (@Sendable (repeat each Argument) throws -> String)? = nil,
+        _ function: @escaping @Sendable (repeat each Argument) async throws -> Value
+    ) -> Memoized<repeat each Argument, Value> {
+        precondition(Self.isValidID(id), "memoize id must have 1 to 200 UTF-8 bytes and no '/': \(id)")
+        return Memoized(id: id, cache: self, timeToLive: timeToLive, customKey: key, function: function)
+    }
+
+    static func isValidID(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 200 && !id.utf8.contains(UInt8(ascii: "/"))
+    }
+
+    static func validated(_ key: CacheKey) throws -> CacheKey {
+        guard key.rawValue.utf8.count <= maximumKeyLength else {
+            throw PanzaError(
+                code: .invalidKey,
+                message: "a key must have at most \(maximumKeyLength) UTF-8 bytes, not \(key.rawValue.utf8.count)",
+                key: String(key.rawValue.prefix(80))
+            )
+        }
+        return key
+    }
+}

@@ -1,0 +1,114 @@
+import Synchronization
+
+/// A snapshot of what a ``TieredCache`` has done since it opened.
+public struct CacheStatistics: Hashable, Sendable, Codable {
+    /// Lookups of one tier.
+    public struct TierCounts: Hashable, Sendable, Codable {
+        /// Lookups this tier answered.
+        public var hits: Int = 0
+        /// Lookups this tier did not answer (including expired and corrupt entries).
+        public var misses: Int = 0
+        /// Lookups that failed with an error and were treated as misses.
+        public var errors: Int = 0
+
+        /// `hits / (hits + misses)`, or 0 before the first lookup.
+        public var hitRatio: Double {
+            let total = self.hits + self.misses
+            return total == 0 ? 0 : Double(self.hits) / Double(total)
+        }
+    }
+
+    /// The memory tier.
+    public var memory = TierCounts()
+    /// The tiers below memory, by ``CacheTier/name``, in chain order.
+    public var tiers: [String: TierCounts] = [:]
+    /// Loader (or memoized function) calls.
+    public var loads = 0
+    /// Loader calls that threw.
+    public var loadFailures = 0
+    /// Callers that waited for an identical call already in flight instead of starting their own.
+    public var coalescedWaits = 0
+    /// Blobs that failed verification; each was treated as a miss and removed.
+    public var corruptBlobs = 0
+    /// Entries found expired (and removed).
+    public var expired = 0
+    /// Values stored by `set`, loaders and memoized calls.
+    public var writes = 0
+    /// Write-behind batches applied to tiers below memory.
+    public var writeBatches = 0
+    /// Write-behind batches that failed and were retried.
+    public var writeFailures = 0
+    /// Operations waiting in write-behind queues right now.
+    public var pendingWrites = 0
+    /// Envelope bytes written to tiers below memory (each tier counted).
+    public var bytesWritten = 0
+    /// Envelope bytes read from tiers below memory.
+    public var bytesRead = 0
+    /// Entries held by the memory tier.
+    public var memoryEntries = 0
+    /// Bytes held by the memory tier.
+    public var memoryBytes = 0
+    /// Entries evicted from the memory tier to respect its bounds.
+    public var memoryEvictions = 0
+}
+
+/// Lock-free counters behind ``CacheStatistics``.
+final class StatisticsRecorder: Sendable {
+    enum Counter: Int, CaseIterable {
+        case memoryHits, memoryMisses, loads, loadFailures, coalescedWaits, corruptBlobs, expired, writes
+        case writeBatches, writeFailures, bytesWritten, bytesRead, memoryEvictions
+    }
+
+    /// One counter; a class because `Atomic` cannot live in an array.
+    private final class Cell: Sendable {
+        let value = Atomic<Int>(0)
+        func add(_ amount: Int) { self.value.add(amount, ordering: .relaxed) }
+        func load() -> Int { self.value.load(ordering: .relaxed) }
+    }
+
+    private let counters: [Cell]  // indexed by Counter
+    private let tierCounters: [[Cell]]  // [tier][hits, misses, errors]
+    let tierNames: [String]
+
+    init(tierNames: [String]) {
+        self.tierNames = tierNames
+        self.counters = Counter.allCases.map { _ in Cell() }
+        self.tierCounters = tierNames.map { _ in [Cell(), Cell(), Cell()] }
+    }
+
+    @inline(__always)
+    func add(_ counter: Counter, _ amount: Int = 1) {
+        self.counters[counter.rawValue].add(amount)
+    }
+
+    func tierHit(_ tier: Int) { self.tierCounters[tier][0].add(1) }
+    func tierMiss(_ tier: Int) { self.tierCounters[tier][1].add(1) }
+    func tierError(_ tier: Int) { self.tierCounters[tier][2].add(1) }
+
+    func value(_ counter: Counter) -> Int { self.counters[counter.rawValue].load() }
+
+    func snapshot() -> CacheStatistics {
+        var statistics = CacheStatistics()
+        statistics.memory = .init(hits: self.value(.memoryHits), misses: self.value(.memoryMisses))
+        for (index, name) in self.tierNames.enumerated() {
+            let counters = self.tierCounters[index]
+            statistics.tiers[name] = .init(
+                hits: counters[0].load(),
+                misses: counters[1].load(),
+                errors: counters[2].load()
+            )
+        }
+        statistics.loads = self.value(.loads)
+        statistics.loadFailures = self.value(.loadFailures)
+        statistics.coalescedWaits = self.value(.coalescedWaits)
+        statistics.corruptBlobs = self.value(.corruptBlobs)
+        statistics.expired = self.value(.expired)
+        statistics.writes = self.value(.writes)
+        statistics.writeBatches = self.value(.writeBatches)
+        statistics.writeFailures = self.value(.writeFailures)
+        statistics.bytesWritten = self.value(.bytesWritten)
+        statistics.bytesRead = self.value(.bytesRead)
+        statistics.memoryEvictions = self.value(.memoryEvictions)
+        return statistics
+    }
+}

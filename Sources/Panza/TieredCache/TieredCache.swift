@@ -1,0 +1,395 @@
+import Logging
+import Synchronization
+
+/// A chain of cache tiers (memory, SQLite, remote) with read-through, write-behind, single-flight
+/// loads and memoization.
+///
+/// ```swift
+/// var configuration = TieredCache.Configuration()
+/// configuration.memory = .init(maxEntries: 10_000, maxBytes: 64 << 20)
+/// configuration.sqlite = .init(path: "cache.sqlite", maxBytes: 1 << 30)
+/// let cache = try await TieredCache(configuration: configuration)
+/// let forecast = try await cache.value(forKey: "oslo") { try await api.forecast("Oslo") }
+/// ```
+///
+/// Reads go down the chain and fill the tiers above on a hit. Writes land in memory before `set`
+/// returns and reach the tiers below from write-behind queues, in batches. Concurrent requests for
+/// the same missing key share one lookup of the lower tiers and one loader call.
+public final class TieredCache: Sendable {
+    /// The longest key accepted, in UTF-8 bytes.
+    public static let maximumKeyLength = 1024
+
+    /// The configuration the cache was opened with.
+    public let configuration: Configuration
+    let memory: MemoryTier?
+    let lanes: [WriteBehindLane]
+    let recorder: StatisticsRecorder
+    let logger: Logger
+    private let singleFlight = SingleFlight()
+    private let drainers: [Task<Void, Never>]
+    private let currentModes: Mutex<CacheModes>
+    private let isClosed = Atomic<Bool>(false)
+
+    /// Opens the configured tiers.
+    ///
+    /// - Throws: ``PanzaError`` when a tier cannot be opened (for SQLite, naming the path).
+    public init(configuration: Configuration) async throws {
+        guard configuration.maxValueBytes > 0, configuration.maxValueBytes <= 1 << 30 else {
+            throw PanzaError(
+                code: .invalidConfiguration,
+                message: "maxValueBytes must be between 1 and 1 GiB, not \(configuration.maxValueBytes)"
+            )
+        }
+        guard configuration.writeBehind.maxPendingWrites > 0, configuration.writeBehind.maxBatchSize > 0 else {
+            throw PanzaError(code: .invalidConfiguration, message: "write-behind bounds must be positive")
+        }
+        let logger = configuration.logger ?? .panzaDisabled
+        self.configuration = configuration
+        self.logger = logger
+        self.memory = try configuration.memory.map { try MemoryTier(configuration: $0) }
+        var tiers: [any CacheTier] = []
+        if let sqlite = configuration.sqlite {
+            tiers.append(try await SQLiteTier.open(configuration: sqlite, logger: logger))
+        }
+        if let remote = configuration.remote {
+            tiers.append(remote)
+        }
+        let recorder = StatisticsRecorder(tierNames: tiers.map(\.name))
+        self.recorder = recorder
+        let lanes = tiers.enumerated().map { index, tier in
+            WriteBehindLane(
+                tier: tier,
+                tierIndex: index,
+                maxPending: configuration.writeBehind.maxPendingWrites,
+                maxBatch: configuration.writeBehind.maxBatchSize,
+                statistics: recorder,
+                logger: logger
+            )
+        }
+        self.lanes = lanes
+        self.drainers = lanes.map { lane in Task { await lane.run() } }
+        self.currentModes = Mutex(configuration.modes)
+    }
+
+    deinit {
+        for lane in self.lanes { lane.close() }
+    }
+
+    /// The tiers below memory, in chain order.
+    public var tiers: [any CacheTier] { self.lanes.map(\.tier) }
+
+    /// The bust, cache-only and print-misses modes in force. Changes apply to the next call.
+    public var modes: CacheModes {
+        get { self.currentModes.withLock { $0 } }
+        set { self.currentModes.withLock { $0 = newValue } }
+    }
+
+    /// What the cache has done since it opened.
+    public var statistics: CacheStatistics {
+        var statistics = self.recorder.snapshot()
+        statistics.pendingWrites = self.lanes.reduce(0) { $0 + $1.pendingCount }
+        if let memory = self.memory {
+            statistics.memoryEntries = memory.count
+            statistics.memoryBytes = memory.bytes
+        }
+        return statistics
+    }
+
+    // MARK: Plain keys
+
+    /// Stores `value` under `key` in every tier.
+    ///
+    /// With write-behind (the default) the value is in memory when this returns and reaches the
+    /// tiers below shortly after; call ``flush()`` to wait for them.
+    ///
+    /// - Parameters:
+    ///   - timeToLive: how long the entry lives; `nil` for ``Configuration/defaultTimeToLive``.
+    /// - Throws: ``PanzaError/Code/invalidKey``, ``PanzaError/Code/valueTooLarge``,
+    ///   ``PanzaError/Code/encodingFailed``, ``PanzaError/Code/closed``.
+    public func set<Value: Encodable & Sendable>(
+        _ value: Value,
+        forKey key: String,
+        timeToLive: Duration? = nil
+    ) async throws {
+        try await self.store(value, key: try Self.plainKey(key), timeToLive: timeToLive)
+    }
+
+    /// Returns the value stored under `key`, or `nil` on a miss.
+    ///
+    /// - Throws: ``PanzaError/Code/decodingFailed`` or ``PanzaError/Code/typeMismatch`` when the
+    ///   stored value is not a `Value`.
+    public func value<Value: Decodable & Sendable>(
+        forKey key: String,
+        as type: Value.Type = Value.self
+    ) async throws -> Value? {
+        try await self.lookup(try Self.plainKey(key), as: type)
+    }
+
+    /// Returns the value stored under `key`, or calls `loader`, stores its result and returns it.
+    ///
+    /// Concurrent calls for the same key share one lookup and one loader call. A loader error
+    /// reaches every waiting caller and is not stored.
+    ///
+    /// - Throws: the loader's error, or ``PanzaError/Code/cacheOnlyMiss`` in cache-only mode.
+    public func value<Value: Codable & Sendable>(
+        forKey key: String,
+        timeToLive: Duration? = nil,
+        loader: @escaping @Sendable () async throws -> Value
+    ) async throws -> Value {
+        try await self.readThrough(key: try Self.plainKey(key), id: "", timeToLive: timeToLive, loader: loader)
+    }
+
+    /// Removes `key` from every tier. Returns once every tier applied the removal.
+    public func removeValue(forKey key: String) async throws {
+        try await self.remove(.remove(try Self.plainKey(key)))
+    }
+
+    /// Removes every entry from every tier. Returns once every tier applied the removal.
+    public func bustAll() async throws {
+        try await self.remove(.removeAll)
+    }
+
+    /// Returns once every write made before the call has reached every tier.
+    ///
+    /// After it returns, those writes survive the process being killed.
+    ///
+    /// - Throws: a tier's error when writing to it fails meanwhile; the writes stay queued and are
+    ///   retried, so a later `flush()` can still succeed.
+    public func flush() async throws {
+        for lane in self.lanes {
+            try await lane.waitUntilApplied(lane.lastEnqueued)
+        }
+    }
+
+    /// Flushes, then closes every tier. Calls after `close()` throw ``PanzaError/Code/closed``.
+    public func close() async throws {
+        guard !self.isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        var firstError: (any Error)?
+        do {
+            for lane in self.lanes {
+                try await lane.waitUntilApplied(lane.lastEnqueued)
+            }
+        } catch {
+            firstError = error
+        }
+        for lane in self.lanes { lane.close() }
+        for drainer in self.drainers { await drainer.value }
+        for lane in self.lanes {
+            do { try await lane.tier.close() } catch { firstError = firstError ?? error }
+        }
+        if let firstError { throw firstError }
+    }
+
+    // MARK: The chain
+
+    static func plainKey(_ key: String) throws -> CacheKey {
+        guard !key.isEmpty, key.utf8.count <= maximumKeyLength else {
+            throw PanzaError(
+                code: .invalidKey,
+                message: "a key must have 1 to \(maximumKeyLength) UTF-8 bytes, not \(key.utf8.count)",
+                key: String(key.prefix(80))
+            )
+        }
+        return CacheKey(rawValue: key)
+    }
+
+    private func checkOpen() throws {
+        if self.isClosed.load(ordering: .relaxed) {
+            throw PanzaError(code: .closed, message: "the cache is closed")
+        }
+    }
+
+    /// Encodes `value`, puts it in memory and queues it for every tier below.
+    func store<Value: Encodable & Sendable>(_ value: Value, key: CacheKey, timeToLive: Duration?) async throws {
+        try self.checkOpen()
+        let (contentType, payload) = try ValueCoding.encode(value)
+        guard payload.count <= self.configuration.maxValueBytes else {
+            throw PanzaError(
+                code: .valueTooLarge,
+                message: "the value encodes to \(payload.count) bytes, more than maxValueBytes "
+                    + "(\(self.configuration.maxValueBytes)); Panza does not split values: raise the limit or store less",
+                key: key.rawValue
+            )
+        }
+        let now = WallClock.nowMilliseconds()
+        let timeToLiveMilliseconds = (timeToLive ?? self.configuration.defaultTimeToLive)?.wholeMilliseconds ?? 0
+        let envelope = BlobEnvelope(
+            contentType: contentType,
+            payload: payload,
+            createdAtMilliseconds: now,
+            timeToLiveMilliseconds: timeToLiveMilliseconds
+        )
+        let blob = envelope.encoded(compress: self.configuration.compression)
+        self.recorder.add(.writes)
+        if let memory = self.memory {
+            let evicted = memory.insert(
+                .init(value: value, cost: blob.count, namespace: key.namespace, expiresAtMilliseconds: envelope.expiresAtMilliseconds),
+                forKey: key.rawValue
+            )
+            if evicted > 0 { self.recorder.add(.memoryEvictions, evicted) }
+        }
+        var sequences: [UInt64] = []
+        for lane in self.lanes {
+            sequences.append(await lane.enqueue(.store(key: key, blob: blob, expiresAtMilliseconds: envelope.expiresAtMilliseconds)))
+        }
+        if self.configuration.writeMode == .writeThrough {
+            for (lane, sequence) in zip(self.lanes, sequences) {
+                try await lane.waitUntilApplied(sequence)
+            }
+        }
+    }
+
+    /// Removes from memory at once, then from every tier below; returns when they applied it.
+    func remove(_ operation: CacheTierOperation) async throws {
+        try self.checkOpen()
+        switch operation {
+        case .remove(let key): self.memory?.remove(key.rawValue)
+        case .removeNamespace(let namespace): self.memory?.removeNamespace(namespace)
+        case .removeAll: self.memory?.removeAll()
+        case .store: preconditionFailure("remove(_:) takes removals only")
+        }
+        var sequences: [UInt64] = []
+        for lane in self.lanes {
+            sequences.append(await lane.enqueue(operation))
+        }
+        for (lane, sequence) in zip(self.lanes, sequences) {
+            try await lane.waitUntilApplied(sequence)
+        }
+    }
+
+    /// Looks `key` up in memory, then down the chain. A hit below memory fills the tiers above.
+    func lookup<Value: Decodable & Sendable>(_ key: CacheKey, as type: Value.Type) async throws -> Value? {
+        try self.checkOpen()
+        if let value = try self.memoryLookup(key, as: type) { return value }
+        return try await self.lowerLookup(key, as: type)
+    }
+
+    @inline(__always)
+    func memoryLookup<Value: Sendable>(_ key: CacheKey, as _: Value.Type) throws -> Value? {
+        guard let memory = self.memory else { return nil }
+        switch memory.lookup(key.rawValue, nowMilliseconds: WallClock.nowMilliseconds()) {
+        case .hit(let stored):
+            guard let value = stored as? Value else {
+                throw PanzaError(
+                    code: .typeMismatch,
+                    message: "the value in memory is a \(type(of: stored)), not a \(Value.self)",
+                    key: key.rawValue
+                )
+            }
+            self.recorder.add(.memoryHits)
+            return value
+        case .expired:
+            self.recorder.add(.expired)
+            self.recorder.add(.memoryMisses)
+            return nil
+        case .miss:
+            self.recorder.add(.memoryMisses)
+            return nil
+        }
+    }
+
+    /// Looks `key` up in the tiers below memory, in order.
+    func lowerLookup<Value: Decodable & Sendable>(_ key: CacheKey, as type: Value.Type) async throws -> Value? {
+        for (index, lane) in self.lanes.enumerated() {
+            let blob: [UInt8]?
+            switch lane.shadow(forKey: key.rawValue) {
+            case .stored(let queued):
+                blob = queued
+            case .removed:
+                blob = nil
+            case .none:
+                do {
+                    blob = try await lane.tier.blob(forKey: key)
+                } catch {
+                    self.recorder.tierError(index)
+                    self.recorder.tierMiss(index)
+                    self.logger.warning(
+                        "panza: tier lookup failed; treated as a miss",
+                        metadata: ["tier": "\(lane.tier.name)", "key": "\(key)", "error": "\(error)"]
+                    )
+                    continue
+                }
+            }
+            guard let blob else {
+                self.recorder.tierMiss(index)
+                continue
+            }
+            let envelope: BlobEnvelope
+            do {
+                envelope = try BlobEnvelope.decode(blob)
+            } catch {
+                self.recorder.add(.corruptBlobs)
+                self.recorder.tierMiss(index)
+                self.logger.error(
+                    "panza: stored blob failed verification; removed",
+                    metadata: ["tier": "\(lane.tier.name)", "key": "\(key)", "error": "\(error)"]
+                )
+                await lane.enqueue(.remove(key))
+                continue
+            }
+            if envelope.isExpired(atMilliseconds: WallClock.nowMilliseconds()) {
+                self.recorder.add(.expired)
+                self.recorder.tierMiss(index)
+                await lane.enqueue(.remove(key))
+                continue
+            }
+            let value = try ValueCoding.decode(type, from: envelope, key: key.rawValue)
+            self.recorder.tierHit(index)
+            self.recorder.add(.bytesRead, blob.count)
+            if let memory = self.memory {
+                let evicted = memory.insert(
+                    .init(value: value, cost: blob.count, namespace: key.namespace, expiresAtMilliseconds: envelope.expiresAtMilliseconds),
+                    forKey: key.rawValue
+                )
+                if evicted > 0 { self.recorder.add(.memoryEvictions, evicted) }
+            }
+            for upper in self.lanes[..<index] {
+                await upper.enqueue(.store(key: key, blob: blob, expiresAtMilliseconds: envelope.expiresAtMilliseconds))
+            }
+            return value
+        }
+        return nil
+    }
+
+    /// The read-through path shared by ``value(forKey:timeToLive:loader:)`` and memoized calls.
+    func readThrough<Value: Codable & Sendable>(
+        key: CacheKey,
+        id: String,
+        timeToLive: Duration?,
+        loader: @escaping @Sendable () async throws -> Value
+    ) async throws -> Value {
+        try self.checkOpen()
+        let modes = self.modes
+        let bust = modes.busts(id: id)
+        if !bust, let value = try self.memoryLookup(key, as: Value.self) { return value }
+        return try await self.singleFlight.run(
+            key: key.rawValue,
+            onJoin: { self.recorder.add(.coalescedWaits) },
+            operation: {
+                if !bust, let value = try await self.lowerLookup(key, as: Value.self) { return value }
+                if modes.cacheOnly {
+                    throw PanzaError(
+                        code: .cacheOnlyMiss,
+                        message: "cache-only mode is on and \(id.isEmpty ? "the key" : "memoized id '\(id)'") has no entry",
+                        key: key.rawValue
+                    )
+                }
+                if modes.printMisses {
+                    let line = "panza: cache miss: id=\(id.isEmpty ? "-" : id) key=\(key.rawValue)\n"
+                    FileHandleOutput.standardError(line)
+                }
+                self.logger.debug("panza: cache miss, loading", metadata: ["id": "\(id)", "key": "\(key)"])
+                self.recorder.add(.loads)
+                let value: Value
+                do {
+                    value = try await loader()
+                } catch {
+                    self.recorder.add(.loadFailures)
+                    throw error
+                }
+                try await self.store(value, key: key, timeToLive: timeToLive)
+                return value
+            }
+        )
+    }
+}

@@ -1,0 +1,38 @@
+/// A tier that stores envelope bytes below the memory tier: SQLite, S3, or your own.
+///
+/// ``TieredCache`` reads tiers in order, fills the tiers above on a hit, and sends every write to
+/// each tier in batches from its write-behind queue. A tier sees the operations in the order the
+/// callers made them. A tier never decodes values: the bytes are ``BlobEnvelope``s, and the cache
+/// verifies them.
+///
+/// The memory tier is not a `CacheTier`: it holds decoded values, so that its hits cost no
+/// decoding at all.
+public protocol CacheTier: Sendable {
+    /// A short name for statistics and logs, such as `"sqlite"` or `"s3"`.
+    var name: String { get }
+
+    /// Returns the stored envelope bytes for `key`, or `nil` when the tier does not hold it.
+    ///
+    /// A tier may return expired or damaged bytes; the cache checks them and removes them.
+    func blob(forKey key: CacheKey) async throws -> [UInt8]?
+
+    /// Applies `operations` in order, atomically where the tier can.
+    ///
+    /// When this throws, the cache keeps the operations queued and retries them; nothing is lost.
+    func apply(_ operations: [CacheTierOperation]) async throws
+
+    /// Releases the tier's resources. Called once, after the last ``apply(_:)``.
+    func close() async throws
+}
+
+/// A change that ``TieredCache`` asks a ``CacheTier`` to make.
+public enum CacheTierOperation: Sendable {
+    /// Stores `blob` under `key`, replacing any previous entry.
+    case store(key: CacheKey, blob: [UInt8], expiresAtMilliseconds: Int64?)
+    /// Removes the entry under `key`, if any.
+    case remove(CacheKey)
+    /// Removes every entry of a namespace (a memoize id).
+    case removeNamespace(String)
+    /// Removes every entry.
+    case removeAll
+}

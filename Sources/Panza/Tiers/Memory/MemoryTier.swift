@@ -1,0 +1,107 @@
+import Synchronization
+
+/// The in-process tier: a least-recently-used map of decoded values, bounded by entries and bytes.
+///
+/// Every operation is O(1) (but removing a namespace, which is O(*n*)) and takes one short lock;
+/// the tier is safe to use from any number of tasks.
+public final class MemoryTier: Sendable {
+    /// Bounds of the memory tier.
+    public struct Configuration: Hashable, Sendable {
+        /// The most entries held at once.
+        public var maxEntries: Int
+        /// The most bytes held at once, counting each entry as the size of its encoded envelope.
+        public var maxBytes: Int
+
+        public init(maxEntries: Int = 10_000, maxBytes: Int = 64 << 20) {
+            self.maxEntries = maxEntries
+            self.maxBytes = maxBytes
+        }
+    }
+
+    /// The result of a lookup.
+    enum Lookup {
+        case hit(any Sendable)
+        case miss
+        case expired
+    }
+
+    struct Entry {
+        var value: any Sendable
+        var cost: Int
+        var namespace: String
+        var expiresAtMilliseconds: Int64?
+    }
+
+    let configuration: Configuration
+    private let state: Mutex<LRUList<String, Entry>>
+
+    public init(configuration: Configuration) throws {
+        guard configuration.maxEntries > 0, configuration.maxBytes > 0 else {
+            throw PanzaError(
+                code: .invalidConfiguration,
+                message: "memory tier bounds must be positive (maxEntries \(configuration.maxEntries), maxBytes \(configuration.maxBytes))"
+            )
+        }
+        self.configuration = configuration
+        self.state = Mutex(LRUList())
+    }
+
+    /// Looks `key` up and marks it most recently used. An expired entry is removed.
+    func lookup(_ key: String, nowMilliseconds: @autoclosure () -> Int64) -> Lookup {
+        self.state.withLock { list in
+            guard let index = list.index(forKey: key) else { return .miss }
+            let entry = list[index]
+            if let expiresAt = entry.expiresAtMilliseconds, nowMilliseconds() >= expiresAt {
+                list.remove(at: index)
+                return .expired
+            }
+            list.moveToFront(index)
+            return .hit(entry.value)
+        }
+    }
+
+    /// Inserts or replaces an entry, then evicts least recently used entries until within bounds.
+    ///
+    /// An entry larger than ``Configuration/maxBytes`` is not held (and any older one is dropped).
+    /// - Returns: how many entries were evicted.
+    @discardableResult
+    func insert(_ entry: Entry, forKey key: String) -> Int {
+        self.state.withLock { list in
+            guard entry.cost <= self.configuration.maxBytes else {
+                if let index = list.index(forKey: key) { list.remove(at: index) }
+                return 0
+            }
+            list.insertAtFront(entry, forKey: key)
+            var evicted = 0
+            while list.count > self.configuration.maxEntries || list.totalCost > self.configuration.maxBytes {
+                list.removeLast()
+                evicted += 1
+            }
+            return evicted
+        }
+    }
+
+    func remove(_ key: String) {
+        self.state.withLock { list in
+            if let index = list.index(forKey: key) { list.remove(at: index) }
+        }
+    }
+
+    func removeNamespace(_ namespace: String) {
+        self.state.withLock { list in list.removeAll { $0.namespace == namespace } }
+    }
+
+    func removeAll() {
+        self.state.withLock { list in list.removeAll { _ in true } }
+    }
+
+    /// How many entries are held.
+    public var count: Int { self.state.withLock { $0.count } }
+    /// How many bytes are held.
+    public var bytes: Int { self.state.withLock { $0.totalCost } }
+
+    /// The keys from most to least recently used (for tests and `panza` diagnostics).
+    func keysByRecency() -> [String] { self.state.withLock { $0.keysFromFront() } }
+
+    func _checkInvariants() { self.state.withLock { $0._checkInvariants() } }
+}

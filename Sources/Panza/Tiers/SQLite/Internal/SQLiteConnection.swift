@@ -1,0 +1,124 @@
+import CPanzaSQLite
+
+// This file and SQLiteStatement.swift are the only ones that call libsqlite3.
+//
+// The hazards: a `sqlite3 *` opened with SQLITE_OPEN_NOMUTEX must never be used from two threads at
+// once, and a statement must be finalized before its connection closes. `SQLiteConnection` and
+// `SQLiteStatement` are therefore not `Sendable`; they live inside `SQLiteTier`, an actor whose
+// executor is one serial dispatch queue, and the connection finalizes its statements before closing.
+
+/// One connection to a SQLite file, with its prepared statements.
+final class SQLiteConnection {
+    let path: String
+    private let handle: OpaquePointer
+    private var statements: [String: SQLiteStatement] = [:]
+    private var isClosed = false
+
+    /// Opens (creating if needed) the database at `path`.
+    init(path: String, busyTimeoutMilliseconds: Int32) throws {
+        self.path = path
+        var handle: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let code = sqlite3_open_v2(path, &handle, flags, nil)
+        guard code == SQLITE_OK, let handle else {
+            let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            if let handle { sqlite3_close_v2(handle) }
+            throw SQLiteConnection.error(resultCode: code, message: message, path: path, context: "open")
+        }
+        self.handle = handle
+        sqlite3_extended_result_codes(handle, 1)
+        sqlite3_busy_timeout(handle, busyTimeoutMilliseconds)
+    }
+
+    deinit {
+        self.close()
+    }
+
+    func close() {
+        guard !self.isClosed else { return }
+        self.isClosed = true
+        for statement in self.statements.values { statement.finalize() }
+        self.statements = [:]
+        sqlite3_close_v2(self.handle)
+    }
+
+    /// Runs one or more SQL statements that return no rows.
+    func execute(_ sql: String) throws {
+        var errorMessage: UnsafeMutablePointer<CChar>?
+        let code = sqlite3_exec(self.handle, sql, nil, nil, &errorMessage)
+        let message = errorMessage.map { String(cString: $0) }
+        sqlite3_free(errorMessage)
+        guard code == SQLITE_OK else {
+            throw SQLiteConnection.error(
+                resultCode: code,
+                message: message ?? self.lastErrorMessage,
+                path: self.path,
+                context: "executing \(sql.prefix(60))"
+            )
+        }
+    }
+
+    /// Returns the cached prepared statement for `sql`, reset and with bindings cleared.
+    func statement(_ sql: String) throws -> SQLiteStatement {
+        if let statement = self.statements[sql] {
+            statement.reset()
+            return statement
+        }
+        var handle: OpaquePointer?
+        let code = sqlite3_prepare_v3(self.handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &handle, nil)
+        guard code == SQLITE_OK, let handle else {
+            throw SQLiteConnection.error(
+                resultCode: code,
+                message: self.lastErrorMessage,
+                path: self.path,
+                context: "preparing \(sql.prefix(60))"
+            )
+        }
+        let statement = SQLiteStatement(handle: handle, connection: self)
+        self.statements[sql] = statement
+        return statement
+    }
+
+    /// Runs `body` in a `BEGIN IMMEDIATE` transaction, committing on success.
+    ///
+    /// `IMMEDIATE` takes the write lock up front, so that the busy timeout applies to it; a deferred
+    /// transaction that upgrades from read to write can fail with `SQLITE_BUSY` at once.
+    func writeTransaction<Result>(_ body: () throws -> Result) throws -> Result {
+        try self.execute("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try self.execute("COMMIT")
+            return result
+        } catch {
+            try? self.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Rows changed by the last statement.
+    var changes: Int { Int(sqlite3_changes(self.handle)) }
+
+    var lastErrorMessage: String { String(cString: sqlite3_errmsg(self.handle)) }
+
+    /// The one place a SQLite result code becomes a ``PanzaError``.
+    static func error(resultCode: Int32, message: String, path: String, context: String) -> PanzaError {
+        let primary = resultCode & 0xFF
+        let code: PanzaError.Code
+        var text = "SQLite error \(resultCode) while \(context): \(message)"
+        switch primary {
+        case SQLITE_BUSY, SQLITE_LOCKED:
+            code = .databaseBusy
+            text += "; another connection held the lock past the busy timeout"
+        case SQLITE_NOTADB, SQLITE_CORRUPT:
+            code = .corruptDatabase
+            text += "; the file is not a SQLite database or is damaged. Delete it (with its -wal and -shm files), "
+                + "run `panza purge --rebuild`, or set `SQLiteTier.Configuration.rebuildIfUnreadable`"
+        default:
+            code = .databaseFailure
+        }
+        return PanzaError(code: code, message: text, path: path)
+    }
+}
+
+@available(*, unavailable)
+extension SQLiteConnection: Sendable {}

@@ -1,0 +1,98 @@
+/// The versioned schema of a Panza SQLite file, and its migrations.
+///
+/// A Panza file carries `PRAGMA application_id = 0x504E5A41` ("PNZA") and its schema version in
+/// `PRAGMA user_version`. A new version appends a migration here; a file of an older version is
+/// migrated on open, in one transaction; a file of a newer version is refused.
+enum SQLiteSchema {
+    static let applicationID: Int64 = 0x504E_5A41
+    static var currentVersion: Int64 { Int64(migrations.count) }
+
+    /// `migrations[i]` moves a file from version `i` to version `i + 1`.
+    static let migrations: [String] = [
+        // Version 1.
+        """
+        CREATE TABLE entry (
+            key TEXT NOT NULL PRIMARY KEY,
+            namespace TEXT NOT NULL,
+            blob BLOB NOT NULL,
+            size INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER,
+            accessed_at INTEGER NOT NULL
+        );
+        CREATE INDEX entry_by_access ON entry(accessed_at);
+        CREATE INDEX entry_by_namespace ON entry(namespace);
+        CREATE INDEX entry_by_expiry ON entry(expires_at) WHERE expires_at IS NOT NULL;
+        CREATE TABLE usage (
+            id INTEGER NOT NULL PRIMARY KEY CHECK (id = 0),
+            bytes INTEGER NOT NULL,
+            entries INTEGER NOT NULL
+        );
+        INSERT INTO usage (id, bytes, entries) VALUES (0, 0, 0);
+        CREATE TRIGGER entry_after_insert AFTER INSERT ON entry BEGIN
+            UPDATE usage SET bytes = bytes + NEW.size, entries = entries + 1 WHERE id = 0;
+        END;
+        CREATE TRIGGER entry_after_delete AFTER DELETE ON entry BEGIN
+            UPDATE usage SET bytes = bytes - OLD.size, entries = entries - 1 WHERE id = 0;
+        END;
+        CREATE TRIGGER entry_after_update_size AFTER UPDATE OF size ON entry BEGIN
+            UPDATE usage SET bytes = bytes - OLD.size + NEW.size WHERE id = 0;
+        END;
+        """
+    ]
+
+    /// Creates or migrates the schema of the file behind `connection`.
+    ///
+    /// - Throws: ``PanzaError/Code/notAPanzaDatabase`` for a database of another application,
+    ///   ``PanzaError/Code/unsupportedSchemaVersion`` for a newer Panza file.
+    static func prepare(_ connection: SQLiteConnection) throws {
+        try connection.writeTransaction {
+            let applicationID = try scalar(connection, "PRAGMA application_id")
+            let version = try scalar(connection, "PRAGMA user_version")
+            if applicationID == 0 && version == 0 {
+                let tables = try scalar(connection, "SELECT count(*) FROM sqlite_schema")
+                guard tables == 0 else {
+                    throw notPanza(connection)
+                }
+                try connection.execute("PRAGMA application_id = \(self.applicationID)")
+            } else if applicationID != self.applicationID {
+                throw notPanza(connection)
+            }
+            guard version <= currentVersion else {
+                throw PanzaError(
+                    code: .unsupportedSchemaVersion,
+                    message: "the file has schema version \(version); this Panza reads up to \(currentVersion). "
+                        + "Upgrade Panza or use another file",
+                    path: connection.path
+                )
+            }
+            for index in Int(version)..<migrations.count {
+                try connection.execute(migrations[index])
+            }
+            if version != currentVersion {
+                try connection.execute("PRAGMA user_version = \(currentVersion)")
+            }
+        }
+    }
+
+    /// Reads the schema table, which fails with ``PanzaError/Code/corruptDatabase`` on a file that
+    /// is not a database.
+    static func checkReadable(_ connection: SQLiteConnection) throws {
+        _ = try scalar(connection, "SELECT count(*) FROM sqlite_schema")
+    }
+
+    private static func scalar(_ connection: SQLiteConnection, _ sql: String) throws -> Int64 {
+        let statement = try connection.statement(sql)
+        defer { statement.reset() }
+        return try statement.step() ? statement.int64(at: 0) : 0
+    }
+
+    private static func notPanza(_ connection: SQLiteConnection) -> PanzaError {
+        PanzaError(
+            code: .notAPanzaDatabase,
+            message: "the file is a SQLite database of another application; Panza will not touch it. "
+                + "Point the SQLite tier at a new path",
+            path: connection.path
+        )
+    }
+}

@@ -1,0 +1,116 @@
+import CPanzaSQLite
+
+/// A prepared statement of a ``SQLiteConnection``. Bind, step, read columns, and reset.
+final class SQLiteStatement {
+    private let handle: OpaquePointer
+    private unowned let connection: SQLiteConnection
+    private var isFinalized = false
+
+    init(handle: OpaquePointer, connection: SQLiteConnection) {
+        self.handle = handle
+        self.connection = connection
+    }
+
+    func finalize() {
+        guard !self.isFinalized else { return }
+        self.isFinalized = true
+        sqlite3_finalize(self.handle)
+    }
+
+    func reset() {
+        sqlite3_reset(self.handle)
+        sqlite3_clear_bindings(self.handle)
+    }
+
+    func bind(_ value: String, at index: Int32) throws {
+        let code = value.utf8.withContiguousStorageIfAvailable { utf8 in
+            utf8.withMemoryRebound(to: CChar.self) { text in
+                cpanza_sqlite3_bind_text_transient(self.handle, index, text.baseAddress, Int32(text.count))
+            }
+        } ?? {
+            var copy = value
+            return copy.withUTF8 { utf8 in
+                utf8.withMemoryRebound(to: CChar.self) { text in
+                    cpanza_sqlite3_bind_text_transient(self.handle, index, text.baseAddress, Int32(text.count))
+                }
+            }
+        }()
+        try self.check(code, "binding text")
+    }
+
+    func bind(_ value: Int64, at index: Int32) throws {
+        try self.check(sqlite3_bind_int64(self.handle, index, value), "binding an integer")
+    }
+
+    func bind(_ value: Int64?, at index: Int32) throws {
+        if let value {
+            try self.bind(value, at: index)
+        } else {
+            try self.check(sqlite3_bind_null(self.handle, index), "binding null")
+        }
+    }
+
+    func bind(_ bytes: [UInt8], at index: Int32) throws {
+        let code = bytes.withUnsafeBytes { raw in
+            // A zero-length blob still needs a non-null pointer, or SQLite stores NULL.
+            cpanza_sqlite3_bind_blob_transient(self.handle, index, raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(raw.count))
+        }
+        try self.check(code, "binding a blob")
+    }
+
+    /// Advances to the next row. Returns `false` when the statement is done.
+    func step() throws -> Bool {
+        let code = sqlite3_step(self.handle)
+        switch code {
+        case SQLITE_ROW: return true
+        case SQLITE_DONE: return false
+        default:
+            let message = self.connection.lastErrorMessage
+            sqlite3_reset(self.handle)
+            throw SQLiteConnection.error(
+                resultCode: code,
+                message: message,
+                path: self.connection.path,
+                context: "running \(String(cString: sqlite3_sql(self.handle)).prefix(60))"
+            )
+        }
+    }
+
+    /// Steps the statement to completion, ignoring rows.
+    func run() throws {
+        while try self.step() {}
+    }
+
+    func int64(at column: Int32) -> Int64 { sqlite3_column_int64(self.handle, column) }
+
+    func optionalInt64(at column: Int32) -> Int64? {
+        sqlite3_column_type(self.handle, column) == SQLITE_NULL ? nil : sqlite3_column_int64(self.handle, column)
+    }
+
+    func text(at column: Int32) -> String {
+        guard let pointer = sqlite3_column_text(self.handle, column) else { return "" }
+        let count = Int(sqlite3_column_bytes(self.handle, column))
+        return String(decoding: UnsafeBufferPointer(start: pointer, count: count), as: UTF8.self)
+    }
+
+    func bytes(at column: Int32) -> [UInt8] {
+        // The pointer first, then the length: that order is the one SQLite documents as safe.
+        guard let pointer = sqlite3_column_blob(self.handle, column) else { return [] }
+        let count = Int(sqlite3_column_bytes(self.handle, column))
+        return Array(UnsafeRawBufferPointer(start: pointer, count: count))
+    }
+
+    private func check(_ code: Int32, _ context: String) throws {
+        guard code == SQLITE_OK else {
+            throw SQLiteConnection.error(
+                resultCode: code,
+                message: self.connection.lastErrorMessage,
+                path: self.connection.path,
+                context: context
+            )
+        }
+    }
+}
+
+@available(*, unavailable)
+extension SQLiteStatement: Sendable {}

@@ -1,0 +1,51 @@
+extension SQLiteTier {
+    /// Settings of the SQLite tier.
+    public struct Configuration: Hashable, Sendable {
+        /// When SQLite waits for the disk.
+        public enum Synchronous: String, Hashable, Sendable {
+            /// `synchronous=NORMAL`: a committed write survives the process being killed; the last
+            /// transactions may be lost if the machine loses power. The default, as in most WAL setups.
+            case normal = "NORMAL"
+            /// `synchronous=FULL`: a committed write also survives a power loss, at the cost of an
+            /// `fsync` per transaction.
+            case full = "FULL"
+        }
+
+        /// The database file. Its folder must exist. Several processes may share it.
+        public var path: String
+        /// The most bytes of entries (envelope plus key) the file holds before the least recently
+        /// used are evicted. The file itself is larger by SQLite's page and index overhead.
+        public var maxBytes: Int
+        /// How long to wait for another process's write lock before failing with
+        /// ``PanzaError/Code/databaseBusy``. Write-behind retries such failures; nothing is lost.
+        public var busyTimeout: Duration
+        /// How precisely read times are recorded for LRU eviction. A read updates the stored time
+        /// only when it is older than this, and in batches, so that reads stay reads.
+        public var accessTimeResolution: Duration
+        /// See ``Synchronous``.
+        public var synchronous: Synchronous
+        /// When the file is not a database or is damaged, move it aside (to
+        /// `<path>.unreadable-<milliseconds>`) and start a new one instead of failing with
+        /// ``PanzaError/Code/corruptDatabase``. A database of another application is never moved.
+        public var rebuildIfUnreadable: Bool
+
+        /// - Parameters:
+        ///   - path: the database file.
+        ///   - maxBytes: the bound on stored bytes; 1 GiB by default.
+        public init(
+            path: String,
+            maxBytes: Int = 1 << 30,
+            busyTimeout: Duration = .seconds(10),
+            accessTimeResolution: Duration = .seconds(1),
+            synchronous: Synchronous = .normal,
+            rebuildIfUnreadable: Bool = false
+        ) {
+            self.path = path
+            self.maxBytes = maxBytes
+            self.busyTimeout = busyTimeout
+            self.accessTimeResolution = accessTimeResolution
+            self.synchronous = synchronous
+            self.rebuildIfUnreadable = rebuildIfUnreadable
+        }
+    }
+}
