@@ -1,1 +1,92 @@
-print("placeholder")
+// A child process for the tests that need more than one process: several processes on one SQLite
+// file, persistence across processes, and SIGKILL after `flush()`.
+//
+// Usage:
+//   PanzaTestWorker write-and-wait DB COUNT PREFIX   set COUNT values, flush, print "flushed", then block
+//   PanzaTestWorker hammer DB COUNT WORKER           interleave writes and reads; print "ok READS"
+//   PanzaTestWorker memo DB CITY                     one memoized call; print "value loads"
+import Foundation
+import Panza
+
+struct Forecast: Codable, Sendable, Equatable {
+    var city: String
+    var days: Int
+    var temperatures: [Double]
+}
+
+func openCache(_ path: String) async throws -> TieredCache {
+    var configuration = TieredCache.Configuration()
+    configuration.memory = .init(maxEntries: 100, maxBytes: 1 << 20)
+    configuration.sqlite = .init(path: path, maxBytes: 256 << 20)
+    configuration.modes = .fromEnvironment()  // the tests set BUST_CACHE, CACHE_ONLY, PRINT_CACHE_MISSES
+    return try await TieredCache(configuration: configuration)
+}
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("worker: \(message)\n".utf8))
+    exit(2)
+}
+
+let arguments = CommandLine.arguments
+guard arguments.count >= 3 else { fail("usage: PanzaTestWorker COMMAND DB ...") }
+let path = arguments[2]
+
+do {
+    switch arguments[1] {
+    case "write-and-wait":
+        let count = Int(arguments[3])!
+        let prefix = arguments[4]
+        let cache = try await openCache(path)
+        for index in 0..<count {
+            try await cache.set("value-\(index)", forKey: "\(prefix)-\(index)")
+        }
+        try await cache.flush()
+        FileHandle.standardOutput.write(Data("flushed\n".utf8))
+        while true { try await Task.sleep(for: .seconds(60)) }
+
+    case "hammer":
+        let count = Int(arguments[3])!
+        let worker = arguments[4]
+        let cache = try await openCache(path)
+        var reads = 0
+        for index in 0..<count {
+            try await cache.set(Array(repeating: UInt8(index & 0xFF), count: 512), forKey: "\(worker)-\(index)")
+            if index % 10 == 0 { try await cache.flush() }
+            // Read keys of every worker, which come from SQLite once memory evicted them.
+            for other in ["a", "b", "c"] {
+                if try await cache.value(forKey: "\(other)-\(index / 2)", as: [UInt8].self) != nil { reads += 1 }
+            }
+        }
+        try await cache.flush()
+        let statistics = cache.statistics
+        try await cache.close()
+        if statistics.writeFailures > 0 || statistics.tiers["sqlite"]!.errors > 0 {
+            fail("write failures \(statistics.writeFailures), read errors \(statistics.tiers["sqlite"]!.errors)")
+        }
+        print("ok \(reads)")
+
+    case "memo":
+        let city = arguments[3]
+        let cache = try await openCache(path)
+        let loads = LoadCounter()
+        let forecast = cache.memoize(id: "forecast") { (city: String, days: Int) async throws -> Forecast in
+            loads.increment()
+            return Forecast(city: city, days: days, temperatures: [1.5, -2, 3.25])
+        }
+        let value = try await forecast(city, 3)
+        try await cache.close()
+        print("\(value.city) \(loads.value)")
+
+    default:
+        fail("unknown command \(arguments[1])")
+    }
+} catch {
+    fail("\(error)")
+}
+
+final class LoadCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func increment() { self.lock.withLock { self.count += 1 } }
+    var value: Int { self.lock.withLock { self.count } }
+}

@@ -16,7 +16,7 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     /// The cache the results live in.
     public let cache: TieredCache
     private let timeToLive: Duration?
-    private let function: @Sendable (repeat each Argument) async throws -> Value
+    private let function: @Sendable @concurrent (repeat each Argument) async throws -> Value
     private let customKey: (@Sendable (repeat each Argument) throws -> String)?
 
     init(
@@ -24,7 +24,7 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
         cache: TieredCache,
         timeToLive: Duration?,
         customKey: (@Sendable (repeat each Argument) throws -> String)?,
-        function: @escaping @Sendable (repeat each Argument) async throws -> Value
+        function: @escaping @Sendable @concurrent (repeat each Argument) async throws -> Value
     ) {
         self.id = id
         self.cache = cache
@@ -84,7 +84,7 @@ extension TieredCache {
         id: String,
         timeToLive: Duration? = nil,
         key: (@Sendable (repeat each Argument) throws -> String)? = nil,
-        _ function: @escaping @Sendable (repeat each Argument) async throws -> Value
+        _ function: @escaping @Sendable @concurrent (repeat each Argument) async throws -> Value
     ) -> Memoized<repeat each Argument, Value> {
         precondition(Self.isValidID(id), "memoize id must have 1 to 200 UTF-8 bytes and no '/': \(id)")
         return Memoized(id: id, cache: self, timeToLive: timeToLive, customKey: key, function: function)

@@ -46,6 +46,12 @@ enum SQLiteSchema {
     /// - Throws: ``PanzaError/Code/notAPanzaDatabase`` for a database of another application,
     ///   ``PanzaError/Code/unsupportedSchemaVersion`` for a newer Panza file.
     static func prepare(_ connection: SQLiteConnection) throws {
+        // The common case, a current Panza file, needs no write lock: another process may hold it.
+        if try scalar(connection, "PRAGMA application_id") == self.applicationID,
+            try scalar(connection, "PRAGMA user_version") == currentVersion
+        {
+            return
+        }
         try connection.writeTransaction {
             let applicationID = try scalar(connection, "PRAGMA application_id")
             let version = try scalar(connection, "PRAGMA user_version")

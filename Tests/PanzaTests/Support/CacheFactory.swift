@@ -1,0 +1,38 @@
+import Foundation
+import Synchronization
+
+@testable import Panza
+
+/// Opens caches on temporary SQLite files, with modes cleared from the environment.
+func makeCache(
+    in directory: TemporaryDirectory,
+    memory: MemoryTier.Configuration? = .init(),
+    sqlite: Bool = true,
+    file: String = "cache.sqlite",
+    configure: (inout TieredCache.Configuration) -> Void = { _ in }
+) async throws -> TieredCache {
+    var configuration = TieredCache.Configuration()
+    configuration.memory = memory
+    configuration.sqlite = sqlite ? .init(path: directory.path(file)) : nil
+    configuration.modes = CacheModes()
+    configure(&configuration)
+    return try await TieredCache(configuration: configuration)
+}
+
+/// Counts calls from any task.
+final class CallCounter: Sendable {
+    private let count = Atomic<Int>(0)
+    @discardableResult
+    func increment() -> Int { self.count.add(1, ordering: .relaxed).newValue }
+    var value: Int { self.count.load(ordering: .relaxed) }
+}
+
+struct Forecast: Codable, Sendable, Equatable {
+    var city: String
+    var days: Int
+    var temperatures: [Double]
+}
+
+struct TestError: Error, Equatable {
+    var message: String
+}

@@ -1,0 +1,117 @@
+import Testing
+
+@testable import Panza
+
+struct MemoryTierTests {
+    func entry(_ value: Int, cost: Int = 10, namespace: String = "", expiresAt: Int64? = nil) -> MemoryTier.Entry {
+        .init(value: value, cost: cost, namespace: namespace, expiresAtMilliseconds: expiresAt)
+    }
+
+    func value(_ tier: MemoryTier, _ key: String, now: Int64 = 0) -> Int? {
+        if case .hit(let value) = tier.lookup(key, nowMilliseconds: now) { return value as? Int }
+        return nil
+    }
+
+    @Test("The entry bound evicts the least recently used")
+    func entryBound() throws {
+        let tier = try MemoryTier(configuration: .init(maxEntries: 3, maxBytes: 1 << 20))
+        for index in 0..<3 { tier.insert(entry(index), forKey: "k\(index)") }
+        #expect(value(tier, "k0") == 0)  // k0 is now the most recently used
+        tier.insert(entry(3), forKey: "k3")
+        #expect(tier.count == 3)
+        #expect(value(tier, "k1") == nil)
+        #expect(tier.keysByRecency() == ["k3", "k0", "k2"])
+        tier._checkInvariants()
+    }
+
+    @Test("The byte bound evicts until the total fits")
+    func byteBound() throws {
+        let tier = try MemoryTier(configuration: .init(maxEntries: 100, maxBytes: 100))
+        for index in 0..<5 { tier.insert(entry(index, cost: 20), forKey: "k\(index)") }
+        #expect(tier.bytes == 100)
+        let evicted = tier.insert(entry(5, cost: 50), forKey: "big")
+        #expect(evicted == 3)
+        #expect(tier.bytes == 90)
+        #expect(tier.keysByRecency() == ["big", "k4", "k3"])
+        tier._checkInvariants()
+    }
+
+    @Test("An entry larger than the byte bound is not held, and drops its older version")
+    func oversizedEntry() throws {
+        let tier = try MemoryTier(configuration: .init(maxEntries: 10, maxBytes: 100))
+        tier.insert(entry(1, cost: 10), forKey: "k")
+        tier.insert(entry(2, cost: 101), forKey: "k")
+        #expect(value(tier, "k") == nil)
+        #expect(tier.bytes == 0)
+        tier._checkInvariants()
+    }
+
+    @Test("Replacing an entry updates its cost")
+    func replacement() throws {
+        let tier = try MemoryTier(configuration: .init(maxEntries: 10, maxBytes: 100))
+        tier.insert(entry(1, cost: 10), forKey: "k")
+        tier.insert(entry(2, cost: 30), forKey: "k")
+        #expect(tier.bytes == 30)
+        #expect(tier.count == 1)
+        #expect(value(tier, "k") == 2)
+        tier._checkInvariants()
+    }
+
+    @Test("Expired entries are misses and are removed")
+    func expiry() throws {
+        let tier = try MemoryTier(configuration: .init())
+        tier.insert(entry(1, expiresAt: 1000), forKey: "k")
+        #expect(value(tier, "k", now: 999) == 1)
+        guard case .expired = tier.lookup("k", nowMilliseconds: 1000) else {
+            Issue.record("expected an expired lookup")
+            return
+        }
+        #expect(tier.count == 0)
+    }
+
+    @Test("Removing a namespace keeps the others")
+    func namespaces() throws {
+        let tier = try MemoryTier(configuration: .init())
+        tier.insert(entry(1, namespace: "a"), forKey: "a/1")
+        tier.insert(entry(2, namespace: "b"), forKey: "b/1")
+        tier.insert(entry(3, namespace: "a"), forKey: "a/2")
+        tier.removeNamespace("a")
+        #expect(tier.keysByRecency() == ["b/1"])
+        tier._checkInvariants()
+    }
+
+    @Test("Random operations keep the structure consistent and within bounds")
+    func randomOperations() throws {
+        let tier = try MemoryTier(configuration: .init(maxEntries: 50, maxBytes: 2_000))
+        var generator = SplitMix64(seed: 7)
+        for step in 0..<20_000 {
+            let key = "k\(Int.random(in: 0..<200, using: &generator))"
+            switch Int.random(in: 0..<10, using: &generator) {
+            case 0..<5: tier.insert(entry(step, cost: Int.random(in: 1...120, using: &generator)), forKey: key)
+            case 5..<9: _ = tier.lookup(key, nowMilliseconds: 0)
+            default: tier.remove(key)
+            }
+            #expect(tier.count <= 50 && tier.bytes <= 2_000)
+            if step % 500 == 0 { tier._checkInvariants() }
+        }
+        tier._checkInvariants()
+    }
+
+    @Test("Bounds must be positive")
+    func invalidBounds() {
+        #expect(throws: PanzaError.self) { try MemoryTier(configuration: .init(maxEntries: 0, maxBytes: 1)) }
+    }
+}
+
+/// A seeded generator, so that random tests repeat.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { self.state = seed }
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

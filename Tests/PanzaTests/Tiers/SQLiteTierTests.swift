@@ -1,0 +1,227 @@
+import Foundation
+import Testing
+
+@testable import Panza
+
+struct SQLiteTierTests {
+    let directory: TemporaryDirectory
+
+    init() throws {
+        self.directory = try TemporaryDirectory()
+    }
+
+    func blob(_ text: String, count: Int = 1, ttl: Int64 = 0) -> [UInt8] {
+        BlobEnvelope(
+            contentType: .text,
+            payload: Array(String(repeating: text, count: count).utf8),
+            createdAtMilliseconds: WallClock.nowMilliseconds(),
+            timeToLiveMilliseconds: ttl
+        ).encoded(compress: false)
+    }
+
+    func store(_ key: String, _ blob: [UInt8], namespace: String = "", expiresAt: Int64? = nil) -> CacheTierOperation {
+        .store(key: CacheKey(namespace: namespace, rawValue: key), blob: blob, expiresAtMilliseconds: expiresAt)
+    }
+
+    @Test("Entries persist across connections")
+    func persistence() async throws {
+        let path = self.directory.path("cache.sqlite")
+        let alpha = blob("alpha")
+        let beta = blob("beta")
+        let first = try await SQLiteTier.open(configuration: .init(path: path))
+        try await first.apply([store("a", alpha), store("b", beta)])
+        await first.close()
+        let second = try await SQLiteTier.open(configuration: .init(path: path))
+        #expect(try await second.blob(forKey: CacheKey(rawValue: "a")) == alpha)
+        let usage = try await second.usage()
+        #expect(usage.entries == 2)
+        #expect(usage.bytes == SQLiteTier.size(key: "a", blob: alpha) + SQLiteTier.size(key: "b", blob: beta))
+        #expect(try await second.blob(forKey: CacheKey(rawValue: "missing")) == nil)
+        await second.close()
+    }
+
+    @Test("Removals by key, namespace and all")
+    func removals() async throws {
+        let tier = try await SQLiteTier.open(configuration: .init(path: self.directory.path("cache.sqlite")))
+        try await tier.apply([
+            store("f/1", blob("1"), namespace: "f"), store("f/2", blob("2"), namespace: "f"),
+            store("g/1", blob("3"), namespace: "g"), store("plain", blob("4")),
+        ])
+        try await tier.apply([.remove(CacheKey(rawValue: "plain"))])
+        #expect(try await tier.usage().entries == 3)
+        try await tier.apply([.removeNamespace("f")])
+        #expect(try await tier.entries().map(\.key) == ["g/1"])
+        try await tier.apply([.removeAll])
+        #expect(try await tier.usage().entries == 0)
+        #expect(try await tier.usage().bytes == 0)
+        await tier.close()
+    }
+
+    @Test("The byte bound evicts the least recently used entries")
+    func lruEviction() async throws {
+        let configuration = SQLiteTier.Configuration(
+            path: self.directory.path("cache.sqlite"),
+            maxBytes: 10_000,
+            accessTimeResolution: .zero
+        )
+        let tier = try await SQLiteTier.open(configuration: configuration)
+        let payload = blob("x", count: 950)  // about 1 KB with its envelope
+        for index in 0..<9 {
+            try await tier.apply([store("k\(index)", payload)])
+            try await Task.sleep(for: .milliseconds(3))
+        }
+        #expect(try await tier.blob(forKey: CacheKey(rawValue: "k0")) != nil)  // k0 becomes the most recent
+        try await Task.sleep(for: .milliseconds(3))
+        try await tier.apply([store("k9", payload), store("k10", payload)])
+        let usage = try await tier.usage()
+        #expect(usage.bytes <= 10_000)
+        let keys = Set(try await tier.entries().map(\.key))
+        #expect(keys.contains("k0"), "the entry read last was evicted")
+        #expect(keys.contains("k10") && keys.contains("k9"))
+        #expect(!keys.contains("k1") && !keys.contains("k2"), "older entries were kept: \(keys.sorted())")
+        #expect(tier.evictionCount >= 2)
+        await tier.close()
+    }
+
+    @Test("Expired entries are misses and are reclaimed")
+    func expiry() async throws {
+        let tier = try await SQLiteTier.open(configuration: .init(path: self.directory.path("cache.sqlite")))
+        let now = WallClock.nowMilliseconds()
+        try await tier.apply([store("short", blob("s"), expiresAt: now + 1_000), store("long", blob("l"), expiresAt: now + 60_000)])
+        #expect(try await tier.blob(forKey: CacheKey(rawValue: "short")) != nil)
+        try await Task.sleep(for: .milliseconds(1_100))
+        #expect(try await tier.blob(forKey: CacheKey(rawValue: "short")) == nil)
+        #expect(try await tier.blob(forKey: CacheKey(rawValue: "long")) != nil)
+        try await tier.apply([])  // any write reclaims the entries found expired
+        #expect(try await tier.entries().map(\.key) == ["long"])
+        await tier.close()
+    }
+
+    @Test("A file that is not a database gives corruptDatabase naming the path")
+    func notADatabase() async throws {
+        let path = self.directory.path("garbage.sqlite")
+        try Data(repeating: 0x42, count: 8192).write(to: URL(fileURLWithPath: path))
+        let error = try await #require(throws: PanzaError.self) {
+            _ = try await SQLiteTier.open(configuration: .init(path: path))
+        }
+        #expect(error.code == .corruptDatabase)
+        #expect(error.path == path)
+        #expect(error.description.contains(path))
+        // The file is left as it was.
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(repeating: 0x42, count: 8192))
+    }
+
+    @Test("rebuildIfUnreadable moves a damaged file aside and starts anew")
+    func rebuild() async throws {
+        let path = self.directory.path("garbage.sqlite")
+        try Data(repeating: 0x42, count: 8192).write(to: URL(fileURLWithPath: path))
+        let tier = try await SQLiteTier.open(configuration: .init(path: path, rebuildIfUnreadable: true))
+        try await tier.apply([store("k", blob("v"))])
+        #expect(try await tier.usage().entries == 1)
+        await tier.close()
+        let moved = try FileManager.default.contentsOfDirectory(atPath: self.directory.url.path)
+            .filter { $0.hasPrefix("garbage.sqlite.unreadable-") }
+        #expect(moved.count == 1)
+    }
+
+    @Test("A database of another application is refused and never moved")
+    func foreignDatabase() async throws {
+        let path = self.directory.path("other.sqlite")
+        do {
+            let connection = try SQLiteConnection(path: path, busyTimeoutMilliseconds: 100)
+            try connection.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+            connection.close()
+        }
+        for rebuild in [false, true] {
+            let error = try await #require(throws: PanzaError.self) {
+                _ = try await SQLiteTier.open(configuration: .init(path: path, rebuildIfUnreadable: rebuild))
+            }
+            #expect(error.code == .notAPanzaDatabase)
+            #expect(error.path == path)
+        }
+        #expect(FileManager.default.fileExists(atPath: path))
+    }
+
+    @Test("A file of a newer schema version is refused")
+    func newerSchema() async throws {
+        let path = self.directory.path("cache.sqlite")
+        let tier = try await SQLiteTier.open(configuration: .init(path: path))
+        await tier.close()
+        do {
+            let connection = try SQLiteConnection(path: path, busyTimeoutMilliseconds: 100)
+            try connection.execute("PRAGMA user_version = 99")
+            connection.close()
+        }
+        let error = try await #require(throws: PanzaError.self) {
+            _ = try await SQLiteTier.open(configuration: .init(path: path))
+        }
+        #expect(error.code == .unsupportedSchemaVersion)
+    }
+
+    @Test("A file of schema version 1 from the fixtures opens and serves its entries")
+    func schemaVersion1Fixture() async throws {
+        let fixture = Fixtures.url("sqlite/schema-v1.sqlite")
+        if Fixtures.regenerate {
+            try? FileManager.default.removeItem(at: fixture)
+            let tier = try await SQLiteTier.open(configuration: .init(path: fixture.path))
+            let envelope = BlobEnvelope(contentType: .text, payload: Array("fixture value".utf8), createdAtMilliseconds: 1_764_000_000_000)
+            try await tier.apply([store("fixture-key", envelope.encoded())])
+            await tier.close()
+            let connection = try SQLiteConnection(path: fixture.path, busyTimeoutMilliseconds: 100)
+            try connection.execute("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE")
+            connection.close()
+        }
+        let path = self.directory.path("copy.sqlite")
+        try FileManager.default.copyItem(atPath: fixture.path, toPath: path)
+        let tier = try await SQLiteTier.open(configuration: .init(path: path))
+        let bytes = try #require(try await tier.blob(forKey: CacheKey(rawValue: "fixture-key")))
+        #expect(try BlobEnvelope.decode(bytes).payload == Array("fixture value".utf8))
+        await tier.close()
+    }
+
+    @Test("A lock held past the busy timeout gives databaseBusy, and write-behind retries until it lands")
+    func busyDatabase() async throws {
+        let path = self.directory.path("cache.sqlite")
+        let configuration = SQLiteTier.Configuration(path: path, busyTimeout: .milliseconds(100))
+        let tier = try await SQLiteTier.open(configuration: configuration)
+        let holder = LockHolder(path: path)
+        try holder.lock()
+        let error = try await #require(throws: PanzaError.self) {
+            try await tier.apply([store("k", blob("v"))])
+        }
+        #expect(error.code == .databaseBusy)
+        #expect(error.path == path)
+        await tier.close()
+
+        var cacheConfiguration = TieredCache.Configuration()
+        cacheConfiguration.sqlite = configuration
+        cacheConfiguration.modes = CacheModes()
+        // Opening reclaims expired entries, which needs the lock: it must not fail because of it.
+        let cache = try await TieredCache(configuration: cacheConfiguration)
+        try await cache.set("kept", forKey: "k")
+        let flushError = try await #require(throws: PanzaError.self) { try await cache.flush() }
+        #expect(flushError.code == .databaseBusy)
+        #expect(cache.statistics.pendingWrites == 1)
+        holder.unlock()
+        try await cache.flush()
+        #expect(cache.statistics.pendingWrites == 0)
+        #expect(cache.statistics.writeFailures >= 1)
+        try await cache.close()
+
+        let reopened = try await SQLiteTier.open(configuration: configuration)
+        #expect(try await reopened.usage().entries == 1)
+        await reopened.close()
+    }
+}
+
+/// Holds SQLite's write lock from a second connection, as another process would.
+final class LockHolder: @unchecked Sendable {
+    let connection: SQLiteConnection
+
+    init(path: String) {
+        self.connection = try! SQLiteConnection(path: path, busyTimeoutMilliseconds: 1000)
+    }
+
+    func lock() throws { try self.connection.execute("BEGIN IMMEDIATE") }
+    func unlock() { try? self.connection.execute("COMMIT") }
+}
