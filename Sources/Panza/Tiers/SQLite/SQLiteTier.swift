@@ -185,6 +185,39 @@ public actor SQLiteTier: CacheTier {
         return Usage(bytes: bytes, entries: entries, fileBytes: fileBytes)
     }
 
+    /// Entries and bytes of one namespace.
+    public struct NamespaceSummary: Hashable, Sendable, Codable {
+        /// The memoize id, or `""` for plain keys.
+        public var namespace: String
+        public var entries: Int
+        public var bytes: Int
+    }
+
+    /// Entries and bytes per namespace, largest first.
+    public func namespaceSummaries() throws -> [NamespaceSummary] {
+        let connection = try self.openConnectionOrThrow()
+        let statement = try connection.statement(
+            "SELECT namespace, count(*), sum(size) FROM entry GROUP BY namespace ORDER BY sum(size) DESC, namespace"
+        )
+        defer { statement.reset() }
+        var result: [NamespaceSummary] = []
+        while try statement.step() {
+            result.append(
+                NamespaceSummary(
+                    namespace: statement.text(at: 0),
+                    entries: Int(statement.int64(at: 1)),
+                    bytes: Int(statement.int64(at: 2))
+                )
+            )
+        }
+        return result
+    }
+
+    /// Rebuilds the file to return free pages to the file system (`VACUUM`).
+    public func compact() throws {
+        try self.openConnectionOrThrow().execute("VACUUM")
+    }
+
     /// Lists entries, most recently used first.
     ///
     /// - Parameters:
