@@ -1,0 +1,209 @@
+import Benchmark
+import Foundation
+import Panza
+
+// Each Panza benchmark stands beside the baseline that bounds it, measured in the same run:
+//
+//   Panza                                     baseline (the limit)
+//   memory hit: memoized call                 bare Mutex<[String: String]> lookup
+//   SQLite hit: memoized call, memory off     raw SQLite point lookup through the C API
+//   set with write-behind drain               raw SQLite inserts in one transaction
+//   envelope encode / decode                  raw LZ4 compress / decompress
+//
+// Throughput is per operation: every measured iteration runs `scalingFactor` operations.
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.throughput, .wallClock],
+        scalingFactor: .kilo,
+        maxDuration: .seconds(3),
+        maxIterations: 100_000
+    )
+    let keyCount = 10_000
+
+    // MARK: Memory
+
+    Benchmark("Memory hit: memoized call (key hashing included)") { benchmark in
+        var configuration = TieredCache.Configuration()
+        configuration.sqlite = nil
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        let value = Workload.json(seed: 1)
+        let forecast = cache.memoize(id: "forecast") { (city: String, days: Int) async throws -> String in value }
+        _ = try await forecast("Oslo", 3)
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            blackHole(try await forecast("Oslo", 3))
+        }
+        benchmark.stopMeasurement()
+        try await cache.close()
+    }
+
+    Benchmark("Baseline: Mutex<[String: String]> lookup") { benchmark in
+        let dictionary = Baseline.LockedDictionary()
+        dictionary.storage.withLock { $0["forecast/oslo-3"] = Workload.json(seed: 1) }
+        for _ in benchmark.scaledIterations {
+            blackHole(dictionary.lookup("forecast/oslo-3"))
+        }
+    }
+
+    Benchmark("Memoize key hashing (String, Int)") { benchmark in
+        for index in benchmark.scaledIterations {
+            blackHole(try MemoizeKey.make(id: "forecast", arguments: "Oslo", index))
+        }
+    }
+
+    // MARK: SQLite reads
+
+    for tasks in [1, 8] {
+        Benchmark("SQLite hit: memoized call, memory off, \(tasks) task(s)") { benchmark in
+            var configuration = TieredCache.Configuration()
+            configuration.memory = nil
+            configuration.sqlite = .init(path: Workload.temporaryPath("sqlite-hit-\(tasks).sqlite"))
+            configuration.modes = CacheModes()
+            let cache = try await TieredCache(configuration: configuration)
+            let lookup = cache.memoize(id: "completion") { (seed: Int) async throws -> String in Workload.json(seed: seed) }
+            for seed in 0..<keyCount { _ = try await lookup(seed) }
+            try await cache.flush()
+            let iterations = benchmark.scaledIterations.count
+            benchmark.startMeasurement()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for task in 0..<tasks {
+                    group.addTask {
+                        var seed = task &* 7919
+                        for _ in 0..<(iterations / tasks) {
+                            seed = (seed &+ 4099) % keyCount
+                            blackHole(try await lookup(seed))
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            benchmark.stopMeasurement()
+            precondition(cache.statistics.loads == keyCount, "a lookup missed SQLite")
+            try await cache.close()
+        }
+    }
+
+    Benchmark("Baseline: raw SQLite point lookup (C API, prepared)") { benchmark in
+        let sqlite = Baseline.RawSQLite(path: Workload.temporaryPath("raw-lookup.sqlite"))
+        let keys = (0..<keyCount).map { "completion/\($0)" }
+        sqlite.insertBatch(keys: keys[...], value: Array(Workload.json(seed: 1).utf8))
+        var seed = 0
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            seed = (seed &+ 4099) % keyCount
+            blackHole(sqlite.lookup(keys[seed]))
+        }
+    }
+
+    // MARK: Writes
+
+    Benchmark(
+        "set (write-behind), then drain to SQLite",
+        configuration: .init(metrics: [.throughput, .wallClock], scalingFactor: .kilo, maxDuration: .seconds(3), maxIterations: 200)
+    ) { benchmark in
+        var configuration = TieredCache.Configuration()
+        configuration.memory = .init(maxEntries: 100_000, maxBytes: 256 << 20)
+        configuration.sqlite = .init(path: Workload.temporaryPath("set-\(UUID().uuidString).sqlite"))
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        let values = (0..<benchmark.scaledIterations.count).map { Workload.json(seed: $0) }
+        benchmark.startMeasurement()
+        for (index, value) in values.enumerated() {
+            try await cache.set(value, forKey: "k\(index)")
+        }
+        try await cache.flush()
+        benchmark.stopMeasurement()
+        try await cache.close()
+    }
+
+    Benchmark(
+        "set latency (write-behind, returns before SQLite)",
+        configuration: .init(metrics: [.wallClock], scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 100_000)
+    ) { benchmark in
+        // One set per measured iteration, so that wallClock percentiles are per-call latencies.
+        let state = SetLatencyState.shared
+        let cache = try await state.cache()
+        let index = state.next()
+        let value = state.value
+        benchmark.startMeasurement()
+        try await cache.set(value, forKey: "latency-\(index)")
+        benchmark.stopMeasurement()
+    }
+
+    Benchmark(
+        "Baseline: raw SQLite inserts in one transaction (C API)",
+        configuration: .init(metrics: [.throughput, .wallClock], scalingFactor: .kilo, maxDuration: .seconds(3), maxIterations: 200)
+    ) { benchmark in
+        let sqlite = Baseline.RawSQLite(path: Workload.temporaryPath("raw-insert.sqlite"))
+        let keys = (0..<benchmark.scaledIterations.count).map { "k\($0)" }
+        let value = Array(Workload.json(seed: 1).utf8)
+        benchmark.startMeasurement()
+        sqlite.insertBatch(keys: keys[...], value: value)
+    }
+
+    // MARK: Envelopes
+
+    let payload = Array(Workload.json(seed: 42).utf8)
+    let envelope = BlobEnvelope(contentType: .text, payload: payload, createdAtMilliseconds: 1_764_000_000_000)
+    let encoded = envelope.encoded()
+    let compressed = Baseline.lz4Compress(payload)
+
+    Benchmark("Envelope encode, 1 KiB JSON (LZ4 + XXH64)") { benchmark in
+        for _ in benchmark.scaledIterations { blackHole(envelope.encoded()) }
+    }
+    Benchmark("Baseline: LZ4_compress_default, 1 KiB JSON") { benchmark in
+        for _ in benchmark.scaledIterations { blackHole(Baseline.lz4Compress(payload)) }
+    }
+    Benchmark("Envelope decode, 1 KiB JSON (verify + LZ4)") { benchmark in
+        for _ in benchmark.scaledIterations { blackHole(try BlobEnvelope.decode(encoded)) }
+    }
+    Benchmark("Baseline: LZ4_decompress_safe, 1 KiB JSON") { benchmark in
+        for _ in benchmark.scaledIterations { blackHole(Baseline.lz4Decompress(compressed, originalSize: payload.count)) }
+    }
+
+    // MARK: Single-flight
+
+    Benchmark(
+        "Single-flight: 100 concurrent identical misses, one load",
+        configuration: .init(metrics: [.throughput, .wallClock], scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 10_000)
+    ) { benchmark in
+        var configuration = TieredCache.Configuration()
+        configuration.sqlite = nil
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        let key = "fan-out-\(UUID().uuidString)"
+        benchmark.startMeasurement()
+        try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<100 {
+                group.addTask { try await cache.value(forKey: key) { "loaded" } }
+            }
+            try await group.waitForAll()
+        }
+        benchmark.stopMeasurement()
+        try await cache.close()
+    }
+}
+
+/// One cache shared by the iterations of the set-latency benchmark.
+final class SetLatencyState: @unchecked Sendable {
+    static let shared = SetLatencyState()
+    let value = Workload.json(seed: 7)
+    private let lock = NSLock()
+    private var counter = 0
+    private var opened: TieredCache?
+
+    func next() -> Int { self.lock.withLock { self.counter += 1; return self.counter % 50_000 } }
+
+    func cache() async throws -> TieredCache {
+        if let opened = self.lock.withLock({ self.opened }) { return opened }
+        var configuration = TieredCache.Configuration()
+        configuration.memory = .init(maxEntries: 100_000, maxBytes: 256 << 20)
+        configuration.sqlite = .init(path: Workload.temporaryPath("set-latency.sqlite"))
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        self.lock.withLock { self.opened = cache }
+        return cache
+    }
+}

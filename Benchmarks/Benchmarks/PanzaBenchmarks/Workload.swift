@@ -1,0 +1,27 @@
+import Foundation
+
+/// The data the benchmarks cache: realistic JSON of about 1 KiB, so that compression is honest.
+enum Workload {
+    static let valueBytes = 1024
+
+    /// A JSON document of exactly `valueBytes` bytes, different for every seed.
+    static func json(seed: Int) -> String {
+        var text = "{\"id\":\(seed),\"model\":\"panza-bench\",\"choices\":["
+        var index = 0
+        while text.utf8.count < valueBytes - 80 {
+            text += "{\"index\":\(index),\"text\":\"token \(seed &* 31 &+ index) of a cached completion\",\"logprob\":-0.\(index % 10)\(seed % 7)},"
+            index += 1
+        }
+        text += "],\"usage\":{\"prompt\":\(seed % 97)}"
+        while text.utf8.count < valueBytes - 1 { text += " " }
+        return text + "}"
+    }
+
+    static func temporaryPath(_ name: String) -> String {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("panza-benchmarks")
+        try? FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let path = folder.appendingPathComponent(name).path
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        return path
+    }
+}

@@ -1,0 +1,32 @@
+// swift-tools-version: 6.1
+// Panza's benchmarks, in a package of their own so that users of Panza never build the
+// benchmark dependency. Run them with `swift package benchmark` from this folder
+// (or `scripts/benchmark` from the root).
+import PackageDescription
+
+let package = Package(
+    name: "PanzaBenchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(name: "panza", path: ".."),
+        // Only the MallocInterposer trait: the default RuntimeInterposer needs a package that
+        // is not available on this machine kind.
+        .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.0", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        // The baselines call SQLite and LZ4 directly, through their own module maps.
+        .systemLibrary(name: "CBaselineSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CBaselineLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .executableTarget(
+            name: "PanzaBenchmarks",
+            dependencies: [
+                .product(name: "Panza", package: "panza"),
+                .product(name: "Benchmark", package: "benchmark"),
+                "CBaselineSQLite",
+                "CBaselineLZ4",
+            ],
+            path: "Benchmarks/PanzaBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+    ]
+)
