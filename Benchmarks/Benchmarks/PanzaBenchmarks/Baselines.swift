@@ -15,7 +15,7 @@ enum Baseline {
         init(path: String) {
             try? FileManager.default.removeItem(atPath: path)
             sqlite3_open_v2(path, &self.database, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
-            sqlite3_exec(self.database, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", nil, nil, nil)
+            sqlite3_exec(self.database, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA mmap_size=268435456;", nil, nil, nil)
             sqlite3_exec(self.database, "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)", nil, nil, nil)
             sqlite3_prepare_v2(self.database, "SELECT value FROM kv WHERE key = ?", -1, &self.select, nil)
             sqlite3_prepare_v2(self.database, "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", -1, &self.insert, nil)

@@ -22,40 +22,104 @@ import Foundation
 ///
 /// Dictionaries and sets are sorted because their own `encode(to:)` follows the per-process hash
 /// seed; structs are sorted by field name so that reordering fields keeps keys.
+@usableFromInline
 struct CanonicalEncoder {
+    @usableFromInline
     private(set) var bytes: [UInt8] = []
 
+    @inlinable
     init() {
-        self.bytes.reserveCapacity(64)
+        self.bytes.reserveCapacity(96)
     }
 
     /// Appends the canonical bytes of `value`.
+    ///
+    /// Primitive values are written here, inlined into the caller, where the type checks below
+    /// fold away; they produce the same bytes as the `Encoder` path.
+    @inlinable
     mutating func append<T: Encodable>(_ value: T) throws {
-        if self.appendFastPath(value) { return }
+        switch value {
+        case let value as String: Self.writeString(value, to: &self.bytes)
+        case let value as Int: Self.writeInteger(Int64(value), to: &self.bytes)
+        case let value as Bool: Self.writeBool(value, to: &self.bytes)
+        case let value as Double: Self.writeDouble(value, to: &self.bytes)
+        default: try self.appendEncodable(value)
+        }
+    }
+
+    /// Everything else goes through `Encodable`.
+    @usableFromInline
+    mutating func appendEncodable<T: Encodable>(_ value: T) throws {
         let node = CanonicalNode()
         try CanonicalNode.encode(value, into: node)
         node.write(to: &self.bytes)
     }
 
-    /// Primitive values skip the `Encoder` machinery; they produce the same bytes as through it.
-    @inline(__always)
-    private mutating func appendFastPath<T: Encodable>(_ value: T) -> Bool {
-        switch value {
-        case let value as String: CanonicalNode.writeString(value, to: &self.bytes)
-        case let value as Int: CanonicalNode.writeInteger(Int64(value), to: &self.bytes)
-        case let value as Bool: self.bytes.append(UInt8(ascii: "b")); self.bytes.append(value ? 1 : 0)
-        case let value as Double: CanonicalNode.writeDouble(value, to: &self.bytes)
-        default: return false
-        }
-        return true
-    }
-
+    @inlinable
     mutating func appendRaw(_ raw: some Sequence<UInt8>) {
         self.bytes.append(contentsOf: raw)
     }
 
+    @inlinable
     mutating func appendLength(_ count: Int) {
-        CanonicalNode.writeLength(count, to: &self.bytes)
+        Self.writeLength(count, to: &self.bytes)
+    }
+
+    // The writers of each tag, shared by the fast path and by `CanonicalNode`.
+
+    @inlinable
+    static func writeLength(_ count: Int, to bytes: inout [UInt8]) {
+        let value = UInt32(truncatingIfNeeded: count)
+        bytes.append(UInt8(truncatingIfNeeded: value >> 24))
+        bytes.append(UInt8(truncatingIfNeeded: value >> 16))
+        bytes.append(UInt8(truncatingIfNeeded: value >> 8))
+        bytes.append(UInt8(truncatingIfNeeded: value))
+    }
+
+    @inlinable
+    static func writeBool(_ value: Bool, to bytes: inout [UInt8]) {
+        bytes.append(UInt8(ascii: "b"))
+        bytes.append(value ? 1 : 0)
+    }
+
+    @inlinable
+    static func writeString(_ string: String, to bytes: inout [UInt8]) {
+        bytes.append(UInt8(ascii: "s"))
+        writeLength(string.utf8.count, to: &bytes)
+        bytes.append(contentsOf: string.utf8)
+    }
+
+    @inlinable
+    static func writeInteger(_ value: Int64, to bytes: inout [UInt8]) {
+        bytes.append(UInt8(ascii: "i"))
+        writeBigEndian(UInt64(bitPattern: value), to: &bytes)
+    }
+
+    @inlinable
+    static func writeUnsigned(_ value: UInt64, to bytes: inout [UInt8]) {
+        if value <= UInt64(Int64.max) {
+            writeInteger(Int64(value), to: &bytes)
+        } else {
+            bytes.append(UInt8(ascii: "u"))
+            writeBigEndian(value, to: &bytes)
+        }
+    }
+
+    @inlinable
+    static func writeDouble(_ value: Double, to bytes: inout [UInt8]) {
+        let pattern: UInt64 = value.isNaN ? 0x7FF8_0000_0000_0000 : (value == 0 ? 0 : value.bitPattern)
+        bytes.append(UInt8(ascii: "f"))
+        writeBigEndian(pattern, to: &bytes)
+    }
+
+    @inlinable
+    static func writeBigEndian(_ value: UInt64, to bytes: inout [UInt8]) {
+        var shift: UInt64 = 56
+        while true {
+            bytes.append(UInt8(truncatingIfNeeded: value >> shift))
+            if shift == 0 { break }
+            shift -= 8
+        }
     }
 }
 
@@ -150,36 +214,11 @@ final class CanonicalNode {
         }
     }
 
-    static func writeLength(_ count: Int, to bytes: inout [UInt8]) {
-        let value = UInt32(truncatingIfNeeded: count).bigEndian
-        withUnsafeBytes(of: value) { bytes.append(contentsOf: $0) }
-    }
-
-    static func writeString(_ string: String, to bytes: inout [UInt8]) {
-        bytes.append(UInt8(ascii: "s"))
-        writeLength(string.utf8.count, to: &bytes)
-        bytes.append(contentsOf: string.utf8)
-    }
-
-    static func writeInteger(_ value: Int64, to bytes: inout [UInt8]) {
-        bytes.append(UInt8(ascii: "i"))
-        withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
-    }
-
-    static func writeUnsigned(_ value: UInt64, to bytes: inout [UInt8]) {
-        if value <= UInt64(Int64.max) {
-            writeInteger(Int64(value), to: &bytes)
-        } else {
-            bytes.append(UInt8(ascii: "u"))
-            withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
-        }
-    }
-
-    static func writeDouble(_ value: Double, to bytes: inout [UInt8]) {
-        let pattern: UInt64 = value.isNaN ? 0x7FF8_0000_0000_0000 : (value == 0 ? 0 : value.bitPattern)
-        bytes.append(UInt8(ascii: "f"))
-        withUnsafeBytes(of: pattern.bigEndian) { bytes.append(contentsOf: $0) }
-    }
+    static func writeLength(_ count: Int, to bytes: inout [UInt8]) { CanonicalEncoder.writeLength(count, to: &bytes) }
+    static func writeString(_ string: String, to bytes: inout [UInt8]) { CanonicalEncoder.writeString(string, to: &bytes) }
+    static func writeInteger(_ value: Int64, to bytes: inout [UInt8]) { CanonicalEncoder.writeInteger(value, to: &bytes) }
+    static func writeUnsigned(_ value: UInt64, to bytes: inout [UInt8]) { CanonicalEncoder.writeUnsigned(value, to: &bytes) }
+    static func writeDouble(_ value: Double, to bytes: inout [UInt8]) { CanonicalEncoder.writeDouble(value, to: &bytes) }
 
     static func scalar(_ write: (inout [UInt8]) -> Void) -> CanonicalNode {
         let node = CanonicalNode()

@@ -1,4 +1,4 @@
-import Crypto
+internal import Crypto
 
 /// The keys of memoized calls: `{id}/{hex SHA-256}` of the id and the canonical arguments.
 ///
@@ -11,6 +11,10 @@ public enum MemoizeKey {
     public static let encodingVersion: UInt8 = 1
 
     /// The key of a call of memoized function `id` with `argument`s.
+    ///
+    /// Inlinable, so that the encoding of the arguments is specialized for their types in the
+    /// caller: this is the hot path of every memoized call.
+    @inlinable
     public static func make<each Argument: Encodable>(id: String, arguments argument: repeat each Argument) throws -> CacheKey {
         var encoder = CanonicalEncoder()
         encoder.appendRaw([0x50, 0x4E, 0x5A, 0x4B, encodingVersion])
@@ -21,11 +25,36 @@ public enum MemoizeKey {
         for value in repeat each argument {
             try encoder.append(value)
         }
-        return CacheKey(namespace: id, rawValue: id + "/" + hexDigest(of: encoder.bytes))
+        return CacheKey(namespace: id, rawValue: keyString(id: id, canonicalBytes: encoder.bytes))
+    }
+
+    /// `{id}/{hex SHA-256 of canonicalBytes}`, built in one allocation.
+    @usableFromInline
+    static func keyString(id: String, canonicalBytes: [UInt8]) -> String {
+        let digest = SHA256.hash(data: canonicalBytes)
+        var id = id
+        return id.withUTF8 { idBytes in
+            String(unsafeUninitializedCapacity: idBytes.count + 1 + 64) { buffer in
+                let hex: StaticString = "0123456789abcdef"
+                let table = hex.utf8Start
+                _ = buffer.initialize(fromContentsOf: idBytes)
+                buffer[idBytes.count] = UInt8(ascii: "/")
+                var index = idBytes.count + 1
+                digest.withUnsafeBytes { raw in
+                    for byte in raw {
+                        buffer[index] = table[Int(byte >> 4)]
+                        buffer[index + 1] = table[Int(byte & 0x0F)]
+                        index += 2
+                    }
+                }
+                return index
+            }
+        }
     }
 
     /// The key of a call whose arguments a custom key function turned into `customKey`
     /// (Python panza's `hash_func`): `{id}/{customKey}`.
+    @usableFromInline
     static func make(id: String, customKey: String) throws -> CacheKey {
         guard !customKey.isEmpty else {
             throw PanzaError(code: .invalidKey, message: "a custom key function returned an empty key", key: id)
@@ -33,18 +62,5 @@ public enum MemoizeKey {
         return try TieredCache.validated(CacheKey(namespace: id, rawValue: id + "/" + customKey))
     }
 
-    static func hexDigest(of bytes: [UInt8]) -> String {
-        let digest = SHA256.hash(data: bytes)
-        return digest.withUnsafeBytes { raw in
-            String(unsafeUninitializedCapacity: raw.count * 2) { buffer in
-                let hex: StaticString = "0123456789abcdef"
-                let table = hex.utf8Start
-                for (index, byte) in raw.enumerated() {
-                    buffer[index * 2] = table[Int(byte >> 4)]
-                    buffer[index * 2 + 1] = table[Int(byte & 0x0F)]
-                }
-                return raw.count * 2
-            }
-        }
-    }
+
 }

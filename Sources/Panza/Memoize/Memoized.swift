@@ -15,9 +15,9 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     public let id: String
     /// The cache the results live in.
     public let cache: TieredCache
-    private let timeToLive: Duration?
-    private let function: @Sendable @concurrent (repeat each Argument) async throws -> Value
-    private let customKey: (@Sendable (repeat each Argument) throws -> String)?
+    @usableFromInline let timeToLive: Duration?
+    @usableFromInline let function: @Sendable @concurrent (repeat each Argument) async throws -> Value
+    @usableFromInline let customKey: (@Sendable (repeat each Argument) throws -> String)?
 
     init(
         id: String,
@@ -36,10 +36,13 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     /// Returns the cached result for these arguments, or calls the function and caches its result.
     ///
     /// Concurrent identical calls share one function call. Honors ``CacheModes``.
+    @inlinable
     public func callAsFunction(_ argument: repeat each Argument) async throws -> Value {
         let key = try self.key(repeat each argument)
+        let probe = try self.cache.probeMemory(key, as: Value.self)
+        if case .hit(let value) = probe { return value }
         let function = self.function
-        return try await self.cache.readThrough(key: key, id: self.id, timeToLive: self.timeToLive) {
+        return try await self.cache.readThrough(key: key, id: self.id, timeToLive: self.timeToLive, memoryChecked: probe.isMiss) {
             try await function(repeat each argument)
         }
     }
@@ -61,10 +64,12 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     }
 
     /// The key under which the result for these arguments is stored.
+    @inlinable
     public func key(_ argument: repeat each Argument) throws -> CacheKey {
         if let customKey = self.customKey {
             return try MemoizeKey.make(id: self.id, customKey: try customKey(repeat each argument))
         }
+        // Inlined, so that argument encoding is specialized for the caller's types.
         return try MemoizeKey.make(id: self.id, arguments: repeat each argument)
     }
 }

@@ -28,6 +28,8 @@ public final class TieredCache: Sendable {
     private let singleFlight = SingleFlight()
     private let drainers: [Task<Void, Never>]
     private let currentModes: Mutex<CacheModes>
+    /// Whether any bust mode is on: read on every memory hit, so kept apart from `currentModes`.
+    private let bustModeActive: Atomic<Bool>
     private let isClosed = Atomic<Bool>(false)
 
     /// Opens the configured tiers.
@@ -69,6 +71,7 @@ public final class TieredCache: Sendable {
         self.lanes = lanes
         self.drainers = lanes.map { lane in Task { await lane.run() } }
         self.currentModes = Mutex(configuration.modes)
+        self.bustModeActive = Atomic(configuration.modes.bust != .none)
     }
 
     deinit {
@@ -81,7 +84,12 @@ public final class TieredCache: Sendable {
     /// The bust, cache-only and print-misses modes in force. Changes apply to the next call.
     public var modes: CacheModes {
         get { self.currentModes.withLock { $0 } }
-        set { self.currentModes.withLock { $0 = newValue } }
+        set {
+            self.currentModes.withLock { modes in
+                modes = newValue
+                self.bustModeActive.store(newValue.bust != .none, ordering: .relaxed)
+            }
+        }
     }
 
     /// What the cache has done since it opened.
@@ -266,18 +274,19 @@ public final class TieredCache: Sendable {
 
     @inline(__always)
     func memoryLookup<Value: Sendable>(_ key: CacheKey, as _: Value.Type) throws -> Value? {
+        guard let stored = self.memoryLookupUntyped(key) else { return nil }
+        guard let value = stored as? Value else { throw Self.typeMismatch(stored, Value.self, key: key) }
+        return value
+    }
+
+    /// Looks `key` up in memory and counts the hit or miss.
+    @usableFromInline
+    func memoryLookupUntyped(_ key: CacheKey) -> (any Sendable)? {
         guard let memory = self.memory else { return nil }
         switch memory.lookup(key.rawValue, nowMilliseconds: WallClock.nowMilliseconds()) {
         case .hit(let stored):
-            guard let value = stored as? Value else {
-                throw PanzaError(
-                    code: .typeMismatch,
-                    message: "the value in memory is a \(type(of: stored)), not a \(Value.self)",
-                    key: key.rawValue
-                )
-            }
             self.recorder.add(.memoryHits)
-            return value
+            return stored
         case .expired:
             self.recorder.add(.expired)
             self.recorder.add(.memoryMisses)
@@ -352,21 +361,25 @@ public final class TieredCache: Sendable {
     }
 
     /// The read-through path shared by ``value(forKey:timeToLive:loader:)`` and memoized calls.
+    ///
+    /// - Parameter memoryChecked: the caller already looked in memory and missed.
+    @usableFromInline
     func readThrough<Value: Codable & Sendable>(
         key: CacheKey,
         id: String,
         timeToLive: Duration?,
+        memoryChecked: Bool = false,
         loader: @escaping @Sendable () async throws -> Value
     ) async throws -> Value {
         try self.checkOpen()
         let modes = self.modes
         let bust = modes.busts(id: id)
-        if !bust, let value = try self.memoryLookup(key, as: Value.self) { return value }
+        if !bust, !memoryChecked, let value = try self.memoryLookup(key, as: Value.self) { return value }
         return try await self.singleFlight.run(
             key: key.rawValue,
             onJoin: { self.recorder.add(.coalescedWaits) },
-            operation: {
-                if !bust, let value = try await self.lowerLookup(key, as: Value.self) { return value }
+            lookup: { bust ? nil : try await self.lowerLookup(key, as: Value.self) },
+            load: {
                 if modes.cacheOnly {
                     throw PanzaError(
                         code: .cacheOnlyMiss,
@@ -375,8 +388,7 @@ public final class TieredCache: Sendable {
                     )
                 }
                 if modes.printMisses {
-                    let line = "panza: cache miss: id=\(id.isEmpty ? "-" : id) key=\(key.rawValue)\n"
-                    FileHandleOutput.standardError(line)
+                    FileHandleOutput.standardError("panza: cache miss: id=\(id.isEmpty ? "-" : id) key=\(key.rawValue)\n")
                 }
                 self.logger.debug("panza: cache miss, loading", metadata: ["id": "\(id)", "key": "\(key)"])
                 self.recorder.add(.loads)
@@ -390,6 +402,53 @@ public final class TieredCache: Sendable {
                 try await self.store(value, key: key, timeToLive: timeToLive)
                 return value
             }
+        )
+    }
+
+    /// The result of ``probeMemory(_:as:)``.
+    @usableFromInline
+    enum MemoryProbe<Value> {
+        case hit(Value)
+        case miss
+        /// Memory was not consulted (a bust mode is on, or the cache is closed).
+        case skipped
+
+        @inlinable
+        var isMiss: Bool {
+            if case .miss = self { return true }
+            return false
+        }
+    }
+
+    /// The memory fast path of memoized calls: a hit without building the loader closure.
+    @inlinable
+    func probeMemory<Value: Sendable>(_ key: CacheKey, as type: Value.Type) throws -> MemoryProbe<Value> {
+        guard let stored = self.probeMemoryUntyped(key) else { return .skipped }
+        switch stored {
+        case .some(let stored):
+            guard let value = stored as? Value else { throw Self.typeMismatch(stored, Value.self, key: key) }
+            return .hit(value)
+        case .none:
+            return .miss
+        }
+    }
+
+    /// `nil` when memory is skipped; `.some(nil)` on a miss. Counts the hit or miss.
+    @usableFromInline
+    func probeMemoryUntyped(_ key: CacheKey) -> (any Sendable)?? {
+        guard self.memory != nil, !self.isClosed.load(ordering: .relaxed), !self.bustModeActive.load(ordering: .relaxed)
+        else {
+            return nil
+        }
+        return .some(self.memoryLookupUntyped(key))
+    }
+
+    @usableFromInline
+    static func typeMismatch(_ stored: any Sendable, _ expected: Any.Type, key: CacheKey) -> PanzaError {
+        PanzaError(
+            code: .typeMismatch,
+            message: "the value in memory is a \(type(of: stored)), not a \(expected)",
+            key: key.rawValue
         )
     }
 }

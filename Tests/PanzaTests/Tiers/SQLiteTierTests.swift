@@ -212,6 +212,40 @@ struct SQLiteTierTests {
         #expect(try await reopened.usage().entries == 1)
         await reopened.close()
     }
+
+    @Test("Reads are served while the writer waits for another process's lock")
+    func readsDoNotWaitForTheWriter() async throws {
+        let path = self.directory.path("cache.sqlite")
+        let tier = try await SQLiteTier.open(configuration: .init(path: path, busyTimeout: .seconds(30)))
+        let stored = blob("v")
+        try await tier.apply([store("k", stored)])
+        let holder = LockHolder(path: path)
+        try holder.lock()
+        let finished = CallCounter()
+        let operation = store("other", blob("w"))
+        let write = Task {
+            try await tier.apply([operation])
+            finished.increment()
+        }
+        try await Task.sleep(for: .milliseconds(50))  // the writer is now waiting for the lock
+        #expect(try await tier.blob(forKey: CacheKey(rawValue: "k")) == stored)
+        #expect(finished.value == 0, "the read was served only after the write")
+        holder.unlock()
+        try await write.value
+        #expect(try await tier.usage().entries == 2)
+        await tier.close()
+    }
+
+    @Test("Invalid bounds are refused")
+    func invalidConfiguration() async throws {
+        for configuration in [
+            SQLiteTier.Configuration(path: self.directory.path("a.sqlite"), maxBytes: 0),
+            SQLiteTier.Configuration(path: self.directory.path("b.sqlite"), readerCount: 0),
+        ] {
+            let error = try await #require(throws: PanzaError.self) { _ = try await SQLiteTier.open(configuration: configuration) }
+            #expect(error.code == .invalidConfiguration)
+        }
+    }
 }
 
 /// Holds SQLite's write lock from a second connection, as another process would.

@@ -1,6 +1,13 @@
+import Foundation
+
 extension SQLiteTier {
     /// Settings of the SQLite tier.
     public struct Configuration: Hashable, Sendable {
+        /// Half the active processors, from 1 to 4.
+        public static var defaultReaderCount: Int {
+            max(1, min(4, ProcessInfo.processInfo.activeProcessorCount / 2))
+        }
+
         /// When SQLite waits for the disk.
         public enum Synchronous: String, Hashable, Sendable {
             /// `synchronous=NORMAL`: a committed write survives the process being killed; the last
@@ -24,6 +31,13 @@ extension SQLiteTier {
         public var accessTimeResolution: Duration
         /// See ``Synchronous``.
         public var synchronous: Synchronous
+        /// Connections that serve lookups in parallel, each on its own thread. By default half the
+        /// processors, from 1 to 4: on 2 cores one reader beside the writer is fastest (measured in
+        /// `Benchmarks/`), since every reader is a thread competing with the cooperative pool.
+        public var readerCount: Int
+        /// How much of the file readers map into memory (`PRAGMA mmap_size`), which saves a system
+        /// call per page read; 256 MiB by default, 0 to read with `pread` only.
+        public var memoryMapBytes: Int
         /// When the file is not a database or is damaged, move it aside (to
         /// `<path>.unreadable-<milliseconds>`) and start a new one instead of failing with
         /// ``PanzaError/Code/corruptDatabase``. A database of another application is never moved.
@@ -38,8 +52,12 @@ extension SQLiteTier {
             busyTimeout: Duration = .seconds(10),
             accessTimeResolution: Duration = .seconds(1),
             synchronous: Synchronous = .normal,
-            rebuildIfUnreadable: Bool = false
+            rebuildIfUnreadable: Bool = false,
+            readerCount: Int = Configuration.defaultReaderCount,
+            memoryMapBytes: Int = 256 << 20
         ) {
+            self.readerCount = readerCount
+            self.memoryMapBytes = memoryMapBytes
             self.path = path
             self.maxBytes = maxBytes
             self.busyTimeout = busyTimeout

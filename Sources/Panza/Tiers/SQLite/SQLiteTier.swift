@@ -1,18 +1,19 @@
-import Foundation
 public import Logging
 import Synchronization
 
 /// The durable local tier: envelopes in one SQLite file, bounded in bytes, shared by processes.
 ///
-/// The file is in WAL mode, so readers never block the writer and the other way round. Writes come
-/// in batches from ``TieredCache``'s write-behind queue, each in one `BEGIN IMMEDIATE` transaction;
-/// waiting for another process's lock is bounded by ``Configuration/busyTimeout``. Every SQLite call
-/// runs on the tier's own serial dispatch queue, never on the cooperative thread pool.
+/// The file is in WAL mode. One writer connection applies write-behind batches, each in one
+/// `BEGIN IMMEDIATE` transaction, evicts and maintains; waiting for another process's lock is
+/// bounded by ``Configuration/busyTimeout``. Lookups go to a small pool of reader connections
+/// (``Configuration/readerCount``), so they run in parallel and never wait behind a write.
+/// Every connection has its own serial dispatch queue: no SQLite call runs on the cooperative
+/// thread pool.
 ///
-/// Reads record access times for LRU eviction in memory and write them later in batches, so a read
-/// takes no write lock. Expired entries are misses, and are deleted by the next write or by the
-/// periodic maintenance.
-public actor SQLiteTier: CacheTier {
+/// Reads record access times for LRU eviction in memory and the writer stores them later in
+/// batches, so a read takes no write lock. Expired entries are misses, and are deleted by the next
+/// write or by the periodic maintenance.
+public final class SQLiteTier: CacheTier {
     /// How full the tier is.
     public struct Usage: Hashable, Sendable, Codable {
         /// Bytes of entries, as counted against ``Configuration/maxBytes``.
@@ -21,6 +22,14 @@ public actor SQLiteTier: CacheTier {
         public var entries: Int
         /// The size of the database file (pages in use and free).
         public var fileBytes: Int
+    }
+
+    /// Entries and bytes of one namespace.
+    public struct NamespaceSummary: Hashable, Sendable, Codable {
+        /// The memoize id, or `""` for plain keys.
+        public var namespace: String
+        public var entries: Int
+        public var bytes: Int
     }
 
     /// One stored entry, without its bytes.
@@ -43,19 +52,18 @@ public actor SQLiteTier: CacheTier {
         public var removed: Bool
     }
 
-    public nonisolated let name = "sqlite"
-    public nonisolated let configuration: Configuration
-    private nonisolated let executor: DispatchQueueExecutor
-    private let logger: Logger
-    private var connection: SQLiteConnection?
-    private var isClosed = false
-    private var pendingTouches: [String: Int64] = [:]
-    private var pendingExpired: Set<String> = []
-    private var maintenanceScheduled = false
-    private let evictions = Atomic<Int>(0)
+    public let name = "sqlite"
+    /// The configuration the tier was opened with.
+    public let configuration: Configuration
+    private let writer: SQLiteWriter
+    private let readers: [SQLiteReader]
+    private let nextReader = Atomic<Int>(0)
+    private let isClosed = Atomic<Bool>(false)
 
-    public nonisolated var unownedExecutor: UnownedSerialExecutor {
-        self.executor.asUnownedSerialExecutor()
+    private init(configuration: Configuration, writer: SQLiteWriter, readers: [SQLiteReader]) {
+        self.configuration = configuration
+        self.writer = writer
+        self.readers = readers
     }
 
     /// Opens (creating or migrating) the database described by `configuration`.
@@ -64,237 +72,96 @@ public actor SQLiteTier: CacheTier {
     ///   ``PanzaError/Code/notAPanzaDatabase`` or ``PanzaError/Code/unsupportedSchemaVersion``,
     ///   naming the path.
     public static func open(configuration: Configuration, logger: Logger? = nil) async throws -> SQLiteTier {
-        guard configuration.maxBytes > 0 else {
+        guard configuration.maxBytes > 0, (1...64).contains(configuration.readerCount) else {
             throw PanzaError(
                 code: .invalidConfiguration,
-                message: "SQLite maxBytes must be positive, not \(configuration.maxBytes)",
+                message: "SQLite maxBytes must be positive and readerCount 1 to 64 "
+                    + "(maxBytes \(configuration.maxBytes), readerCount \(configuration.readerCount))",
                 path: configuration.path
             )
         }
-        let tier = SQLiteTier(configuration: configuration, logger: logger ?? .panzaDisabled)
-        try await tier.openConnection()
-        return tier
-    }
-
-    private init(configuration: Configuration, logger: Logger) {
-        self.configuration = configuration
-        self.logger = logger
-        self.executor = DispatchQueueExecutor(label: "panza.sqlite")
+        let writer = try await SQLiteWriter.open(configuration: configuration, logger: logger ?? .panzaDisabled)
+        var readers: [SQLiteReader] = []
+        do {
+            for index in 0..<configuration.readerCount {
+                readers.append(
+                    try await SQLiteReader.open(
+                        path: configuration.path,
+                        busyTimeoutMilliseconds: Int32(clamping: configuration.busyTimeout.wholeMilliseconds),
+                        memoryMapBytes: configuration.memoryMapBytes,
+                        accessTimeResolution: configuration.accessTimeResolution.wholeMilliseconds,
+                        label: "panza.sqlite.reader.\(index)"
+                    )
+                )
+            }
+        } catch {
+            for reader in readers { await reader.close() }
+            await writer.close()
+            throw error
+        }
+        return SQLiteTier(configuration: configuration, writer: writer, readers: readers)
     }
 
     /// Entries evicted to keep within ``Configuration/maxBytes`` since the tier opened.
-    public nonisolated var evictionCount: Int { self.evictions.load(ordering: .relaxed) }
+    public var evictionCount: Int { self.writer.evictionCount }
 
     // MARK: CacheTier
 
-    public func blob(forKey key: CacheKey) throws -> [UInt8]? {
-        let connection = try self.openConnectionOrThrow()
-        let statement = try connection.statement("SELECT blob, expires_at, accessed_at FROM entry WHERE key = ?")
-        defer { statement.reset() }
-        try statement.bind(key.rawValue, at: 1)
-        guard try statement.step() else { return nil }
-        let now = WallClock.nowMilliseconds()
-        if let expiresAt = statement.optionalInt64(at: 1), expiresAt <= now {
-            self.pendingExpired.insert(key.rawValue)
-            self.scheduleMaintenance()
-            return nil
-        }
-        if now - statement.int64(at: 2) >= self.configuration.accessTimeResolution.wholeMilliseconds {
-            self.pendingTouches[key.rawValue] = now
-            self.scheduleMaintenance()
-        }
-        return statement.bytes(at: 0)
+    public func blob(forKey key: CacheKey) async throws -> [UInt8]? {
+        try self.checkOpen()
+        let index = self.nextReader.wrappingAdd(1, ordering: .relaxed).oldValue
+        let reader = self.readers[Int(UInt(bitPattern: index) % UInt(self.readers.count))]
+        let (blob, requestMaintenance) = try await reader.blob(forKey: key.rawValue, log: self.writer.accessLog)
+        if requestMaintenance { self.writer.scheduleMaintenance() }
+        return blob
     }
 
-    public func apply(_ operations: [CacheTierOperation]) throws {
-        let connection = try self.openConnectionOrThrow()
-        try connection.writeTransaction {
-            let now = WallClock.nowMilliseconds()
-            for operation in operations {
-                switch operation {
-                case .store(let key, let blob, let expiresAt):
-                    let statement = try connection.statement(
-                        """
-                        INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at)
-                        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)
-                        ON CONFLICT (key) DO UPDATE SET
-                            namespace = excluded.namespace, blob = excluded.blob, size = excluded.size,
-                            created_at = excluded.created_at, expires_at = excluded.expires_at,
-                            accessed_at = excluded.accessed_at
-                        """
-                    )
-                    try statement.bind(key.rawValue, at: 1)
-                    try statement.bind(key.namespace, at: 2)
-                    try statement.bind(blob, at: 3)
-                    try statement.bind(Int64(Self.size(key: key.rawValue, blob: blob)), at: 4)
-                    try statement.bind(now, at: 5)
-                    try statement.bind(expiresAt, at: 6)
-                    try statement.run()
-                    self.pendingTouches[key.rawValue] = nil
-                    self.pendingExpired.remove(key.rawValue)
-                case .remove(let key):
-                    let statement = try connection.statement("DELETE FROM entry WHERE key = ?")
-                    try statement.bind(key.rawValue, at: 1)
-                    try statement.run()
-                    self.pendingTouches[key.rawValue] = nil
-                case .removeNamespace(let namespace):
-                    let statement = try connection.statement("DELETE FROM entry WHERE namespace = ?")
-                    try statement.bind(namespace, at: 1)
-                    try statement.run()
-                case .removeAll:
-                    try connection.statement("DELETE FROM entry").run()
-                    self.pendingTouches = [:]
-                    self.pendingExpired = []
-                }
-            }
-            try self.writePendingMaintenance(connection, now: now)
-            try self.evictIfNeeded(connection)
-        }
+    public func apply(_ operations: [CacheTierOperation]) async throws {
+        try self.checkOpen()
+        try await self.writer.apply(operations)
     }
 
-    public func close() {
-        guard !self.isClosed else { return }
-        if let connection = self.connection {
-            do {
-                try connection.writeTransaction {
-                    try self.writePendingMaintenance(connection, now: WallClock.nowMilliseconds())
-                }
-            } catch {
-                self.logger.debug("panza: could not record access times on close", metadata: ["error": "\(error)"])
-            }
-            connection.close()
-        }
-        self.connection = nil
-        self.isClosed = true
+    /// Records pending access times and closes every connection. Later calls throw
+    /// ``PanzaError/Code/closed``.
+    public func close() async {
+        guard !self.isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        for reader in self.readers { await reader.close() }
+        await self.writer.close()
     }
 
     // MARK: Administration
 
     /// How full the tier is.
-    public func usage() throws -> Usage {
-        let connection = try self.openConnectionOrThrow()
-        let statement = try connection.statement("SELECT bytes, entries FROM usage WHERE id = 0")
-        defer { statement.reset() }
-        guard try statement.step() else { return Usage(bytes: 0, entries: 0, fileBytes: 0) }
-        let bytes = Int(statement.int64(at: 0))
-        let entries = Int(statement.int64(at: 1))
-        statement.reset()
-        let pages = try connection.statement("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
-        defer { pages.reset() }
-        let fileBytes = try pages.step() ? Int(pages.int64(at: 0)) : 0
-        return Usage(bytes: bytes, entries: entries, fileBytes: fileBytes)
-    }
-
-    /// Entries and bytes of one namespace.
-    public struct NamespaceSummary: Hashable, Sendable, Codable {
-        /// The memoize id, or `""` for plain keys.
-        public var namespace: String
-        public var entries: Int
-        public var bytes: Int
-    }
+    public func usage() async throws -> Usage { try await self.writer.usage() }
 
     /// Entries and bytes per namespace, largest first.
-    public func namespaceSummaries() throws -> [NamespaceSummary] {
-        let connection = try self.openConnectionOrThrow()
-        let statement = try connection.statement(
-            "SELECT namespace, count(*), sum(size) FROM entry GROUP BY namespace ORDER BY sum(size) DESC, namespace"
-        )
-        defer { statement.reset() }
-        var result: [NamespaceSummary] = []
-        while try statement.step() {
-            result.append(
-                NamespaceSummary(
-                    namespace: statement.text(at: 0),
-                    entries: Int(statement.int64(at: 1)),
-                    bytes: Int(statement.int64(at: 2))
-                )
-            )
-        }
-        return result
-    }
+    public func namespaceSummaries() async throws -> [NamespaceSummary] { try await self.writer.namespaceSummaries() }
 
     /// Rebuilds the file to return free pages to the file system (`VACUUM`).
-    public func compact() throws {
-        try self.openConnectionOrThrow().execute("VACUUM")
-    }
+    public func compact() async throws { try await self.writer.compact() }
 
     /// Lists entries, most recently used first.
     ///
     /// - Parameters:
     ///   - namespace: only the entries of this memoize id (`""` for plain keys); `nil` for all.
     ///   - limit: at most this many; `nil` for all.
-    public func entries(namespace: String? = nil, limit: Int? = nil) throws -> [EntryInfo] {
-        let connection = try self.openConnectionOrThrow()
-        let statement = try connection.statement(
-            """
-            SELECT key, namespace, size, created_at, expires_at, accessed_at FROM entry
-            WHERE ?1 IS NULL OR namespace = ?1 ORDER BY accessed_at DESC, key LIMIT ?2
-            """
-        )
-        defer { statement.reset() }
-        if let namespace { try statement.bind(namespace, at: 1) }
-        try statement.bind(Int64(limit ?? -1), at: 2)
-        var result: [EntryInfo] = []
-        while try statement.step() {
-            result.append(
-                EntryInfo(
-                    key: statement.text(at: 0),
-                    namespace: statement.text(at: 1),
-                    size: Int(statement.int64(at: 2)),
-                    createdAtMilliseconds: statement.int64(at: 3),
-                    expiresAtMilliseconds: statement.optionalInt64(at: 4),
-                    accessedAtMilliseconds: statement.int64(at: 5)
-                )
-            )
-        }
-        return result
+    public func entries(namespace: String? = nil, limit: Int? = nil) async throws -> [EntryInfo] {
+        try await self.writer.entries(namespace: namespace, limit: limit)
     }
 
     /// The stored bytes of `key`, expired or not, without recording an access.
-    public func storedBlob(forKey key: String) throws -> [UInt8]? {
-        let connection = try self.openConnectionOrThrow()
-        let statement = try connection.statement("SELECT blob FROM entry WHERE key = ?")
-        defer { statement.reset() }
-        try statement.bind(key, at: 1)
-        return try statement.step() ? statement.bytes(at: 0) : nil
-    }
+    public func storedBlob(forKey key: String) async throws -> [UInt8]? { try await self.writer.storedBlob(forKey: key) }
 
     /// Checks the envelope of every entry.
     ///
     /// - Parameter removeCorrupt: delete the entries that fail.
-    public func verify(removeCorrupt: Bool) throws -> VerificationReport {
-        let connection = try self.openConnectionOrThrow()
-        let statement = try connection.statement("SELECT key, blob FROM entry ORDER BY key")
-        var checked = 0
-        var corrupt: [String] = []
-        do {
-            defer { statement.reset() }
-            while try statement.step() {
-                checked += 1
-                do {
-                    _ = try BlobEnvelope.decode(statement.bytes(at: 1))
-                } catch {
-                    corrupt.append(statement.text(at: 0))
-                }
-            }
-        }
-        if removeCorrupt, !corrupt.isEmpty {
-            try self.apply(corrupt.map { .remove(CacheKey(rawValue: $0)) })
-        }
-        return VerificationReport(checked: checked, corruptKeys: corrupt, removed: removeCorrupt && !corrupt.isEmpty)
+    public func verify(removeCorrupt: Bool) async throws -> VerificationReport {
+        try await self.writer.verify(removeCorrupt: removeCorrupt)
     }
 
     /// Deletes every expired entry now. Returns how many were deleted.
     @discardableResult
-    public func removeExpired() throws -> Int {
-        let connection = try self.openConnectionOrThrow()
-        return try connection.writeTransaction {
-            let statement = try connection.statement("DELETE FROM entry WHERE expires_at <= ?")
-            try statement.bind(WallClock.nowMilliseconds(), at: 1)
-            try statement.run()
-            return connection.changes
-        }
-    }
+    public func removeExpired() async throws -> Int { try await self.writer.removeExpired() }
 
     /// Moves an unreadable database file (and its `-wal` and `-shm` files) aside, so that the next
     /// open starts a new one. Returns the new path of the old file.
@@ -302,167 +169,15 @@ public actor SQLiteTier: CacheTier {
     /// Refuses a database of another application and a readable Panza file: it exists to recover from
     /// ``PanzaError/Code/corruptDatabase``. To empty a readable cache, apply ``CacheTierOperation/removeAll``.
     public static func moveAsideUnreadableFile(atPath path: String) throws -> String {
-        do {
-            let connection = try SQLiteConnection(path: path, busyTimeoutMilliseconds: 1000)
-            defer { connection.close() }
-            try SQLiteSchema.checkReadable(connection)
-        } catch let error as PanzaError where error.code == .corruptDatabase {
-            return try moveAside(path)
-        }
-        throw PanzaError(
-            code: .invalidConfiguration,
-            message: "the file is a readable database; it is not moved aside",
-            path: path
-        )
+        try SQLiteWriter.moveAsideUnreadableFile(atPath: path)
     }
-
-    // MARK: Internals
 
     /// The bytes an entry counts against ``Configuration/maxBytes``.
-    static func size(key: String, blob: [UInt8]) -> Int { blob.count + key.utf8.count }
+    static func size(key: String, blob: [UInt8]) -> Int { SQLiteWriter.size(key: key, blob: blob) }
 
-    private func openConnectionOrThrow() throws -> SQLiteConnection {
-        guard let connection = self.connection else {
+    private func checkOpen() throws {
+        if self.isClosed.load(ordering: .relaxed) {
             throw PanzaError(code: .closed, message: "the SQLite tier is closed", path: self.configuration.path)
         }
-        return connection
-    }
-
-    private func openConnection() throws {
-        do {
-            self.connection = try self.makeConnection()
-        } catch let error as PanzaError where error.code == .corruptDatabase && self.configuration.rebuildIfUnreadable {
-            let movedTo = try Self.moveAside(self.configuration.path)
-            self.logger.warning(
-                "panza: SQLite file was unreadable; moved it aside and started a new one",
-                metadata: ["path": "\(self.configuration.path)", "movedTo": "\(movedTo)", "error": "\(error)"]
-            )
-            self.connection = try self.makeConnection()
-        }
-        if let connection = self.connection {
-            do {
-                try connection.writeTransaction {
-                    let statement = try connection.statement("DELETE FROM entry WHERE expires_at <= ?")
-                    try statement.bind(WallClock.nowMilliseconds(), at: 1)
-                    try statement.run()
-                    try self.evictIfNeeded(connection)
-                }
-            } catch let error as PanzaError where error.code == .databaseBusy {
-                self.logger.debug("panza: skipped reclaiming expired entries at open", metadata: ["error": "\(error)"])
-            }
-        }
-    }
-
-    private func makeConnection() throws -> SQLiteConnection {
-        let timeout = Int32(clamping: self.configuration.busyTimeout.wholeMilliseconds)
-        let connection = try SQLiteConnection(path: self.configuration.path, busyTimeoutMilliseconds: timeout)
-        do {
-            try connection.execute("PRAGMA journal_mode = WAL")
-            try connection.execute("PRAGMA synchronous = \(self.configuration.synchronous.rawValue)")
-            try SQLiteSchema.prepare(connection)
-            return connection
-        } catch {
-            connection.close()
-            throw error
-        }
-    }
-
-    private static func moveAside(_ path: String) throws -> String {
-        let destination = "\(path).unreadable-\(WallClock.nowMilliseconds())"
-        let fileManager = FileManager.default
-        do {
-            try fileManager.moveItem(atPath: path, toPath: destination)
-            for suffix in ["-wal", "-shm"] where fileManager.fileExists(atPath: path + suffix) {
-                try fileManager.moveItem(atPath: path + suffix, toPath: destination + suffix)
-            }
-        } catch {
-            throw PanzaError(
-                code: .databaseFailure,
-                message: "could not move the unreadable file aside",
-                path: path,
-                underlying: error
-            )
-        }
-        return destination
-    }
-
-    private func scheduleMaintenance() {
-        guard !self.maintenanceScheduled else { return }
-        self.maintenanceScheduled = true
-        let delay = max(self.configuration.accessTimeResolution, .milliseconds(100))
-        Task {
-            try? await Task.sleep(for: delay)
-            self.runMaintenance()
-        }
-    }
-
-    private func runMaintenance() {
-        self.maintenanceScheduled = false
-        guard let connection = self.connection, !self.pendingTouches.isEmpty || !self.pendingExpired.isEmpty else {
-            return
-        }
-        do {
-            try connection.writeTransaction {
-                try self.writePendingMaintenance(connection, now: WallClock.nowMilliseconds())
-            }
-        } catch {
-            self.logger.debug("panza: SQLite maintenance deferred", metadata: ["error": "\(error)"])
-            self.scheduleMaintenance()
-        }
-    }
-
-    /// Writes the batched access times and deletes the entries found expired, inside a transaction.
-    private func writePendingMaintenance(_ connection: SQLiteConnection, now: Int64) throws {
-        if !self.pendingTouches.isEmpty {
-            let statement = try connection.statement("UPDATE entry SET accessed_at = ?1 WHERE key = ?2 AND accessed_at < ?1")
-            for (key, time) in self.pendingTouches {
-                statement.reset()
-                try statement.bind(time, at: 1)
-                try statement.bind(key, at: 2)
-                try statement.run()
-            }
-            self.pendingTouches = [:]
-        }
-        if !self.pendingExpired.isEmpty {
-            let statement = try connection.statement("DELETE FROM entry WHERE key = ?1 AND expires_at <= ?2")
-            for key in self.pendingExpired {
-                statement.reset()
-                try statement.bind(key, at: 1)
-                try statement.bind(now, at: 2)
-                try statement.run()
-            }
-            self.pendingExpired = []
-        }
-    }
-
-    /// Deletes least recently used entries until the stored bytes are at most 95% of the bound.
-    private func evictIfNeeded(_ connection: SQLiteConnection) throws {
-        let usage = try connection.statement("SELECT bytes FROM usage WHERE id = 0")
-        var bytes = try usage.step() ? Int(usage.int64(at: 0)) : 0
-        usage.reset()
-        guard bytes > self.configuration.maxBytes else { return }
-        let target = self.configuration.maxBytes - self.configuration.maxBytes / 20
-        let oldest = try connection.statement("SELECT key, size FROM entry ORDER BY accessed_at, key LIMIT 256")
-        let delete = try connection.statement("DELETE FROM entry WHERE key = ?")
-        var evicted = 0
-        while bytes > target {
-            oldest.reset()
-            var victims: [(String, Int)] = []
-            while try oldest.step() {
-                victims.append((oldest.text(at: 0), Int(oldest.int64(at: 1))))
-            }
-            oldest.reset()
-            guard !victims.isEmpty else { break }
-            for (key, size) in victims where bytes > target {
-                delete.reset()
-                try delete.bind(key, at: 1)
-                try delete.run()
-                bytes -= size
-                evicted += 1
-                self.pendingTouches[key] = nil
-            }
-        }
-        self.evictions.add(evicted, ordering: .relaxed)
-        self.logger.debug("panza: evicted SQLite entries", metadata: ["count": "\(evicted)"])
     }
 }

@@ -21,6 +21,11 @@ final class DispatchQueueExecutor: SerialExecutor {
         }
     }
 
+    /// Runs a plain block on the queue, in order with the jobs.
+    func enqueueBlock(_ block: @escaping @Sendable () -> Void) {
+        self.queue.async(execute: block)
+    }
+
     func asUnownedSerialExecutor() -> UnownedSerialExecutor {
         UnownedSerialExecutor(ordinary: self)
     }

@@ -1,0 +1,74 @@
+/// One read-only use of the database file: its own connection on its own serial queue.
+///
+/// WAL lets readers run beside the writer and beside each other, so ``SQLiteTier`` keeps several
+/// and spreads lookups across them; a long write transaction never delays a read.
+actor SQLiteReader {
+    private nonisolated let executor: DispatchQueueExecutor
+    private let connection: SQLiteConnection
+    private let accessTimeResolution: Int64
+
+    nonisolated var unownedExecutor: UnownedSerialExecutor { self.executor.asUnownedSerialExecutor() }
+
+    private init(executor: DispatchQueueExecutor, connection: SQLiteConnection, accessTimeResolution: Int64) {
+        self.executor = executor
+        self.connection = connection
+        self.accessTimeResolution = accessTimeResolution
+    }
+
+    /// Opens a reader; the connection is opened on the reader's own queue.
+    static func open(
+        path: String,
+        busyTimeoutMilliseconds: Int32,
+        memoryMapBytes: Int,
+        accessTimeResolution: Int64,
+        label: String
+    ) async throws -> SQLiteReader {
+        let executor = DispatchQueueExecutor(label: label)
+        let connection = try await executor.run {
+            let connection = try SQLiteConnection(path: path, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
+            try connection.execute("PRAGMA mmap_size = \(memoryMapBytes)")
+            return connection
+        }
+        return SQLiteReader(executor: executor, connection: connection.value, accessTimeResolution: accessTimeResolution)
+    }
+
+    /// The stored blob of `key`, or `nil` when it is missing or expired. Notes accesses and expiries in `log`.
+    ///
+    /// - Returns: the blob, and whether the writer should be asked for maintenance.
+    func blob(forKey key: String, log: AccessLog) throws -> (blob: [UInt8]?, requestMaintenance: Bool) {
+        let statement = try self.connection.statement("SELECT blob, expires_at, accessed_at FROM entry WHERE key = ?")
+        defer { statement.reset() }
+        try statement.bind(key, at: 1)
+        guard try statement.step() else { return (nil, false) }
+        let now = WallClock.nowMilliseconds()
+        if let expiresAt = statement.optionalInt64(at: 1), expiresAt <= now {
+            return (nil, log.recordExpired(key))
+        }
+        var request = false
+        if now - statement.int64(at: 2) >= self.accessTimeResolution {
+            request = log.recordAccess(key, at: now)
+        }
+        return (statement.bytes(at: 0), request)
+    }
+
+    func close() {
+        self.connection.close()
+    }
+}
+
+/// Carries a value that is not `Sendable` out of a queue that created it and hands it to the
+/// actor that will own it; nothing else touches it in between.
+struct Handoff<Value>: @unchecked Sendable {
+    let value: Value
+}
+
+extension DispatchQueueExecutor {
+    /// Runs `body` on this executor's queue (for work before the owning actor exists).
+    func run<Value>(_ body: @escaping @Sendable () throws -> Value) async throws -> Handoff<Value> {
+        try await withCheckedThrowingContinuation { continuation in
+            self.enqueueBlock {
+                continuation.resume(with: Result { Handoff(value: try body()) })
+            }
+        }
+    }
+}

@@ -1,0 +1,395 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// The one connection that writes: write-behind batches, maintenance, eviction and administration.
+///
+/// It runs on its own serial dispatch queue. Readers (``SQLiteReader``) never write; they leave
+/// access times and expired keys in the shared ``AccessLog``, which the writer applies in its
+/// transactions.
+actor SQLiteWriter {
+    typealias Configuration = SQLiteTier.Configuration
+    typealias Usage = SQLiteTier.Usage
+    typealias EntryInfo = SQLiteTier.EntryInfo
+    typealias NamespaceSummary = SQLiteTier.NamespaceSummary
+    typealias VerificationReport = SQLiteTier.VerificationReport
+
+    nonisolated let configuration: Configuration
+    private nonisolated let executor: DispatchQueueExecutor
+    private let logger: Logger
+    let accessLog = AccessLog()
+    private var connection: SQLiteConnection?
+    private var isClosed = false
+    private let evictions = Atomic<Int>(0)
+
+    nonisolated var unownedExecutor: UnownedSerialExecutor {
+        self.executor.asUnownedSerialExecutor()
+    }
+
+    /// Opens (creating or migrating) the database described by `configuration`.
+    static func open(configuration: Configuration, logger: Logger) async throws -> SQLiteWriter {
+        let writer = SQLiteWriter(configuration: configuration, logger: logger)
+        try await writer.openConnection()
+        return writer
+    }
+
+    private init(configuration: Configuration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.executor = DispatchQueueExecutor(label: "panza.sqlite.writer")
+    }
+
+    /// Entries evicted to keep within ``Configuration/maxBytes`` since the tier opened.
+    nonisolated var evictionCount: Int { self.evictions.load(ordering: .relaxed) }
+
+    func apply(_ operations: [CacheTierOperation]) throws {
+        let connection = try self.openConnectionOrThrow()
+        try connection.writeTransaction {
+            let now = WallClock.nowMilliseconds()
+            for operation in operations {
+                switch operation {
+                case .store(let key, let blob, let expiresAt):
+                    let statement = try connection.statement(
+                        """
+                        INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at)
+                        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)
+                        ON CONFLICT (key) DO UPDATE SET
+                            namespace = excluded.namespace, blob = excluded.blob, size = excluded.size,
+                            created_at = excluded.created_at, expires_at = excluded.expires_at,
+                            accessed_at = excluded.accessed_at
+                        """
+                    )
+                    try statement.bind(key.rawValue, at: 1)
+                    try statement.bind(key.namespace, at: 2)
+                    try statement.bind(blob, at: 3)
+                    try statement.bind(Int64(Self.size(key: key.rawValue, blob: blob)), at: 4)
+                    try statement.bind(now, at: 5)
+                    try statement.bind(expiresAt, at: 6)
+                    try statement.run()
+                    self.accessLog.forget(key.rawValue)
+                case .remove(let key):
+                    let statement = try connection.statement("DELETE FROM entry WHERE key = ?")
+                    try statement.bind(key.rawValue, at: 1)
+                    try statement.run()
+                    self.accessLog.forget(key.rawValue)
+                case .removeNamespace(let namespace):
+                    let statement = try connection.statement("DELETE FROM entry WHERE namespace = ?")
+                    try statement.bind(namespace, at: 1)
+                    try statement.run()
+                case .removeAll:
+                    try connection.statement("DELETE FROM entry").run()
+                    self.accessLog.forgetAll()
+                }
+            }
+            try self.writePendingMaintenance(connection, now: now)
+            try self.evictIfNeeded(connection)
+        }
+    }
+
+    func close() {
+        guard !self.isClosed else { return }
+        if let connection = self.connection {
+            do {
+                try connection.writeTransaction {
+                    try self.writePendingMaintenance(connection, now: WallClock.nowMilliseconds())
+                }
+            } catch {
+                self.logger.debug("panza: could not record access times on close", metadata: ["error": "\(error)"])
+            }
+            connection.close()
+        }
+        self.connection = nil
+        self.isClosed = true
+    }
+
+    // MARK: Administration
+
+    /// How full the tier is.
+    func usage() throws -> Usage {
+        let connection = try self.openConnectionOrThrow()
+        let statement = try connection.statement("SELECT bytes, entries FROM usage WHERE id = 0")
+        defer { statement.reset() }
+        guard try statement.step() else { return Usage(bytes: 0, entries: 0, fileBytes: 0) }
+        let bytes = Int(statement.int64(at: 0))
+        let entries = Int(statement.int64(at: 1))
+        statement.reset()
+        let pages = try connection.statement("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
+        defer { pages.reset() }
+        let fileBytes = try pages.step() ? Int(pages.int64(at: 0)) : 0
+        return Usage(bytes: bytes, entries: entries, fileBytes: fileBytes)
+    }
+
+    /// Entries and bytes per namespace, largest first.
+    func namespaceSummaries() throws -> [NamespaceSummary] {
+        let connection = try self.openConnectionOrThrow()
+        let statement = try connection.statement(
+            "SELECT namespace, count(*), sum(size) FROM entry GROUP BY namespace ORDER BY sum(size) DESC, namespace"
+        )
+        defer { statement.reset() }
+        var result: [NamespaceSummary] = []
+        while try statement.step() {
+            result.append(
+                NamespaceSummary(
+                    namespace: statement.text(at: 0),
+                    entries: Int(statement.int64(at: 1)),
+                    bytes: Int(statement.int64(at: 2))
+                )
+            )
+        }
+        return result
+    }
+
+    /// Rebuilds the file to return free pages to the file system (`VACUUM`).
+    func compact() throws {
+        try self.openConnectionOrThrow().execute("VACUUM")
+    }
+
+    /// Lists entries, most recently used first.
+    ///
+    /// - Parameters:
+    ///   - namespace: only the entries of this memoize id (`""` for plain keys); `nil` for all.
+    ///   - limit: at most this many; `nil` for all.
+    func entries(namespace: String? = nil, limit: Int? = nil) throws -> [EntryInfo] {
+        let connection = try self.openConnectionOrThrow()
+        let statement = try connection.statement(
+            """
+            SELECT key, namespace, size, created_at, expires_at, accessed_at FROM entry
+            WHERE ?1 IS NULL OR namespace = ?1 ORDER BY accessed_at DESC, key LIMIT ?2
+            """
+        )
+        defer { statement.reset() }
+        if let namespace { try statement.bind(namespace, at: 1) }
+        try statement.bind(Int64(limit ?? -1), at: 2)
+        var result: [EntryInfo] = []
+        while try statement.step() {
+            result.append(
+                EntryInfo(
+                    key: statement.text(at: 0),
+                    namespace: statement.text(at: 1),
+                    size: Int(statement.int64(at: 2)),
+                    createdAtMilliseconds: statement.int64(at: 3),
+                    expiresAtMilliseconds: statement.optionalInt64(at: 4),
+                    accessedAtMilliseconds: statement.int64(at: 5)
+                )
+            )
+        }
+        return result
+    }
+
+    /// The stored bytes of `key`, expired or not, without recording an access.
+    func storedBlob(forKey key: String) throws -> [UInt8]? {
+        let connection = try self.openConnectionOrThrow()
+        let statement = try connection.statement("SELECT blob FROM entry WHERE key = ?")
+        defer { statement.reset() }
+        try statement.bind(key, at: 1)
+        return try statement.step() ? statement.bytes(at: 0) : nil
+    }
+
+    /// Checks the envelope of every entry.
+    ///
+    /// - Parameter removeCorrupt: delete the entries that fail.
+    func verify(removeCorrupt: Bool) throws -> VerificationReport {
+        let connection = try self.openConnectionOrThrow()
+        let statement = try connection.statement("SELECT key, blob FROM entry ORDER BY key")
+        var checked = 0
+        var corrupt: [String] = []
+        do {
+            defer { statement.reset() }
+            while try statement.step() {
+                checked += 1
+                do {
+                    _ = try BlobEnvelope.decode(statement.bytes(at: 1))
+                } catch {
+                    corrupt.append(statement.text(at: 0))
+                }
+            }
+        }
+        if removeCorrupt, !corrupt.isEmpty {
+            try self.apply(corrupt.map { .remove(CacheKey(rawValue: $0)) })
+        }
+        return VerificationReport(checked: checked, corruptKeys: corrupt, removed: removeCorrupt && !corrupt.isEmpty)
+    }
+
+    /// Deletes every expired entry now. Returns how many were deleted.
+    @discardableResult
+    func removeExpired() throws -> Int {
+        let connection = try self.openConnectionOrThrow()
+        return try connection.writeTransaction {
+            let statement = try connection.statement("DELETE FROM entry WHERE expires_at <= ?")
+            try statement.bind(WallClock.nowMilliseconds(), at: 1)
+            try statement.run()
+            return connection.changes
+        }
+    }
+
+    /// Moves an unreadable database file (and its `-wal` and `-shm` files) aside, so that the next
+    /// open starts a new one. Returns the new path of the old file.
+    ///
+    /// Refuses a database of another application and a readable Panza file: it exists to recover from
+    /// ``PanzaError/Code/corruptDatabase``. To empty a readable cache, apply ``CacheTierOperation/removeAll``.
+    static func moveAsideUnreadableFile(atPath path: String) throws -> String {
+        do {
+            let connection = try SQLiteConnection(path: path, busyTimeoutMilliseconds: 1000)
+            defer { connection.close() }
+            try SQLiteSchema.checkReadable(connection)
+        } catch let error as PanzaError where error.code == .corruptDatabase {
+            return try moveAside(path)
+        }
+        throw PanzaError(
+            code: .invalidConfiguration,
+            message: "the file is a readable database; it is not moved aside",
+            path: path
+        )
+    }
+
+    // MARK: Internals
+
+    /// The bytes an entry counts against ``Configuration/maxBytes``.
+    static func size(key: String, blob: [UInt8]) -> Int { blob.count + key.utf8.count }
+
+    func openConnectionOrThrow() throws -> SQLiteConnection {
+        guard let connection = self.connection else {
+            throw PanzaError(code: .closed, message: "the SQLite tier is closed", path: self.configuration.path)
+        }
+        return connection
+    }
+
+    private func openConnection() throws {
+        do {
+            self.connection = try self.makeConnection()
+        } catch let error as PanzaError where error.code == .corruptDatabase && self.configuration.rebuildIfUnreadable {
+            let movedTo = try Self.moveAside(self.configuration.path)
+            self.logger.warning(
+                "panza: SQLite file was unreadable; moved it aside and started a new one",
+                metadata: ["path": "\(self.configuration.path)", "movedTo": "\(movedTo)", "error": "\(error)"]
+            )
+            self.connection = try self.makeConnection()
+        }
+        if let connection = self.connection {
+            do {
+                try connection.writeTransaction {
+                    let statement = try connection.statement("DELETE FROM entry WHERE expires_at <= ?")
+                    try statement.bind(WallClock.nowMilliseconds(), at: 1)
+                    try statement.run()
+                    try self.evictIfNeeded(connection)
+                }
+            } catch let error as PanzaError where error.code == .databaseBusy {
+                self.logger.debug("panza: skipped reclaiming expired entries at open", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    private func makeConnection() throws -> SQLiteConnection {
+        let timeout = Int32(clamping: self.configuration.busyTimeout.wholeMilliseconds)
+        let connection = try SQLiteConnection(path: self.configuration.path, busyTimeoutMilliseconds: timeout)
+        do {
+            try connection.execute("PRAGMA journal_mode = WAL")
+            try connection.execute("PRAGMA synchronous = \(self.configuration.synchronous.rawValue)")
+            try SQLiteSchema.prepare(connection)
+            return connection
+        } catch {
+            connection.close()
+            throw error
+        }
+    }
+
+    private static func moveAside(_ path: String) throws -> String {
+        let destination = "\(path).unreadable-\(WallClock.nowMilliseconds())"
+        let fileManager = FileManager.default
+        do {
+            try fileManager.moveItem(atPath: path, toPath: destination)
+            for suffix in ["-wal", "-shm"] where fileManager.fileExists(atPath: path + suffix) {
+                try fileManager.moveItem(atPath: path + suffix, toPath: destination + suffix)
+            }
+        } catch {
+            throw PanzaError(
+                code: .databaseFailure,
+                message: "could not move the unreadable file aside",
+                path: path,
+                underlying: error
+            )
+        }
+        return destination
+    }
+
+    /// Writes what readers noted, after a short delay that lets notes accumulate into one transaction.
+    nonisolated func scheduleMaintenance() {
+        let delay = max(self.configuration.accessTimeResolution, .milliseconds(100))
+        Task {
+            try? await Task.sleep(for: delay)
+            await self.runMaintenance()
+        }
+    }
+
+    private func runMaintenance() {
+        guard let connection = self.connection, !self.accessLog.isEmpty else { return }
+        do {
+            try connection.writeTransaction {
+                try self.writePendingMaintenance(connection, now: WallClock.nowMilliseconds())
+            }
+        } catch {
+            self.logger.debug("panza: SQLite maintenance deferred", metadata: ["error": "\(error)"])
+            self.scheduleMaintenance()
+        }
+    }
+
+    /// Writes the noted access times and deletes the entries found expired, inside a transaction.
+    /// When the transaction fails, the notes are put back.
+    private func writePendingMaintenance(_ connection: SQLiteConnection, now: Int64) throws {
+        let (touches, expired) = self.accessLog.drain()
+        do {
+            if !touches.isEmpty {
+                let statement = try connection.statement("UPDATE entry SET accessed_at = ?1 WHERE key = ?2 AND accessed_at < ?1")
+                for (key, time) in touches {
+                    statement.reset()
+                    try statement.bind(time, at: 1)
+                    try statement.bind(key, at: 2)
+                    try statement.run()
+                }
+            }
+            if !expired.isEmpty {
+                let statement = try connection.statement("DELETE FROM entry WHERE key = ?1 AND expires_at <= ?2")
+                for key in expired {
+                    statement.reset()
+                    try statement.bind(key, at: 1)
+                    try statement.bind(now, at: 2)
+                    try statement.run()
+                }
+            }
+        } catch {
+            self.accessLog.restore(touches: touches, expired: expired)
+            throw error
+        }
+    }
+
+    /// Deletes least recently used entries until the stored bytes are at most 95% of the bound.
+    private func evictIfNeeded(_ connection: SQLiteConnection) throws {
+        let usage = try connection.statement("SELECT bytes FROM usage WHERE id = 0")
+        var bytes = try usage.step() ? Int(usage.int64(at: 0)) : 0
+        usage.reset()
+        guard bytes > self.configuration.maxBytes else { return }
+        let target = self.configuration.maxBytes - self.configuration.maxBytes / 20
+        let oldest = try connection.statement("SELECT key, size FROM entry ORDER BY accessed_at, key LIMIT 256")
+        let delete = try connection.statement("DELETE FROM entry WHERE key = ?")
+        var evicted = 0
+        while bytes > target {
+            oldest.reset()
+            var victims: [(String, Int)] = []
+            while try oldest.step() {
+                victims.append((oldest.text(at: 0), Int(oldest.int64(at: 1))))
+            }
+            oldest.reset()
+            guard !victims.isEmpty else { break }
+            for (key, size) in victims where bytes > target {
+                delete.reset()
+                try delete.bind(key, at: 1)
+                try delete.run()
+                bytes -= size
+                evicted += 1
+                self.accessLog.forget(key)
+            }
+        }
+        self.evictions.add(evicted, ordering: .relaxed)
+        self.logger.debug("panza: evicted SQLite entries", metadata: ["count": "\(evicted)"])
+    }
+}
