@@ -1,5 +1,5 @@
 /// An async function whose results are cached in a ``TieredCache``, made by
-/// ``TieredCache/memoize(id:timeToLive:key:_:)``.
+/// ``TieredCache/memoize(id:timeToLive:limits:concurrencyKey:key:_:)``.
 ///
 /// ```swift
 /// let forecast = cache.memoize(id: "forecast") { (city: String, days: Int) async throws -> Forecast in
@@ -18,14 +18,20 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     @usableFromInline let timeToLive: Duration?
     @usableFromInline let function: @Sendable @concurrent (repeat each Argument) async throws -> Value
     @usableFromInline let customKey: (@Sendable (repeat each Argument) throws -> String)?
+    @usableFromInline let limits: LoadLimits?
+    @usableFromInline let concurrencyKey: (@Sendable (repeat each Argument) -> String)?
 
     init(
         id: String,
         cache: TieredCache,
         timeToLive: Duration?,
         customKey: (@Sendable (repeat each Argument) throws -> String)?,
+        limits: LoadLimits?,
+        concurrencyKey: (@Sendable (repeat each Argument) -> String)?,
         function: @escaping @Sendable @concurrent (repeat each Argument) async throws -> Value
     ) {
+        self.limits = limits
+        self.concurrencyKey = concurrencyKey
         self.id = id
         self.cache = cache
         self.timeToLive = timeToLive
@@ -42,7 +48,14 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
         let probe = try self.cache.probeMemory(key, as: Value.self)
         if case .hit(let value) = probe { return value }
         let function = self.function
-        return try await self.cache.readThrough(key: key, id: self.id, timeToLive: self.timeToLive, memoryChecked: probe.isMiss) {
+        return try await self.cache.readThrough(
+            key: key,
+            id: self.id,
+            timeToLive: self.timeToLive,
+            memoryChecked: probe.isMiss,
+            limits: self.limits,
+            concurrencyKey: self.concurrencyKey?(repeat each argument)
+        ) {
             try await function(repeat each argument)
         }
     }
@@ -81,6 +94,9 @@ extension TieredCache {
     ///   - id: names the function's entries; keep it stable across releases, and change it when
     ///     the function's results change meaning. 1 to 200 bytes, without `/`.
     ///   - timeToLive: how long results live; `nil` for ``Configuration/defaultTimeToLive``.
+    ///   - limits: rate and concurrency limits on calls of `function` (hits are never limited).
+    ///   - concurrencyKey: derives the key of ``LoadLimits/concurrencyLimiter`` from the arguments
+    ///     (Python panza's `limit_concurrency(n, derive_key)`); by default one limit for all calls.
     ///   - key: a custom key function (Python panza's `hash_func`); by default the SHA-256 of the
     ///     canonically encoded arguments (see ``MemoizeKey``).
     ///   - function: the function to memoize.
@@ -88,11 +104,21 @@ extension TieredCache {
     public func memoize<each Argument: Encodable & Sendable, Value: Codable & Sendable>(
         id: String,
         timeToLive: Duration? = nil,
+        limits: LoadLimits? = nil,
+        concurrencyKey: (@Sendable (repeat each Argument) -> String)? = nil,
         key: (@Sendable (repeat each Argument) throws -> String)? = nil,
         _ function: @escaping @Sendable @concurrent (repeat each Argument) async throws -> Value
     ) -> Memoized<repeat each Argument, Value> {
         precondition(Self.isValidID(id), "memoize id must have 1 to 200 UTF-8 bytes and no '/': \(id)")
-        return Memoized(id: id, cache: self, timeToLive: timeToLive, customKey: key, function: function)
+        return Memoized(
+            id: id,
+            cache: self,
+            timeToLive: timeToLive,
+            customKey: key,
+            limits: limits,
+            concurrencyKey: concurrencyKey,
+            function: function
+        )
     }
 
     static func isValidID(_ id: String) -> Bool {

@@ -50,6 +50,12 @@ public struct CacheStatistics: Hashable, Sendable, Codable {
     public var memoryBytes = 0
     /// Entries evicted from the memory tier to respect its bounds.
     public var memoryEvictions = 0
+    /// Loader calls that waited for a rate or concurrency limit.
+    public var throttledWaits = 0
+    /// Seconds loader calls spent waiting for limits, summed.
+    public var throttledSeconds = 0.0
+    /// Loader calls repeated after the loader threw ``RateLimitedError``.
+    public var rateLimitRetries = 0
 }
 
 /// Lock-free counters behind ``CacheStatistics``.
@@ -57,6 +63,7 @@ final class StatisticsRecorder: Sendable {
     enum Counter: Int, CaseIterable {
         case memoryHits, memoryMisses, loads, loadFailures, coalescedWaits, corruptBlobs, expired, writes
         case writeBatches, writeFailures, bytesWritten, bytesRead, memoryEvictions
+        case throttledWaits, throttledNanoseconds, rateLimitRetries
     }
 
     /// One counter; a class because `Atomic` cannot live in an array.
@@ -109,6 +116,9 @@ final class StatisticsRecorder: Sendable {
         statistics.bytesWritten = self.value(.bytesWritten)
         statistics.bytesRead = self.value(.bytesRead)
         statistics.memoryEvictions = self.value(.memoryEvictions)
+        statistics.throttledWaits = self.value(.throttledWaits)
+        statistics.throttledSeconds = Double(self.value(.throttledNanoseconds)) / 1e9
+        statistics.rateLimitRetries = self.value(.rateLimitRetries)
         return statistics
     }
 }

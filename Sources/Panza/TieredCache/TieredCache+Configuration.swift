@@ -48,6 +48,9 @@ extension TieredCache {
         public var maxValueBytes: Int = 16 << 20
         /// Whether envelopes are LZ4-compressed (when that makes them smaller).
         public var compression = true
+        /// Limits on every loader call of this cache (read-through and memoized), on top of the
+        /// limits of each memoized id; `nil` for none.
+        public var loadLimits: LoadLimits? = nil
         /// Bust, cache-only and print-misses modes; read from the environment by default.
         public var modes: CacheModes = .fromEnvironment()
         /// Where Panza logs; by default nowhere.

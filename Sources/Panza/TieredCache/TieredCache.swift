@@ -138,13 +138,16 @@ public final class TieredCache: Sendable {
     /// Concurrent calls for the same key share one lookup and one loader call. A loader error
     /// reaches every waiting caller and is not stored.
     ///
+    /// - Parameter limits: rate and concurrency limits on the loader call, on top of
+    ///   ``Configuration/loadLimits``.
     /// - Throws: the loader's error, or ``PanzaError/Code/cacheOnlyMiss`` in cache-only mode.
     public func value<Value: Codable & Sendable>(
         forKey key: String,
         timeToLive: Duration? = nil,
+        limits: LoadLimits? = nil,
         loader: @escaping @Sendable () async throws -> Value
     ) async throws -> Value {
-        try await self.readThrough(key: try Self.plainKey(key), id: "", timeToLive: timeToLive, loader: loader)
+        try await self.readThrough(key: try Self.plainKey(key), id: "", timeToLive: timeToLive, limits: limits, loader: loader)
     }
 
     /// Removes `key` from every tier. Returns once every tier applied the removal.
@@ -369,6 +372,8 @@ public final class TieredCache: Sendable {
         id: String,
         timeToLive: Duration?,
         memoryChecked: Bool = false,
+        limits: LoadLimits? = nil,
+        concurrencyKey: String? = nil,
         loader: @escaping @Sendable () async throws -> Value
     ) async throws -> Value {
         try self.checkOpen()
@@ -391,10 +396,9 @@ public final class TieredCache: Sendable {
                     FileHandleOutput.standardError("panza: cache miss: id=\(id.isEmpty ? "-" : id) key=\(key.rawValue)\n")
                 }
                 self.logger.debug("panza: cache miss, loading", metadata: ["id": "\(id)", "key": "\(key)"])
-                self.recorder.add(.loads)
                 let value: Value
                 do {
-                    value = try await loader()
+                    value = try await self.limitedLoad(limits: limits, concurrencyKey: concurrencyKey, loader: loader)
                 } catch {
                     self.recorder.add(.loadFailures)
                     throw error
@@ -403,6 +407,76 @@ public final class TieredCache: Sendable {
                 return value
             }
         )
+    }
+
+    /// Calls `loader` within the cache's and the id's limits, again after a ``RateLimitedError``.
+    private func limitedLoad<Value>(
+        limits: LoadLimits?,
+        concurrencyKey: String?,
+        loader: @Sendable () async throws -> Value
+    ) async throws -> Value {
+        let all = [self.configuration.loadLimits, limits].compactMap { $0 }
+        let maxRetries = all.map(\.maxRateLimitRetries).min() ?? 0
+        var attempt = 0
+        while true {
+            var waited = Duration.zero
+            for limit in all {
+                if let rateLimiter = limit.rateLimiter {
+                    waited += try await rateLimiter.acquireMeasured(cost: limit.cost)
+                }
+            }
+            let concurrencyLimiters = all.compactMap(\.concurrencyLimiter)
+            do {
+                let (value, concurrencyWait) = try await Self.withPermits(
+                    concurrencyLimiters[...],
+                    key: concurrencyKey
+                ) {
+                    self.recorder.add(.loads)
+                    return try await loader()
+                }
+                waited += concurrencyWait
+                self.recordThrottle(waited)
+                return value
+            } catch let error as RateLimitedError {
+                self.recordThrottle(waited)
+                attempt += 1
+                guard attempt <= maxRetries else { throw error }
+                self.recorder.add(.rateLimitRetries)
+                let pause = error.retryAfter ?? .milliseconds(100) * (1 << min(attempt - 1, 10))
+                self.logger.info(
+                    "panza: loader was rate limited; retrying",
+                    metadata: ["attempt": "\(attempt)", "pause": "\(pause)"]
+                )
+                let rateLimiters = all.compactMap(\.rateLimiter)
+                if rateLimiters.isEmpty {
+                    try await Task.sleep(for: pause)
+                } else {
+                    for rateLimiter in rateLimiters { await rateLimiter.pause(for: pause) }
+                }
+            }
+        }
+    }
+
+    /// Runs `body` holding a permit of every limiter, taken in order. Returns the time spent waiting.
+    private static func withPermits<Value>(
+        _ limiters: ArraySlice<ConcurrencyLimiter>,
+        key: String?,
+        _ body: () async throws -> Value
+    ) async throws -> (Value, Duration) {
+        guard let first = limiters.first else { return (try await body(), .zero) }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let waited = try await first.acquire(key: key) ? clock.now - start : .zero
+        defer { first.release(key: key) }
+        let (value, innerWait) = try await withPermits(limiters.dropFirst(), key: key, body)
+        return (value, waited + innerWait)
+    }
+
+    private func recordThrottle(_ waited: Duration) {
+        guard waited > .zero else { return }
+        self.recorder.add(.throttledWaits)
+        let (seconds, attoseconds) = waited.components
+        self.recorder.add(.throttledNanoseconds, Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000))
     }
 
     /// The result of ``probeMemory(_:as:)``.
