@@ -174,6 +174,8 @@ let benchmarks: @Sendable () -> Void = {
         benchmark.stopMeasurement()
         try await cache.close()
     }
+
+    limiterBenchmarks()
 }
 
 /// State built once and shared by every iteration of a benchmark, so that setup stays out of
@@ -230,4 +232,80 @@ final class SetLatencyState: @unchecked Sendable {
         self.lock.withLock { self.opened = cache }
         return cache
     }
+}
+
+/// The rate-limiter benchmarks: uncontended acquire, and the rate achieved under contention.
+let limiterBenchmarks: @Sendable () -> Void = {
+    Benchmark("RateLimiter: uncontended acquire") { benchmark in
+        let limiter = RateLimiter(ratePerSecond: 1e12, burst: 1_000_000)
+        for _ in benchmark.scaledIterations {
+            try await limiter.acquire()
+        }
+    }
+
+    Benchmark(
+        "RateLimiter: achieved rate, 200/s for 5 s, 64 tasks (custom metric: per mille of configured)",
+        configuration: .init(
+            metrics: [.custom("achieved per mille of 200/s", polarity: .prefersLarger, useScalingFactor: false)],
+            scalingFactor: .one,
+            maxDuration: .seconds(30),
+            maxIterations: 1
+        )
+    ) { benchmark in
+        benchmark.measurement(.custom("achieved per mille of 200/s", polarity: .prefersLarger, useScalingFactor: false), try await achievedRatePercent(cancelEvery: nil))
+    }
+
+    Benchmark(
+        "RateLimiter: achieved rate with every 10th waiter cancelled (custom metric: per mille of configured)",
+        configuration: .init(
+            metrics: [.custom("achieved per mille of 200/s", polarity: .prefersLarger, useScalingFactor: false)],
+            scalingFactor: .one,
+            maxDuration: .seconds(30),
+            maxIterations: 1
+        )
+    ) { benchmark in
+        benchmark.measurement(.custom("achieved per mille of 200/s", polarity: .prefersLarger, useScalingFactor: false), try await achievedRatePercent(cancelEvery: 10))
+    }
+}
+
+/// Runs 64 tasks acquiring from a 200/s limiter for 5 s and returns the achieved rate in per mille
+/// of 200/s, with the initial burst subtracted. With `cancelEvery`, extra waiters that get
+/// cancelled are mixed in; they must not lower the rate.
+func achievedRatePercent(cancelEvery: Int?) async throws -> Int {
+    let rate = 200.0
+    let burst = 20
+    let limiter = RateLimiter(ratePerSecond: rate, burst: burst)
+    let clock = ContinuousClock()
+    let start = clock.now
+    let deadline = start + .seconds(5)
+    let granted = ManagedCounter()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for task in 0..<64 {
+            group.addTask {
+                var attempt = 0
+                while clock.now < deadline {
+                    attempt += 1
+                    if let cancelEvery, (attempt + task) % cancelEvery == 0 {
+                        let doomed = Task { try await limiter.acquire() }
+                        try await Task.sleep(for: .milliseconds(2))
+                        doomed.cancel()
+                        if (try? await doomed.value) != nil, clock.now < deadline { granted.increment() }
+                        continue
+                    }
+                    try await limiter.acquire()
+                    if clock.now < deadline { granted.increment() }
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+    let achieved = Double(granted.value - burst) / 5.0
+    return Int((achieved / rate * 1000).rounded())
+}
+
+final class ManagedCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func increment() { self.lock.withLock { self.count += 1 } }
+    var value: Int { self.lock.withLock { self.count } }
 }
