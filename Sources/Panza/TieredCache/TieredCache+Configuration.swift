@@ -43,6 +43,9 @@ extension TieredCache {
         public var writeBehind = WriteBehind()
         /// How long entries live when a call gives no time to live; `nil` for forever.
         public var defaultTimeToLive: Duration? = nil
+        /// How long ``TieredCache/close()`` waits for pending uploads to the remote tier; what is
+        /// not sent by then stays in the SQLite outbox and is sent by the next cache that opens the file.
+        public var remoteCloseTimeout: Duration = .seconds(10)
         /// The largest encoded value (before compression) accepted; larger ones throw
         /// ``PanzaError/Code/valueTooLarge``. 16 MiB by default, at most 1 GiB.
         public var maxValueBytes: Int = 16 << 20

@@ -22,11 +22,17 @@ public final class TieredCache: Sendable {
     /// The configuration the cache was opened with.
     public let configuration: Configuration
     let memory: MemoryTier?
+    /// The tiers below memory, in chain order, with how each is written.
+    let slots: [TierSlot]
+    /// The write-behind queues, one per tier written from memory.
     let lanes: [WriteBehindLane]
+    /// Drains the SQLite outbox into the remote tier, when both exist and the remote is writable.
+    let uploader: RemoteUploader?
     let recorder: StatisticsRecorder
     let logger: Logger
     private let singleFlight = SingleFlight()
     private let drainers: [Task<Void, Never>]
+    private let uploaderTask: Task<Void, Never>?
     private let currentModes: Mutex<CacheModes>
     /// Whether any bust mode is on: read on every memory hit, so kept apart from `currentModes`.
     private let bustModeActive: Atomic<Bool>
@@ -49,37 +55,65 @@ public final class TieredCache: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.memory = try configuration.memory.map { try MemoryTier(configuration: $0) }
-        var tiers: [any CacheTier] = []
-        if let sqlite = configuration.sqlite {
-            tiers.append(try await SQLiteTier.open(configuration: sqlite, logger: logger))
+        var sqlite: SQLiteTier?
+        if let sqliteConfiguration = configuration.sqlite {
+            sqlite = try await SQLiteTier.open(configuration: sqliteConfiguration, logger: logger)
         }
-        if let remote = configuration.remote {
-            tiers.append(remote)
-        }
+        let tiers: [any CacheTier] = [sqlite, configuration.remote].compactMap { $0 }
         let recorder = StatisticsRecorder(tierNames: tiers.map(\.name))
         self.recorder = recorder
-        let lanes = tiers.enumerated().map { index, tier in
-            WriteBehindLane(
-                tier: tier,
-                tierIndex: index,
-                maxPending: configuration.writeBehind.maxPendingWrites,
-                maxBatch: configuration.writeBehind.maxBatchSize,
+
+        // A writable remote below SQLite is written through the SQLite outbox (durable); without
+        // SQLite, through an in-memory queue like the other tiers.
+        var makeUploader: RemoteUploader?
+        if let sqlite, let remote = configuration.remote, remote.isWritable {
+            makeUploader = RemoteUploader(
+                outbox: sqlite,
+                remote: remote,
+                remoteIndex: 1,
+                batchSize: configuration.writeBehind.maxBatchSize,
                 statistics: recorder,
                 logger: logger
             )
         }
+        let uploader = makeUploader
+        self.uploader = uploader
+        var slots: [TierSlot] = []
+        for (index, tier) in tiers.enumerated() {
+            var lane: WriteBehindLane?
+            let replicatedThroughOutbox = uploader != nil && index == 1
+            if tier.isWritable && !replicatedThroughOutbox {
+                lane = WriteBehindLane(
+                    tier: tier,
+                    tierIndex: index,
+                    maxPending: configuration.writeBehind.maxPendingWrites,
+                    maxBatch: configuration.writeBehind.maxBatchSize,
+                    statistics: recorder,
+                    logger: logger,
+                    onReplicated: { uploader?.notify() }
+                )
+            }
+            slots.append(TierSlot(tier: tier, index: index, lane: lane, outbox: replicatedThroughOutbox ? sqlite : nil))
+        }
+        self.slots = slots
+        let lanes = slots.compactMap(\.lane)
         self.lanes = lanes
         self.drainers = lanes.map { lane in Task { await lane.run() } }
+        self.uploaderTask = uploader.map { uploader in Task { await uploader.run() } }
         self.currentModes = Mutex(configuration.modes)
         self.bustModeActive = Atomic(configuration.modes.bust != .none)
     }
 
     deinit {
         for lane in self.lanes { lane.close() }
+        self.uploader?.stop()
     }
 
     /// The tiers below memory, in chain order.
-    public var tiers: [any CacheTier] { self.lanes.map(\.tier) }
+    public var tiers: [any CacheTier] { self.slots.map(\.tier) }
+
+    /// Whether writes to SQLite also go to the remote tier's outbox.
+    private var replicates: Bool { self.uploader != nil }
 
     /// The bust, cache-only and print-misses modes in force. Changes apply to the next call.
     public var modes: CacheModes {
@@ -170,6 +204,9 @@ public final class TieredCache: Sendable {
         for lane in self.lanes {
             try await lane.waitUntilApplied(lane.lastEnqueued)
         }
+        if let uploader = self.uploader {
+            try await uploader.waitUntilUploaded(try await uploader.outbox.lastOutboxID())
+        }
     }
 
     /// Flushes, then closes every tier. Calls after `close()` throw ``PanzaError/Code/closed``.
@@ -183,10 +220,23 @@ public final class TieredCache: Sendable {
         } catch {
             firstError = error
         }
+        if let uploader = self.uploader, firstError == nil {
+            // Give pending uploads a bounded chance; what is left stays in the outbox for next time.
+            let deadline = self.configuration.remoteCloseTimeout
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { try? await uploader.waitUntilUploaded(try await uploader.outbox.lastOutboxID()) }
+                group.addTask { try? await Task.sleep(for: deadline) }
+                await group.next()
+                group.cancelAll()
+                uploader.stop()
+            }
+        }
+        self.uploader?.stop()
+        await self.uploaderTask?.value
         for lane in self.lanes { lane.close() }
         for drainer in self.drainers { await drainer.value }
-        for lane in self.lanes {
-            do { try await lane.tier.close() } catch { firstError = firstError ?? error }
+        for slot in self.slots {
+            do { try await slot.tier.close() } catch { firstError = firstError ?? error }
         }
         if let firstError { throw firstError }
     }
@@ -241,7 +291,12 @@ public final class TieredCache: Sendable {
         }
         var sequences: [UInt64] = []
         for lane in self.lanes {
-            sequences.append(await lane.enqueue(.store(key: key, blob: blob, expiresAtMilliseconds: envelope.expiresAtMilliseconds)))
+            sequences.append(
+                await lane.enqueue(
+                    .store(key: key, blob: blob, expiresAtMilliseconds: envelope.expiresAtMilliseconds),
+                    replicate: self.replicates
+                )
+            )
         }
         if self.configuration.writeMode == .writeThrough {
             for (lane, sequence) in zip(self.lanes, sequences) {
@@ -261,7 +316,7 @@ public final class TieredCache: Sendable {
         }
         var sequences: [UInt64] = []
         for lane in self.lanes {
-            sequences.append(await lane.enqueue(operation))
+            sequences.append(await lane.enqueue(operation, replicate: self.replicates))
         }
         for (lane, sequence) in zip(self.lanes, sequences) {
             try await lane.waitUntilApplied(sequence)
@@ -302,25 +357,27 @@ public final class TieredCache: Sendable {
 
     /// Looks `key` up in the tiers below memory, in order.
     func lowerLookup<Value: Decodable & Sendable>(_ key: CacheKey, as type: Value.Type) async throws -> Value? {
-        for (index, lane) in self.lanes.enumerated() {
+        for slot in self.slots where slot.tier.isReadable {
+            let index = slot.index
             let blob: [UInt8]?
-            switch lane.shadow(forKey: key.rawValue) {
-            case .stored(let queued):
-                blob = queued
-            case .removed:
-                blob = nil
-            case .none:
-                do {
-                    blob = try await lane.tier.blob(forKey: key)
-                } catch {
-                    self.recorder.tierError(index)
-                    self.recorder.tierMiss(index)
-                    self.logger.warning(
-                        "panza: tier lookup failed; treated as a miss",
-                        metadata: ["tier": "\(lane.tier.name)", "key": "\(key)", "error": "\(error)"]
-                    )
-                    continue
+            do {
+                switch try await slot.shadow(forKey: key) {
+                case .stored(let queued):
+                    blob = queued
+                case .removed:
+                    blob = nil
+                case .none:
+                    blob = try await slot.tier.blob(forKey: key)
                 }
+            } catch {
+                self.recorder.tierError(index)
+                self.recorder.tierMiss(index)
+                self.logger.warning(
+                    "panza: tier lookup failed; treated as a miss",
+                    metadata: ["tier": "\(slot.tier.name)", "key": "\(key)", "error": "\(error)"]
+                )
+                if slot.tier.failuresReachCallers { throw error }
+                continue
             }
             guard let blob else {
                 self.recorder.tierMiss(index)
@@ -334,15 +391,15 @@ public final class TieredCache: Sendable {
                 self.recorder.tierMiss(index)
                 self.logger.error(
                     "panza: stored blob failed verification; removed",
-                    metadata: ["tier": "\(lane.tier.name)", "key": "\(key)", "error": "\(error)"]
+                    metadata: ["tier": "\(slot.tier.name)", "key": "\(key)", "error": "\(error)"]
                 )
-                await lane.enqueue(.remove(key))
+                await slot.lane?.enqueue(.remove(key))
                 continue
             }
             if envelope.isExpired(atMilliseconds: WallClock.nowMilliseconds()) {
                 self.recorder.add(.expired)
                 self.recorder.tierMiss(index)
-                await lane.enqueue(.remove(key))
+                await slot.lane?.enqueue(.remove(key))
                 continue
             }
             let value = try ValueCoding.decode(type, from: envelope, key: key.rawValue)
@@ -355,8 +412,9 @@ public final class TieredCache: Sendable {
                 )
                 if evicted > 0 { self.recorder.add(.memoryEvictions, evicted) }
             }
-            for upper in self.lanes[..<index] {
-                await upper.enqueue(.store(key: key, blob: blob, expiresAtMilliseconds: envelope.expiresAtMilliseconds))
+            for upper in self.slots[..<index] {
+                // A fill is not replicated: the entry came from below.
+                await upper.lane?.enqueue(.store(key: key, blob: blob, expiresAtMilliseconds: envelope.expiresAtMilliseconds))
             }
             return value
         }

@@ -25,6 +25,8 @@ final class WriteBehindLane: Sendable {
     private struct PendingOperation {
         var sequence: UInt64
         var operation: CacheTierOperation
+        /// Also record it in the outbox for the remote tier (SQLite lanes only).
+        var replicate: Bool
     }
 
     private struct ShadowEntry {
@@ -60,7 +62,19 @@ final class WriteBehindLane: Sendable {
     private let logger: Logger
     private let state = Mutex(State())
 
-    init(tier: any CacheTier, tierIndex: Int, maxPending: Int, maxBatch: Int, statistics: StatisticsRecorder, logger: Logger) {
+    /// Called after each applied batch that carried replicated operations.
+    private let onReplicated: @Sendable () -> Void
+
+    init(
+        tier: any CacheTier,
+        tierIndex: Int,
+        maxPending: Int,
+        maxBatch: Int,
+        statistics: StatisticsRecorder,
+        logger: Logger,
+        onReplicated: @escaping @Sendable () -> Void = {}
+    ) {
+        self.onReplicated = onReplicated
         self.tier = tier
         self.tierIndex = tierIndex
         self.maxPending = maxPending
@@ -84,14 +98,14 @@ final class WriteBehindLane: Sendable {
     ///
     /// - Returns: the operation's sequence number, for ``waitUntilApplied(_:)``.
     @discardableResult
-    func enqueue(_ operation: CacheTierOperation) async -> UInt64 {
+    func enqueue(_ operation: CacheTierOperation, replicate: Bool = false) async -> UInt64 {
         while true {
             enum Outcome { case queued(UInt64, CheckedContinuation<Void, Never>?), full }
             let outcome: Outcome = self.state.withLock { state in
                 guard state.count < self.maxPending || state.isClosing else { return .full }
                 state.enqueued += 1
                 let sequence = state.enqueued
-                state.pending.append(PendingOperation(sequence: sequence, operation: operation))
+                state.pending.append(PendingOperation(sequence: sequence, operation: operation, replicate: replicate))
                 switch operation {
                 case .store(let key, let blob, _):
                     state.shadow[key.rawValue] = ShadowEntry(sequence: sequence, namespace: key.namespace, blob: blob)
@@ -146,8 +160,14 @@ final class WriteBehindLane: Sendable {
         var backoff = Duration.milliseconds(50)
         while let batch = await self.nextBatch() {
             do {
-                try await self.tier.apply(batch.map(\.operation))
+                let replicated = batch.contains { $0.replicate }
+                if replicated, let sqlite = self.tier as? SQLiteTier {
+                    try await sqlite.applyReplicating(batch.map { ($0.operation, $0.replicate) })
+                } else {
+                    try await self.tier.apply(batch.map(\.operation))
+                }
                 self.applied(batch)
+                if replicated { self.onReplicated() }
                 backoff = .milliseconds(50)
             } catch {
                 self.failed(error)

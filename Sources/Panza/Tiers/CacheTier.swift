@@ -23,6 +23,23 @@ public protocol CacheTier: Sendable {
 
     /// Releases the tier's resources. Called once, after the last ``apply(_:)``.
     func close() async throws
+
+    /// Whether the cache reads from this tier. `false` for a write-only tier.
+    var isReadable: Bool { get }
+
+    /// Whether the cache writes to this tier. `false` for a read-only tier (the tiers above are
+    /// still written).
+    var isWritable: Bool { get }
+
+    /// Whether a failure of this tier reaches callers. `false` (the default): a failed read is a
+    /// miss and a failed write is retried in the background.
+    var failuresReachCallers: Bool { get }
+}
+
+extension CacheTier {
+    public var isReadable: Bool { true }
+    public var isWritable: Bool { true }
+    public var failuresReachCallers: Bool { false }
 }
 
 /// A change that ``TieredCache`` asks a ``CacheTier`` to make.

@@ -176,6 +176,7 @@ struct SQLiteTierTests {
         let tier = try await SQLiteTier.open(configuration: .init(path: path))
         let bytes = try #require(try await tier.blob(forKey: CacheKey(rawValue: "fixture-key")))
         #expect(try BlobEnvelope.decode(bytes).payload == Array("fixture value".utf8))
+        #expect(try await tier.outboxCount() == 0, "the file was not migrated to schema version 2")
         await tier.close()
     }
 

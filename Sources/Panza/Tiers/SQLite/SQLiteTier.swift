@@ -121,6 +121,41 @@ public final class SQLiteTier: CacheTier {
         try await self.writer.apply(operations)
     }
 
+    /// Applies `operations`, recording those marked `replicate` in the outbox in the same transaction.
+    func applyReplicating(_ operations: [(operation: CacheTierOperation, replicate: Bool)]) async throws {
+        try self.checkOpen()
+        try await self.writer.applyReplicating(operations)
+    }
+
+    // MARK: Outbox
+
+    func pendingOutbox(limit: Int) async throws -> [OutboxRecord] {
+        try self.checkOpen()
+        return try await self.writer.pendingOutbox(limit: limit)
+    }
+
+    func completeOutbox(_ ids: [Int64]) async throws {
+        try self.checkOpen()
+        try await self.writer.completeOutbox(ids)
+    }
+
+    func lastOutboxID() async throws -> Int64 {
+        try self.checkOpen()
+        return try await self.writer.lastOutboxID()
+    }
+
+    /// Uploads waiting for the remote tier.
+    public func outboxCount() async throws -> Int {
+        try self.checkOpen()
+        return try await self.writer.outboxCount()
+    }
+
+    func outboxShadow(forKey key: CacheKey) async throws -> WriteBehindLane.Shadow {
+        try self.checkOpen()
+        let index = self.nextReader.wrappingAdd(1, ordering: .relaxed).oldValue
+        return try await self.readers[Int(UInt(bitPattern: index) % UInt(self.readers.count))].outboxShadow(forKey: key)
+    }
+
     /// Records pending access times and closes every connection. Later calls throw
     /// ``PanzaError/Code/closed``.
     public func close() async {

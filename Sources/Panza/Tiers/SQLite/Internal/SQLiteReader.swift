@@ -51,6 +51,11 @@ actor SQLiteReader {
         return (statement.bytes(at: 0), request)
     }
 
+    /// What the outbox holds for `key`.
+    func outboxShadow(forKey key: CacheKey) throws -> WriteBehindLane.Shadow {
+        try OutboxRecord.shadow(in: self.connection, key: key)
+    }
+
     func close() {
         self.connection.close()
     }

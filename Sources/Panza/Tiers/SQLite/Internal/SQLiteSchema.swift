@@ -38,7 +38,21 @@ enum SQLiteSchema {
         CREATE TRIGGER entry_after_update_size AFTER UPDATE OF size ON entry BEGIN
             UPDATE usage SET bytes = bytes - OLD.size + NEW.size WHERE id = 0;
         END;
+        """,
+        // Version 2: the outbox of uploads to a remote tier, written in the same transaction as the
+        // local entry, so that pending uploads survive a crash.
         """
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind INTEGER NOT NULL,
+            key TEXT,
+            namespace TEXT,
+            blob BLOB,
+            expires_at INTEGER,
+            created_at INTEGER NOT NULL
+        );
+        CREATE INDEX outbox_by_key ON outbox(key);
+        """,
     ]
 
     /// Creates or migrates the schema of the file behind `connection`.

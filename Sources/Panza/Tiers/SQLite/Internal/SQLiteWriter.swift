@@ -43,10 +43,17 @@ actor SQLiteWriter {
     nonisolated var evictionCount: Int { self.evictions.load(ordering: .relaxed) }
 
     func apply(_ operations: [CacheTierOperation]) throws {
+        try self.applyReplicating(operations.map { ($0, false) })
+    }
+
+    /// Applies `operations` in one transaction; those marked `replicate` are also recorded in the
+    /// outbox, for a remote tier, in the same transaction.
+    func applyReplicating(_ operations: [(operation: CacheTierOperation, replicate: Bool)]) throws {
         let connection = try self.openConnectionOrThrow()
         try connection.writeTransaction {
             let now = WallClock.nowMilliseconds()
-            for operation in operations {
+            for (operation, replicate) in operations {
+                if replicate { try OutboxRecord.insert(operation, into: connection, now: now) }
                 switch operation {
                 case .store(let key, let blob, let expiresAt):
                     let statement = try connection.statement(
@@ -100,6 +107,40 @@ actor SQLiteWriter {
         }
         self.connection = nil
         self.isClosed = true
+    }
+
+    // MARK: Outbox
+
+    /// The oldest outbox records, in order.
+    func pendingOutbox(limit: Int) throws -> [OutboxRecord] {
+        try OutboxRecord.pending(in: try self.openConnectionOrThrow(), limit: limit)
+    }
+
+    /// Deletes outbox records once the remote tier applied them.
+    func completeOutbox(_ ids: [Int64]) throws {
+        let connection = try self.openConnectionOrThrow()
+        try connection.writeTransaction {
+            let statement = try connection.statement("DELETE FROM outbox WHERE id = ?")
+            for id in ids {
+                statement.reset()
+                try statement.bind(id, at: 1)
+                try statement.run()
+            }
+        }
+    }
+
+    /// The newest outbox record id, or 0.
+    func lastOutboxID() throws -> Int64 {
+        let statement = try self.openConnectionOrThrow().statement("SELECT coalesce(max(id), 0) FROM outbox")
+        defer { statement.reset() }
+        return try statement.step() ? statement.int64(at: 0) : 0
+    }
+
+    /// How many records wait in the outbox.
+    func outboxCount() throws -> Int {
+        let statement = try self.openConnectionOrThrow().statement("SELECT count(*) FROM outbox")
+        defer { statement.reset() }
+        return try statement.step() ? Int(statement.int64(at: 0)) : 0
     }
 
     // MARK: Administration

@@ -1,0 +1,136 @@
+import Synchronization
+import Testing
+
+@testable import Panza
+
+/// The wiring of a remote tier below SQLite, with an in-memory stand-in for S3. `PanzaS3Tests`
+/// runs the same behaviours against a real S3 server.
+@Suite(.timeLimit(.minutes(1)))
+struct RemoteTierTests {
+    let directory: TemporaryDirectory
+
+    init() throws {
+        self.directory = try TemporaryDirectory()
+    }
+
+    func cache(_ remote: RecordingTier, file: String = "cache.sqlite") async throws -> TieredCache {
+        try await makeCache(in: self.directory, file: file) {
+            $0.remote = remote
+            $0.remoteCloseTimeout = .milliseconds(200)
+        }
+    }
+
+    func outboxCount(_ cache: TieredCache) async throws -> Int {
+        try await (cache.tiers.first as! SQLiteTier).outboxCount()
+    }
+
+    @Test("Writes reach the remote tier through the outbox; flush waits for them")
+    func uploads() async throws {
+        let remote = RecordingTier()
+        let cache = try await self.cache(remote)
+        for index in 0..<50 { try await cache.set("v\(index)", forKey: "k\(index)") }
+        try await cache.flush()
+        #expect(remote.keys.count == 50)
+        #expect(try await self.outboxCount(cache) == 0)
+        try await cache.close()
+    }
+
+    @Test("A second machine is served from the remote tier without calling its loader, and fills its own tiers")
+    func sharing() async throws {
+        let remote = RecordingTier()
+        let first = try await self.cache(remote, file: "first.sqlite")
+        let f1 = first.memoize(id: "f") { (x: Int) async throws -> Int in x * 10 }
+        #expect(try await f1(4) == 40)
+        try await first.flush()
+        try await first.close()
+
+        let second = try await self.cache(remote, file: "second.sqlite")
+        let calls = CallCounter()
+        let f2 = second.memoize(id: "f") { (x: Int) async throws -> Int in calls.increment(); return -1 }
+        #expect(try await f2(4) == 40)
+        #expect(calls.value == 0)
+        #expect(second.statistics.tiers["remote"]?.hits == 1)
+        try await second.flush()
+        #expect(try await self.outboxCount(second) == 0, "a fill from the remote was uploaded again")
+        let sqlite = try #require(second.tiers.first as? SQLiteTier)
+        #expect(try await sqlite.entries(namespace: "f").count == 1)
+        try await second.close()
+    }
+
+    @Test("When the remote is down, callers are served locally, uploads wait in the outbox, and flush reports it")
+    func remoteDown() async throws {
+        let remote = RecordingTier()
+        remote.failing = true
+        let cache = try await self.cache(remote)
+        try await cache.set("v", forKey: "k")
+        #expect(try await cache.value(forKey: "k", as: String.self) == "v")
+        #expect(try await cache.value(forKey: "missing") { "loaded" } == "loaded")
+        await #expect(throws: TestError.self) { try await cache.flush() }
+        #expect(try await self.outboxCount(cache) == 2)
+        remote.failing = false
+        try await cache.flush()
+        #expect(remote.keys == ["k", "missing"])
+        try await cache.close()
+    }
+
+    @Test("Uploads pending at close are sent by the next cache that opens the file")
+    func resumeAfterRestart() async throws {
+        let remote = RecordingTier()
+        remote.failing = true
+        let cache = try await self.cache(remote)
+        try await cache.set("v", forKey: "k")
+        try await cache.close()  // gives up on the upload after remoteCloseTimeout
+        #expect(remote.keys.isEmpty)
+
+        remote.failing = false
+        let reopened = try await self.cache(remote)
+        try await reopened.flush()
+        #expect(remote.keys == ["k"])
+        try await reopened.close()
+    }
+
+    @Test("bust and bustAll reach the remote, and a pending removal hides the remote copy")
+    func busting() async throws {
+        let remote = RecordingTier()
+        let cache = try await self.cache(remote)
+        let f = cache.memoize(id: "f") { (x: Int) async throws -> Int in x }
+        _ = try await f(1)
+        _ = try await f(2)
+        try await cache.flush()
+        #expect(remote.keys.count == 2)
+
+        remote.failing = true
+        try await f.bust(1)
+        remote.failing = false  // reads work again, but the deletion is not sent yet
+        #expect(try await f.peek(1) == nil, "the remote copy came back before the deletion reached it")
+        try await cache.flush()
+        #expect(remote.keys.count == 1)
+        try await f.bustAll()
+        try await cache.flush()
+        #expect(remote.keys.isEmpty)
+        try await cache.close()
+    }
+
+    @Test("A read-only remote is read but never written; a write-only remote is written but never read")
+    func policies() async throws {
+        let readOnly = RecordingTier(writable: false)
+        readOnly.state.withLock { $0.blobs["shared"] = ("", BlobEnvelope(contentType: .text, payload: Array("from remote".utf8), createdAtMilliseconds: 1).encoded()) }
+        let cache = try await self.cache(readOnly, file: "read-only.sqlite")
+        try await cache.set("local", forKey: "mine")
+        try await cache.flush()
+        #expect(readOnly.keys == ["shared"])
+        #expect(try await cache.value(forKey: "shared", as: String.self) == "from remote")
+        let sqlite = try #require(cache.tiers.first as? SQLiteTier)
+        #expect(try await sqlite.storedBlob(forKey: "mine") != nil, "local tiers were not written")
+        try await cache.close()
+
+        let writeOnly = RecordingTier(readable: false)
+        let second = try await self.cache(writeOnly, file: "write-only.sqlite")
+        try await second.set("v", forKey: "k")
+        try await second.flush()
+        #expect(writeOnly.keys == ["k"])
+        #expect(try await second.value(forKey: "absent", as: String.self) == nil)
+        #expect(writeOnly.reads == 0)
+        try await second.close()
+    }
+}
