@@ -8,12 +8,15 @@ let package = Package(
         // The engine: memory and SQLite tiers, envelopes, single-flight, memoize, limits.
         // It has no network dependency.
         .library(name: "Panza", targets: ["Panza"]),
+        // The shared S3 tier: the only module that depends on AsyncHTTPClient.
+        .library(name: "PanzaS3", targets: ["PanzaS3"]),
         .executable(name: "panza", targets: ["PanzaCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         .systemLibrary(
@@ -35,10 +38,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "PanzaS3",
+            dependencies: [
+                "Panza",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "PanzaCLI",
             dependencies: [
                 "Panza",
+                "PanzaS3",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -46,12 +59,19 @@ let package = Package(
         // SIGKILL after flush). It is not a product.
         .executableTarget(
             name: "PanzaTestWorker",
-            dependencies: ["Panza"],
+            dependencies: ["Panza", "PanzaS3"],
             path: "Tests/PanzaTestWorker"
         ),
         .testTarget(
             name: "PanzaTests",
             dependencies: ["Panza", "PanzaTestWorker"]
+        ),
+        .testTarget(
+            name: "PanzaS3Tests",
+            dependencies: [
+                "PanzaS3", "Panza", "PanzaTestWorker",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
     ]
 )

@@ -5,8 +5,13 @@
 //   PanzaTestWorker write-and-wait DB COUNT PREFIX   set COUNT values, flush, print "flushed", then block
 //   PanzaTestWorker hammer DB COUNT WORKER           interleave writes and reads; print "ok READS"
 //   PanzaTestWorker memo DB CITY                     one memoized call; print "value loads"
+//   PanzaTestWorker s3-write-and-wait DB COUNT ENDPOINT BUCKET
+//                                    set COUNT values with an S3 tier at ENDPOINT (credentials from
+//                                    PANZA_TEST_S3_*); once they are in SQLite and its outbox, print
+//                                    "persisted", then block
 import Foundation
 import Panza
+import PanzaS3
 
 struct Forecast: Codable, Sendable, Equatable {
     var city: String
@@ -76,6 +81,37 @@ do {
         let value = try await forecast(city, 3)
         try await cache.close()
         print("\(value.city) \(loads.value)")
+
+    case "s3-write-and-wait":
+        let count = Int(arguments[3])!
+        let environment = ProcessInfo.processInfo.environment
+        var tierConfiguration = S3Tier.Configuration(
+            bucket: arguments[5],
+            prefix: "v1",
+            endpoint: arguments[4],
+            credentials: S3Credentials(
+                accessKeyID: environment["PANZA_TEST_S3_ACCESS_KEY"] ?? "",
+                secretAccessKey: environment["PANZA_TEST_S3_SECRET_KEY"] ?? ""
+            )
+        )
+        tierConfiguration.client.retry = .none
+        tierConfiguration.client.connectTimeout = .milliseconds(500)
+        var configuration = TieredCache.Configuration()
+        configuration.sqlite = .init(path: path)
+        configuration.remote = try S3Tier(configuration: tierConfiguration)
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        for index in 0..<count {
+            try await cache.set("value-\(index)", forKey: "pending-\(index)")
+        }
+        // The uploads fail (the endpoint is down), but flush() returns only after the local
+        // transaction, which holds the outbox, committed.
+        do {
+            try await cache.flush()
+            fail("the upload to a dead endpoint succeeded")
+        } catch {}
+        FileHandle.standardOutput.write(Data("persisted\n".utf8))
+        while true { try await Task.sleep(for: .seconds(60)) }
 
     default:
         fail("unknown command \(arguments[1])")

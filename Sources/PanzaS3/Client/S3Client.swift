@@ -1,0 +1,385 @@
+import AsyncHTTPClient
+import Crypto
+public import Foundation
+public import Logging
+import NIOCore
+import NIOHTTP1
+
+/// A small S3 client on AsyncHTTPClient, signing with ``SigV4Signer``.
+///
+/// It does what a cache needs: get, put (with `If-None-Match: *` and multipart for large bodies),
+/// head, delete, batch delete, list, and create the bucket. Failed requests are retried with
+/// exponential backoff and jitter on 5xx, 429, `SlowDown`, `RequestTimeout` and connection errors.
+/// Errors are ``S3Error``s carrying S3's code, the HTTP status and the request id.
+public final class S3Client: Sendable {
+    /// What ``head(key:)`` reports.
+    public struct ObjectInfo: Hashable, Sendable {
+        public var size: Int
+        public var eTag: String?
+    }
+
+    /// One page of ``list(prefix:continuationToken:maxKeys:)``.
+    public struct ListPage: Hashable, Sendable {
+        public var keys: [String]
+        public var sizes: [Int]
+        /// Pass it to the next call; `nil` on the last page.
+        public var continuationToken: String?
+    }
+
+    public let configuration: Configuration
+    private let signer: SigV4Signer
+    private let http: HTTPClient
+    private let scheme: String
+    private let hostHeader: String
+    private let baseURL: String
+    private let pathPrefix: String
+    private let logger: Logger
+
+    /// Creates a client. No request is sent until the first operation.
+    ///
+    /// - Throws: ``S3Error`` with ``S3Error/Code/missingCredentials`` or
+    ///   ``S3Error/Code/invalidConfiguration``.
+    public init(configuration: Configuration, logger: Logger? = nil) throws {
+        guard Self.isValidBucketName(configuration.bucket) else {
+            throw S3Error(code: .invalidConfiguration, message: "'\(configuration.bucket)' is not a valid S3 bucket name")
+        }
+        let credentials = try configuration.credentials ?? S3Credentials.resolve(profile: configuration.profile, environment: configuration.environment)
+        let endpointText =
+            configuration.endpoint ?? configuration.environment["AWS_ENDPOINT_URL_S3"]
+            ?? configuration.environment["AWS_ENDPOINT_URL"]
+        let isAWS = endpointText == nil
+        let endpoint = endpointText ?? "https://s3.\(configuration.region).amazonaws.com"
+        guard let components = URLComponents(string: endpoint), let scheme = components.scheme?.lowercased(),
+            scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty
+        else {
+            throw S3Error(code: .invalidConfiguration, message: "'\(endpoint)' is not an http(s) endpoint URL")
+        }
+        let virtualHosted: Bool =
+            switch configuration.addressing {
+            case .path: false
+            case .virtualHosted: true
+            case .automatic: isAWS && !configuration.bucket.contains(".")
+            }
+        let defaultPort = scheme == "https" ? 443 : 80
+        let portSuffix = components.port.map { $0 == defaultPort ? "" : ":\($0)" } ?? ""
+        let requestHost = virtualHosted ? "\(configuration.bucket).\(host)" : host
+        self.configuration = configuration
+        self.signer = SigV4Signer(credentials: credentials, region: configuration.region)
+        self.scheme = scheme
+        self.hostHeader = requestHost + portSuffix
+        self.baseURL = "\(scheme)://\(requestHost)\(portSuffix)"
+        self.pathPrefix = virtualHosted ? "" : "/\(configuration.bucket)"
+        self.logger = logger ?? Logger(label: "panza.s3", factory: { _ in SwiftLogNoOpLogHandler() })
+        var httpConfiguration = HTTPClient.Configuration()
+        httpConfiguration.timeout = .init(
+            connect: .nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000 + configuration.connectTimeout.components.attoseconds / 1_000_000_000),
+            read: .nanoseconds(Int64(configuration.requestTimeout.components.seconds) * 1_000_000_000 + configuration.requestTimeout.components.attoseconds / 1_000_000_000)
+        )
+        httpConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConnections)
+        httpConfiguration.decompression = .disabled
+        self.http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpConfiguration)
+    }
+
+    /// Closes the connections. Calls after this fail.
+    public func shutdown() async throws {
+        try await self.http.shutdown()
+    }
+
+    // MARK: Operations
+
+    /// The object's bytes, or `nil` when it does not exist.
+    public func get(key: String) async throws -> [UInt8]? {
+        let response = try await self.send(method: .GET, key: key, acceptedStatuses: [200, 404])
+        if response.status == 404 {
+            // A 404 about the bucket is an error, not a miss.
+            if let code = response.s3Code, code != "NoSuchKey" { throw response.error(message: "GetObject failed") }
+            return nil
+        }
+        return response.body
+    }
+
+    /// Stores `body` under `key`; bodies of ``Configuration/multipartThreshold`` bytes or more go in parts.
+    ///
+    /// - Parameters:
+    ///   - contentType: always sent explicitly.
+    ///   - ifNoneMatch: send `If-None-Match: *`, so that an existing object is kept; then an existing
+    ///     object throws ``S3Error/Code/preconditionFailed``.
+    public func put(key: String, body: [UInt8], contentType: String = "application/octet-stream", ifNoneMatch: Bool = false) async throws {
+        if body.count >= self.configuration.multipartThreshold {
+            try await self.multipartPut(key: key, body: body, contentType: contentType, ifNoneMatch: ifNoneMatch)
+            return
+        }
+        var headers: [(String, String)] = [("content-type", contentType)]
+        if ifNoneMatch { headers.append(("if-none-match", "*")) }
+        let response = try await self.send(method: .PUT, key: key, headers: headers, body: body, acceptedStatuses: [200, 412])
+        if response.status == 412 {
+            throw S3Error(code: .preconditionFailed, message: "an object already exists under the key", s3Code: response.s3Code, httpStatus: 412, requestID: response.requestID)
+        }
+    }
+
+    /// The object's size and ETag, or `nil` when it does not exist.
+    public func head(key: String) async throws -> ObjectInfo? {
+        let response = try await self.send(method: .HEAD, key: key, acceptedStatuses: [200, 404])
+        guard response.status == 200 else { return nil }
+        return ObjectInfo(size: Int(response.headers.first(name: "content-length") ?? "") ?? 0, eTag: response.headers.first(name: "etag"))
+    }
+
+    /// Deletes the object; deleting a missing object succeeds.
+    public func delete(key: String) async throws {
+        _ = try await self.send(method: .DELETE, key: key, acceptedStatuses: [200, 204, 404])
+    }
+
+    /// Deletes `keys` with DeleteObjects, 1,000 per request.
+    ///
+    /// - Throws: ``S3Error`` naming the first key S3 could not delete.
+    public func delete(keys: [String]) async throws {
+        var start = 0
+        while start < keys.count {
+            let batch = keys[start..<min(start + 1_000, keys.count)]
+            start += batch.count
+            let body = Array(
+                ("<Delete><Quiet>true</Quiet>" + batch.map { "<Object><Key>\(S3XML.escape($0))</Key></Object>" }.joined() + "</Delete>").utf8
+            )
+            let md5 = Data(Insecure.MD5.hash(data: body)).base64EncodedString()
+            let response = try await self.send(
+                method: .POST,
+                key: nil,
+                query: [("delete", "")],
+                headers: [("content-type", "application/xml"), ("content-md5", md5)],
+                body: body,
+                acceptedStatuses: [200]
+            )
+            let text = String(decoding: response.body, as: UTF8.self)
+            if let failure = S3XML.blocks("Error", in: text).first {
+                throw S3Error(
+                    code: .http,
+                    message: "DeleteObjects could not delete \(S3XML.value(of: "Key", in: failure) ?? "a key")",
+                    s3Code: S3XML.value(of: "Code", in: failure),
+                    httpStatus: response.status,
+                    requestID: response.requestID
+                )
+            }
+        }
+    }
+
+    /// One page of keys under `prefix` (ListObjectsV2).
+    public func list(prefix: String, continuationToken: String? = nil, maxKeys: Int = 1_000) async throws -> ListPage {
+        var query: [(String, String)] = [("list-type", "2"), ("prefix", prefix), ("encoding-type", "url"), ("max-keys", "\(maxKeys)")]
+        if let continuationToken { query.append(("continuation-token", continuationToken)) }
+        let response = try await self.send(method: .GET, key: nil, query: query, acceptedStatuses: [200])
+        let text = String(decoding: response.body, as: UTF8.self)
+        let contents = S3XML.blocks("Contents", in: text)
+        let truncated = S3XML.value(of: "IsTruncated", in: text) == "true"
+        return ListPage(
+            keys: contents.compactMap { S3XML.value(of: "Key", in: $0).map(URIEncoding.decode) },
+            sizes: contents.map { Int(S3XML.value(of: "Size", in: $0) ?? "") ?? 0 },
+            continuationToken: truncated ? S3XML.value(of: "NextContinuationToken", in: text) : nil
+        )
+    }
+
+    /// Every key under `prefix`, following pagination.
+    public func listAll(prefix: String) async throws -> [String] {
+        var keys: [String] = []
+        var token: String?
+        repeat {
+            let page = try await self.list(prefix: prefix, continuationToken: token)
+            keys += page.keys
+            token = page.continuationToken
+        } while token != nil
+        return keys
+    }
+
+    /// Creates the bucket (with a location constraint outside `us-east-1`); an existing bucket of
+    /// ours is fine.
+    public func createBucket() async throws {
+        var body: [UInt8] = []
+        if self.configuration.region != "us-east-1" {
+            body = Array(
+                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>\(self.configuration.region)</LocationConstraint></CreateBucketConfiguration>".utf8
+            )
+        }
+        let response = try await self.send(
+            method: .PUT,
+            key: nil,
+            headers: body.isEmpty ? [] : [("content-type", "application/xml")],
+            body: body,
+            acceptedStatuses: [200, 409]
+        )
+        if response.status == 409, response.s3Code != "BucketAlreadyOwnedByYou" {
+            throw response.error(message: "CreateBucket failed")
+        }
+    }
+
+    // MARK: Multipart
+
+    private func multipartPut(key: String, body: [UInt8], contentType: String, ifNoneMatch: Bool) async throws {
+        let created = try await self.send(
+            method: .POST,
+            key: key,
+            query: [("uploads", "")],
+            headers: [("content-type", contentType)],
+            acceptedStatuses: [200]
+        )
+        guard let uploadID = S3XML.value(of: "UploadId", in: String(decoding: created.body, as: UTF8.self)) else {
+            throw S3Error(code: .invalidResponse, message: "CreateMultipartUpload returned no UploadId", httpStatus: created.status, requestID: created.requestID)
+        }
+        do {
+            var parts: [(number: Int, eTag: String)] = []
+            var offset = 0
+            var number = 1
+            while offset < body.count {
+                let end = min(offset + self.configuration.multipartPartSize, body.count)
+                let part = try await self.send(
+                    method: .PUT,
+                    key: key,
+                    query: [("partNumber", "\(number)"), ("uploadId", uploadID)],
+                    body: Array(body[offset..<end]),
+                    acceptedStatuses: [200]
+                )
+                guard let eTag = part.headers.first(name: "etag") else {
+                    throw S3Error(code: .invalidResponse, message: "UploadPart returned no ETag", httpStatus: part.status, requestID: part.requestID)
+                }
+                parts.append((number, eTag))
+                offset = end
+                number += 1
+            }
+            let completion = Array(
+                ("<CompleteMultipartUpload>"
+                    + parts.map { "<Part><PartNumber>\($0.number)</PartNumber><ETag>\(S3XML.escape($0.eTag))</ETag></Part>" }.joined()
+                    + "</CompleteMultipartUpload>").utf8
+            )
+            var headers: [(String, String)] = [("content-type", "application/xml")]
+            if ifNoneMatch { headers.append(("if-none-match", "*")) }
+            let completed = try await self.send(
+                method: .POST,
+                key: key,
+                query: [("uploadId", uploadID)],
+                headers: headers,
+                body: completion,
+                acceptedStatuses: [200, 412]
+            )
+            if completed.status == 412 {
+                throw S3Error(code: .preconditionFailed, message: "an object already exists under the key", httpStatus: 412, requestID: completed.requestID)
+            }
+            // S3 may report a failure inside a 200 answer.
+            let text = String(decoding: completed.body, as: UTF8.self)
+            if text.contains("<Error>") {
+                throw S3Error(code: .http, message: "CompleteMultipartUpload failed", s3Code: S3XML.value(of: "Code", in: text), httpStatus: completed.status, requestID: completed.requestID)
+            }
+        } catch {
+            _ = try? await self.send(method: .DELETE, key: key, query: [("uploadId", uploadID)], acceptedStatuses: [200, 204, 404], retry: .none)
+            throw error
+        }
+    }
+
+    // MARK: Transport
+
+    struct Response {
+        var status: Int
+        var headers: HTTPHeaders
+        var body: [UInt8]
+        var s3Code: String?
+        var requestID: String? { self.headers.first(name: "x-amz-request-id") }
+
+        func error(message: String) -> S3Error {
+            let text = String(decoding: self.body, as: UTF8.self)
+            return S3Error(
+                code: .http,
+                message: "\(message): \(S3XML.value(of: "Message", in: text) ?? "HTTP \(self.status)")",
+                s3Code: self.s3Code,
+                httpStatus: self.status,
+                requestID: self.requestID ?? S3XML.value(of: "RequestId", in: text)
+            )
+        }
+    }
+
+    /// Signs and sends one request, retrying as the policy says.
+    func send(
+        method: HTTPMethod,
+        key: String?,
+        query: [(String, String)] = [],
+        headers: [(String, String)] = [],
+        body: [UInt8] = [],
+        acceptedStatuses: Set<Int>,
+        retry: Configuration.RetryPolicy? = nil
+    ) async throws -> Response {
+        let policy = retry ?? self.configuration.retry
+        var attempt = 1
+        while true {
+            do {
+                let response = try await self.sendOnce(method: method, key: key, query: query, headers: headers, body: body)
+                if acceptedStatuses.contains(response.status) { return response }
+                throw response.error(message: "\(method.rawValue) \(key.map { "object \($0)" } ?? "bucket") failed")
+            } catch let error as S3Error where error.isRetryable && attempt < policy.maxAttempts {
+                let cap = min(policy.maxDelay, policy.baseDelay * (1 << min(attempt - 1, 20)))
+                let jitter = Double.random(in: 0...1)
+                self.logger.debug("panza: retrying S3 request", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
+                try await Task.sleep(for: cap * jitter)
+                attempt += 1
+            }
+        }
+    }
+
+    private func sendOnce(
+        method: HTTPMethod,
+        key: String?,
+        query: [(String, String)],
+        headers: [(String, String)],
+        body: [UInt8]
+    ) async throws -> Response {
+        let path = self.pathPrefix + "/" + (key ?? "")
+        let payloadHash: String =
+            body.isEmpty
+            ? SigV4Signer.emptyPayloadHash
+            : (self.configuration.signsPayload ? SigV4Signer.hex(SHA256.hash(data: body)) : SigV4Signer.unsignedPayload)
+        let signable = SigV4Signer.Request(
+            method: method.rawValue,
+            host: self.hostHeader,
+            path: path,
+            query: query.map { (name: $0.0, value: $0.1) },
+            headers: headers.map { (name: $0.0, value: $0.1) },
+            payloadHash: payloadHash
+        )
+        let signed = self.signer.signedHeaders(for: signable, date: Date())
+        var url = self.baseURL + URIEncoding.encode(path, keepSlashes: true)
+        if !query.isEmpty {
+            url += "?" + query.map { "\(URIEncoding.encode($0.0))=\(URIEncoding.encode($0.1))" }.joined(separator: "&")
+        }
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        request.headers.add(name: "host", value: self.hostHeader)
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        for (name, value) in signed { request.headers.add(name: name, value: value) }
+        if !body.isEmpty || method == .PUT || method == .POST {
+            request.body = .bytes(body)
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await self.http.execute(request, timeout: .seconds(Int64(self.configuration.requestTimeout.components.seconds) + 1))
+        } catch {
+            throw S3Error(code: .transport, message: "\(method.rawValue) to \(self.baseURL) got no answer", underlying: "\(error)")
+        }
+        let bodyBuffer: ByteBuffer
+        do {
+            bodyBuffer = try await response.body.collect(upTo: 1 << 30)
+        } catch {
+            throw S3Error(code: .transport, message: "reading the answer of \(method.rawValue) failed", httpStatus: Int(response.status.code), underlying: "\(error)")
+        }
+        let bytes = Array(bodyBuffer.readableBytesView)
+        var s3Code: String?
+        if response.status.code >= 300 {
+            s3Code = S3XML.value(of: "Code", in: String(decoding: bytes, as: UTF8.self))
+            if s3Code == nil, response.status.code == 404, method == .HEAD || method == .GET { s3Code = "NoSuchKey" }
+        }
+        return Response(status: Int(response.status.code), headers: response.headers, body: bytes, s3Code: s3Code)
+    }
+
+    /// S3's bucket naming rules, the parts that matter for URLs: 3 to 63 lowercase letters, digits,
+    /// dots and hyphens, starting and ending with a letter or digit.
+    static func isValidBucketName(_ name: String) -> Bool {
+        guard (3...63).contains(name.count) else { return false }
+        let allowed = name.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "." || $0 == "-" }
+        guard allowed, let first = name.first, let last = name.last else { return false }
+        return (first.isLowercase || first.isNumber) && (last.isLowercase || last.isNumber)
+    }
+}

@@ -1,0 +1,70 @@
+public import Foundation
+public import Panza
+
+extension S3Tier {
+    /// What the cache may do with the S3 tier.
+    public enum Policy: Hashable, Sendable {
+        /// Read and write (the default).
+        case readWrite
+        /// Read only: never writes to S3; the local tiers are still written.
+        case readOnly
+        /// Write only: fills S3 but never reads from it.
+        case writeOnly
+    }
+
+    /// Settings of an ``S3Tier``.
+    public struct Configuration: Sendable {
+        public var bucket: String
+        /// Prefix of every object key: objects are `{prefix}/{id}/{hash}` (see ``S3Tier``).
+        public var prefix: String
+        public var region: String
+        /// The endpoint URL; `nil` for `AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`, then AWS.
+        public var endpoint: String?
+        /// `nil` to look them up (environment, then the shared AWS files).
+        public var credentials: S3Credentials?
+        public var profile: String?
+        public var policy: Policy
+        /// When `true`, S3 failures reach callers; by default a failed read is a miss and a failed
+        /// upload stays queued.
+        public var strict: Bool
+        /// Create the bucket before the first write if it does not exist.
+        public var createsBucket: Bool
+        /// Uploads and deletions in flight at once.
+        public var maxConcurrentWrites: Int
+        /// Limits on foreground reads (GETs on a cache miss).
+        public var readLimits: LoadLimits?
+        /// Limits on background writes (uploads and deletions), kept apart so that they never starve reads.
+        public var writeLimits: LoadLimits?
+        /// Settings of the underlying client (addressing, timeouts, retries, multipart).
+        public var client: S3Client.Configuration
+
+        public init(
+            bucket: String,
+            prefix: String = "panza",
+            region: String = "us-east-1",
+            endpoint: String? = nil,
+            credentials: S3Credentials? = nil,
+            profile: String? = nil,
+            policy: Policy = .readWrite,
+            strict: Bool = false,
+            createsBucket: Bool = true,
+            maxConcurrentWrites: Int = 16,
+            readLimits: LoadLimits? = nil,
+            writeLimits: LoadLimits? = nil
+        ) {
+            self.bucket = bucket
+            self.prefix = prefix
+            self.region = region
+            self.endpoint = endpoint
+            self.credentials = credentials
+            self.profile = profile
+            self.policy = policy
+            self.strict = strict
+            self.createsBucket = createsBucket
+            self.maxConcurrentWrites = maxConcurrentWrites
+            self.readLimits = readLimits
+            self.writeLimits = writeLimits
+            self.client = S3Client.Configuration(bucket: bucket, region: region, endpoint: endpoint, credentials: credentials, profile: profile)
+        }
+    }
+}

@@ -1,0 +1,161 @@
+public import Logging
+public import Panza
+import Synchronization
+
+/// The shared tier: envelopes in an S3 bucket, so that one machine pays for a call and every other
+/// machine gets the result.
+///
+/// ```swift
+/// configuration.remote = try S3Tier(configuration: .init(
+///     bucket: "team-cache", prefix: "v1", region: "us-east-1",
+///     endpoint: "http://127.0.0.1:8333"))
+/// ```
+///
+/// Objects hold the same envelope bytes as SQLite, under `{prefix}/{id}/{hash}` for memoized calls
+/// (Python panza's `{prefix}/{fn_id}/{arg_hash}`) and `{prefix}/_keys/{percent-encoded key}` for
+/// plain keys. A read is one GET (a 404 is a miss). With a SQLite tier above it, writes reach S3
+/// from the SQLite outbox, so they survive crashes; ``TieredCache/flush()`` waits for them.
+/// By default S3 failures never reach callers (reads fall back to the loader, uploads stay queued);
+/// set ``Configuration/strict`` to see them.
+public final class S3Tier: CacheTier {
+    public let name = "s3"
+    public let configuration: Configuration
+    /// The client, for operations the tier does not offer.
+    public let client: S3Client
+    private let bucketReady = Mutex(false)
+
+    /// Creates the tier. No request is sent until the first lookup or write.
+    ///
+    /// - Throws: ``S3Error`` when the configuration is invalid or no credentials are found.
+    public init(configuration: Configuration, logger: Logger? = nil) throws {
+        var clientConfiguration = configuration.client
+        clientConfiguration.bucket = configuration.bucket
+        clientConfiguration.region = configuration.region
+        clientConfiguration.endpoint = configuration.endpoint
+        clientConfiguration.credentials = configuration.credentials
+        clientConfiguration.profile = configuration.profile
+        guard !configuration.prefix.contains("//"), !configuration.prefix.hasSuffix("/") else {
+            throw S3Error(code: .invalidConfiguration, message: "the prefix '\(configuration.prefix)' must not end with '/' or contain '//'")
+        }
+        self.configuration = configuration
+        self.client = try S3Client(configuration: clientConfiguration, logger: logger)
+    }
+
+    public var isReadable: Bool { self.configuration.policy != .writeOnly }
+    public var isWritable: Bool { self.configuration.policy != .readOnly }
+    public var failuresReachCallers: Bool { self.configuration.strict }
+
+    /// The object key of a cache key.
+    public func objectKey(for key: CacheKey) -> String {
+        let base = self.configuration.prefix.isEmpty ? "" : self.configuration.prefix + "/"
+        if key.namespace.isEmpty {
+            return base + "_keys/" + URIEncoding.encode(key.rawValue)
+        }
+        return base + key.rawValue
+    }
+
+    /// The object-key prefix of a namespace (a memoize id), or of everything for `nil`.
+    public func objectPrefix(namespace: String?) -> String {
+        let base = self.configuration.prefix.isEmpty ? "" : self.configuration.prefix + "/"
+        guard let namespace else { return base }
+        return base + (namespace.isEmpty ? "_keys" : namespace) + "/"
+    }
+
+    public func blob(forKey key: CacheKey) async throws -> [UInt8]? {
+        try await Self.limited(self.configuration.readLimits) {
+            try await self.client.get(key: self.objectKey(for: key))
+        }
+    }
+
+    /// Applies operations in order. Between removals of a namespace or of everything, only the last
+    /// operation of each key matters, and those run concurrently (``Configuration/maxConcurrentWrites``).
+    public func apply(_ operations: [CacheTierOperation]) async throws {
+        try await self.ensureBucket()
+        var segment: [String: CacheTierOperation] = [:]
+        var order: [String] = []
+        func flushSegment() async throws {
+            let work = order.compactMap { segment[$0] }
+            segment = [:]
+            order = []
+            try await self.run(work)
+        }
+        for operation in operations {
+            switch operation {
+            case .store(let key, _, _), .remove(let key):
+                let objectKey = self.objectKey(for: key)
+                if segment[objectKey] == nil { order.append(objectKey) }
+                segment[objectKey] = operation
+            case .removeNamespace(let namespace):
+                try await flushSegment()
+                try await self.removeAll(prefix: self.objectPrefix(namespace: namespace))
+            case .removeAll:
+                try await flushSegment()
+                try await self.removeAll(prefix: self.objectPrefix(namespace: nil))
+            }
+        }
+        try await flushSegment()
+    }
+
+    public func close() async throws {
+        try await self.client.shutdown()
+    }
+
+    /// Every object key under the tier's prefix.
+    public func allObjectKeys() async throws -> [String] {
+        try await self.client.listAll(prefix: self.objectPrefix(namespace: nil))
+    }
+
+    // MARK: Internals
+
+    private func run(_ operations: [CacheTierOperation]) async throws {
+        guard !operations.isEmpty else { return }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var running = 0
+            for operation in operations {
+                if running >= self.configuration.maxConcurrentWrites {
+                    try await group.next()
+                    running -= 1
+                }
+                group.addTask {
+                    try await Self.limited(self.configuration.writeLimits) {
+                        switch operation {
+                        case .store(let key, let blob, _):
+                            try await self.client.put(key: self.objectKey(for: key), body: blob)
+                        case .remove(let key):
+                            try await self.client.delete(key: self.objectKey(for: key))
+                        case .removeNamespace, .removeAll:
+                            preconditionFailure("segments hold per-key operations only")
+                        }
+                    }
+                }
+                running += 1
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    private func removeAll(prefix: String) async throws {
+        let keys = try await self.client.listAll(prefix: prefix)
+        try await Self.limited(self.configuration.writeLimits) {
+            try await self.client.delete(keys: keys)
+        }
+    }
+
+    private func ensureBucket() async throws {
+        guard self.configuration.createsBucket, !self.bucketReady.withLock({ $0 }) else { return }
+        try await self.client.createBucket()
+        self.bucketReady.withLock { $0 = true }
+    }
+
+    private static func limited<Result: Sendable>(
+        _ limits: LoadLimits?,
+        _ body: @Sendable () async throws -> Result
+    ) async throws -> Result {
+        guard let limits else { return try await body() }
+        if let rateLimiter = limits.rateLimiter { try await rateLimiter.acquire(cost: limits.cost) }
+        if let concurrencyLimiter = limits.concurrencyLimiter {
+            return try await concurrencyLimiter.withPermit { try await body() }
+        }
+        return try await body()
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import Panza
+import PanzaS3
+import Testing
+
+/// The S3 tier in a TieredCache, against a real S3 server.
+@Suite(.timeLimit(.minutes(2)))
+struct S3TierTests {
+    let directory: TemporaryDirectory
+
+    init() throws {
+        self.directory = try TemporaryDirectory()
+    }
+
+    func cache(file: String, tier: S3Tier.Configuration, memory: Bool = true) async throws -> TieredCache {
+        var configuration = TieredCache.Configuration()
+        configuration.memory = memory ? .init() : nil
+        configuration.sqlite = .init(path: self.directory.path(file))
+        configuration.remote = try S3Tier(configuration: tier)
+        configuration.modes = CacheModes()
+        configuration.remoteCloseTimeout = .seconds(2)
+        return try await TieredCache(configuration: configuration)
+    }
+
+    @Test("Two machines, one bucket: the second is served from S3 without calling its loader")
+    func sharingAcrossMachines() async throws {
+        let tier = try S3TestServer.tierConfiguration(bucket: S3TestServer.uniqueBucket())
+        let first = try await self.cache(file: "machine-a.sqlite", tier: tier)
+        let calls = CallCounter()
+        let forecastA = first.memoize(id: "forecast") { (city: String, days: Int) async throws -> String in
+            calls.increment()
+            return "\(city) for \(days) days: mild"
+        }
+        #expect(try await forecastA("Oslo", 3) == "Oslo for 3 days: mild")
+        try await first.flush()
+        try await first.close()
+
+        let second = try await self.cache(file: "machine-b.sqlite", tier: tier)
+        let forecastB = second.memoize(id: "forecast") { (city: String, days: Int) async throws -> String in
+            calls.increment()
+            return "wrong"
+        }
+        #expect(try await forecastB("Oslo", 3) == "Oslo for 3 days: mild")
+        #expect(calls.value == 1)
+        #expect(second.statistics.tiers["s3"]?.hits == 1)
+        try await second.close()
+    }
+
+    @Test("Objects are laid out as {prefix}/{id}/{hash}, plain keys under {prefix}/_keys/")
+    func objectLayout() async throws {
+        let bucket = S3TestServer.uniqueBucket()
+        let configuration = try S3TestServer.tierConfiguration(bucket: bucket, prefix: "team/v1")
+        let cache = try await self.cache(file: "cache.sqlite", tier: configuration)
+        let f = cache.memoize(id: "llm") { (prompt: String) async throws -> String in prompt.uppercased() }
+        _ = try await f("hi")
+        try await cache.set("plain", forKey: "a key/with slash")
+        try await cache.flush()
+        let tier = try #require(cache.tiers.last as? S3Tier)
+        let keys = Set(try await tier.allObjectKeys())
+        let memoKey = try f.key("hi").rawValue
+        #expect(keys == ["team/v1/\(memoKey)", "team/v1/_keys/a%20key%2Fwith%20slash"])
+        // The object holds the same envelope bytes as SQLite.
+        let sqlite = try #require(cache.tiers.first as? SQLiteTier)
+        #expect(try await tier.client.get(key: "team/v1/\(memoKey)") == (try await sqlite.storedBlob(forKey: memoKey)))
+        try await cache.close()
+    }
+
+    @Test("bust and bustAll reach S3")
+    func busting() async throws {
+        let cache = try await self.cache(file: "cache.sqlite", tier: try S3TestServer.tierConfiguration(bucket: S3TestServer.uniqueBucket()))
+        let f = cache.memoize(id: "f") { (x: Int) async throws -> Int in x }
+        let g = cache.memoize(id: "g") { (x: Int) async throws -> Int in x }
+        for x in 0..<5 { _ = try await f(x) }
+        _ = try await g(1)
+        try await cache.flush()
+        let tier = try #require(cache.tiers.last as? S3Tier)
+        #expect(try await tier.allObjectKeys().count == 6)
+        try await f.bust(0)
+        try await cache.flush()
+        #expect(try await tier.allObjectKeys().count == 5)
+        try await f.bustAll()
+        try await cache.flush()
+        #expect(try await tier.allObjectKeys().count == 1)
+        try await cache.bustAll()
+        try await cache.flush()
+        #expect(try await tier.allObjectKeys().isEmpty)
+        try await cache.close()
+    }
+
+    @Test("With S3 down, callers are served by the loader and local tiers; strict mode shows the error")
+    func deadEndpoint() async throws {
+        let settings = try S3TestServer.settings()
+        var tier = S3Tier.Configuration(bucket: "panza-dead", endpoint: "http://127.0.0.1:9", credentials: settings.credentials)
+        tier.client.retry = .none
+        tier.client.connectTimeout = .milliseconds(500)
+        let cache = try await self.cache(file: "cache.sqlite", tier: tier, memory: false)
+        #expect(try await cache.value(forKey: "k") { "loaded" } == "loaded")
+        #expect(try await cache.value(forKey: "k", as: String.self) == "loaded")  // from SQLite
+        #expect(cache.statistics.tiers["s3"]?.errors == 1)
+        await #expect(throws: S3Error.self) { try await cache.flush() }
+        try await cache.close()
+
+        tier.strict = true
+        let strict = try await self.cache(file: "strict.sqlite", tier: tier, memory: false)
+        let error = try await #require(throws: S3Error.self) { _ = try await strict.value(forKey: "k") { "loaded" } }
+        #expect(error.code == .transport)
+        try await strict.close()
+    }
+
+    @Test("Uploads pending when a process is killed with SIGKILL are sent by the next process")
+    func uploadsSurviveSIGKILL() async throws {
+        let settings = try S3TestServer.settings()
+        let bucket = S3TestServer.uniqueBucket()
+        let path = self.directory.path("cache.sqlite")
+        let child = try ChildProcess.start(["s3-write-and-wait", path, "200", "http://127.0.0.1:9", bucket])
+        #expect(await child.waitForLine("persisted"), "the worker did not persist its writes")
+        child.kill(signal: SIGKILL)
+
+        var configuration = TieredCache.Configuration()
+        configuration.sqlite = .init(path: path)
+        configuration.remote = try S3Tier(configuration: S3Tier.Configuration(bucket: bucket, prefix: "v1", endpoint: settings.endpoint, credentials: settings.credentials))
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        try await cache.flush()
+        let tier = try #require(cache.tiers.last as? S3Tier)
+        #expect(try await tier.allObjectKeys().count == 200)
+        let sqlite = try #require(cache.tiers.first as? SQLiteTier)
+        #expect(try await sqlite.outboxCount() == 0)
+        try await cache.close()
+    }
+
+    @Test("A read-only S3 tier is read but never written")
+    func readOnly() async throws {
+        let bucket = S3TestServer.uniqueBucket()
+        var tier = try S3TestServer.tierConfiguration(bucket: bucket)
+        let writer = try await self.cache(file: "writer.sqlite", tier: tier)
+        try await writer.set("shared", forKey: "k")
+        try await writer.flush()
+        try await writer.close()
+
+        tier.policy = .readOnly
+        let reader = try await self.cache(file: "reader.sqlite", tier: tier)
+        #expect(try await reader.value(forKey: "k", as: String.self) == "shared")
+        try await reader.set("local only", forKey: "mine")
+        try await reader.flush()
+        let s3 = try #require(reader.tiers.last as? S3Tier)
+        #expect(try await s3.allObjectKeys() == ["v1/_keys/k"])
+        try await reader.close()
+    }
+}
+
+/// Counts calls from any task.
+final class CallCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    @discardableResult
+    func increment() -> Int { self.lock.withLock { self.count += 1; return self.count } }
+    var value: Int { self.lock.withLock { self.count } }
+}

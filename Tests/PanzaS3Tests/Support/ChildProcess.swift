@@ -1,0 +1,78 @@
+import Foundation
+
+/// Runs `PanzaTestWorker`, the helper program built beside the test bundle, as a real process.
+struct ChildProcess {
+    let process: Process
+    let output: Pipe
+    let error: Pipe
+
+    /// The worker binary: it sits in the same build folder as the test bundle.
+    static var workerURL: URL {
+        let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return testBinary.deletingLastPathComponent().appendingPathComponent("PanzaTestWorker")
+    }
+
+    static func start(_ arguments: [String], environment: [String: String] = [:]) throws -> ChildProcess {
+        let process = Process()
+        process.executableURL = workerURL
+        process.arguments = arguments
+        var merged = ProcessInfo.processInfo.environment
+        for name in ["BUST_CACHE", "CACHE_ONLY", "PRINT_CACHE_MISSES"] { merged[name] = nil }
+        merged.merge(environment) { $1 }
+        process.environment = merged
+        let output = Pipe()
+        let error = Pipe()
+        process.standardOutput = output
+        process.standardError = error
+        try process.run()
+        return ChildProcess(process: process, output: output, error: error)
+    }
+
+    /// Runs the worker to completion; returns its exit status, standard output and standard error.
+    static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String, error: String) {
+        let child = try start(arguments, environment: environment)
+        return try await child.wait()
+    }
+
+    func wait() async throws -> (status: Int32, output: String, error: String) {
+        let output = self.output
+        let error = self.error
+        let process = self.process
+        return await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                let out = output.fileHandleForReading.readDataToEndOfFile()
+                let err = error.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                continuation.resume(returning: (
+                    process.terminationStatus,
+                    String(decoding: out, as: UTF8.self),
+                    String(decoding: err, as: UTF8.self)
+                ))
+            }
+        }
+    }
+
+    /// Reads standard output until a line equal to `line` arrives (or the output ends).
+    func waitForLine(_ line: String) async -> Bool {
+        let handle = self.output.fileHandleForReading
+        return await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                var buffer = ""
+                while true {
+                    let data = handle.availableData
+                    if data.isEmpty { continuation.resume(returning: false); return }
+                    buffer += String(decoding: data, as: UTF8.self)
+                    if buffer.split(separator: "\n").contains(where: { $0 == line }) {
+                        continuation.resume(returning: true)
+                        return
+                    }
+                }
+            }
+        }
+    }
+
+    func kill(signal: Int32) {
+        Foundation.kill(self.process.processIdentifier, signal)
+        self.process.waitUntilExit()
+    }
+}
