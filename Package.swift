@@ -62,14 +62,19 @@ let package = Package(
             dependencies: ["Panza", "PanzaS3"],
             path: "Tests/PanzaTestWorker"
         ),
+        // Helpers shared by the test targets: temporary folders, child processes, gates.
+        .target(
+            name: "PanzaTestSupport",
+            path: "Tests/PanzaTestSupport"
+        ),
         .testTarget(
             name: "PanzaTests",
-            dependencies: ["Panza", "PanzaTestWorker"]
+            dependencies: ["Panza", "PanzaTestWorker", "PanzaTestSupport"]
         ),
         .testTarget(
             name: "PanzaS3Tests",
             dependencies: [
-                "PanzaS3", "Panza", "PanzaTestWorker",
+                "PanzaS3", "Panza", "PanzaTestWorker", "PanzaTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

@@ -149,11 +149,3 @@ struct S3TierTests {
     }
 }
 
-/// Counts calls from any task.
-final class CallCounter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var count = 0
-    @discardableResult
-    func increment() -> Int { self.lock.withLock { self.count += 1; return self.count } }
-    var value: Int { self.lock.withLock { self.count } }
-}

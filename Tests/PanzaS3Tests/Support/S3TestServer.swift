@@ -2,6 +2,7 @@ import Foundation
 import Panza
 import PanzaS3
 import Testing
+@_exported import PanzaTestSupport
 
 /// The S3 server the test command started (SeaweedFS with signature checks on).
 ///
@@ -46,16 +47,3 @@ enum S3TestServer {
     }
 }
 
-/// A folder under the system's temporary directory, removed when the test is done with it.
-final class TemporaryDirectory {
-    let url: URL
-
-    init() throws {
-        self.url = FileManager.default.temporaryDirectory.appendingPathComponent("panza-s3-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: self.url, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(at: self.url) }
-
-    func path(_ name: String) -> String { self.url.appendingPathComponent(name).path }
-}

@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+@_exported import PanzaTestSupport
 
 @testable import Panza
 
@@ -17,14 +17,6 @@ func makeCache(
     configuration.modes = CacheModes()
     configure(&configuration)
     return try await TieredCache(configuration: configuration)
-}
-
-/// Counts calls from any task.
-final class CallCounter: Sendable {
-    private let count = Atomic<Int>(0)
-    @discardableResult
-    func increment() -> Int { self.count.add(1, ordering: .relaxed).newValue }
-    var value: Int { self.count.load(ordering: .relaxed) }
 }
 
 struct Forecast: Codable, Sendable, Equatable {

@@ -1,10 +1,12 @@
 import Synchronization
 
 /// A one-shot barrier: tasks wait on it until a test opens it.
-final class Gate: Sendable {
+public final class Gate: Sendable {
     private let state = Mutex<(isOpen: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
-    func wait() async {
+    public init() {}
+
+    public func wait() async {
         await withCheckedContinuation { continuation in
             let resumeNow = self.state.withLock { state in
                 if state.isOpen { return true }
@@ -15,7 +17,7 @@ final class Gate: Sendable {
         }
     }
 
-    func open() {
+    public func open() {
         let waiters = self.state.withLock { state in
             state.isOpen = true
             defer { state.waiters = [] }
@@ -26,11 +28,23 @@ final class Gate: Sendable {
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
-func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
+public func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if try await condition() { return true }
         try? await Task.sleep(for: .milliseconds(1))
     }
     return try await condition()
+}
+
+/// Counts calls from any task.
+public final class CallCounter: Sendable {
+    private let count = Atomic<Int>(0)
+
+    public init() {}
+
+    @discardableResult
+    public func increment() -> Int { self.count.add(1, ordering: .relaxed).newValue }
+
+    public var value: Int { self.count.load(ordering: .relaxed) }
 }

@@ -1,10 +1,10 @@
-import Foundation
+public import Foundation
 
 /// A folder under the system's temporary directory, removed when the test is done with it.
-final class TemporaryDirectory {
-    let url: URL
+public final class TemporaryDirectory {
+    public let url: URL
 
-    init() throws {
+    public init() throws {
         self.url = FileManager.default.temporaryDirectory
             .appendingPathComponent("panza-tests-\(UUID().uuidString)", isDirectory: true)
         try FileManager.default.createDirectory(at: self.url, withIntermediateDirectories: true)
@@ -14,7 +14,7 @@ final class TemporaryDirectory {
         try? FileManager.default.removeItem(at: self.url)
     }
 
-    func path(_ name: String) -> String {
+    public func path(_ name: String) -> String {
         self.url.appendingPathComponent(name).path
     }
 }

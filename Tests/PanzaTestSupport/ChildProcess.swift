@@ -1,18 +1,18 @@
-import Foundation
+public import Foundation
 
 /// Runs `PanzaTestWorker`, the helper program built beside the test bundle, as a real process.
-struct ChildProcess {
-    let process: Process
+public struct ChildProcess {
+    public let process: Process
     let output: Pipe
     let error: Pipe
 
     /// The worker binary: it sits in the same build folder as the test bundle.
-    static var workerURL: URL {
+    public static var workerURL: URL {
         let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         return testBinary.deletingLastPathComponent().appendingPathComponent("PanzaTestWorker")
     }
 
-    static func start(_ arguments: [String], environment: [String: String] = [:]) throws -> ChildProcess {
+    public static func start(_ arguments: [String], environment: [String: String] = [:]) throws -> ChildProcess {
         let process = Process()
         process.executableURL = workerURL
         process.arguments = arguments
@@ -29,12 +29,12 @@ struct ChildProcess {
     }
 
     /// Runs the worker to completion; returns its exit status, standard output and standard error.
-    static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String, error: String) {
+    public static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String, error: String) {
         let child = try start(arguments, environment: environment)
         return try await child.wait()
     }
 
-    func wait() async throws -> (status: Int32, output: String, error: String) {
+    public func wait() async throws -> (status: Int32, output: String, error: String) {
         let output = self.output
         let error = self.error
         let process = self.process
@@ -53,7 +53,7 @@ struct ChildProcess {
     }
 
     /// Reads standard output until a line equal to `line` arrives (or the output ends).
-    func waitForLine(_ line: String) async -> Bool {
+    public func waitForLine(_ line: String) async -> Bool {
         let handle = self.output.fileHandleForReading
         return await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
@@ -71,7 +71,7 @@ struct ChildProcess {
         }
     }
 
-    func kill(signal: Int32) {
+    public func kill(signal: Int32) {
         Foundation.kill(self.process.processIdentifier, signal)
         self.process.waitUntilExit()
     }
