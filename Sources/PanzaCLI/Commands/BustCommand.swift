@@ -1,5 +1,6 @@
 import ArgumentParser
 import Panza
+import PanzaS3
 
 struct BustCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -8,6 +9,7 @@ struct BustCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var options: CacheOptions
+    @OptionGroup var s3: S3Options
 
     @Argument(help: "Memoize ids.")
     var ids: [String]
@@ -22,6 +24,10 @@ struct BustCommand: AsyncParsableCommand {
         try await tier.apply(self.ids.map { .removeNamespace($0) })
         let removed = before - (try await tier.usage().entries)
         await tier.close()
+        if let s3 = try self.s3.makeTier() {
+            try await s3.apply(self.ids.map { .removeNamespace($0) })
+            try await s3.close()
+        }
         if self.options.json {
             try Output.json(["removed": removed])
         } else {

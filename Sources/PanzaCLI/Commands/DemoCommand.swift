@@ -8,11 +8,14 @@ struct DemoCommand: AsyncParsableCommand {
         abstract: "Memoize a simulated slow API through memory and SQLite, and show what each tier saves.",
         discussion: """
             Runs a cold call (the API is called), a warm call (served from memory), then starts a second \
-            process with an empty memory tier that is served from the SQLite file.
+            process with an empty memory tier that is served from the SQLite file. With an S3 bucket \
+            (--s3-bucket), a third process with a SQLite file of its own, as on another machine, is \
+            served from S3.
             """
     )
 
     @OptionGroup var options: CacheOptions
+    @OptionGroup var s3: S3Options
 
     @Option(help: "Latency of the simulated API, in milliseconds.")
     var latency = 300
@@ -58,6 +61,7 @@ struct DemoCommand: AsyncParsableCommand {
         var configuration = TieredCache.Configuration()
         configuration.memory = .init(maxEntries: 1_000, maxBytes: 16 << 20)
         configuration.sqlite = .init(path: path, maxBytes: 64 << 20)
+        configuration.remote = try self.s3.makeTier()
         let cache = try await TieredCache(configuration: configuration)
         let latency = self.latency
         let forecast = cache.memoize(id: "demo.forecast") { (city: String, days: Int) async throws -> Forecast in
@@ -70,8 +74,10 @@ struct DemoCommand: AsyncParsableCommand {
             let (_, elapsed) = try await Self.measure { try await forecast("Oslo", 3) }
             let statistics = cache.statistics
             try await cache.close()
-            let servedBy = statistics.tiers["sqlite"]?.hits == 1 ? "sqlite" : (calls.value > 0 ? "api" : "memory")
-            try Output.json(Step(name: "second process", servedBy: servedBy, milliseconds: elapsed, apiCalls: calls.value))
+            let servedBy =
+                statistics.tiers["sqlite"]?.hits == 1 ? "sqlite" : statistics.tiers["s3"]?.hits == 1 ? "s3" : (calls.value > 0 ? "api" : "memory")
+            let name = self.s3.resolvedBucket == nil || servedBy == "sqlite" ? "second process" : "other machine"
+            try Output.json(Step(name: name, servedBy: servedBy, milliseconds: elapsed, apiCalls: calls.value))
             return
         }
 
@@ -88,29 +94,38 @@ struct DemoCommand: AsyncParsableCommand {
         try await cache.close()
 
         steps.append(try await self.runChild(path: path))
+        if self.s3.resolvedBucket != nil {
+            // Another machine: a SQLite file of its own, the same bucket.
+            let otherMachine = FileManager.default.temporaryDirectory
+                .appendingPathComponent("panza-demo-other-machine-\(UUID().uuidString).sqlite").path
+            defer {
+                for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: otherMachine + suffix) }
+            }
+            steps.append(try await self.runChild(path: otherMachine))
+        }
 
         let report = Report(path: path, steps: steps, storedBytes: storedBytes, statistics: statistics)
         if self.options.json {
             try Output.json(report)
             return
         }
-        print("Panza demo: memoizing a simulated \(self.latency) ms forecast API (cache file \(path))\n")
+        let bucket = self.s3.resolvedBucket.map { ", S3 bucket \($0)" } ?? ""
+        print("Panza demo: memoizing a simulated \(self.latency) ms forecast API (cache file \(path)\(bucket))\n")
         Output.table(
             [["CALL", "SERVED BY", "TIME", "API CALLS"]]
                 + steps.map { [$0.name, $0.servedBy, Output.duration(.nanoseconds(Int64($0.milliseconds * 1e6))), "\($0.apiCalls)"] }
         )
         let payload = try JSONEncoder().encode(Self.simulatedForecast(city: "Oslo", days: 3)).count
         print("\nThe forecast is \(Output.bytes(payload)) of JSON, stored as \(Output.bytes(storedBytes)) (LZ4 envelope).")
-        if let second = steps.last, second.milliseconds > 0 {
-            print(String(format: "Memory is %.0fx faster than the API; SQLite in a new process %.0fx.", cold / max(warm, 0.0001), cold / second.milliseconds))
-        }
+        let speedups = steps.dropFirst().map { String(format: "%@ %.0fx", $0.servedBy, cold / max($0.milliseconds, 0.0001)) }
+        print("Faster than the API: " + speedups.joined(separator: ", ") + ".")
     }
 
     /// Starts this program again with `--child`: a new process, with an empty memory tier.
     private func runChild(path: String) async throws -> Step {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = ["demo", "--child", "--path", path, "--latency", "\(self.latency)"]
+        process.arguments = ["demo", "--child", "--path", path, "--latency", "\(self.latency)"] + self.s3.arguments
         let output = Pipe()
         process.standardOutput = output
         try process.run()

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Panza
+import PanzaS3
 
 struct GetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -10,6 +11,7 @@ struct GetCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var options: CacheOptions
+    @OptionGroup var s3: S3Options
 
     @Argument(help: "The full key, as `panza ls` shows it.")
     var key: String
@@ -31,8 +33,13 @@ struct GetCommand: AsyncParsableCommand {
 
     func run() async throws {
         let tier = try await self.options.openExisting()
-        let stored = try await tier.storedBlob(forKey: self.key)
+        var stored = try await tier.storedBlob(forKey: self.key)
         await tier.close()
+        if stored == nil, let s3 = try self.s3.makeTier() {
+            let namespace = self.key.contains("/") ? String(self.key.prefix { $0 != "/" }) : ""
+            stored = try await s3.blob(forKey: CacheKey(namespace: namespace, rawValue: self.key))
+            try await s3.close()
+        }
         guard let stored else {
             throw CLIError(message: "no entry under key \(self.key)")
         }

@@ -1,10 +1,11 @@
 import ArgumentParser
 import Panza
+import PanzaS3
 
 struct PurgeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "purge",
-        abstract: "Remove every entry, only the expired ones, or move an unreadable file aside.",
+        abstract: "Remove every entry (in S3 too, with --s3-bucket), only the expired ones, or move an unreadable file aside.",
         discussion: """
             --rebuild is the way out of a corrupt cache file: it moves the file (and its -wal and -shm \
             files) to <path>.unreadable-<time>, so that the next open starts a new one. It refuses a \
@@ -13,6 +14,7 @@ struct PurgeCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var options: CacheOptions
+    @OptionGroup var s3: S3Options
 
     @Flag(help: "Only remove expired entries.")
     var expired = false
@@ -45,6 +47,10 @@ struct PurgeCommand: AsyncParsableCommand {
             try await tier.removeExpired()
         } else {
             try await tier.apply([.removeAll])
+            if let s3 = try self.s3.makeTier() {
+                try await s3.apply([.removeAll])
+                try await s3.close()
+            }
         }
         if self.compact { try await tier.compact() }
         let removed = before - (try await tier.usage().entries)

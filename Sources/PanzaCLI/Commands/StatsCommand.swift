@@ -1,5 +1,6 @@
 import ArgumentParser
 import Panza
+import PanzaS3
 
 struct StatsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -8,16 +9,46 @@ struct StatsCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var options: CacheOptions
+    @OptionGroup var s3: S3Options
 
     struct Report: Encodable {
         var path: String
         var usage: SQLiteTier.Usage
+        var pendingUploads: Int
         var namespaces: [SQLiteTier.NamespaceSummary]
+        var s3: S3Summary?
+    }
+
+    struct S3Summary: Encodable {
+        var bucket: String
+        var prefix: String
+        var objects: Int
+        var bytes: Int
     }
 
     func run() async throws {
         let tier = try await self.options.openExisting()
-        let report = Report(path: self.options.resolvedPath, usage: try await tier.usage(), namespaces: try await tier.namespaceSummaries())
+        var s3Summary: S3Summary?
+        if let s3 = try self.s3.makeTier() {
+            var objects = 0
+            var bytes = 0
+            var token: String?
+            repeat {
+                let page = try await s3.client.list(prefix: s3.objectPrefix(namespace: nil), continuationToken: token)
+                objects += page.keys.count
+                bytes += page.sizes.reduce(0, +)
+                token = page.continuationToken
+            } while token != nil
+            s3Summary = S3Summary(bucket: s3.configuration.bucket, prefix: s3.configuration.prefix, objects: objects, bytes: bytes)
+            try await s3.close()
+        }
+        let report = Report(
+            path: self.options.resolvedPath,
+            usage: try await tier.usage(),
+            pendingUploads: try await tier.outboxCount(),
+            namespaces: try await tier.namespaceSummaries(),
+            s3: s3Summary
+        )
         await tier.close()
         if self.options.json {
             try Output.json(report)
@@ -27,6 +58,10 @@ struct StatsCommand: AsyncParsableCommand {
         print("entries   \(report.usage.entries)")
         print("stored    \(Output.bytes(report.usage.bytes))")
         print("file      \(Output.bytes(report.usage.fileBytes))")
+        print("uploads   \(report.pendingUploads) pending")
+        if let s3 = report.s3 {
+            print("s3        s3://\(s3.bucket)/\(s3.prefix): \(s3.objects) objects, \(Output.bytes(s3.bytes))")
+        }
         guard !report.namespaces.isEmpty else { return }
         print("")
         Output.table(
