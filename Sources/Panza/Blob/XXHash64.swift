@@ -75,7 +75,8 @@ enum XXHash64 {
     }
 
     static func hash(_ bytes: some Sequence<UInt8>) -> UInt64 {
-        Array(bytes).withUnsafeBytes { hash($0) }
+        if let hash = bytes.withContiguousStorageIfAvailable({ hash(UnsafeRawBufferPointer($0)) }) { return hash }
+        return Array(bytes).withUnsafeBytes { hash($0) }
     }
 
     @inline(__always)

@@ -56,6 +56,8 @@ extension TieredCache {
         public var loadLimits: LoadLimits? = nil
         /// Bust, cache-only and print-misses modes; read from the environment by default.
         public var modes: CacheModes = .fromEnvironment()
+        /// Records every access to a trace file, for `panza bench --trace`; `nil` for none.
+        public var trace: AccessTrace? = nil
         /// Where Panza logs; by default nowhere.
         public var logger: Logger? = nil
 

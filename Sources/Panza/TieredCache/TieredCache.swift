@@ -238,6 +238,7 @@ public final class TieredCache: Sendable {
         for slot in self.slots {
             do { try await slot.tier.close() } catch { firstError = firstError ?? error }
         }
+        do { try self.configuration.trace?.close() } catch { firstError = firstError ?? error }
         if let firstError { throw firstError }
     }
 
@@ -261,7 +262,8 @@ public final class TieredCache: Sendable {
     }
 
     /// Encodes `value`, puts it in memory and queues it for every tier below.
-    func store<Value: Encodable & Sendable>(_ value: Value, key: CacheKey, timeToLive: Duration?) async throws {
+    @discardableResult
+    func store<Value: Encodable & Sendable>(_ value: Value, key: CacheKey, timeToLive: Duration?) async throws -> Int {
         try self.checkOpen()
         let (contentType, payload) = try ValueCoding.encode(value)
         guard payload.count <= self.configuration.maxValueBytes else {
@@ -303,6 +305,7 @@ public final class TieredCache: Sendable {
                 try await lane.waitUntilApplied(sequence)
             }
         }
+        return blob.count
     }
 
     /// Removes from memory at once, then from every tier below; returns when they applied it.
@@ -327,7 +330,9 @@ public final class TieredCache: Sendable {
     func lookup<Value: Decodable & Sendable>(_ key: CacheKey, as type: Value.Type) async throws -> Value? {
         try self.checkOpen()
         if let value = try self.memoryLookup(key, as: type) { return value }
-        return try await self.lowerLookup(key, as: type)
+        let value = try await self.lowerLookup(key, as: type)
+        if value == nil { self.configuration.trace?.record(key: key.rawValue, size: 0, source: .miss, latency: .zero) }
+        return value
     }
 
     @inline(__always)
@@ -342,8 +347,9 @@ public final class TieredCache: Sendable {
     func memoryLookupUntyped(_ key: CacheKey) -> (any Sendable)? {
         guard let memory = self.memory else { return nil }
         switch memory.lookup(key.rawValue, nowMilliseconds: WallClock.nowMilliseconds()) {
-        case .hit(let stored):
+        case .hit(let stored, let cost):
             self.recorder.add(.memoryHits)
+            self.configuration.trace?.record(key: key.rawValue, size: cost, source: .memory, latency: .zero)
             return stored
         case .expired:
             self.recorder.add(.expired)
@@ -357,6 +363,7 @@ public final class TieredCache: Sendable {
 
     /// Looks `key` up in the tiers below memory, in order.
     func lowerLookup<Value: Decodable & Sendable>(_ key: CacheKey, as type: Value.Type) async throws -> Value? {
+        let lookupStart = ContinuousClock.now
         for slot in self.slots where slot.tier.isReadable {
             let index = slot.index
             let blob: [UInt8]?
@@ -404,6 +411,9 @@ public final class TieredCache: Sendable {
             }
             let value = try ValueCoding.decode(type, from: envelope, key: key.rawValue)
             self.recorder.tierHit(index)
+            if let trace = self.configuration.trace {
+                trace.record(key: key.rawValue, size: blob.count, source: .tier(index), latency: ContinuousClock.now - lookupStart)
+            }
             self.recorder.add(.bytesRead, blob.count)
             if let memory = self.memory {
                 let evicted = memory.insert(
@@ -454,6 +464,7 @@ public final class TieredCache: Sendable {
                     FileHandleOutput.standardError("panza: cache miss: id=\(id.isEmpty ? "-" : id) key=\(key.rawValue)\n")
                 }
                 self.logger.debug("panza: cache miss, loading", metadata: ["id": "\(id)", "key": "\(key)"])
+                let loadStart = ContinuousClock.now
                 let value: Value
                 do {
                     value = try await self.limitedLoad(limits: limits, concurrencyKey: concurrencyKey, loader: loader)
@@ -461,7 +472,8 @@ public final class TieredCache: Sendable {
                     self.recorder.add(.loadFailures)
                     throw error
                 }
-                try await self.store(value, key: key, timeToLive: timeToLive)
+                let size = try await self.store(value, key: key, timeToLive: timeToLive)
+                self.configuration.trace?.record(key: key.rawValue, size: size, source: .loader, latency: ContinuousClock.now - loadStart)
                 return value
             }
         )

@@ -8,7 +8,7 @@ struct MemoryTierTests {
     }
 
     func value(_ tier: MemoryTier, _ key: String, now: Int64 = 0) -> Int? {
-        if case .hit(let value) = tier.lookup(key, nowMilliseconds: now) { return value as? Int }
+        if case .hit(let value, _) = tier.lookup(key, nowMilliseconds: now) { return value as? Int }
         return nil
     }
 

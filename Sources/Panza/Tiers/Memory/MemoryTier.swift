@@ -20,7 +20,7 @@ public final class MemoryTier: Sendable {
 
     /// The result of a lookup.
     enum Lookup {
-        case hit(any Sendable)
+        case hit(any Sendable, cost: Int)
         case miss
         case expired
     }
@@ -56,7 +56,7 @@ public final class MemoryTier: Sendable {
                 return .expired
             }
             list.moveToFront(index)
-            return .hit(entry.value)
+            return .hit(entry.value, cost: entry.cost)
         }
     }
 
