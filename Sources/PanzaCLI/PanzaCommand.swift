@@ -13,7 +13,7 @@ struct PanzaCommand: AsyncParsableCommand {
             """,
         subcommands: [
             DemoCommand.self, StatsCommand.self, ListCommand.self, GetCommand.self,
-            RemoveCommand.self, BustCommand.self, PurgeCommand.self, VerifyCommand.self, SyncCommand.self,
+            RemoveCommand.self, BustCommand.self, PurgeCommand.self, VerifyCommand.self, SyncCommand.self, BenchCommand.self,
         ]
     )
 

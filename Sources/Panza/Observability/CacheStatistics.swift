@@ -11,6 +11,12 @@ public struct CacheStatistics: Hashable, Sendable, Codable {
         /// Lookups that failed with an error and were treated as misses.
         public var errors: Int = 0
 
+        public init(hits: Int = 0, misses: Int = 0, errors: Int = 0) {
+            self.hits = hits
+            self.misses = misses
+            self.errors = errors
+        }
+
         /// `hits / (hits + misses)`, or 0 before the first lookup.
         public var hitRatio: Double {
             let total = self.hits + self.misses

@@ -1,7 +1,7 @@
 import Foundation
 
 /// A one-line progress bar on standard error, drawn only when standard error is a terminal.
-final class ProgressBar {
+final class ProgressBar: Sendable {
     private let total: Int
     private let label: String
     private let enabled: Bool
@@ -14,6 +14,7 @@ final class ProgressBar {
 
     func update(_ done: Int) {
         guard self.enabled else { return }
+        // Called from several tasks; a line drawn twice is harmless.
         let width = 30
         let filled = self.total == 0 ? width : width * min(done, self.total) / self.total
         let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
