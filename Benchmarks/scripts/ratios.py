@@ -1,0 +1,85 @@
+"""Prints each Panza benchmark beside its baseline, as a ratio, from the text output of
+`swift package benchmark` (scripts/benchmark pipes it here).
+
+Throughput figures are compared by their p50 (higher is better: ratio = Panza / baseline);
+latency figures by their p50 wall clock (ratio = baseline / Panza, so that 1.0 means "as fast").
+"""
+import re
+import sys
+
+UNITS = {"": 1, "#": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+TIME_UNITS = {"ns": 1e-9, "μs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1}
+
+# (Panza benchmark, baseline, what is compared)
+PAIRS = [
+    ("Memory hit: memoized call (key hashing included)", "Baseline: Mutex<[String: String]> lookup", "throughput"),
+    ("Memoize key hashing (String, Int)", "Baseline: Mutex<[String: String]> lookup", "throughput"),
+    ("SQLite hit: memoized call, memory off, 1 task(s), 1 reader(s)", "Baseline: raw SQLite point lookup (C API, prepared)", "throughput"),
+    ("SQLite hit: memoized call, memory off, 8 task(s), 1 reader(s)", "Baseline: raw SQLite point lookup (C API, prepared)", "throughput"),
+    ("SQLite hit: memoized call, memory off, 8 task(s), 2 reader(s)", "Baseline: raw SQLite point lookup (C API, prepared)", "throughput"),
+    ("set (write-behind), then drain to SQLite", "Baseline: raw SQLite inserts in one transaction (C API)", "throughput"),
+    ("Envelope encode, 1 KiB JSON (LZ4 + XXH64)", "Baseline: LZ4_compress_default, 1 KiB JSON", "throughput"),
+    ("Envelope decode, 1 KiB JSON (verify + LZ4)", "Baseline: LZ4_decompress_safe, 1 KiB JSON", "throughput"),
+    ("RateLimiter: uncontended acquire", "Baseline: Mutex<[String: String]> lookup", "throughput"),
+    ("S3: signed GET (S3Client), 1 KiB, concurrency 32", "Baseline: unsigned GET (AsyncHTTPClient), 1 KiB, concurrency 32", "throughput"),
+    ("S3: signed GET (S3Client), 1 KiB, concurrency 32", "Baseline: boto3 GET, 32 threads (custom metric: requests/s)", "throughput-vs-custom"),
+    ("set latency with write-behind, with an S3 tier", "set latency with write-behind, without an S3 tier", "latency"),
+]
+
+
+def parse(text):
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+    results = {}
+    name = None
+    for line in text.splitlines():
+        if line and not line.startswith(("│", "╒", "╞", "├", "╘", " ")) and "%" not in line[:6]:
+            name = line.strip()
+            continue
+        if name is None or not line.startswith("│"):
+            continue
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        label, p50 = cells[0], cells[3] if len(cells) > 3 else None
+        if p50 is None:
+            continue
+        try:
+            value = float(p50)
+        except ValueError:
+            continue
+        entry = results.setdefault(name, {})
+        throughput = re.match(r"Throughput \(# / s\) \((\w*|#)\)", label)
+        wall = re.match(r"Time \(wall clock\) \((\w+)\)", label)
+        if throughput:
+            entry["throughput"] = value * UNITS.get(throughput.group(1), 1)
+        elif wall:
+            entry["latency"] = value * TIME_UNITS.get(wall.group(1), 1)
+        else:
+            entry["custom"] = value
+    return results
+
+
+def rate(entry):
+    """Operations per second: from the p50 wall clock per operation when measured (more digits
+    than the rounded throughput row), else from the throughput row."""
+    if entry.get("latency"):
+        return 1 / entry["latency"]
+    return entry.get("throughput")
+
+
+def main():
+    results = parse(sys.stdin.read())
+    print("\nPanza against its limits (p50; the same run):")
+    for panza, baseline, kind in PAIRS:
+        a, b = results.get(panza, {}), results.get(baseline, {})
+        if kind == "throughput" and rate(a) and rate(b):
+            print(f"  {rate(a):>14,.0f}/s  {panza}\n  {rate(b):>14,.0f}/s  {baseline}\n  {'':>14}  ratio {rate(a) / rate(b):.2f}\n")
+        elif kind == "throughput-vs-custom" and rate(a) and "custom" in b:
+            print(f"  {rate(a):>14,.0f}/s  {panza}\n  {b['custom']:>14,.0f}/s  {baseline}\n  {'':>14}  ratio {rate(a) / b['custom']:.2f}\n")
+        elif kind == "latency" and "latency" in a and "latency" in b:
+            print(f"  {a['latency'] * 1e6:>12.2f} µs  {panza}\n  {b['latency'] * 1e6:>12.2f} µs  {baseline}\n  {'':>14}  ratio {b['latency'] / a['latency']:.2f}\n")
+    for name, entry in sorted(results.items()):
+        if "custom" in entry and "boto3" not in name:
+            print(f"  {entry['custom']:>14,.0f}    {name}")
+
+
+if __name__ == "__main__":
+    main()
