@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Panza
+import PanzaS3
 
 @main
 struct PanzaCommand: AsyncParsableCommand {
@@ -28,6 +29,9 @@ struct PanzaCommand: AsyncParsableCommand {
             }
         } catch let error as PanzaError {
             Output.error(error)
+            Foundation.exit(1)
+        } catch let error as S3Error {
+            Output.error(message: error.description)
             Foundation.exit(1)
         } catch let error as CLIError {
             Output.error(message: error.message)

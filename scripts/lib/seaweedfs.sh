@@ -36,10 +36,19 @@ start_seaweedfs() {
   {"name":"anonymous","actions":["Read:panza-bench-public"]}
 ]}
 JSON
-    if (echo > "/dev/tcp/127.0.0.1/$PANZA_S3_PORT") 2>/dev/null; then
-        echo "panza: port $PANZA_S3_PORT is taken; set PANZA_S3_PORT to a free port" >&2
-        return 1
-    fi
+    # The server uses PANZA_S3_PORT and the three ports above it; a server that was just stopped may
+    # still hold them for a few seconds.
+    local port waited=0
+    for port in "$PANZA_S3_PORT" $((PANZA_S3_PORT + 1)) $((PANZA_S3_PORT + 2)) $((PANZA_S3_PORT + 3)); do
+        while (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+            if [ "$waited" -ge 100 ]; then
+                echo "panza: port $port is taken; set PANZA_S3_PORT to a free port" >&2
+                return 1
+            fi
+            sleep 0.1
+            waited=$((waited + 1))
+        done
+    done
     "$root/.venv/bin/weed" mini -dir="$SEAWEEDFS_DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -master.telemetry=false -admin.ui=false \
         -master.port=$((PANZA_S3_PORT + 1)) -volume.port=$((PANZA_S3_PORT + 2)) -filer.port=$((PANZA_S3_PORT + 3)) \

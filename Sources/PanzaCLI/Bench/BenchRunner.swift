@@ -71,7 +71,9 @@ enum BenchRunner {
         configuration.modes = CacheModes()
         let cache = try await TieredCache(configuration: configuration)
         let latency = workload.loaderLatencyMilliseconds
-        let load = cache.memoize(id: "bench") { (key: Int, size: Int, recordedMicroseconds: Int) async throws -> String in
+        // The key is the key index alone: size and recorded latency only shape the loader's answer.
+        let load = cache.memoize(id: "bench", key: { (key: Int, _: Int, _: Int) in "\(key)" }) {
+            (key: Int, size: Int, recordedMicroseconds: Int) async throws -> String in
             let micros = recordedMicroseconds >= 0 ? Double(recordedMicroseconds) : latency * 1000
             if micros > 0 { try await Task.sleep(for: .microseconds(Int64(micros))) }
             return BenchWorkload.json(key: key, size: size)

@@ -1,0 +1,147 @@
+import Foundation
+import Testing
+
+@testable import Panza
+
+/// The `panza` command, run as a real process on real files.
+@Suite(.timeLimit(.minutes(3)))
+struct CLITests {
+    let directory: TemporaryDirectory
+
+    init() throws {
+        self.directory = try TemporaryDirectory()
+    }
+
+    static var panzaURL: URL {
+        ChildProcess.workerURL.deletingLastPathComponent().appendingPathComponent("panza")
+    }
+
+    func panza(_ arguments: [String]) async throws -> (status: Int32, output: String, error: String) {
+        let process = Process()
+        process.executableURL = Self.panzaURL
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["PANZA_S3_BUCKET"] = nil
+        process.environment = environment
+        let output = Pipe()
+        let error = Pipe()
+        process.standardOutput = output
+        process.standardError = error
+        try process.run()
+        let out = output.fileHandleForReading.readDataToEndOfFile()
+        let err = error.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+    }
+
+    func json(_ text: String) throws -> Any {
+        try JSONSerialization.jsonObject(with: Data(text.utf8))
+    }
+
+    @Test("demo --json: the cold call reaches the API, the warm one memory, the second process SQLite")
+    func demo() async throws {
+        let result = try await self.panza(["demo", "--json", "--latency", "20", "--path", self.directory.path("demo.sqlite")])
+        #expect(result.status == 0, "\(result.error)")
+        let report = try #require(try self.json(result.output) as? [String: Any])
+        let steps = try #require(report["steps"] as? [[String: Any]])
+        #expect(steps.map { $0["servedBy"] as? String } == ["api", "memory", "sqlite"])
+        #expect(steps.map { $0["apiCalls"] as? Int } == [1, 0, 0])
+    }
+
+    @Test("stats, ls, get, verify, rm and bust work on a cache file, with --json")
+    func inspection() async throws {
+        let path = self.directory.path("cache.sqlite")
+        var configuration = TieredCache.Configuration()
+        configuration.sqlite = .init(path: path)
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        let f = cache.memoize(id: "f") { (x: Int) async throws -> String in "value \(x)" }
+        for x in 0..<3 { _ = try await f(x) }
+        try await cache.set("plain", forKey: "k")
+        try await cache.close()
+
+        let stats = try #require(try self.json(try await self.panza(["stats", "--json", "--path", path]).output) as? [String: Any])
+        #expect((stats["usage"] as? [String: Any])?["entries"] as? Int == 4)
+        let list = try #require(try self.json(try await self.panza(["ls", "--json", "--id", "f", "--path", path]).output) as? [[String: Any]])
+        #expect(list.count == 3)
+        let key = try #require(list.first?["key"] as? String)
+        let get = try await self.panza(["get", "--path", path, key])
+        #expect(get.output.hasPrefix("value "))
+        let verify = try #require(try self.json(try await self.panza(["verify", "--json", "--path", path]).output) as? [String: Any])
+        #expect(verify["checked"] as? Int == 4)
+        #expect((verify["corruptKeys"] as? [String])?.isEmpty == true)
+        #expect(try await self.panza(["rm", "--path", path, "k"]).output.contains("removed 1"))
+        #expect(try await self.panza(["bust", "--path", path, "f"]).output.contains("removed 3"))
+        let after = try #require(try self.json(try await self.panza(["stats", "--json", "--path", path]).output) as? [String: Any])
+        #expect((after["usage"] as? [String: Any])?["entries"] as? Int == 0)
+    }
+
+    @Test("Errors are one line on standard error and a non-zero status", arguments: [
+        ["stats", "--path", "MISSING"], ["get", "--path", "GARBAGE", "k"],
+    ])
+    func errors(arguments: [String]) async throws {
+        let garbage = self.directory.path("garbage.sqlite")
+        try Data(repeating: 7, count: 4096).write(to: URL(fileURLWithPath: garbage))
+        let resolved = arguments.map { $0 == "MISSING" ? self.directory.path("missing.sqlite") : $0 == "GARBAGE" ? garbage : $0 }
+        let result = try await self.panza(resolved)
+        #expect(result.status != 0)
+        #expect(result.output.isEmpty)
+        let lines = result.error.split(separator: "\n")
+        #expect(lines.count == 1, "\(result.error)")
+        #expect(lines.first?.hasPrefix("panza: error: ") == true)
+    }
+
+    @Test("verify finds a damaged blob and exits 3; --remove deletes it")
+    func verifyDamage() async throws {
+        let path = self.directory.path("cache.sqlite")
+        var configuration = TieredCache.Configuration()
+        configuration.sqlite = .init(path: path)
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        try await cache.set(String(repeating: "x", count: 500), forKey: "k")
+        try await cache.close()
+        let connection = try SQLiteConnection(path: path, busyTimeoutMilliseconds: 1000)
+        try connection.execute("UPDATE entry SET blob = CAST(zeroblob(8) || substr(blob, 9) AS BLOB)")
+        connection.close()
+        #expect(try await self.panza(["verify", "--path", path]).status == 3)
+        #expect(try await self.panza(["verify", "--remove", "--path", path]).status == 0)
+        #expect(try await self.panza(["verify", "--path", path]).status == 0)
+    }
+
+    @Test("bench runs a small matrix and recommends a configuration, with a chart")
+    func bench() async throws {
+        let chart = self.directory.path("chart.svg")
+        let result = try await self.panza([
+            "bench", "--json", "--keys", "200", "--operations", "2000", "--loader-latency", "0.2",
+            "--memory-sizes", "0,4096,65536", "--chart", chart,
+        ])
+        #expect(result.status == 0, "\(result.error)")
+        let report = try #require(try self.json(result.output) as? [String: Any])
+        let results = try #require(report["results"] as? [[String: Any]])
+        #expect(results.count == 5)  // 2 memory sizes without SQLite, 3 with
+        #expect(results.allSatisfy { ($0["operations"] as? Int) == 2000 })
+        #expect(report["recommendation"] != nil)
+        let svg = try String(contentsOfFile: chart, encoding: .utf8)
+        #expect(svg.hasPrefix("<svg") && svg.contains("polyline"))
+    }
+
+    @Test("bench replays a recorded trace")
+    func benchTrace() async throws {
+        let tracePath = self.directory.path("trace.pnzt")
+        var configuration = TieredCache.Configuration()
+        configuration.trace = try AccessTrace(path: tracePath)
+        configuration.sqlite = nil
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        for index in 0..<300 { _ = try await cache.value(forKey: "k\(index % 40)") { "value \(index % 40)" } }
+        try await cache.close()
+        let result = try await self.panza(["bench", "--json", "--trace", tracePath, "--memory-sizes", "0,100000", "--chart", self.directory.path("t.svg")])
+        #expect(result.status == 0, "\(result.error)")
+        let report = try #require(try self.json(result.output) as? [String: Any])
+        let workload = try #require(report["workload"] as? [String: Any])
+        #expect(workload["operations"] as? Int == 300)
+        #expect(workload["keys"] as? Int == 40)
+        let results = try #require(report["results"] as? [[String: Any]])
+        #expect(results.contains { ($0["loaderCalls"] as? Int) == 40 })
+    }
+}
