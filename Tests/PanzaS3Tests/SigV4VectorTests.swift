@@ -7,9 +7,15 @@ import Testing
 /// The AWS Signature Version 4 test suite (`../shared/vectors/sigv4/`, from botocore) and the worked
 /// examples of the S3 documentation (`../shared/vectors/sigv4-s3/`).
 struct SigV4VectorTests {
-    static let vectorsRoot = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("shared/vectors")
+    /// `../shared/vectors` beside the package, or `$PANZA_SHARED_DIR/vectors`.
+    static let vectorsRoot: URL = {
+        if let shared = ProcessInfo.processInfo.environment["PANZA_SHARED_DIR"] {
+            return URL(fileURLWithPath: shared).appendingPathComponent("vectors")
+        }
+        return URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("shared/vectors")
+    }()
 
     /// Every case folder of the generic suite: a folder holding `<name>.req`.
     static let suiteCases: [String] = {
@@ -121,18 +127,25 @@ struct SigV4VectorTests {
         var cases: [S3Example]
     }
 
-    static let documentExamples: S3Examples = {
-        let data = try! Data(contentsOf: vectorsRoot.appendingPathComponent("sigv4-s3/s3-doc-examples.json"))
-        return try! JSONDecoder().decode(S3Examples.self, from: data)
+    /// `nil` when the file is missing, which ``examplesPresent()`` reports as a failure.
+    static let documentExamples: S3Examples? = {
+        guard let data = try? Data(contentsOf: vectorsRoot.appendingPathComponent("sigv4-s3/s3-doc-examples.json")) else { return nil }
+        return try? JSONDecoder().decode(S3Examples.self, from: data)
     }()
 
     /// The header-authenticated examples (the presigned and streaming ones sign differently).
-    static let headerExamples = documentExamples.cases.filter { !$0.name.hasPrefix("Presigned") && !$0.name.hasPrefix("Streaming") }
+    static let headerExamples = (documentExamples?.cases ?? []).filter { !$0.name.hasPrefix("Presigned") && !$0.name.hasPrefix("Streaming") }
+
+    @Test("The S3 documentation examples are where the tests expect them")
+    func examplesPresent() {
+        #expect(Self.documentExamples != nil, "no readable \(Self.vectorsRoot.path)/sigv4-s3/s3-doc-examples.json")
+        #expect(Self.headerExamples.count == 4)
+    }
 
     @Test("S3 documentation examples: no path normalization, x-amz-content-sha256 signed", arguments: headerExamples)
     func s3Examples(example: S3Example) throws {
         let signer = SigV4Signer(
-            credentials: S3Credentials(accessKeyID: Self.documentExamples.access_key, secretAccessKey: Self.documentExamples.secret_key),
+            credentials: S3Credentials(accessKeyID: Self.documentExamples!.access_key, secretAccessKey: Self.documentExamples!.secret_key),
             region: "us-east-1",
             service: "s3"
         )
