@@ -1,4 +1,5 @@
-"""Baseline for the S3 GET benchmark: boto3 with 32 threads, signed GETs of the same 1 KiB objects.
+"""Baseline for the S3 benchmarks: boto3 with 32 threads, signed GETs of the same 1 KiB objects (or,
+with a fifth argument `put`, PUTs of 1 KiB bodies).
 
 Prints the requests per second on its last line. Reads the server settings from PANZA_TEST_S3_*.
 """
@@ -11,6 +12,8 @@ import boto3
 import botocore
 
 bucket, prefix, count, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+put = len(sys.argv) > 5 and sys.argv[5] == "put"
+body = b'{"text": "' + b"x" * 1000 + b'"}'
 threads = 32
 client = boto3.client(
     "s3",
@@ -27,7 +30,10 @@ deadline = time.perf_counter() + seconds
 def worker(index):
     key = index
     while time.perf_counter() < deadline:
-        client.get_object(Bucket=bucket, Key=f"{prefix}/{key % count}")["Body"].read()
+        if put:
+            client.put_object(Bucket=bucket, Key=f"{prefix}-put/{key % count}", Body=body, ContentType="application/octet-stream")
+        else:
+            client.get_object(Bucket=bucket, Key=f"{prefix}/{key % count}")["Body"].read()
         done[index] += 1
         key += 7
 

@@ -23,6 +23,7 @@ PAIRS = [
     ("RateLimiter: uncontended acquire", "Baseline: Mutex<[String: String]> lookup", "throughput"),
     ("S3: signed GET (S3Client), 1 KiB, concurrency 32", "Baseline: unsigned GET (AsyncHTTPClient), 1 KiB, concurrency 32", "throughput"),
     ("S3: signed GET (S3Client), 1 KiB, concurrency 32", "Baseline: boto3 GET, 32 threads (custom metric: requests/s)", "throughput-vs-custom"),
+    ("S3: signed PUT (S3Client), 1 KiB, concurrency 32", "Baseline: boto3 PUT, 32 threads (custom metric: requests/s)", "throughput-vs-custom"),
     ("set latency with write-behind, with an S3 tier", "set latency with write-behind, without an S3 tier", "latency"),
 ]
 

@@ -60,39 +60,59 @@ let s3Benchmarks: @Sendable () -> Void = {
         }
     }
 
-    Benchmark(
-        "Baseline: boto3 GET, 32 threads (custom metric: requests/s)",
-        configuration: .init(
-            metrics: [.custom("requests/s", polarity: .prefersLarger, useScalingFactor: false)],
-            scalingFactor: .one,
-            maxDuration: .seconds(30),
-            maxIterations: 1
-        )
-    ) { benchmark in
-        _ = try await S3Fixtures.shared.client(endpoint: endpoint, bucket: bucket, credentials: credentials, objects: objectCount)
-        let python = environment["PANZA_BENCH_PYTHON"] ?? "python3"
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("scripts/boto3_get.py").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [python, script, bucket, "objects", "\(objectCount)", "5"]
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
-        guard process.terminationStatus == 0, let rate = Double(text) else {
-            print("boto3 baseline failed: \(text)")
-            return
+    for operation in ["GET", "PUT"] {
+        Benchmark(
+            "Baseline: boto3 \(operation), 32 threads (custom metric: requests/s)",
+            configuration: .init(
+                metrics: [.custom("requests/s", polarity: .prefersLarger, useScalingFactor: false)],
+                scalingFactor: .one,
+                maxDuration: .seconds(30),
+                maxIterations: 1,
+                thresholds: [:]
+            )
+        ) { benchmark in
+            _ = try await S3Fixtures.shared.client(endpoint: endpoint, bucket: bucket, credentials: credentials, objects: objectCount)
+            let python = environment["PANZA_BENCH_PYTHON"] ?? "python3"
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().appendingPathComponent("scripts/boto3_get.py").path
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = [python, script, bucket, "objects", "\(objectCount)", "5", operation.lowercased()]
+            let output = Pipe()
+            process.standardOutput = output
+            try process.run()
+            let data = output.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            let text = String(decoding: data, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
+            guard process.terminationStatus == 0, let rate = Double(text) else {
+                print("boto3 baseline failed: \(text)")
+                return
+            }
+            benchmark.measurement(.custom("requests/s", polarity: .prefersLarger, useScalingFactor: false), Int(rate.rounded()))
         }
-        benchmark.measurement(.custom("requests/s", polarity: .prefersLarger, useScalingFactor: false), Int(rate.rounded()))
+    }
+
+    Benchmark("S3: signed PUT (S3Client), 1 KiB, concurrency 32") { benchmark in
+        let client = try await S3Fixtures.shared.client(endpoint: endpoint, bucket: bucket, credentials: credentials, objects: objectCount)
+        let iterations = benchmark.scaledIterations.count
+        let body = Array(Workload.json(seed: 5).utf8)
+        benchmark.startMeasurement()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<concurrency {
+                group.addTask {
+                    for index in 0..<(iterations / concurrency) {
+                        try await client.put(key: "objects-put/\((task &* 31 &+ index) % objectCount)", body: body)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
     }
 
     for withS3 in [false, true] {
         Benchmark(
             "set latency with write-behind, \(withS3 ? "with" : "without") an S3 tier",
-            configuration: .init(metrics: [.wallClock], scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 50_000)
+            configuration: .init(metrics: [.wallClock], scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 50_000, thresholds: latencyThresholds)
         ) { benchmark in
             let cache = try await S3Fixtures.shared.setCache(withS3: withS3, endpoint: endpoint, credentials: credentials)
             let index = S3Fixtures.shared.nextIndex()
