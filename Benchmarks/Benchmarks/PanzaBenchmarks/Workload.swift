@@ -25,3 +25,19 @@ enum Workload {
         return path
     }
 }
+
+/// Runs `iterations` calls of `body`, spread evenly over `tasks` concurrent tasks.
+func runConcurrently(
+    iterations: Int,
+    tasks: Int,
+    _ body: @escaping @Sendable (_ task: Int, _ index: Int) async throws -> Void
+) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for task in 0..<tasks {
+            group.addTask {
+                for index in 0..<(iterations / tasks) { try await body(task, index) }
+            }
+        }
+        try await group.waitForAll()
+    }
+}

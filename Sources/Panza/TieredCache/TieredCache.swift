@@ -284,13 +284,7 @@ public final class TieredCache: Sendable {
         )
         let blob = envelope.encoded(compress: self.configuration.compression)
         self.recorder.add(.writes)
-        if let memory = self.memory {
-            let evicted = memory.insert(
-                .init(value: value, cost: blob.count, namespace: key.namespace, expiresAtMilliseconds: envelope.expiresAtMilliseconds),
-                forKey: key.rawValue
-            )
-            if evicted > 0 { self.recorder.add(.memoryEvictions, evicted) }
-        }
+        self.putInMemory(value, key: key, cost: blob.count, expiresAtMilliseconds: envelope.expiresAtMilliseconds)
         var sequences: [UInt64] = []
         for lane in self.lanes {
             sequences.append(
@@ -324,6 +318,16 @@ public final class TieredCache: Sendable {
         for (lane, sequence) in zip(self.lanes, sequences) {
             try await lane.waitUntilApplied(sequence)
         }
+    }
+
+    /// Puts a decoded value in the memory tier, if there is one, and counts what it evicted.
+    private func putInMemory(_ value: any Sendable, key: CacheKey, cost: Int, expiresAtMilliseconds: Int64?) {
+        guard let memory = self.memory else { return }
+        let evicted = memory.insert(
+            .init(value: value, cost: cost, namespace: key.namespace, expiresAtMilliseconds: expiresAtMilliseconds),
+            forKey: key.rawValue
+        )
+        if evicted > 0 { self.recorder.add(.memoryEvictions, evicted) }
     }
 
     /// Looks `key` up in memory, then down the chain. A hit below memory fills the tiers above.
@@ -415,13 +419,7 @@ public final class TieredCache: Sendable {
                 trace.record(key: key.rawValue, size: blob.count, source: .tier(index), latency: ContinuousClock.now - lookupStart)
             }
             self.recorder.add(.bytesRead, blob.count)
-            if let memory = self.memory {
-                let evicted = memory.insert(
-                    .init(value: value, cost: blob.count, namespace: key.namespace, expiresAtMilliseconds: envelope.expiresAtMilliseconds),
-                    forKey: key.rawValue
-                )
-                if evicted > 0 { self.recorder.add(.memoryEvictions, evicted) }
-            }
+            self.putInMemory(value, key: key, cost: blob.count, expiresAtMilliseconds: envelope.expiresAtMilliseconds)
             for upper in self.slots[..<index] {
                 // A fill is not replicated: the entry came from below.
                 await upper.lane?.enqueue(.store(key: key, blob: blob, expiresAtMilliseconds: envelope.expiresAtMilliseconds))
