@@ -85,9 +85,6 @@ final class SingleFlight: Sendable {
         }
     }
 
-    /// How many keys have a flight in progress.
-    var inFlightCount: Int { self.state.withLock { $0.flights.count } }
-
     /// Waits for the flight of `key` to finish.
     ///
     /// - Parameters:

@@ -27,16 +27,14 @@ final class RemoteUploader: Sendable {
 
     let outbox: SQLiteTier
     let remote: any CacheTier
-    let remoteIndex: Int
     private let batchSize: Int
     private let statistics: StatisticsRecorder
     private let logger: Logger
     private let state = Mutex(State())
 
-    init(outbox: SQLiteTier, remote: any CacheTier, remoteIndex: Int, batchSize: Int, statistics: StatisticsRecorder, logger: Logger) {
+    init(outbox: SQLiteTier, remote: any CacheTier, batchSize: Int, statistics: StatisticsRecorder, logger: Logger) {
         self.outbox = outbox
         self.remote = remote
-        self.remoteIndex = remoteIndex
         self.batchSize = batchSize
         self.statistics = statistics
         self.logger = logger

@@ -70,7 +70,6 @@ public final class TieredCache: Sendable {
             makeUploader = RemoteUploader(
                 outbox: sqlite,
                 remote: remote,
-                remoteIndex: 1,
                 batchSize: configuration.writeBehind.maxBatchSize,
                 statistics: recorder,
                 logger: logger
@@ -85,7 +84,6 @@ public final class TieredCache: Sendable {
             if tier.isWritable && !replicatedThroughOutbox {
                 lane = WriteBehindLane(
                     tier: tier,
-                    tierIndex: index,
                     maxPending: configuration.writeBehind.maxPendingWrites,
                     maxBatch: configuration.writeBehind.maxBatchSize,
                     statistics: recorder,

@@ -55,7 +55,6 @@ final class WriteBehindLane: Sendable {
     }
 
     let tier: any CacheTier
-    private let tierIndex: Int
     private let maxPending: Int
     private let maxBatch: Int
     private let statistics: StatisticsRecorder
@@ -67,7 +66,6 @@ final class WriteBehindLane: Sendable {
 
     init(
         tier: any CacheTier,
-        tierIndex: Int,
         maxPending: Int,
         maxBatch: Int,
         statistics: StatisticsRecorder,
@@ -76,7 +74,6 @@ final class WriteBehindLane: Sendable {
     ) {
         self.onReplicated = onReplicated
         self.tier = tier
-        self.tierIndex = tierIndex
         self.maxPending = maxPending
         self.maxBatch = maxBatch
         self.statistics = statistics

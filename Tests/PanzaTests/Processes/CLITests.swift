@@ -51,10 +51,7 @@ struct CLITests {
     @Test("stats, ls, get, verify, rm and bust work on a cache file, with --json")
     func inspection() async throws {
         let path = self.directory.path("cache.sqlite")
-        var configuration = TieredCache.Configuration()
-        configuration.sqlite = .init(path: path)
-        configuration.modes = CacheModes()
-        let cache = try await TieredCache(configuration: configuration)
+        let cache = try await makeCache(in: self.directory)
         let f = cache.memoize(id: "f") { (x: Int) async throws -> String in "value \(x)" }
         for x in 0..<3 { _ = try await f(x) }
         try await cache.set("plain", forKey: "k")
@@ -94,10 +91,7 @@ struct CLITests {
     @Test("verify finds a damaged blob and exits 3; --remove deletes it")
     func verifyDamage() async throws {
         let path = self.directory.path("cache.sqlite")
-        var configuration = TieredCache.Configuration()
-        configuration.sqlite = .init(path: path)
-        configuration.modes = CacheModes()
-        let cache = try await TieredCache(configuration: configuration)
+        let cache = try await makeCache(in: self.directory)
         try await cache.set(String(repeating: "x", count: 500), forKey: "k")
         try await cache.close()
         let connection = try SQLiteConnection(path: path, busyTimeoutMilliseconds: 1000)
@@ -128,11 +122,8 @@ struct CLITests {
     @Test("bench replays a recorded trace")
     func benchTrace() async throws {
         let tracePath = self.directory.path("trace.pnzt")
-        var configuration = TieredCache.Configuration()
-        configuration.trace = try AccessTrace(path: tracePath)
-        configuration.sqlite = nil
-        configuration.modes = CacheModes()
-        let cache = try await TieredCache(configuration: configuration)
+        let trace = try AccessTrace(path: tracePath)
+        let cache = try await makeCache(in: self.directory, sqlite: false) { $0.trace = trace }
         for index in 0..<300 { _ = try await cache.value(forKey: "k\(index % 40)") { "value \(index % 40)" } }
         try await cache.close()
         let result = try await self.panza(["bench", "--json", "--trace", tracePath, "--memory-sizes", "0,100000", "--chart", self.directory.path("t.svg")])
