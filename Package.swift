@@ -59,7 +59,7 @@ let package = Package(
         // SIGKILL after flush). It is not a product.
         .executableTarget(
             name: "PanzaTestWorker",
-            dependencies: ["Panza", "PanzaS3"],
+            dependencies: ["Panza", "PanzaS3", "PanzaTestSupport", "CPanzaSQLite"],
             path: "Tests/PanzaTestWorker"
         ),
         // Helpers shared by the test targets: temporary folders, child processes, gates.

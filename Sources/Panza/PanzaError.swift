@@ -31,6 +31,9 @@ public struct PanzaError: Error, Hashable, Sendable, CustomStringConvertible {
             case cacheOnlyMiss
             case closed
             case invalidConfiguration
+            case writeDropped
+            case closeTimedOut
+            case timedOut
         }
 
         private let value: Value
@@ -66,6 +69,15 @@ public struct PanzaError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let closed = Code(.closed)
         /// A configuration value is out of range.
         public static let invalidConfiguration = Code(.invalidConfiguration)
+        /// Writes failed for good (the tier rejected them, or they failed
+        /// ``TieredCache/Configuration/WriteBehind/maxAttempts`` times) and were moved to the dead
+        /// letters; the writes behind them went on.
+        public static let writeDropped = Code(.writeDropped)
+        /// ``TieredCache/close()`` reached ``TieredCache/Configuration/closeTimeout`` with operations
+        /// not applied; the message says how many, for which tiers.
+        public static let closeTimedOut = Code(.closeTimedOut)
+        /// An operation did not finish within its time limit.
+        public static let timedOut = Code(.timedOut)
 
         public var description: String { "\(self.value)" }
     }

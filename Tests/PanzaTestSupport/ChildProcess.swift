@@ -71,6 +71,28 @@ public struct ChildProcess {
         }
     }
 
+    /// Reads standard output until a line starting with `prefix` arrives; returns that line, or
+    /// `nil` when the output ends first.
+    public func waitForLine(startingWith prefix: String) async -> String? {
+        let handle = self.output.fileHandleForReading
+        return await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                var buffer = ""
+                while true {
+                    let data = handle.availableData
+                    if data.isEmpty { continuation.resume(returning: nil); return }
+                    buffer += String(decoding: data, as: UTF8.self)
+                    let lines = buffer.split(separator: "\n", omittingEmptySubsequences: false)
+                    // The last piece may be an unfinished line.
+                    if let line = lines.dropLast().first(where: { $0.hasPrefix(prefix) }) {
+                        continuation.resume(returning: String(line))
+                        return
+                    }
+                }
+            }
+        }
+    }
+
     public func kill(signal: Int32) {
         Foundation.kill(self.process.processIdentifier, signal)
         self.process.waitUntilExit()

@@ -9,9 +9,17 @@
 //                                    set COUNT values with an S3 tier at ENDPOINT (credentials from
 //                                    PANZA_TEST_S3_*); once they are in SQLite and its outbox, print
 //                                    "persisted", then block
+//   PanzaTestWorker hold-lock DB MILLISECONDS
+//                                    take the SQLite write lock (BEGIN IMMEDIATE), print "locked",
+//                                    hold it that long, commit, print "released"
+//   PanzaTestWorker script DB        read operations from standard input, one a line, apply them
+//                                    to a cache on DB (memory off) and answer each with "ok" or the
+//                                    value read: "set K V", "get K", "remove K", "flush"
+import CPanzaSQLite
 import Foundation
 import Panza
 import PanzaS3
+import PanzaTestSupport
 
 struct Forecast: Codable, Sendable, Equatable {
     var city: String
@@ -112,6 +120,49 @@ do {
         } catch {}
         FileHandle.standardOutput.write(Data("persisted\n".utf8))
         while true { try await Task.sleep(for: .seconds(60)) }
+
+    case "hold-lock":
+        let milliseconds = UInt32(arguments[3])!
+        var handle: OpaquePointer?
+        guard sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK else { fail("open failed") }
+        guard sqlite3_exec(handle, "BEGIN IMMEDIATE", nil, nil, nil) == SQLITE_OK else { fail("lock failed") }
+        FileHandle.standardOutput.write(Data("locked\n".utf8))
+        usleep(milliseconds * 1000)
+        guard sqlite3_exec(handle, "COMMIT", nil, nil, nil) == SQLITE_OK else { fail("commit failed") }
+        sqlite3_close(handle)
+        FileHandle.standardOutput.write(Data("released\n".utf8))
+
+    case "model-ops":
+        // Seeded sets and removals of keys c-0..c-15, then flush, print the expected state, then
+        // keep writing other keys (never flushed) until killed.
+        var generator = SplitMix64(seed: UInt64(arguments[3])!)
+        let count = Int(arguments[4])!
+        var configuration = TieredCache.Configuration()
+        configuration.memory = .init(maxEntries: 8, maxBytes: 1 << 20)
+        configuration.sqlite = .init(path: path)
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        var expected: [String: String] = [:]
+        for step in 0..<count {
+            let key = "c-\(generator.next() % 16)"
+            if generator.next() % 4 == 0 {
+                try await cache.removeValue(forKey: key)
+                expected[key] = nil
+            } else {
+                let value = "\(arguments[3])-\(step)"
+                try await cache.set(value, forKey: key)
+                expected[key] = value
+            }
+        }
+        try await cache.flush()
+        let state = (0..<16).map { "c-\($0)=\(expected["c-\($0)"] ?? "nil")" }.joined(separator: ";")
+        FileHandle.standardOutput.write(Data("flushed \(state)\n".utf8))
+        var step = 0
+        while true {
+            try await cache.set("unflushed-\(step)", forKey: "u-\(step % 64)")
+            step += 1
+            if step % 64 == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        }
 
     default:
         fail("unknown command \(arguments[1])")

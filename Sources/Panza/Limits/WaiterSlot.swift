@@ -12,14 +12,28 @@ final class WaiterSlot: Sendable {
 
     private let state = Mutex(State.empty)
 
-    /// Parks `continuation`; resumes it at once with `CancellationError` if cancellation came first.
+    /// Parks `continuation`; resumes it at once when the grant or the cancellation came first
+    /// (a grantor may run between the waiter's registration and its park).
     func park(_ continuation: CheckedContinuation<Void, any Error>) {
-        let cancelled = self.state.withLock { state -> Bool in
-            if case .cancelled = state { return true }
-            state = .waiting(continuation)
-            return false
+        enum Outcome { case parked, granted, cancelled }
+        let outcome = self.state.withLock { state -> Outcome in
+            switch state {
+            case .empty:
+                state = .waiting(continuation)
+                return .parked
+            case .granted:
+                return .granted
+            case .cancelled:
+                return .cancelled
+            case .waiting:
+                preconditionFailure("a waiter slot is parked once")
+            }
         }
-        if cancelled { continuation.resume(throwing: CancellationError()) }
+        switch outcome {
+        case .parked: break
+        case .granted: continuation.resume()
+        case .cancelled: continuation.resume(throwing: CancellationError())
+        }
     }
 
     /// Resumes the waiter normally. Returns `false` when it was already cancelled.

@@ -44,8 +44,13 @@ public struct CacheStatistics: Hashable, Sendable, Codable {
     public var writeBatches = 0
     /// Write-behind batches that failed and were retried.
     public var writeFailures = 0
-    /// Operations waiting in write-behind queues right now.
+    /// Operations waiting in the in-memory write-behind queues right now (the SQLite outbox is
+    /// counted by `panza stats`).
     public var pendingWrites = 0
+    /// Envelope bytes waiting in the in-memory write-behind queues right now.
+    public var pendingBytes = 0
+    /// Writes that failed for good and were moved to the dead letters since the cache opened.
+    public var droppedWrites = 0
     /// Envelope bytes written to tiers below memory (each tier counted).
     public var bytesWritten = 0
     /// Envelope bytes read from tiers below memory.
@@ -69,7 +74,7 @@ final class StatisticsRecorder: Sendable {
     enum Counter: Int, CaseIterable {
         case memoryHits, memoryMisses, loads, loadFailures, coalescedWaits, corruptBlobs, expired, writes
         case writeBatches, writeFailures, bytesWritten, bytesRead, memoryEvictions
-        case throttledWaits, throttledNanoseconds, rateLimitRetries
+        case throttledWaits, throttledNanoseconds, rateLimitRetries, droppedWrites
     }
 
     /// One counter; a class because `Atomic` cannot live in an array.
@@ -125,6 +130,7 @@ final class StatisticsRecorder: Sendable {
         statistics.throttledWaits = self.value(.throttledWaits)
         statistics.throttledSeconds = Double(self.value(.throttledNanoseconds)) / 1e9
         statistics.rateLimitRetries = self.value(.rateLimitRetries)
+        statistics.droppedWrites = self.value(.droppedWrites)
         return statistics
     }
 }

@@ -1,17 +1,51 @@
+import Logging
+
 /// A tier below memory, and how the cache writes it.
 struct TierSlot: Sendable {
     let tier: any CacheTier
     /// The tier's position in the chain (and in statistics).
     let index: Int
-    /// The in-memory write-behind queue of the tier, unless it is written through an outbox or not at all.
-    let lane: WriteBehindLane?
-    /// The SQLite tier whose outbox holds this (remote) tier's pending writes.
-    let outbox: SQLiteTier?
+    /// The in-memory queue that writes the tier; `nil` when it is written through the SQLite
+    /// outbox or not at all. Fills from the tiers below go here.
+    let lane: Lane?
+    /// The queue whose pending operations decide before the tier is asked: the lane, the outbox,
+    /// or none for a read-only tier.
+    let pending: (any WriteQueue)?
+}
 
-    /// What pending writes say about `key` before the tier is asked.
-    func shadow(forKey key: CacheKey) async throws -> WriteBehindLane.Shadow {
-        if let lane { return lane.shadow(forKey: key.rawValue) }
-        if let outbox { return try await outbox.outboxShadow(forKey: key) }
-        return .none
+/// An in-memory write-behind queue and the drainer that applies it to its tier.
+struct Lane: Sendable {
+    let queue: MemoryWriteQueue
+    let drainer: QueueDrainer
+    /// Whether its operations are also recorded in the SQLite outbox (the SQLite lane, when a
+    /// writable remote tier is below it).
+    let replicates: Bool
+
+    init(
+        tier: any CacheTier,
+        replicates: Bool,
+        writeBehind: TieredCache.Configuration.WriteBehind,
+        timing: QueueDrainer.Timing,
+        statistics: StatisticsRecorder,
+        logger: Logger,
+        applier: @escaping @Sendable ([QueuedWrite]) async throws -> Void,
+        onApplied: @escaping @Sendable ([QueuedWrite]) -> Void
+    ) {
+        self.replicates = replicates
+        self.queue = MemoryWriteQueue(
+            tierName: tier.name,
+            maxPending: writeBehind.maxPendingWrites,
+            maxPendingBytes: writeBehind.maxPendingBytes,
+            isPermanent: { tier.isPermanentFailure($0) },
+            applier: applier
+        )
+        self.drainer = QueueDrainer(
+            queue: self.queue,
+            configuration: writeBehind.drainConfiguration(maxBackoff: writeBehind.maxRetryBackoff, pollInterval: nil),
+            timing: timing,
+            statistics: statistics,
+            logger: logger,
+            onApplied: onApplied
+        )
     }
 }

@@ -12,22 +12,68 @@ extension TieredCache {
             case writeThrough
         }
 
-        /// Bounds of the write-behind queues.
+        /// Bounds and retries of the write-behind queues.
         ///
         /// Loss window: if the process dies (SIGKILL, power loss excepted with the default
-        /// `synchronous=NORMAL`), what is lost is what was still queued: at most
-        /// ``maxPendingWrites`` operations per tier, and in practice what arrived during the last
-        /// transaction (milliseconds). After ``TieredCache/flush()`` returns, nothing written
-        /// before it can be lost.
+        /// `synchronous=NORMAL`), what is lost is what was still queued in memory: at most
+        /// ``maxPendingWrites`` operations (and about ``maxPendingBytes``) per tier, and in practice
+        /// what arrived during the last transaction (milliseconds). Uploads to a remote tier below
+        /// SQLite are in the SQLite outbox once the local transaction committed, and survive.
+        /// After ``TieredCache/flush()`` returns, nothing written before it can be lost.
+        ///
+        /// A failed batch is retried with its first operation alone, after a pause that doubles
+        /// from ``retryBackoff`` to ``maxRetryBackoff`` (30 s for the outbox). An operation that
+        /// its tier rejects for good, or that fails ``maxAttempts`` times, goes to the dead
+        /// letters (see ``DeadLetter``) and the queue goes on.
         public struct WriteBehind: Hashable, Sendable {
             /// Operations a tier's queue holds before writers wait for room.
             public var maxPendingWrites: Int
+            /// Envelope bytes a tier's queue holds before writers wait for room; 64 MiB by default.
+            public var maxPendingBytes: Int
             /// Operations applied in one batch (one SQLite transaction).
             public var maxBatchSize: Int
+            /// Failed attempts after which an operation goes to the dead letters; 8 by default.
+            public var maxAttempts: Int
+            /// The pause after the first failure; 50 ms by default.
+            public var retryBackoff: Duration
+            /// The longest pause between retries of an in-memory queue; 5 s by default.
+            public var maxRetryBackoff: Duration
+            /// How long an uploader holds the outbox records it claimed. A batch that takes longer
+            /// (less a margin) is abandoned and retried, and a process that died leaves its claim
+            /// to others after this long. 60 s by default.
+            public var outboxLease: Duration
+            /// How often an idle uploader looks for outbox records written by other processes;
+            /// 2 s by default.
+            public var outboxPollInterval: Duration
 
-            public init(maxPendingWrites: Int = 10_000, maxBatchSize: Int = 512) {
+            public init(
+                maxPendingWrites: Int = 10_000,
+                maxBatchSize: Int = 512,
+                maxPendingBytes: Int = 64 << 20,
+                maxAttempts: Int = 8,
+                retryBackoff: Duration = .milliseconds(50),
+                maxRetryBackoff: Duration = .seconds(5),
+                outboxLease: Duration = .seconds(60),
+                outboxPollInterval: Duration = .seconds(2)
+            ) {
                 self.maxPendingWrites = maxPendingWrites
                 self.maxBatchSize = maxBatchSize
+                self.maxPendingBytes = maxPendingBytes
+                self.maxAttempts = maxAttempts
+                self.retryBackoff = retryBackoff
+                self.maxRetryBackoff = maxRetryBackoff
+                self.outboxLease = outboxLease
+                self.outboxPollInterval = outboxPollInterval
+            }
+
+            func drainConfiguration(maxBackoff: Duration, pollInterval: Duration?) -> DrainStateMachine.Configuration {
+                DrainStateMachine.Configuration(
+                    maxBatch: self.maxBatchSize,
+                    maxAttempts: self.maxAttempts,
+                    initialBackoff: self.retryBackoff,
+                    maxBackoff: max(self.retryBackoff, maxBackoff),
+                    pollInterval: pollInterval
+                )
             }
         }
 
@@ -41,10 +87,14 @@ extension TieredCache {
         public var writeMode: WriteMode = .writeBehind
         /// See ``WriteBehind``.
         public var writeBehind = WriteBehind()
-        /// How long entries live when a call gives no time to live; `nil` for forever.
+        /// How long entries live when a call gives no time to live; `nil` for forever. Zero or
+        /// less means "do not reuse" (see ``TieredCache/set(_:forKey:timeToLive:)``).
         public var defaultTimeToLive: Duration? = nil
-        /// How long ``TieredCache/close()`` waits for pending uploads to the remote tier; what is
-        /// not sent by then stays in the SQLite outbox and is sent by the next cache that opens the file.
+        /// How long ``TieredCache/close()`` may take in all, whatever the tiers do; 10 s by default.
+        public var closeTimeout: Duration = .seconds(10)
+        /// How long ``TieredCache/close()`` waits for pending uploads to the remote tier (within
+        /// ``closeTimeout``); what is not sent by then stays in the SQLite outbox and is sent by the
+        /// next cache that opens the file.
         public var remoteCloseTimeout: Duration = .seconds(10)
         /// The largest encoded value (before compression) accepted; larger ones throw
         /// ``PanzaError/Code/valueTooLarge``. 16 MiB by default, at most 1 GiB.
@@ -61,6 +111,31 @@ extension TieredCache {
         /// Where Panza logs; by default nowhere.
         public var logger: Logger? = nil
 
+        /// The clock of the write-behind drainers (tests drive backoff with a manual clock).
+        var drainTiming: QueueDrainer.Timing? = nil
+
         public init() {}
+
+        func validate() throws {
+            guard self.maxValueBytes > 0, self.maxValueBytes <= 1 << 30 else {
+                throw PanzaError(
+                    code: .invalidConfiguration,
+                    message: "maxValueBytes must be between 1 and 1 GiB, not \(self.maxValueBytes)"
+                )
+            }
+            let writeBehind = self.writeBehind
+            guard writeBehind.maxPendingWrites > 0, writeBehind.maxBatchSize > 0, writeBehind.maxPendingBytes > 0,
+                writeBehind.maxAttempts > 0, writeBehind.retryBackoff > .zero, writeBehind.outboxLease >= .seconds(1),
+                writeBehind.outboxPollInterval > .zero
+            else {
+                throw PanzaError(
+                    code: .invalidConfiguration,
+                    message: "write-behind bounds, attempts and backoff must be positive, and the outbox lease at least 1 s"
+                )
+            }
+            guard self.closeTimeout > .zero else {
+                throw PanzaError(code: .invalidConfiguration, message: "closeTimeout must be positive")
+            }
+        }
     }
 }

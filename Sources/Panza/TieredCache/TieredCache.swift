@@ -24,15 +24,17 @@ public final class TieredCache: Sendable {
     let memory: MemoryTier?
     /// The tiers below memory, in chain order, with how each is written.
     let slots: [TierSlot]
-    /// The write-behind queues, one per tier written from memory.
-    let lanes: [WriteBehindLane]
+    /// The in-memory write-behind queues, one per tier written from memory, in chain order.
+    let lanes: [Lane]
     /// Drains the SQLite outbox into the remote tier, when both exist and the remote is writable.
-    let uploader: RemoteUploader?
+    let outbox: (queue: OutboxWriteQueue, drainer: QueueDrainer)?
+    /// Versions every write and guards fills from lower tiers.
+    let fence = VersionFence()
     let recorder: StatisticsRecorder
     let logger: Logger
     private let singleFlight = SingleFlight()
-    private let drainers: [Task<Void, Never>]
-    private let uploaderTask: Task<Void, Never>?
+    private let drainerTasks: [Task<Void, Never>]
+    private let outboxTask: Task<Void, Never>?
     private let currentModes: Mutex<CacheModes>
     /// Whether any bust mode is on: read on every memory hit, so kept apart from `currentModes`.
     private let bustModeActive: Atomic<Bool>
@@ -42,15 +44,7 @@ public final class TieredCache: Sendable {
     ///
     /// - Throws: ``PanzaError`` when a tier cannot be opened (for SQLite, naming the path).
     public init(configuration: Configuration) async throws {
-        guard configuration.maxValueBytes > 0, configuration.maxValueBytes <= 1 << 30 else {
-            throw PanzaError(
-                code: .invalidConfiguration,
-                message: "maxValueBytes must be between 1 and 1 GiB, not \(configuration.maxValueBytes)"
-            )
-        }
-        guard configuration.writeBehind.maxPendingWrites > 0, configuration.writeBehind.maxBatchSize > 0 else {
-            throw PanzaError(code: .invalidConfiguration, message: "write-behind bounds must be positive")
-        }
+        try configuration.validate()
         let logger = configuration.logger ?? .panzaDisabled
         self.configuration = configuration
         self.logger = logger
@@ -59,59 +53,91 @@ public final class TieredCache: Sendable {
         if let sqliteConfiguration = configuration.sqlite {
             sqlite = try await SQLiteTier.open(configuration: sqliteConfiguration, logger: logger)
         }
-        let tiers: [any CacheTier] = [sqlite, configuration.remote].compactMap { $0 }
-        let recorder = StatisticsRecorder(tierNames: tiers.map(\.name))
+        let remote = configuration.remote
+        let recorder = StatisticsRecorder(tierNames: [sqlite?.name, remote?.name].compactMap { $0 })
         self.recorder = recorder
+        let writeBehind = configuration.writeBehind
+        let timing = configuration.drainTiming ?? .continuous
 
         // A writable remote below SQLite is written through the SQLite outbox (durable); without
-        // SQLite, through an in-memory queue like the other tiers.
-        var makeUploader: RemoteUploader?
-        if let sqlite, let remote = configuration.remote, remote.isWritable {
-            makeUploader = RemoteUploader(
-                outbox: sqlite,
-                remote: remote,
-                batchSize: configuration.writeBehind.maxBatchSize,
+        // SQLite, through an in-memory queue like SQLite itself.
+        var makeOutbox: (queue: OutboxWriteQueue, drainer: QueueDrainer)?
+        if let sqlite, let remote, remote.isWritable {
+            let queue = OutboxWriteQueue(outbox: sqlite, remote: remote, lease: writeBehind.outboxLease)
+            let drainer = QueueDrainer(
+                queue: queue,
+                configuration: writeBehind.drainConfiguration(maxBackoff: .seconds(30), pollInterval: writeBehind.outboxPollInterval),
+                timing: timing,
                 statistics: recorder,
                 logger: logger
             )
+            makeOutbox = (queue, drainer)
         }
-        let uploader = makeUploader
-        self.uploader = uploader
+        let outbox = makeOutbox
+        self.outbox = outbox
         var slots: [TierSlot] = []
-        for (index, tier) in tiers.enumerated() {
-            var lane: WriteBehindLane?
-            let replicatedThroughOutbox = uploader != nil && index == 1
-            if tier.isWritable && !replicatedThroughOutbox {
-                lane = WriteBehindLane(
-                    tier: tier,
-                    maxPending: configuration.writeBehind.maxPendingWrites,
-                    maxBatch: configuration.writeBehind.maxBatchSize,
+        var lanes: [Lane] = []
+        if let sqlite {
+            let replicates = outbox != nil
+            let lane = Lane(
+                tier: sqlite,
+                replicates: replicates,
+                writeBehind: writeBehind,
+                timing: timing,
+                statistics: recorder,
+                logger: logger,
+                applier: { batch in
+                    if replicates {
+                        try await sqlite.applyReplicating(batch.map { ($0.operation, $0.replicate) })
+                    } else {
+                        try await sqlite.apply(batch.map(\.operation))
+                    }
+                },
+                onApplied: { batch in
+                    if batch.contains(where: \.replicate) { outbox?.drainer.notify() }
+                }
+            )
+            lanes.append(lane)
+            slots.append(TierSlot(tier: sqlite, index: slots.count, lane: lane, pending: lane.queue))
+        }
+        if let remote {
+            if let outbox {
+                slots.append(TierSlot(tier: remote, index: slots.count, lane: nil, pending: outbox.queue))
+            } else if remote.isWritable {
+                let lane = Lane(
+                    tier: remote,
+                    replicates: false,
+                    writeBehind: writeBehind,
+                    timing: timing,
                     statistics: recorder,
                     logger: logger,
-                    onReplicated: { uploader?.notify() }
+                    applier: { batch in try await remote.apply(batch.map(\.operation)) },
+                    onApplied: { _ in }
                 )
+                lanes.append(lane)
+                slots.append(TierSlot(tier: remote, index: slots.count, lane: lane, pending: lane.queue))
+            } else {
+                slots.append(TierSlot(tier: remote, index: slots.count, lane: nil, pending: nil))
             }
-            slots.append(TierSlot(tier: tier, index: index, lane: lane, outbox: replicatedThroughOutbox ? sqlite : nil))
         }
         self.slots = slots
-        let lanes = slots.compactMap(\.lane)
         self.lanes = lanes
-        self.drainers = lanes.map { lane in Task { await lane.run() } }
-        self.uploaderTask = uploader.map { uploader in Task { await uploader.run() } }
+        self.drainerTasks = lanes.map { lane in Task { await lane.drainer.run() } }
+        self.outboxTask = outbox.map { outbox in Task { await outbox.drainer.run() } }
         self.currentModes = Mutex(configuration.modes)
         self.bustModeActive = Atomic(configuration.modes.bust != .none)
     }
 
     deinit {
-        for lane in self.lanes { lane.close() }
-        self.uploader?.stop()
+        for lane in self.lanes {
+            lane.queue.close()
+            lane.drainer.close()
+        }
+        self.outbox?.drainer.abandon()
     }
 
     /// The tiers below memory, in chain order.
     public var tiers: [any CacheTier] { self.slots.map(\.tier) }
-
-    /// Whether writes to SQLite also go to the remote tier's outbox.
-    private var replicates: Bool { self.uploader != nil }
 
     /// The bust, cache-only and print-misses modes in force. Changes apply to the next call.
     public var modes: CacheModes {
@@ -127,7 +153,8 @@ public final class TieredCache: Sendable {
     /// What the cache has done since it opened.
     public var statistics: CacheStatistics {
         var statistics = self.recorder.snapshot()
-        statistics.pendingWrites = self.lanes.reduce(0) { $0 + $1.pendingCount }
+        statistics.pendingWrites = self.lanes.reduce(0) { $0 + $1.queue.pendingCount }
+        statistics.pendingBytes = self.lanes.reduce(0) { $0 + $1.queue.pendingBytes }
         if let memory = self.memory {
             statistics.memoryEntries = memory.count
             statistics.memoryBytes = memory.bytes
@@ -140,18 +167,21 @@ public final class TieredCache: Sendable {
     /// Stores `value` under `key` in every tier.
     ///
     /// With write-behind (the default) the value is in memory when this returns and reaches the
-    /// tiers below shortly after; call ``flush()`` to wait for them.
+    /// tiers below shortly after; call ``flush()`` to wait for them. When a tier's queue is full
+    /// (``Configuration/WriteBehind``), `set` waits for room; cancelling the task ends the wait.
     ///
     /// - Parameters:
     ///   - timeToLive: how long the entry lives; `nil` for ``Configuration/defaultTimeToLive``.
+    ///     Zero or less means "do not reuse": nothing is stored, and the value that `key` held
+    ///     before is removed, since it was replaced. Below a millisecond rounds up to 1 ms.
     /// - Throws: ``PanzaError/Code/invalidKey``, ``PanzaError/Code/valueTooLarge``,
-    ///   ``PanzaError/Code/encodingFailed``, ``PanzaError/Code/closed``.
+    ///   ``PanzaError/Code/encodingFailed``, ``PanzaError/Code/closed``, `CancellationError`.
     public func set<Value: Encodable & Sendable>(
         _ value: Value,
         forKey key: String,
         timeToLive: Duration? = nil
     ) async throws {
-        try await self.store(value, key: try Self.plainKey(key), timeToLive: timeToLive)
+        try await self.store(value, key: try Self.plainKey(key), timeToLive: timeToLive, replacing: true)
     }
 
     /// Returns the value stored under `key`, or `nil` on a miss.
@@ -182,62 +212,102 @@ public final class TieredCache: Sendable {
         try await self.readThrough(key: try Self.plainKey(key), id: "", timeToLive: timeToLive, limits: limits, loader: loader)
     }
 
-    /// Removes `key` from every tier. Returns once every tier applied the removal.
+    /// Removes `key` from every tier. Returns once every tier applied the removal (for a remote
+    /// tier below SQLite: once the removal is in the SQLite outbox, which hides the remote copy).
+    ///
+    /// From the moment it is called, no read of this cache returns the removed value, even while
+    /// a tier is still applying the removal.
     public func removeValue(forKey key: String) async throws {
         try await self.remove(.remove(try Self.plainKey(key)))
     }
 
     /// Removes every entry from every tier. Returns once every tier applied the removal.
+    ///
+    /// From the moment it is called, no read of this cache returns an entry written before it.
     public func bustAll() async throws {
         try await self.remove(.removeAll)
     }
 
-    /// Returns once every write made before the call has reached every tier.
+    /// Returns once every write made before the call has reached every tier (for a remote tier
+    /// below SQLite, has been uploaded from the outbox).
     ///
     /// After it returns, those writes survive the process being killed.
     ///
-    /// - Throws: a tier's error when writing to it fails meanwhile; the writes stay queued and are
-    ///   retried, so a later `flush()` can still succeed.
+    /// - Throws: a tier's error when writing to it fails meanwhile (the writes stay queued and are
+    ///   retried, so a later `flush()` can still succeed); ``PanzaError/Code/writeDropped`` when
+    ///   some of them failed for good and went to the dead letters; `CancellationError`.
     public func flush() async throws {
         for lane in self.lanes {
-            try await lane.waitUntilApplied(lane.lastEnqueued)
+            try await lane.drainer.waitUntilApplied(lane.queue.lastSequence())
         }
-        if let uploader = self.uploader {
-            try await uploader.waitUntilUploaded(try await uploader.outbox.lastOutboxID())
+        if let outbox = self.outbox {
+            let target = try await outbox.queue.lastSequence()
+            outbox.drainer.notify()
+            try await outbox.drainer.waitUntilApplied(target)
         }
     }
 
-    /// Flushes, then closes every tier. Calls after `close()` throw ``PanzaError/Code/closed``.
+    /// Applies what is queued, then closes every tier, within ``Configuration/closeTimeout``
+    /// whatever the tiers do. Calls after `close()` throw ``PanzaError/Code/closed``.
+    ///
+    /// Uploads still in the SQLite outbox stay there for the next cache that opens the file
+    /// (waiting for them at most ``Configuration/remoteCloseTimeout``).
+    ///
+    /// - Throws: ``PanzaError/Code/closeTimedOut`` naming how many operations of which tiers were
+    ///   not applied when the deadline passed (they are lost, unless they were in the outbox);
+    ///   otherwise the first error of a tier's `close()`.
     public func close() async throws {
         guard !self.isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        var firstError: (any Error)?
-        do {
-            for lane in self.lanes {
-                try await lane.waitUntilApplied(lane.lastEnqueued)
-            }
-        } catch {
-            firstError = error
+        let clock = ContinuousClock()
+        let deadline = clock.now + self.configuration.closeTimeout
+        for lane in self.lanes {
+            lane.queue.close()
+            lane.drainer.close()
         }
-        if let uploader = self.uploader, firstError == nil {
+        let drainerTasks = self.drainerTasks
+        let lanesDrained = await Deadline.completes(within: deadline - clock.now) {
+            for task in drainerTasks { await task.value }
+        }
+        var lost: [String] = []
+        if !lanesDrained {
+            for lane in self.lanes where lane.queue.pendingCount > 0 {
+                lost.append("\(lane.queue.pendingCount) for \(lane.queue.tierName)")
+                lane.drainer.abandon()
+            }
+        }
+        if let outbox = self.outbox {
             // Give pending uploads a bounded chance; what is left stays in the outbox for next time.
-            let deadline = self.configuration.remoteCloseTimeout
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { try? await uploader.waitUntilUploaded(try await uploader.outbox.lastOutboxID()) }
-                group.addTask { try? await Task.sleep(for: deadline) }
-                await group.next()
-                group.cancelAll()
-                uploader.stop()
+            let budget = min(self.configuration.remoteCloseTimeout, deadline - clock.now)
+            if lanesDrained, budget > .zero {
+                _ = await Deadline.completes(within: budget) {
+                    if let target = try? await outbox.queue.lastSequence() {
+                        outbox.drainer.notify()
+                        try? await outbox.drainer.waitUntilApplied(target)
+                    }
+                }
+            }
+            outbox.drainer.abandon()
+            if let task = self.outboxTask {
+                _ = await Deadline.completes(within: max(.zero, deadline - clock.now)) { await task.value }
             }
         }
-        self.uploader?.stop()
-        await self.uploaderTask?.value
-        for lane in self.lanes { lane.close() }
-        for drainer in self.drainers { await drainer.value }
-        for slot in self.slots {
-            do { try await slot.tier.close() } catch { firstError = firstError ?? error }
+        let errors = ErrorBox()
+        let slots = self.slots
+        let trace = self.configuration.trace
+        let tiersClosed = await Deadline.completes(within: max(.milliseconds(100), deadline - clock.now)) {
+            for slot in slots.reversed() {
+                do { try await slot.tier.close() } catch { errors.record(error) }
+            }
+            do { try trace?.close() } catch { errors.record(error) }
         }
-        do { try self.configuration.trace?.close() } catch { firstError = firstError ?? error }
-        if let firstError { throw firstError }
+        if !lost.isEmpty || !tiersClosed {
+            var message = "close() gave up after \(self.configuration.closeTimeout)"
+            if !lost.isEmpty { message += "; operations not applied: " + lost.joined(separator: ", ") }
+            if !tiersClosed { message += "; a tier did not finish closing" }
+            self.logger.error("panza: \(message)")
+            throw PanzaError(code: .closeTimedOut, message: message)
+        }
+        if let error = errors.first { throw error }
     }
 
     // MARK: The chain
@@ -259,10 +329,49 @@ public final class TieredCache: Sendable {
         }
     }
 
-    /// Encodes `value`, puts it in memory and queues it for every tier below.
-    @discardableResult
-    func store<Value: Encodable & Sendable>(_ value: Value, key: CacheKey, timeToLive: Duration?) async throws -> Int {
+    /// Versions `operation`, applies it to memory and queues it for every tier below, in one
+    /// step under the fence: so every queue sees writes in version order.
+    ///
+    /// Waits for room in the queues first (cancellable); room is advisory, so concurrent writers
+    /// may overshoot the bounds by one operation each.
+    ///
+    /// - Returns: the operation's sequence in each lane, for waiting until applied.
+    private func submit(
+        _ operation: CacheTierOperation,
+        inMemory: (MemoryTier) -> Void
+    ) async throws -> [(Lane, UInt64)] {
+        for lane in self.lanes { try await lane.queue.waitForRoom() }
         try self.checkOpen()
+        let sequences = self.fence.write(operation) { version in
+            if let memory = self.memory { inMemory(memory) }
+            return self.lanes.compactMap { lane in
+                lane.queue.enqueue(operation, version: version, replicate: lane.replicates).map { (lane, $0) }
+            }
+        }
+        for lane in self.lanes { lane.drainer.notify() }
+        return sequences
+    }
+
+    /// Encodes `value`, puts it in memory and queues it for every tier below.
+    ///
+    /// - Parameter replacing: a `set`: with a time to live of zero or less, the key's previous
+    ///   value is removed (it was replaced). A loader's result is simply not stored.
+    /// - Returns: the envelope's size, 0 when nothing was stored.
+    @discardableResult
+    func store<Value: Encodable & Sendable>(
+        _ value: Value,
+        key: CacheKey,
+        timeToLive: Duration?,
+        replacing: Bool
+    ) async throws -> Int {
+        try self.checkOpen()
+        let lifetime = Lifetime(timeToLive ?? self.configuration.defaultTimeToLive)
+        guard case .milliseconds(let timeToLiveMilliseconds) = lifetime else {
+            if replacing {
+                _ = try await self.submit(.remove(key)) { $0.remove(key.rawValue) }
+            }
+            return 0
+        }
         let (contentType, payload) = try ValueCoding.encode(value)
         guard payload.count <= self.configuration.maxValueBytes else {
             throw PanzaError(
@@ -272,29 +381,21 @@ public final class TieredCache: Sendable {
                 key: key.rawValue
             )
         }
-        let now = WallClock.nowMilliseconds()
-        let timeToLiveMilliseconds = (timeToLive ?? self.configuration.defaultTimeToLive)?.wholeMilliseconds ?? 0
         let envelope = BlobEnvelope(
             contentType: contentType,
             payload: payload,
-            createdAtMilliseconds: now,
+            createdAtMilliseconds: WallClock.nowMilliseconds(),
             timeToLiveMilliseconds: timeToLiveMilliseconds
         )
         let blob = envelope.encoded(compress: self.configuration.compression)
         self.recorder.add(.writes)
-        self.putInMemory(value, key: key, cost: blob.count, expiresAtMilliseconds: envelope.expiresAtMilliseconds)
-        var sequences: [UInt64] = []
-        for lane in self.lanes {
-            sequences.append(
-                await lane.enqueue(
-                    .store(key: key, blob: blob, expiresAtMilliseconds: envelope.expiresAtMilliseconds),
-                    replicate: self.replicates
-                )
-            )
+        let expiresAt = envelope.expiresAtMilliseconds
+        let sequences = try await self.submit(.store(key: key, blob: blob, expiresAtMilliseconds: expiresAt)) { memory in
+            self.putInMemory(memory, value, key: key, cost: blob.count, expiresAtMilliseconds: expiresAt)
         }
         if self.configuration.writeMode == .writeThrough {
-            for (lane, sequence) in zip(self.lanes, sequences) {
-                try await lane.waitUntilApplied(sequence)
+            for (lane, sequence) in sequences {
+                try await lane.drainer.waitUntilApplied(sequence)
             }
         }
         return blob.count
@@ -303,24 +404,21 @@ public final class TieredCache: Sendable {
     /// Removes from memory at once, then from every tier below; returns when they applied it.
     func remove(_ operation: CacheTierOperation) async throws {
         try self.checkOpen()
-        switch operation {
-        case .remove(let key): self.memory?.remove(key.rawValue)
-        case .removeNamespace(let namespace): self.memory?.removeNamespace(namespace)
-        case .removeAll: self.memory?.removeAll()
-        case .store: preconditionFailure("remove(_:) takes removals only")
+        let sequences = try await self.submit(operation) { memory in
+            switch operation {
+            case .remove(let key): memory.remove(key.rawValue)
+            case .removeNamespace(let namespace): memory.removeNamespace(namespace)
+            case .removeAll: memory.removeAll()
+            case .store: preconditionFailure("remove(_:) takes removals only")
+            }
         }
-        var sequences: [UInt64] = []
-        for lane in self.lanes {
-            sequences.append(await lane.enqueue(operation, replicate: self.replicates))
-        }
-        for (lane, sequence) in zip(self.lanes, sequences) {
-            try await lane.waitUntilApplied(sequence)
+        for (lane, sequence) in sequences {
+            try await lane.drainer.waitUntilApplied(sequence)
         }
     }
 
-    /// Puts a decoded value in the memory tier, if there is one, and counts what it evicted.
-    private func putInMemory(_ value: any Sendable, key: CacheKey, cost: Int, expiresAtMilliseconds: Int64?) {
-        guard let memory = self.memory else { return }
+    /// Puts a decoded value in the memory tier and counts what it evicted.
+    private func putInMemory(_ memory: MemoryTier, _ value: any Sendable, key: CacheKey, cost: Int, expiresAtMilliseconds: Int64?) {
         let evicted = memory.insert(
             .init(value: value, cost: cost, namespace: key.namespace, expiresAtMilliseconds: expiresAtMilliseconds),
             forKey: key.rawValue
@@ -364,17 +462,24 @@ public final class TieredCache: Sendable {
     }
 
     /// Looks `key` up in the tiers below memory, in order.
+    ///
+    /// What a tier's queue holds decides before the tier is asked: a queued store is the answer, a
+    /// queued removal ends the lookup (the tiers below may still hold the removed value). A hit
+    /// fills the tiers above only if no write of the key got a newer version meanwhile.
     func lowerLookup<Value: Decodable & Sendable>(_ key: CacheKey, as type: Value.Type) async throws -> Value? {
         let lookupStart = ContinuousClock.now
+        let ticket = self.fence.beginRead()
+        defer { self.fence.endRead(ticket) }
         for slot in self.slots where slot.tier.isReadable {
             let index = slot.index
             let blob: [UInt8]?
             do {
-                switch try await slot.shadow(forKey: key) {
+                switch try await slot.pending?.shadow(forKey: key) ?? .none {
                 case .stored(let queued):
                     blob = queued
                 case .removed:
-                    blob = nil
+                    self.recorder.tierMiss(index)
+                    return nil
                 case .none:
                     blob = try await slot.tier.blob(forKey: key)
                 }
@@ -402,13 +507,13 @@ public final class TieredCache: Sendable {
                     "panza: stored blob failed verification; removed",
                     metadata: ["tier": "\(slot.tier.name)", "key": "\(key)", "error": "\(error)"]
                 )
-                await slot.lane?.enqueue(.remove(key))
+                self.repair(key, in: slot, ticket: ticket)
                 continue
             }
             if envelope.isExpired(atMilliseconds: WallClock.nowMilliseconds()) {
                 self.recorder.add(.expired)
                 self.recorder.tierMiss(index)
-                await slot.lane?.enqueue(.remove(key))
+                self.repair(key, in: slot, ticket: ticket)
                 continue
             }
             let value = try ValueCoding.decode(type, from: envelope, key: key.rawValue)
@@ -417,14 +522,37 @@ public final class TieredCache: Sendable {
                 trace.record(key: key.rawValue, size: blob.count, source: .tier(index), latency: ContinuousClock.now - lookupStart)
             }
             self.recorder.add(.bytesRead, blob.count)
-            self.putInMemory(value, key: key, cost: blob.count, expiresAtMilliseconds: envelope.expiresAtMilliseconds)
-            for upper in self.slots[..<index] {
-                // A fill is not replicated: the entry came from below.
-                await upper.lane?.enqueue(.store(key: key, blob: blob, expiresAtMilliseconds: envelope.expiresAtMilliseconds))
+            let expiresAt = envelope.expiresAtMilliseconds
+            let upper = self.slots[..<index].compactMap(\.lane)
+            self.fence.fill(key, ticket: ticket) {
+                if let memory = self.memory {
+                    self.putInMemory(memory, value, key: key, cost: blob.count, expiresAtMilliseconds: expiresAt)
+                }
+                for lane in upper {
+                    // A fill is not replicated (the entry came from below), and is dropped when
+                    // the queue is full.
+                    lane.queue.enqueue(
+                        .store(key: key, blob: blob, expiresAtMilliseconds: expiresAt),
+                        version: ticket.snapshot,
+                        replicate: false,
+                        isFill: true
+                    )
+                }
             }
+            for lane in upper { lane.drainer.notify() }
             return value
         }
         return nil
+    }
+
+    /// Removes a damaged or expired entry from the tier that holds it, unless a newer write of the
+    /// key is already on its way.
+    private func repair(_ key: CacheKey, in slot: TierSlot, ticket: VersionFence.Ticket) {
+        guard let lane = slot.lane else { return }
+        self.fence.fill(key, ticket: ticket) {
+            lane.queue.enqueue(.remove(key), version: ticket.snapshot, replicate: false, isFill: true)
+        }
+        lane.drainer.notify()
     }
 
     /// The read-through path shared by ``value(forKey:timeToLive:loader:)`` and memoized calls.
@@ -468,7 +596,7 @@ public final class TieredCache: Sendable {
                     self.recorder.add(.loadFailures)
                     throw error
                 }
-                let size = try await self.store(value, key: key, timeToLive: timeToLive)
+                let size = try await self.store(value, key: key, timeToLive: timeToLive, replacing: false)
                 self.configuration.trace?.record(key: key.rawValue, size: size, source: .loader, latency: ContinuousClock.now - loadStart)
                 return value
             }

@@ -2,7 +2,7 @@
 ///
 /// ``TieredCache`` reads tiers in order, fills the tiers above on a hit, and sends every write to
 /// each tier in batches from its write-behind queue. A tier sees the operations in the order the
-/// callers made them. A tier never decodes values: the bytes are ``BlobEnvelope``s, and the cache
+/// cache versioned them, and a fill from a lower tier never overtakes a newer write. A tier never decodes values: the bytes are ``BlobEnvelope``s, and the cache
 /// verifies them.
 ///
 /// The memory tier is not a `CacheTier`: it holds decoded values, so that its hits cost no
@@ -34,12 +34,19 @@ public protocol CacheTier: Sendable {
     /// Whether a failure of this tier reaches callers. `false` (the default): a failed read is a
     /// miss and a failed write is retried in the background.
     var failuresReachCallers: Bool { get }
+
+    /// Whether `error`, thrown by ``apply(_:)``, will recur however often the operation is retried
+    /// (a rejected request, not an outage). The cache then moves the operation to the dead letters
+    /// at once instead of retrying it up to ``TieredCache/Configuration/WriteBehind/maxAttempts``
+    /// times. `false` by default.
+    func isPermanentFailure(_ error: any Error) -> Bool
 }
 
 extension CacheTier {
     public var isReadable: Bool { true }
     public var isWritable: Bool { true }
     public var failuresReachCallers: Bool { false }
+    public func isPermanentFailure(_ error: any Error) -> Bool { false }
 }
 
 /// A change that ``TieredCache`` asks a ``CacheTier`` to make.

@@ -45,6 +45,19 @@ public final class S3Tier: CacheTier {
     public var isWritable: Bool { self.configuration.policy != .readOnly }
     public var failuresReachCallers: Bool { self.configuration.strict }
 
+    /// A request that S3 refused for what it is (a 4xx other than a timeout, throttling, a skewed
+    /// clock or expired credentials) fails the same way every time: the upload goes to the dead
+    /// letters at once instead of blocking the uploads behind it.
+    public func isPermanentFailure(_ error: any Error) -> Bool {
+        guard let error = error as? S3Error, error.code == .http, let status = error.httpStatus else { return false }
+        guard (400..<500).contains(status), ![408, 429].contains(status) else { return false }
+        let transient: Set<String> = [
+            "SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "ExpiredToken", "TokenRefreshRequired",
+            "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+        ]
+        return !transient.contains(error.s3Code ?? "")
+    }
+
     /// The object key of a cache key.
     public func objectKey(for key: CacheKey) -> String {
         let base = self.configuration.prefix.isEmpty ? "" : self.configuration.prefix + "/"

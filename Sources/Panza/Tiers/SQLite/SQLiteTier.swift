@@ -12,7 +12,9 @@ import Synchronization
 ///
 /// Reads record access times for LRU eviction in memory and the writer stores them later in
 /// batches, so a read takes no write lock. Expired entries are misses, and are deleted by the next
-/// write or by the periodic maintenance.
+/// read that finds them, at open, and by the writer in the background every
+/// ``Configuration/expiredReclaimInterval``. The WAL is kept small: `journal_size_limit` is 64 MiB
+/// and the writer runs a `TRUNCATE` checkpoint after every 32 MiB it writes.
 public final class SQLiteTier: CacheTier {
     /// How full the tier is.
     public struct Usage: Hashable, Sendable, Codable {
@@ -60,10 +62,30 @@ public final class SQLiteTier: CacheTier {
     private let nextReader = Atomic<Int>(0)
     private let isClosed = Atomic<Bool>(false)
 
-    private init(configuration: Configuration, writer: SQLiteWriter, readers: [SQLiteReader]) {
+    /// Deletes expired entries in the background, every ``Configuration/expiredReclaimInterval``.
+    private let reclaimer = Mutex<Task<Void, Never>?>(nil)
+
+    private init(configuration: Configuration, writer: SQLiteWriter, readers: [SQLiteReader], logger: Logger) {
         self.configuration = configuration
         self.writer = writer
         self.readers = readers
+        guard let interval = configuration.expiredReclaimInterval else { return }
+        let reclaim = Task { [writer] in
+            while !Task.isCancelled {
+                do {
+                    try await Task.sleep(for: interval)
+                    let reclaimed = try await writer.reclaimExpired(limit: 10_000)
+                    if reclaimed > 0 {
+                        logger.debug("panza: reclaimed expired SQLite entries", metadata: ["count": "\(reclaimed)"])
+                    }
+                } catch is CancellationError {
+                    return
+                } catch {
+                    logger.debug("panza: reclaiming expired entries deferred", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        self.reclaimer.withLock { $0 = reclaim }
     }
 
     /// Opens (creating or migrating) the database described by `configuration`.
@@ -99,7 +121,7 @@ public final class SQLiteTier: CacheTier {
             await writer.close()
             throw error
         }
-        return SQLiteTier(configuration: configuration, writer: writer, readers: readers)
+        return SQLiteTier(configuration: configuration, writer: writer, readers: readers, logger: logger ?? .panzaDisabled)
     }
 
     /// Entries evicted to keep within ``Configuration/maxBytes`` since the tier opened.
@@ -109,9 +131,7 @@ public final class SQLiteTier: CacheTier {
 
     public func blob(forKey key: CacheKey) async throws -> [UInt8]? {
         try self.checkOpen()
-        let index = self.nextReader.wrappingAdd(1, ordering: .relaxed).oldValue
-        let reader = self.readers[Int(UInt(bitPattern: index) % UInt(self.readers.count))]
-        let (blob, requestMaintenance) = try await reader.blob(forKey: key.rawValue, log: self.writer.accessLog)
+        let (blob, requestMaintenance) = try await self.nextReaderConnection().blob(forKey: key.rawValue, log: self.writer.accessLog)
         if requestMaintenance { self.writer.scheduleMaintenance() }
         return blob
     }
@@ -129,19 +149,29 @@ public final class SQLiteTier: CacheTier {
 
     // MARK: Outbox
 
-    func pendingOutbox(limit: Int) async throws -> [OutboxRecord] {
+    func claimOutbox(limit: Int, owner: String, lease: Duration) async throws -> [QueuedWrite] {
         try self.checkOpen()
-        return try await self.writer.pendingOutbox(limit: limit)
+        return try await self.writer.claimOutbox(limit: limit, owner: owner, lease: lease)
     }
 
-    func completeOutbox(_ ids: [Int64]) async throws {
+    func completeOutbox(_ batch: [QueuedWrite]) async throws {
         try self.checkOpen()
-        try await self.writer.completeOutbox(ids)
+        try await self.writer.completeOutbox(batch)
     }
 
-    func lastOutboxID() async throws -> Int64 {
+    func recordOutboxFailure(_ batch: [QueuedWrite], owner: String) async throws {
         try self.checkOpen()
-        return try await self.writer.lastOutboxID()
+        try await self.writer.recordOutboxFailure(batch, owner: owner)
+    }
+
+    func deadLetterOutbox(id: Int64, error: String) async throws {
+        try self.checkOpen()
+        try await self.writer.deadLetterOutbox(id: id, error: error)
+    }
+
+    func outboxWatermark() async throws -> (watermark: UInt64, last: UInt64) {
+        try self.checkOpen()
+        return try await self.writer.outboxWatermark()
     }
 
     /// Uploads waiting for the remote tier.
@@ -150,16 +180,51 @@ public final class SQLiteTier: CacheTier {
         return try await self.writer.outboxCount()
     }
 
-    func outboxShadow(forKey key: CacheKey) async throws -> WriteBehindLane.Shadow {
+    /// Uploads that failed for good, oldest first (see ``DeadLetter``).
+    ///
+    /// - Parameter limit: at most this many; `nil` for all.
+    public func deadLetters(limit: Int? = nil) async throws -> [DeadLetter] {
         try self.checkOpen()
+        return try await self.writer.deadLetters(limit: limit)
+    }
+
+    /// How many uploads failed for good and wait in the dead letters.
+    public func deadLetterCount() async throws -> Int {
+        try self.checkOpen()
+        return try await self.writer.deadLetterCount()
+    }
+
+    /// Puts every dead letter back in the outbox, as the file now sees it (a key is sent with its
+    /// current entry, or removed when it has none), so that a retried old write never overwrites a
+    /// newer one. Returns how many were retried. An open cache sends them within its poll interval.
+    @discardableResult
+    public func retryDeadLetters() async throws -> Int {
+        try self.checkOpen()
+        return try await self.writer.retryDeadLetters()
+    }
+
+    /// Deletes every dead letter. Returns how many.
+    @discardableResult
+    public func discardDeadLetters() async throws -> Int {
+        try self.checkOpen()
+        return try await self.writer.discardDeadLetters()
+    }
+
+    func outboxShadow(forKey key: CacheKey) async throws -> WriteShadow {
+        try self.checkOpen()
+        return try await self.nextReaderConnection().outboxShadow(forKey: key)
+    }
+
+    private func nextReaderConnection() -> SQLiteReader {
         let index = self.nextReader.wrappingAdd(1, ordering: .relaxed).oldValue
-        return try await self.readers[Int(UInt(bitPattern: index) % UInt(self.readers.count))].outboxShadow(forKey: key)
+        return self.readers[Int(UInt(bitPattern: index) % UInt(self.readers.count))]
     }
 
     /// Records pending access times and closes every connection. Later calls throw
     /// ``PanzaError/Code/closed``.
     public func close() async {
         guard !self.isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        self.reclaimer.withLock { $0?.cancel() }
         for reader in self.readers { await reader.close() }
         await self.writer.close()
     }

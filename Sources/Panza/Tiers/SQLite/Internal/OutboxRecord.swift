@@ -1,12 +1,13 @@
-/// One operation waiting in the SQLite outbox for a remote tier.
+/// The SQLite outbox: operations waiting for the remote tier, written in the same transaction as
+/// the local entry, and deleted only once the remote tier applied them.
 ///
-/// The outbox makes write-behind to a remote tier durable: the record is written in the same
-/// transaction as the local entry, and deleted only once the remote tier applied it.
-struct OutboxRecord: Sendable {
-    var id: Int64
-    var operation: CacheTierOperation
-
-    private enum Kind: Int64 {
+/// Several processes may share the file. An uploader *claims* the head of the outbox with a lease
+/// (owner, expiry) in a write transaction, and only a prefix whose records are free or whose lease
+/// expired: so one process at a time uploads, in id order, and no older write of a key can land
+/// after a newer one. A record whose process died is taken over when its lease expires, or at once
+/// when the owner was a process of this machine that no longer runs.
+enum OutboxRecord {
+    enum Kind: Int64 {
         case store = 0
         case remove = 1
         case removeNamespace = 2
@@ -38,41 +39,204 @@ struct OutboxRecord: Sendable {
         try statement.run()
     }
 
-    static func pending(in connection: SQLiteConnection, limit: Int) throws -> [OutboxRecord] {
-        let statement = try connection.statement(
-            "SELECT id, kind, key, namespace, blob, expires_at FROM outbox ORDER BY id LIMIT ?"
-        )
-        defer { statement.reset() }
-        try statement.bind(Int64(limit), at: 1)
-        var records: [OutboxRecord] = []
-        while try statement.step() {
-            let key = CacheKey(namespace: statement.text(at: 3), rawValue: statement.text(at: 2))
-            let operation: CacheTierOperation
-            switch Kind(rawValue: statement.int64(at: 1)) {
-            case .store: operation = .store(key: key, blob: statement.bytes(at: 4), expiresAtMilliseconds: statement.optionalInt64(at: 5))
-            case .remove: operation = .remove(key)
-            case .removeNamespace: operation = .removeNamespace(statement.text(at: 3))
-            case .removeAll, nil: operation = .removeAll
-            }
-            records.append(OutboxRecord(id: statement.int64(at: 0), operation: operation))
+    /// Reads the operation of the current row of a `SELECT id, kind, key, namespace, blob, expires_at`.
+    ///
+    /// - Throws: ``PanzaError/Code/unsupportedFormat`` for a kind this version does not know (a
+    ///   newer Panza wrote it): it is never guessed.
+    static func operation(of statement: SQLiteStatement, path: String) throws -> CacheTierOperation {
+        let kind = statement.int64(at: 1)
+        switch Kind(rawValue: kind) {
+        case .store:
+            return .store(
+                key: CacheKey(namespace: statement.text(at: 3), rawValue: statement.text(at: 2)),
+                blob: statement.bytes(at: 4),
+                expiresAtMilliseconds: statement.optionalInt64(at: 5)
+            )
+        case .remove:
+            return .remove(CacheKey(namespace: statement.text(at: 3), rawValue: statement.text(at: 2)))
+        case .removeNamespace:
+            return .removeNamespace(statement.text(at: 3))
+        case .removeAll:
+            return .removeAll
+        case nil:
+            throw PanzaError(
+                code: .unsupportedFormat,
+                message: "outbox record \(statement.int64(at: 0)) has kind \(kind), unknown to this Panza",
+                path: path
+            )
         }
-        return records
     }
 
-    /// What the outbox says about `key` before the remote tier is asked: the newest record that
-    /// affects it decides.
-    static func shadow(in connection: SQLiteConnection, key: CacheKey) throws -> WriteBehindLane.Shadow {
+    /// Claims the oldest records, at most `limit`, that no other live uploader holds.
+    static func claim(
+        in connection: SQLiteConnection,
+        limit: Int,
+        owner: String,
+        leaseMilliseconds: Int64,
+        now: Int64,
+        ownerIsAlive: (String) -> Bool
+    ) throws -> (claimed: [QueuedWrite], unreadable: [(id: Int64, error: PanzaError)]) {
+        try connection.writeTransaction {
+            let select = try connection.statement(
+                """
+                SELECT id, kind, key, namespace, blob, expires_at, attempts, lease_owner, lease_expires_at
+                FROM outbox ORDER BY id LIMIT ?
+                """
+            )
+            try select.bind(Int64(limit), at: 1)
+            var claimed: [QueuedWrite] = []
+            var unreadable: [(id: Int64, error: PanzaError)] = []
+            while try select.step() {
+                if let leaseOwner = select.optionalText(at: 7), leaseOwner != owner,
+                    let expiresAt = select.optionalInt64(at: 8), expiresAt > now, ownerIsAlive(leaseOwner)
+                {
+                    break  // another process is uploading the head; keep the order
+                }
+                let id = select.int64(at: 0)
+                do {
+                    let operation = try self.operation(of: select, path: connection.path)
+                    claimed.append(
+                        QueuedWrite(
+                            sequence: UInt64(id),
+                            operation: operation,
+                            replicate: false,
+                            attempts: Int(select.int64(at: 6))
+                        )
+                    )
+                } catch let error as PanzaError {
+                    unreadable.append((id, error))
+                    break
+                }
+            }
+            select.reset()
+            if let first = claimed.first, let last = claimed.last {
+                let lease = try connection.statement(
+                    "UPDATE outbox SET lease_owner = ?1, lease_expires_at = ?2 WHERE id BETWEEN ?3 AND ?4"
+                )
+                try lease.bind(owner, at: 1)
+                try lease.bind(now + leaseMilliseconds, at: 2)
+                try lease.bind(Int64(first.sequence), at: 3)
+                try lease.bind(Int64(last.sequence), at: 4)
+                try lease.run()
+            }
+            return (claimed, unreadable)
+        }
+    }
+
+    /// Deletes uploaded records, and the dead-lettered removals of their keys that they supersede.
+    static func complete(_ batch: [QueuedWrite], in connection: SQLiteConnection) throws {
+        guard let first = batch.first, let last = batch.last else { return }
+        try connection.writeTransaction {
+            let delete = try connection.statement("DELETE FROM outbox WHERE id BETWEEN ? AND ?")
+            try delete.bind(Int64(first.sequence), at: 1)
+            try delete.bind(Int64(last.sequence), at: 2)
+            try delete.run()
+            let anyDead = try connection.statement("SELECT EXISTS (SELECT 1 FROM dead_letter WHERE kind = 1)")
+            let hasDeadRemovals = try anyDead.step() && anyDead.int64(at: 0) == 1
+            anyDead.reset()
+            guard hasDeadRemovals else { return }
+            let superseded = try connection.statement("DELETE FROM dead_letter WHERE kind = 1 AND key = ? AND id < ?")
+            for write in batch {
+                guard case .store(let key, _, _) = write.operation else { continue }
+                superseded.reset()
+                try superseded.bind(key.rawValue, at: 1)
+                try superseded.bind(Int64(write.sequence), at: 2)
+                try superseded.run()
+            }
+        }
+    }
+
+    /// Counts a failed attempt of every record of `batch` and gives the lease back.
+    static func recordFailure(_ batch: [QueuedWrite], owner: String, in connection: SQLiteConnection) throws {
+        guard let first = batch.first, let last = batch.last else { return }
+        try connection.writeTransaction {
+            let statement = try connection.statement(
+                """
+                UPDATE outbox SET attempts = attempts + 1, lease_owner = NULL, lease_expires_at = NULL
+                WHERE id BETWEEN ?1 AND ?2 AND (lease_owner IS NULL OR lease_owner = ?3)
+                """
+            )
+            try statement.bind(Int64(first.sequence), at: 1)
+            try statement.bind(Int64(last.sequence), at: 2)
+            try statement.bind(owner, at: 3)
+            try statement.run()
+        }
+    }
+
+    /// Moves record `id` to the dead letters, with the error that put it there.
+    static func deadLetter(id: Int64, error: String, in connection: SQLiteConnection, now: Int64) throws {
+        try connection.writeTransaction {
+            let move = try connection.statement(
+                """
+                INSERT OR REPLACE INTO dead_letter
+                    (id, kind, key, namespace, blob, expires_at, created_at, attempts, error, failed_at)
+                SELECT id, kind, key, namespace, blob, expires_at, created_at, attempts + 1, ?2, ?3
+                FROM outbox WHERE id = ?1
+                """
+            )
+            try move.bind(id, at: 1)
+            try move.bind(error, at: 2)
+            try move.bind(now, at: 3)
+            try move.run()
+            let delete = try connection.statement("DELETE FROM outbox WHERE id = ?")
+            try delete.bind(id, at: 1)
+            try delete.run()
+        }
+    }
+
+    /// The highest id below which no record is pending, and the newest id ever given.
+    static func watermark(in connection: SQLiteConnection) throws -> (watermark: UInt64, last: UInt64) {
         let statement = try connection.statement(
             """
-            SELECT kind, blob FROM outbox
-            WHERE key = ?1 OR (kind = 2 AND namespace = ?2) OR kind = 3
-            ORDER BY id DESC LIMIT 1
+            SELECT (SELECT min(id) FROM outbox),
+                   coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)
             """
         )
         defer { statement.reset() }
-        try statement.bind(key.rawValue, at: 1)
-        try statement.bind(key.namespace, at: 2)
-        guard try statement.step() else { return .none }
-        return statement.int64(at: 0) == Kind.store.rawValue ? .stored(statement.bytes(at: 1)) : .removed
+        guard try statement.step() else { return (0, 0) }
+        let last = UInt64(max(0, statement.int64(at: 1)))
+        guard let oldest = statement.optionalInt64(at: 0) else { return (last, last) }
+        return (UInt64(max(0, oldest - 1)), last)
+    }
+
+    /// What the outbox and the dead letters say about `key` before the remote tier is asked: the
+    /// newest record that concerns it decides, and a removal that failed for good keeps hiding the
+    /// remote copy. Every query is an index probe, however long the outbox.
+    static func shadow(in connection: SQLiteConnection, key: CacheKey) throws -> WriteShadow {
+        var newest: (id: Int64, blob: [UInt8]?)?
+        func consider(_ sql: String, bind: (SQLiteStatement) throws -> Void, hasBlob: Bool) throws {
+            let statement = try connection.statement(sql)
+            defer { statement.reset() }
+            try bind(statement)
+            guard try statement.step(), let id = statement.optionalInt64(at: 0) else { return }
+            if id > newest?.id ?? 0 {
+                let isStore = hasBlob && statement.int64(at: 1) == Kind.store.rawValue
+                newest = (id, isStore ? statement.bytes(at: 2) : nil)
+            }
+        }
+        try consider(
+            "SELECT id, kind, blob FROM outbox WHERE key = ?1 ORDER BY id DESC LIMIT 1",
+            bind: { try $0.bind(key.rawValue, at: 1) },
+            hasBlob: true
+        )
+        try consider(
+            "SELECT max(id) FROM outbox WHERE kind = 2 AND namespace = ?1",
+            bind: { try $0.bind(key.namespace, at: 1) },
+            hasBlob: false
+        )
+        try consider("SELECT max(id) FROM outbox WHERE kind = 3", bind: { _ in }, hasBlob: false)
+        try consider(
+            "SELECT max(id) FROM dead_letter WHERE kind = 1 AND key = ?1",
+            bind: { try $0.bind(key.rawValue, at: 1) },
+            hasBlob: false
+        )
+        try consider(
+            "SELECT max(id) FROM dead_letter WHERE kind = 2 AND namespace = ?1",
+            bind: { try $0.bind(key.namespace, at: 1) },
+            hasBlob: false
+        )
+        try consider("SELECT max(id) FROM dead_letter WHERE kind = 3", bind: { _ in }, hasBlob: false)
+        guard let newest else { return .none }
+        return newest.blob.map { .stored($0) } ?? .removed
     }
 }

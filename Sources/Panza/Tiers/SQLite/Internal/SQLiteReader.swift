@@ -6,10 +6,13 @@ actor SQLiteReader {
     private nonisolated let executor: DispatchQueueExecutor
     private let connection: SQLiteConnection
     private let accessTimeResolution: Int64
+    private let path: String
+    private var isClosed = false
 
     nonisolated var unownedExecutor: UnownedSerialExecutor { self.executor.asUnownedSerialExecutor() }
 
-    private init(executor: DispatchQueueExecutor, connection: SQLiteConnection, accessTimeResolution: Int64) {
+    private init(executor: DispatchQueueExecutor, connection: SQLiteConnection, accessTimeResolution: Int64, path: String) {
+        self.path = path
         self.executor = executor
         self.connection = connection
         self.accessTimeResolution = accessTimeResolution
@@ -29,13 +32,14 @@ actor SQLiteReader {
             try connection.execute("PRAGMA mmap_size = \(memoryMapBytes)")
             return connection
         }
-        return SQLiteReader(executor: executor, connection: connection.value, accessTimeResolution: accessTimeResolution)
+        return SQLiteReader(executor: executor, connection: connection.value, accessTimeResolution: accessTimeResolution, path: path)
     }
 
     /// The stored blob of `key`, or `nil` when it is missing or expired. Notes accesses and expiries in `log`.
     ///
     /// - Returns: the blob, and whether the writer should be asked for maintenance.
     func blob(forKey key: String, log: AccessLog) throws -> (blob: [UInt8]?, requestMaintenance: Bool) {
+        try self.checkOpen()
         let statement = try self.connection.statement("SELECT blob, expires_at, accessed_at FROM entry WHERE key = ?")
         defer { statement.reset() }
         try statement.bind(key, at: 1)
@@ -52,12 +56,22 @@ actor SQLiteReader {
     }
 
     /// What the outbox holds for `key`.
-    func outboxShadow(forKey key: CacheKey) throws -> WriteBehindLane.Shadow {
-        try OutboxRecord.shadow(in: self.connection, key: key)
+    func outboxShadow(forKey key: CacheKey) throws -> WriteShadow {
+        try self.checkOpen()
+        return try OutboxRecord.shadow(in: self.connection, key: key)
     }
 
     func close() {
+        self.isClosed = true
         self.connection.close()
+    }
+
+    /// A lookup that reached the reader after the tier closed fails instead of touching a closed
+    /// connection.
+    private func checkOpen() throws {
+        if self.isClosed {
+            throw PanzaError(code: .closed, message: "the SQLite tier is closed", path: self.path)
+        }
     }
 }
 

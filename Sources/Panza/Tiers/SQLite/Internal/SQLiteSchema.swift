@@ -53,6 +53,32 @@ enum SQLiteSchema {
         );
         CREATE INDEX outbox_by_key ON outbox(key);
         """,
+        // Version 3: leases so that several processes never upload one key out of order, attempts
+        // and dead letters for operations that fail for good, and indexes for every shadow lookup.
+        """
+        ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE outbox ADD COLUMN lease_owner TEXT;
+        ALTER TABLE outbox ADD COLUMN lease_expires_at INTEGER;
+        DROP INDEX outbox_by_key;
+        CREATE INDEX outbox_by_key ON outbox(key, id);
+        CREATE INDEX outbox_namespace_removals ON outbox(namespace, id) WHERE kind = 2;
+        CREATE INDEX outbox_all_removals ON outbox(id) WHERE kind = 3;
+        CREATE TABLE dead_letter (
+            id INTEGER NOT NULL PRIMARY KEY,
+            kind INTEGER NOT NULL,
+            key TEXT,
+            namespace TEXT,
+            blob BLOB,
+            expires_at INTEGER,
+            created_at INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            error TEXT NOT NULL,
+            failed_at INTEGER NOT NULL
+        );
+        CREATE INDEX dead_letter_key_removals ON dead_letter(key, id) WHERE kind = 1;
+        CREATE INDEX dead_letter_namespace_removals ON dead_letter(namespace, id) WHERE kind = 2;
+        CREATE INDEX dead_letter_all_removals ON dead_letter(id) WHERE kind = 3;
+        """,
     ]
 
     /// Creates or migrates the schema of the file behind `connection`.
@@ -66,6 +92,7 @@ enum SQLiteSchema {
         {
             return
         }
+        try self.checkOwnership(connection)
         try connection.writeTransaction {
             let applicationID = try scalar(connection, "PRAGMA application_id")
             let version = try scalar(connection, "PRAGMA user_version")
@@ -92,6 +119,29 @@ enum SQLiteSchema {
             if version != currentVersion {
                 try connection.execute("PRAGMA user_version = \(currentVersion)")
             }
+        }
+    }
+
+    /// Throws ``PanzaError/Code/notAPanzaDatabase`` for a database of another application and
+    /// ``PanzaError/Code/unsupportedSchemaVersion`` for a newer Panza file, changing nothing: it runs
+    /// before any pragma that writes (such as `journal_mode`).
+    static func checkOwnership(_ connection: SQLiteConnection) throws {
+        let applicationID = try scalar(connection, "PRAGMA application_id")
+        let version = try scalar(connection, "PRAGMA user_version")
+        if applicationID == 0 {
+            guard version == 0, try scalar(connection, "SELECT count(*) FROM sqlite_schema") == 0 else {
+                throw notPanza(connection)
+            }
+            return
+        }
+        guard applicationID == self.applicationID else { throw notPanza(connection) }
+        guard version <= currentVersion else {
+            throw PanzaError(
+                code: .unsupportedSchemaVersion,
+                message: "the file has schema version \(version); this Panza reads up to \(currentVersion). "
+                    + "Upgrade Panza or use another file",
+                path: connection.path
+            )
         }
     }
 

@@ -87,6 +87,10 @@ final class SQLiteStatement {
         sqlite3_column_type(self.handle, column) == SQLITE_NULL ? nil : sqlite3_column_int64(self.handle, column)
     }
 
+    func optionalText(at column: Int32) -> String? {
+        sqlite3_column_type(self.handle, column) == SQLITE_NULL ? nil : self.text(at: column)
+    }
+
     func text(at column: Int32) -> String {
         guard let pointer = sqlite3_column_text(self.handle, column) else { return "" }
         let count = Int(sqlite3_column_bytes(self.handle, column))

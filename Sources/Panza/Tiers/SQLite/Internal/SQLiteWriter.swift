@@ -20,6 +20,7 @@ actor SQLiteWriter {
     let accessLog = AccessLog()
     private var connection: SQLiteConnection?
     private var isClosed = false
+    private var bytesSinceCheckpoint = 0
     private let evictions = Atomic<Int>(0)
 
     nonisolated var unownedExecutor: UnownedSerialExecutor {
@@ -91,6 +92,43 @@ actor SQLiteWriter {
             try self.writePendingMaintenance(connection, now: now)
             try self.evictIfNeeded(connection)
         }
+        self.bytesSinceCheckpoint += operations.reduce(0) { total, item in
+            if case .store(_, let blob, _) = item.operation { return total + blob.count }
+            return total
+        }
+        if self.bytesSinceCheckpoint >= Self.checkpointAfterBytes {
+            self.bytesSinceCheckpoint = 0
+            self.checkpoint(connection)
+        }
+    }
+
+    /// The WAL is truncated to at most this after a checkpoint (`PRAGMA journal_size_limit`).
+    static let journalSizeLimit = 64 << 20
+    /// A `TRUNCATE` checkpoint runs after this many bytes were written, so that large batches do
+    /// not leave a large WAL behind.
+    static let checkpointAfterBytes = 32 << 20
+
+    private func checkpoint(_ connection: SQLiteConnection) {
+        do {
+            try connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        } catch {
+            self.logger.debug("panza: WAL checkpoint deferred", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Deletes up to `limit` expired entries. Returns how many; run by the tier in the background.
+    @discardableResult
+    func reclaimExpired(limit: Int) throws -> Int {
+        let connection = try self.openConnectionOrThrow()
+        return try connection.writeTransaction {
+            let statement = try connection.statement(
+                "DELETE FROM entry WHERE key IN (SELECT key FROM entry WHERE expires_at <= ?1 LIMIT ?2)"
+            )
+            try statement.bind(WallClock.nowMilliseconds(), at: 1)
+            try statement.bind(Int64(limit), at: 2)
+            try statement.run()
+            return connection.changes
+        }
     }
 
     func close() {
@@ -111,29 +149,47 @@ actor SQLiteWriter {
 
     // MARK: Outbox
 
-    /// The oldest outbox records, in order.
-    func pendingOutbox(limit: Int) throws -> [OutboxRecord] {
-        try OutboxRecord.pending(in: try self.openConnectionOrThrow(), limit: limit)
+    /// Claims the oldest outbox records that no other live process holds; records of a kind this
+    /// version cannot read go straight to the dead letters.
+    func claimOutbox(limit: Int, owner: String, lease: Duration) throws -> [QueuedWrite] {
+        let connection = try self.openConnectionOrThrow()
+        let now = WallClock.nowMilliseconds()
+        let (claimed, unreadable) = try OutboxRecord.claim(
+            in: connection,
+            limit: limit,
+            owner: owner,
+            leaseMilliseconds: lease.wholeMilliseconds,
+            now: now,
+            ownerIsAlive: OutboxLeaseOwner.isAlive
+        )
+        for (id, error) in unreadable {
+            self.logger.error(
+                "panza: outbox record unreadable; moved to the dead letters",
+                metadata: ["id": "\(id)", "error": "\(error)"]
+            )
+            try OutboxRecord.deadLetter(id: id, error: error.message, in: connection, now: now)
+        }
+        if claimed.isEmpty, !unreadable.isEmpty {
+            return try self.claimOutbox(limit: limit, owner: owner, lease: lease)
+        }
+        return claimed
     }
 
     /// Deletes outbox records once the remote tier applied them.
-    func completeOutbox(_ ids: [Int64]) throws {
-        let connection = try self.openConnectionOrThrow()
-        try connection.writeTransaction {
-            let statement = try connection.statement("DELETE FROM outbox WHERE id = ?")
-            for id in ids {
-                statement.reset()
-                try statement.bind(id, at: 1)
-                try statement.run()
-            }
-        }
+    func completeOutbox(_ batch: [QueuedWrite]) throws {
+        try OutboxRecord.complete(batch, in: try self.openConnectionOrThrow())
     }
 
-    /// The newest outbox record id, or 0.
-    func lastOutboxID() throws -> Int64 {
-        let statement = try self.openConnectionOrThrow().statement("SELECT coalesce(max(id), 0) FROM outbox")
-        defer { statement.reset() }
-        return try statement.step() ? statement.int64(at: 0) : 0
+    func recordOutboxFailure(_ batch: [QueuedWrite], owner: String) throws {
+        try OutboxRecord.recordFailure(batch, owner: owner, in: try self.openConnectionOrThrow())
+    }
+
+    func deadLetterOutbox(id: Int64, error: String) throws {
+        try OutboxRecord.deadLetter(id: id, error: error, in: try self.openConnectionOrThrow(), now: WallClock.nowMilliseconds())
+    }
+
+    func outboxWatermark() throws -> (watermark: UInt64, last: UInt64) {
+        try OutboxRecord.watermark(in: try self.openConnectionOrThrow())
     }
 
     /// How many records wait in the outbox.
@@ -141,6 +197,108 @@ actor SQLiteWriter {
         let statement = try self.openConnectionOrThrow().statement("SELECT count(*) FROM outbox")
         defer { statement.reset() }
         return try statement.step() ? Int(statement.int64(at: 0)) : 0
+    }
+
+    /// The dead letters, oldest first.
+    func deadLetters(limit: Int?) throws -> [DeadLetter] {
+        let statement = try self.openConnectionOrThrow().statement(
+            """
+            SELECT id, kind, key, namespace, blob, expires_at, attempts, error, failed_at
+            FROM dead_letter ORDER BY id LIMIT ?
+            """
+        )
+        defer { statement.reset() }
+        try statement.bind(Int64(limit ?? -1), at: 1)
+        var result: [DeadLetter] = []
+        while try statement.step() {
+            let kind = OutboxRecord.Kind(rawValue: statement.int64(at: 1))
+            result.append(
+                DeadLetter(
+                    id: statement.int64(at: 0),
+                    operation: kind.map { "\($0)" } ?? "unknown(\(statement.int64(at: 1)))",
+                    key: statement.optionalText(at: 2),
+                    namespace: statement.optionalText(at: 3),
+                    bytes: statement.bytes(at: 4).count,
+                    attempts: Int(statement.int64(at: 6)),
+                    error: statement.text(at: 7),
+                    failedAtMilliseconds: statement.int64(at: 8)
+                )
+            )
+        }
+        return result
+    }
+
+    func deadLetterCount() throws -> Int {
+        let statement = try self.openConnectionOrThrow().statement("SELECT count(*) FROM dead_letter")
+        defer { statement.reset() }
+        return try statement.step() ? Int(statement.int64(at: 0)) : 0
+    }
+
+    /// Puts the dead letters back in the outbox, as the local file now sees them: a key is uploaded
+    /// with its current local entry (or removed when there is none), so that a retried old write
+    /// never overwrites a newer one; a removal of a namespace or of everything is sent again,
+    /// followed by the current local entries it covers. Returns how many dead letters were retried.
+    func retryDeadLetters() throws -> Int {
+        let connection = try self.openConnectionOrThrow()
+        return try connection.writeTransaction {
+            let select = try connection.statement("SELECT id, kind, key, namespace FROM dead_letter ORDER BY id")
+            var letters: [(kind: Int64, key: String?, namespace: String?)] = []
+            while try select.step() {
+                letters.append((select.int64(at: 1), select.optionalText(at: 2), select.optionalText(at: 3)))
+            }
+            select.reset()
+            let now = WallClock.nowMilliseconds()
+            let current = try connection.statement("SELECT key, namespace, blob, expires_at FROM entry WHERE key = ?")
+            let scope = try connection.statement(
+                "SELECT key, namespace, blob, expires_at FROM entry WHERE ?1 IS NULL OR namespace = ?1 ORDER BY key"
+            )
+            func storeCurrent(_ statement: SQLiteStatement) throws {
+                try OutboxRecord.insert(
+                    .store(
+                        key: CacheKey(namespace: statement.text(at: 1), rawValue: statement.text(at: 0)),
+                        blob: statement.bytes(at: 2),
+                        expiresAtMilliseconds: statement.optionalInt64(at: 3)
+                    ),
+                    into: connection,
+                    now: now
+                )
+            }
+            for letter in letters {
+                switch OutboxRecord.Kind(rawValue: letter.kind) {
+                case .store, .remove:
+                    guard let key = letter.key else { continue }
+                    current.reset()
+                    try current.bind(key, at: 1)
+                    if try current.step() {
+                        try storeCurrent(current)
+                    } else {
+                        try OutboxRecord.insert(.remove(CacheKey(namespace: letter.namespace ?? "", rawValue: key)), into: connection, now: now)
+                    }
+                    current.reset()
+                case .removeNamespace, .removeAll:
+                    let namespace = letter.kind == OutboxRecord.Kind.removeAll.rawValue ? nil : letter.namespace
+                    try OutboxRecord.insert(namespace.map { .removeNamespace($0) } ?? .removeAll, into: connection, now: now)
+                    scope.reset()
+                    if let namespace { try scope.bind(namespace, at: 1) }
+                    while try scope.step() { try storeCurrent(scope) }
+                    scope.reset()
+                case nil:
+                    continue  // a newer Panza's record: left for it
+                }
+            }
+            let delete = try connection.statement("DELETE FROM dead_letter WHERE kind IN (0, 1, 2, 3)")
+            try delete.run()
+            return connection.changes
+        }
+    }
+
+    /// Deletes the dead letters. Returns how many.
+    func discardDeadLetters() throws -> Int {
+        let connection = try self.openConnectionOrThrow()
+        return try connection.writeTransaction {
+            try connection.statement("DELETE FROM dead_letter").run()
+            return connection.changes
+        }
     }
 
     // MARK: Administration
@@ -324,7 +482,10 @@ actor SQLiteWriter {
         let timeout = Int32(clamping: self.configuration.busyTimeout.wholeMilliseconds)
         let connection = try SQLiteConnection(path: self.configuration.path, busyTimeoutMilliseconds: timeout)
         do {
+            // Refuse a foreign or newer file before anything writes to it.
+            try SQLiteSchema.checkOwnership(connection)
             try connection.execute("PRAGMA journal_mode = WAL")
+            try connection.execute("PRAGMA journal_size_limit = \(Self.journalSizeLimit)")
             try connection.execute("PRAGMA synchronous = \(self.configuration.synchronous.rawValue)")
             try SQLiteSchema.prepare(connection)
             return connection

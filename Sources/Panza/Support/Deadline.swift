@@ -1,0 +1,64 @@
+import Synchronization
+
+/// Waiting with a deadline for work that may never end (a tier that hangs), without waiting for it.
+enum Deadline {
+    /// Runs `body` in a task of its own and returns whether it finished within `duration`. When it
+    /// did not, it goes on in the background; the caller stops waiting at the deadline.
+    static func completes(within duration: Duration, _ body: @escaping @Sendable () async -> Void) async -> Bool {
+        let outcome = Outcome()
+        Task {
+            await body()
+            outcome.settle(true)
+        }
+        let timer = Task {
+            try? await Task.sleep(for: max(duration, .zero))
+            outcome.settle(false)
+        }
+        let finished = await outcome.value()
+        timer.cancel()
+        return finished
+    }
+
+    /// The first of two answers, for one waiter.
+    private final class Outcome: Sendable {
+        private struct State {
+            var value: Bool?
+            var waiter: CheckedContinuation<Bool, Never>?
+        }
+
+        private let state = Mutex(State())
+
+        func settle(_ value: Bool) {
+            let waiter = self.state.withLock { state -> CheckedContinuation<Bool, Never>? in
+                guard state.value == nil else { return nil }
+                state.value = value
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume(returning: value)
+        }
+
+        func value() async -> Bool {
+            await withCheckedContinuation { continuation in
+                let ready = self.state.withLock { state -> Bool? in
+                    if let value = state.value { return value }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        }
+    }
+}
+
+/// Collects the first error of several steps run in a task.
+final class ErrorBox: Sendable {
+    private let stored = Mutex<(any Error & Sendable)?>(nil)
+
+    func record(_ error: any Error) {
+        let sendable: any Error & Sendable = (error as? any Error & Sendable) ?? PanzaError(code: .closed, message: "\(error)")
+        self.stored.withLock { if $0 == nil { $0 = sendable } }
+    }
+
+    var first: (any Error & Sendable)? { self.stored.withLock { $0 } }
+}

@@ -1,0 +1,261 @@
+import Synchronization
+
+/// The in-memory write-behind queue of one tier: SQLite, or a remote tier without SQLite above it.
+///
+/// Operations are queued by ``TieredCache`` in version order (it enqueues under its version lock)
+/// and applied in that order by a ``QueueDrainer``. Until an operation is applied its effect shows
+/// in ``shadow(forKey:)``: a queued store is read from here, and a queued removal of a key, of its
+/// namespace or of everything hides whatever the tier still holds. A removal that ends in the dead
+/// letters keeps hiding the key for the life of the process, since the tier may still hold the
+/// old value.
+///
+/// The queue is bounded by operations and by bytes; ``waitForRoom()`` is where writers wait.
+final class MemoryWriteQueue: WriteQueue {
+    private struct Pending {
+        var write: QueuedWrite
+        var version: UInt64
+        var namespace: String?
+    }
+
+    private struct KeyShadow {
+        var version: UInt64
+        var namespace: String
+        var blob: [UInt8]?
+    }
+
+    private struct State {
+        var pending: [Pending] = []
+        var head = 0
+        var pendingBytes = 0
+        var lastSequence: UInt64 = 0
+        var watermark: UInt64 = 0
+        var keys: [String: KeyShadow] = [:]
+        var namespaceRemovals: [String: UInt64] = [:]
+        var removeAllVersion: UInt64?
+        /// Removals that went to the dead letters: they hide their keys for good.
+        var poisonedKeys: [String: UInt64] = [:]
+        var poisonedNamespaces: [String: UInt64] = [:]
+        var poisonedAll: UInt64?
+        /// Keys written to the tier after a removal was poisoned: their stored value is valid.
+        var writtenAfterPoison: [String: UInt64] = [:]
+        var hasPoison: Bool { !self.poisonedKeys.isEmpty || !self.poisonedNamespaces.isEmpty || self.poisonedAll != nil }
+        var roomWaiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
+        var nextWaiterID: UInt64 = 0
+        var isClosed = false
+
+        var count: Int { self.pending.count - self.head }
+    }
+
+    let tierName: String
+    let maxPending: Int
+    let maxPendingBytes: Int
+    private let applier: @Sendable ([QueuedWrite]) async throws -> Void
+    private let permanent: @Sendable (any Error) -> Bool
+    private let state = Mutex(State())
+
+    /// - Parameters:
+    ///   - applier: writes a batch to the tier (for SQLite, with its outbox records).
+    ///   - isPermanent: the tier's classification of its errors.
+    init(
+        tierName: String,
+        maxPending: Int,
+        maxPendingBytes: Int,
+        isPermanent: @escaping @Sendable (any Error) -> Bool,
+        applier: @escaping @Sendable ([QueuedWrite]) async throws -> Void
+    ) {
+        self.tierName = tierName
+        self.maxPending = maxPending
+        self.maxPendingBytes = maxPendingBytes
+        self.permanent = isPermanent
+        self.applier = applier
+    }
+
+    var pendingCount: Int { self.state.withLock { $0.count } }
+    var pendingBytes: Int { self.state.withLock { $0.pendingBytes } }
+
+    // MARK: Writers
+
+    /// Returns once the queue has room for one more operation.
+    ///
+    /// Room is advisory: writers that were let in together may overshoot the bounds by one
+    /// operation each. A closed queue always has room (the caller then fails on its own check).
+    ///
+    /// - Throws: `CancellationError` when the task is cancelled while waiting.
+    func waitForRoom() async throws {
+        if self.state.withLock({ self.hasRoom($0) }) { return }
+        let id = self.state.withLock { state in
+            state.nextWaiterID &+= 1
+            return state.nextWaiterID
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                enum Registration { case ready, cancelled, waiting }
+                let registration: Registration = self.state.withLock { state in
+                    if self.hasRoom(state) { return .ready }
+                    if Task.isCancelled { return .cancelled }
+                    state.roomWaiters[id] = continuation
+                    return .waiting
+                }
+                switch registration {
+                case .ready: continuation.resume()
+                case .cancelled: continuation.resume(throwing: CancellationError())
+                case .waiting: break
+                }
+            }
+        } onCancel: {
+            let waiter = self.state.withLock { $0.roomWaiters.removeValue(forKey: id) }
+            waiter?.resume(throwing: CancellationError())
+        }
+    }
+
+    private func hasRoom(_ state: State) -> Bool {
+        state.isClosed || (state.count < self.maxPending && state.pendingBytes < self.maxPendingBytes)
+    }
+
+    /// Queues `operation` at `version`. Never waits: call ``waitForRoom()`` first.
+    ///
+    /// - Parameter isFill: a copy of an entry from a lower tier; dropped (returns `nil`) when the
+    ///   queue is full, since the entry is not lost.
+    /// - Returns: the operation's sequence, for ``QueueDrainer/waitUntilApplied(_:)``.
+    @discardableResult
+    func enqueue(_ operation: CacheTierOperation, version: UInt64, replicate: Bool, isFill: Bool = false) -> UInt64? {
+        self.state.withLock { state in
+            if isFill, !self.hasRoom(state) { return nil }
+            state.lastSequence += 1
+            let write = QueuedWrite(sequence: state.lastSequence, operation: operation, replicate: replicate, attempts: 0)
+            var namespace: String?
+            switch operation {
+            case .store(let key, let blob, _):
+                state.keys[key.rawValue] = KeyShadow(version: version, namespace: key.namespace, blob: blob)
+            case .remove(let key):
+                state.keys[key.rawValue] = KeyShadow(version: version, namespace: key.namespace, blob: nil)
+            case .removeNamespace(let removed):
+                state.namespaceRemovals[removed] = version
+                namespace = removed
+            case .removeAll:
+                state.removeAllVersion = version
+            }
+            state.pending.append(Pending(write: write, version: version, namespace: namespace))
+            state.pendingBytes += write.byteCount
+            return write.sequence
+        }
+    }
+
+    /// Lets every writer waiting for room go (they then find the cache closed).
+    func close() {
+        let waiters = self.state.withLock { state in
+            state.isClosed = true
+            defer { state.roomWaiters = [:] }
+            return Array(state.roomWaiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    // MARK: Readers
+
+    func shadow(forKey key: CacheKey) -> WriteShadow {
+        self.state.withLock { state in
+            let entry = state.keys[key.rawValue]
+            var scopeRemoval = max(state.namespaceRemovals[key.namespace] ?? 0, state.removeAllVersion ?? 0)
+            if state.hasPoison {
+                let poison = max(
+                    state.poisonedNamespaces[key.namespace] ?? 0,
+                    state.poisonedAll ?? 0,
+                    state.poisonedKeys[key.rawValue] ?? 0
+                )
+                if poison > state.writtenAfterPoison[key.rawValue] ?? 0 { scopeRemoval = max(scopeRemoval, poison) }
+            }
+            if let entry, entry.version >= scopeRemoval {
+                return entry.blob.map { .stored($0) } ?? .removed
+            }
+            return scopeRemoval > 0 ? .removed : .none
+        }
+    }
+
+    // MARK: WriteQueue
+
+    func claim(limit: Int) -> [QueuedWrite] {
+        self.state.withLock { state in
+            let end = min(state.pending.count, state.head + limit)
+            return state.pending[state.head..<end].map(\.write)
+        }
+    }
+
+    func apply(_ batch: [QueuedWrite]) async throws {
+        try await self.applier(batch)
+    }
+
+    func complete(_ batch: [QueuedWrite]) -> UInt64 {
+        let (watermark, room) = self.state.withLock { state in
+            for _ in batch { self.removeHead(&state, poisoned: false) }
+            return (state.watermark, self.takeRoomWaiters(&state))
+        }
+        for waiter in room { waiter.resume() }
+        return watermark
+    }
+
+    func recordFailure(_ batch: [QueuedWrite]) {
+        self.state.withLock { state in
+            for index in state.head..<min(state.pending.count, state.head + batch.count) {
+                state.pending[index].write.attempts += 1
+            }
+        }
+    }
+
+    func deadLetter(_ write: QueuedWrite, error: any Error) -> UInt64 {
+        let (watermark, room) = self.state.withLock { state in
+            self.removeHead(&state, poisoned: true)
+            return (state.watermark, self.takeRoomWaiters(&state))
+        }
+        for waiter in room { waiter.resume() }
+        return watermark
+    }
+
+    func watermark() -> UInt64 { self.state.withLock { $0.watermark } }
+
+    func lastSequence() -> UInt64 { self.state.withLock { $0.lastSequence } }
+
+    func isPermanent(_ error: any Error) -> Bool { self.permanent(error) }
+
+    /// The attempts of the head operation so far.
+    var headAttempts: Int {
+        self.state.withLock { state in state.count > 0 ? state.pending[state.head].write.attempts : 0 }
+    }
+
+    // MARK: Internals
+
+    private func removeHead(_ state: inout State, poisoned: Bool) {
+        guard state.count > 0 else { return }
+        let item = state.pending[state.head]
+        state.head += 1
+        state.pendingBytes -= item.write.byteCount
+        state.watermark = item.write.sequence
+        switch item.write.operation {
+        case .store(let key, _, _), .remove(let key):
+            if let entry = state.keys[key.rawValue], entry.version == item.version {
+                state.keys[key.rawValue] = nil
+            }
+            if poisoned, case .remove = item.write.operation {
+                state.poisonedKeys[key.rawValue] = item.version
+            } else if !poisoned, state.hasPoison {
+                state.writtenAfterPoison[key.rawValue] = item.version
+            }
+        case .removeNamespace(let namespace):
+            if state.namespaceRemovals[namespace] == item.version { state.namespaceRemovals[namespace] = nil }
+            if poisoned { state.poisonedNamespaces[namespace] = item.version }
+        case .removeAll:
+            if state.removeAllVersion == item.version { state.removeAllVersion = nil }
+            if poisoned { state.poisonedAll = item.version }
+        }
+        if state.head > 1024, state.head * 2 > state.pending.count {
+            state.pending.removeFirst(state.head)
+            state.head = 0
+        }
+    }
+
+    private func takeRoomWaiters(_ state: inout State) -> [CheckedContinuation<Void, any Error>] {
+        guard !state.roomWaiters.isEmpty, self.hasRoom(state) else { return [] }
+        defer { state.roomWaiters = [:] }
+        return Array(state.roomWaiters.values)
+    }
+}

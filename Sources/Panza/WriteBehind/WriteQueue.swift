@@ -1,0 +1,68 @@
+/// One operation waiting in a write-behind queue.
+struct QueuedWrite: Sendable {
+    /// The queue's own order: the drainer applies in increasing `sequence`.
+    var sequence: UInt64
+    var operation: CacheTierOperation
+    /// Also record the operation in the SQLite outbox for the remote tier (SQLite queue only).
+    var replicate: Bool
+    /// Failed attempts so far.
+    var attempts: Int
+
+    /// The envelope bytes the operation carries.
+    var byteCount: Int {
+        if case .store(_, let blob, _) = self.operation { return blob.count }
+        return 0
+    }
+}
+
+/// What a queue holds for a key, which decides before the tier below it is asked.
+enum WriteShadow: Sendable, Equatable {
+    /// Nothing queued concerns the key: ask the tier.
+    case none
+    /// A store is queued: these are the bytes the tier will hold.
+    case stored([UInt8])
+    /// A removal of the key, its namespace or everything is queued: the tier will not hold it,
+    /// and the tiers below must not be asked either.
+    case removed
+}
+
+/// A write-behind queue of one tier: the in-memory ``MemoryWriteQueue`` or the durable
+/// ``OutboxWriteQueue``. ``QueueDrainer`` drains both the same way.
+///
+/// A claimed batch stays in the queue (and in ``shadow(forKey:)``) until ``complete(_:)`` or
+/// ``deadLetter(_:error:)`` removes it, so that a read never misses a write in flight.
+protocol WriteQueue: Sendable {
+    /// The name of the tier the queue writes, for logs and errors.
+    var tierName: String { get }
+
+    /// The oldest pending operations, at most `limit`, in order; empty when nothing is pending
+    /// (or another process holds the head).
+    func claim(limit: Int) async throws -> [QueuedWrite]
+
+    /// Writes `batch` to the tier.
+    func apply(_ batch: [QueuedWrite]) async throws
+
+    /// Removes an applied batch. Returns the new watermark.
+    func complete(_ batch: [QueuedWrite]) async throws -> UInt64
+
+    /// Records a failed attempt of every operation of `batch` and gives back any claim on it.
+    func recordFailure(_ batch: [QueuedWrite]) async
+
+    /// Moves `write` (the head) to the dead letters. Returns the new watermark.
+    func deadLetter(_ write: QueuedWrite, error: any Error) async throws -> UInt64
+
+    /// The highest sequence below which nothing is pending.
+    func watermark() async throws -> UInt64
+
+    /// The highest sequence queued so far: what a flush made now waits for.
+    func lastSequence() async throws -> UInt64
+
+    /// Whether the tier said `error` will not go away by retrying.
+    func isPermanent(_ error: any Error) -> Bool
+
+    /// What pending operations say about `key`.
+    func shadow(forKey key: CacheKey) async throws -> WriteShadow
+
+    /// Operations pending right now.
+    var pendingCount: Int { get }
+}
