@@ -11,6 +11,22 @@ struct TierSlot: Sendable {
     /// The queue whose pending operations decide before the tier is asked: the lane, the outbox,
     /// or none for a read-only tier.
     let pending: (any WriteQueue)?
+    /// Reads the tier: the blob, and on a miss the write stamp a fill must find unchanged (SQLite).
+    let read: @Sendable (CacheKey) async throws -> (blob: [UInt8]?, missStamp: Int64?)
+
+    init(
+        tier: any CacheTier,
+        index: Int,
+        lane: Lane?,
+        pending: (any WriteQueue)?,
+        read: (@Sendable (CacheKey) async throws -> (blob: [UInt8]?, missStamp: Int64?))? = nil
+    ) {
+        self.tier = tier
+        self.index = index
+        self.lane = lane
+        self.pending = pending
+        self.read = read ?? { key in (try await tier.blob(forKey: key), nil) }
+    }
 }
 
 /// An in-memory write-behind queue and the drainer that applies it to its tier.
@@ -20,10 +36,13 @@ struct Lane: Sendable {
     /// Whether its operations are also recorded in the SQLite outbox (the SQLite lane, when a
     /// writable remote tier is below it).
     let replicates: Bool
+    /// Whether fills must carry a write stamp (SQLite, which other processes write too).
+    let guardsFills: Bool
 
     init(
         tier: any CacheTier,
         replicates: Bool,
+        guardsFills: Bool,
         writeBehind: TieredCache.Configuration.WriteBehind,
         timing: QueueDrainer.Timing,
         statistics: StatisticsRecorder,
@@ -32,6 +51,7 @@ struct Lane: Sendable {
         onApplied: @escaping @Sendable ([QueuedWrite]) -> Void
     ) {
         self.replicates = replicates
+        self.guardsFills = guardsFills
         self.queue = MemoryWriteQueue(
             tierName: tier.name,
             maxPending: writeBehind.maxPendingWrites,

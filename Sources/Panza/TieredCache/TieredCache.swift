@@ -82,23 +82,26 @@ public final class TieredCache: Sendable {
             let lane = Lane(
                 tier: sqlite,
                 replicates: replicates,
+                guardsFills: true,
                 writeBehind: writeBehind,
                 timing: timing,
                 statistics: recorder,
                 logger: logger,
                 applier: { batch in
-                    if replicates {
-                        try await sqlite.applyReplicating(batch.map { ($0.operation, $0.replicate) })
-                    } else {
-                        try await sqlite.apply(batch.map(\.operation))
-                    }
+                    try await sqlite.applyWrites(
+                        batch.map { SQLiteWrite(operation: $0.operation, replicate: $0.replicate, fillStamp: $0.fillStamp) }
+                    )
                 },
                 onApplied: { batch in
                     if batch.contains(where: \.replicate) { outbox?.drainer.notify() }
                 }
             )
             lanes.append(lane)
-            slots.append(TierSlot(tier: sqlite, index: slots.count, lane: lane, pending: lane.queue))
+            slots.append(
+                TierSlot(tier: sqlite, index: slots.count, lane: lane, pending: lane.queue) { key in
+                    try await sqlite.lookup(forKey: key)
+                }
+            )
         }
         if let remote {
             if let outbox {
@@ -107,6 +110,7 @@ public final class TieredCache: Sendable {
                 let lane = Lane(
                     tier: remote,
                     replicates: false,
+                    guardsFills: false,
                     writeBehind: writeBehind,
                     timing: timing,
                     statistics: recorder,
@@ -287,8 +291,12 @@ public final class TieredCache: Sendable {
                 }
             }
             outbox.drainer.abandon()
+            self.outboxTask?.cancel()
             if let task = self.outboxTask {
                 _ = await Deadline.completes(within: max(.zero, deadline - clock.now)) { await task.value }
+            }
+            _ = await Deadline.completes(within: max(.milliseconds(100), deadline - clock.now)) {
+                await outbox.queue.releaseLeases()
             }
         }
         let errors = ErrorBox()
@@ -470,6 +478,8 @@ public final class TieredCache: Sendable {
         let lookupStart = ContinuousClock.now
         let ticket = self.fence.beginRead()
         defer { self.fence.endRead(ticket) }
+        /// The write stamps read by the tiers that missed, by slot index.
+        var missStamps: [Int: Int64] = [:]
         for slot in self.slots where slot.tier.isReadable {
             let index = slot.index
             let blob: [UInt8]?
@@ -481,7 +491,9 @@ public final class TieredCache: Sendable {
                     self.recorder.tierMiss(index)
                     return nil
                 case .none:
-                    blob = try await slot.tier.blob(forKey: key)
+                    let read = try await slot.read(key)
+                    blob = read.blob
+                    missStamps[index] = read.missStamp
                 }
             } catch {
                 self.recorder.tierError(index)
@@ -523,23 +535,25 @@ public final class TieredCache: Sendable {
             }
             self.recorder.add(.bytesRead, blob.count)
             let expiresAt = envelope.expiresAtMilliseconds
-            let upper = self.slots[..<index].compactMap(\.lane)
+            let upper = self.slots[..<index].compactMap { slot in slot.lane.map { (lane: $0, stamp: missStamps[slot.index]) } }
             self.fence.fill(key, ticket: ticket) {
                 if let memory = self.memory {
                     self.putInMemory(memory, value, key: key, cost: blob.count, expiresAtMilliseconds: expiresAt)
                 }
-                for lane in upper {
-                    // A fill is not replicated (the entry came from below), and is dropped when
-                    // the queue is full.
+                for (lane, stamp) in upper where stamp != nil || !lane.guardsFills {
+                    // A fill is not replicated (the entry came from below), is dropped when the
+                    // queue is full, and lands in SQLite only if no process wrote the key since
+                    // SQLite missed it.
                     lane.queue.enqueue(
                         .store(key: key, blob: blob, expiresAtMilliseconds: expiresAt),
                         version: ticket.snapshot,
                         replicate: false,
-                        isFill: true
+                        isFill: true,
+                        fillStamp: stamp
                     )
                 }
             }
-            for lane in upper { lane.drainer.notify() }
+            for (lane, _) in upper { lane.drainer.notify() }
             return value
         }
         return nil

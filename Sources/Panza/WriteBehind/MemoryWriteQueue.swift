@@ -114,15 +114,29 @@ final class MemoryWriteQueue: WriteQueue {
 
     /// Queues `operation` at `version`. Never waits: call ``waitForRoom()`` first.
     ///
-    /// - Parameter isFill: a copy of an entry from a lower tier; dropped (returns `nil`) when the
-    ///   queue is full, since the entry is not lost.
+    /// - Parameters:
+    ///   - isFill: a copy of an entry from a lower tier, or a repair; dropped (returns `nil`) when
+    ///     the queue is full, since nothing is lost.
+    ///   - fillStamp: for a fill into SQLite, the stamp its lookup read.
     /// - Returns: the operation's sequence, for ``QueueDrainer/waitUntilApplied(_:)``.
     @discardableResult
-    func enqueue(_ operation: CacheTierOperation, version: UInt64, replicate: Bool, isFill: Bool = false) -> UInt64? {
+    func enqueue(
+        _ operation: CacheTierOperation,
+        version: UInt64,
+        replicate: Bool,
+        isFill: Bool = false,
+        fillStamp: Int64? = nil
+    ) -> UInt64? {
         self.state.withLock { state in
             if isFill, !self.hasRoom(state) { return nil }
             state.lastSequence += 1
-            let write = QueuedWrite(sequence: state.lastSequence, operation: operation, replicate: replicate, attempts: 0)
+            let write = QueuedWrite(
+                sequence: state.lastSequence,
+                operation: operation,
+                replicate: replicate,
+                attempts: 0,
+                fillStamp: fillStamp
+            )
             var namespace: String?
             switch operation {
             case .store(let key, let blob, _):

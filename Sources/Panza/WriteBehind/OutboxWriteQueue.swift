@@ -84,6 +84,11 @@ final class OutboxWriteQueue: WriteQueue {
         self.remote.isPermanentFailure(error)
     }
 
+    /// Gives back this cache's claims, so that the next uploader need not wait for them to expire.
+    func releaseLeases() async {
+        try? await self.outbox.releaseOutboxLeases(owner: self.owner)
+    }
+
     func shadow(forKey key: CacheKey) async throws -> WriteShadow {
         try await self.outbox.outboxShadow(forKey: key)
     }

@@ -7,6 +7,8 @@ struct QueuedWrite: Sendable {
     var replicate: Bool
     /// Failed attempts so far.
     var attempts: Int
+    /// For a fill into SQLite: the write stamp its lookup read (see ``SQLiteWrite/fillStamp``).
+    var fillStamp: Int64? = nil
 
     /// The envelope bytes the operation carries.
     var byteCount: Int {

@@ -187,6 +187,40 @@ struct ConsistencyTests {
         try await cache.close()
     }
 
+    @Test("A fill by another cache on the same file never lands over a newer write of the key", arguments: [true, false])
+    func staleFillAcrossCaches(removes: Bool) async throws {
+        let remote = RecordingTier()
+        let writer = try await makeCache(in: self.directory) { $0.remote = remote }
+        try await writer.set("old", forKey: "k")
+        try await writer.flush()
+        let reader = try await makeCache(in: self.directory, memory: nil) { $0.remote = remote }
+        let sqlite = try #require(reader.tiers.first as? SQLiteTier)
+        try await sqlite.apply([.remove(CacheKey(rawValue: "k"))])  // the reader's SQLite lookup misses
+        let gate = Gate()
+        remote.state.withLock { $0.readGate = gate }
+        let read = Task { try await reader.value(forKey: "k", as: String.self) }
+        #expect(await eventually { remote.state.withLock { $0.readsStarted } == 1 })
+        if removes {
+            try await writer.removeValue(forKey: "k")
+        } else {
+            try await writer.set("new", forKey: "k")
+        }
+        try await writer.flush()
+        gate.open()
+        #expect(try await read.value == "old")
+        remote.state.withLock { $0.readGate = nil }
+        try await reader.flush()
+        let stored = try await sqlite.storedBlob(forKey: "k")
+        if removes {
+            #expect(stored == nil, "the other cache's fill brought the removed value back")
+        } else {
+            let value = try stored.map { try ValueCoding.decode(String.self, from: BlobEnvelope.decode($0), key: "k") }
+            #expect(value == "new", "the other cache's fill overwrote the newer value")
+        }
+        try await reader.close()
+        try await writer.close()
+    }
+
     @Test("Two writers of one key under back-pressure leave memory and every tier agreeing")
     func writersUnderBackPressure() async throws {
         let remote = RecordingTier()

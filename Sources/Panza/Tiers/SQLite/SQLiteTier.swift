@@ -130,10 +130,16 @@ public final class SQLiteTier: CacheTier {
     // MARK: CacheTier
 
     public func blob(forKey key: CacheKey) async throws -> [UInt8]? {
+        try await self.lookup(forKey: key).blob
+    }
+
+    /// The stored blob of `key`; on a miss, the key's write stamp, which a fill of the key must
+    /// still find unchanged when it is applied (see ``SQLiteWrite/fillStamp``).
+    func lookup(forKey key: CacheKey) async throws -> (blob: [UInt8]?, missStamp: Int64?) {
         try self.checkOpen()
-        let (blob, requestMaintenance) = try await self.nextReaderConnection().blob(forKey: key.rawValue, log: self.writer.accessLog)
+        let (blob, stamp, requestMaintenance) = try await self.nextReaderConnection().blob(forKey: key, log: self.writer.accessLog)
         if requestMaintenance { self.writer.scheduleMaintenance() }
-        return blob
+        return (blob, stamp)
     }
 
     public func apply(_ operations: [CacheTierOperation]) async throws {
@@ -141,10 +147,11 @@ public final class SQLiteTier: CacheTier {
         try await self.writer.apply(operations)
     }
 
-    /// Applies `operations`, recording those marked `replicate` in the outbox in the same transaction.
-    func applyReplicating(_ operations: [(operation: CacheTierOperation, replicate: Bool)]) async throws {
+    /// Applies `writes` in one transaction: those marked `replicate` are also recorded in the
+    /// outbox, and fills only where their key's stamp is unchanged.
+    func applyWrites(_ writes: [SQLiteWrite]) async throws {
         try self.checkOpen()
-        try await self.writer.applyReplicating(operations)
+        try await self.writer.apply(writes)
     }
 
     // MARK: Outbox
@@ -162,6 +169,11 @@ public final class SQLiteTier: CacheTier {
     func recordOutboxFailure(_ batch: [QueuedWrite], owner: String) async throws {
         try self.checkOpen()
         try await self.writer.recordOutboxFailure(batch, owner: owner)
+    }
+
+    func releaseOutboxLeases(owner: String) async throws {
+        try self.checkOpen()
+        try await self.writer.releaseOutboxLeases(owner: owner)
     }
 
     func deadLetterOutbox(id: Int64, error: String) async throws {

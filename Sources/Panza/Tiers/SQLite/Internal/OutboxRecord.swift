@@ -163,6 +163,17 @@ enum OutboxRecord {
         }
     }
 
+    /// Gives back every lease of `owner` (its cache is closing).
+    static func releaseLeases(owner: String, in connection: SQLiteConnection) throws {
+        try connection.writeTransaction {
+            let statement = try connection.statement(
+                "UPDATE outbox SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?"
+            )
+            try statement.bind(owner, at: 1)
+            try statement.run()
+        }
+    }
+
     /// Moves record `id` to the dead letters, with the error that put it there.
     static func deadLetter(id: Int64, error: String, in connection: SQLiteConnection, now: Int64) throws {
         try connection.writeTransaction {

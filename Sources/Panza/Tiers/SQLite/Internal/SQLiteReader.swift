@@ -38,21 +38,42 @@ actor SQLiteReader {
     /// The stored blob of `key`, or `nil` when it is missing or expired. Notes accesses and expiries in `log`.
     ///
     /// - Returns: the blob, and whether the writer should be asked for maintenance.
-    func blob(forKey key: String, log: AccessLog) throws -> (blob: [UInt8]?, requestMaintenance: Bool) {
+    /// - Returns: the blob; on a miss, the write stamp of the key (see ``WriteStamp``), read by the
+    ///   same statement, so in the same snapshot; and whether the writer should be asked for
+    ///   maintenance.
+    func blob(
+        forKey key: CacheKey,
+        log: AccessLog
+    ) throws -> (blob: [UInt8]?, missStamp: Int64?, requestMaintenance: Bool) {
         try self.checkOpen()
-        let statement = try self.connection.statement("SELECT blob, expires_at, accessed_at FROM entry WHERE key = ?")
+        // One statement, so one snapshot; the stamp subquery runs on a miss only (CASE is lazy).
+        let statement = try self.connection.statement(
+            """
+            SELECT entry.blob, entry.expires_at, entry.accessed_at,
+                CASE WHEN entry.key IS NULL OR entry.expires_at <= ?5 THEN
+                    (SELECT coalesce(sum(stamp), 0) FROM write_stamp WHERE scope IN (?2, ?3, ?4))
+                END
+            FROM (SELECT 1) LEFT JOIN entry ON entry.key = ?1
+            """
+        )
         defer { statement.reset() }
-        try statement.bind(key, at: 1)
-        guard try statement.step() else { return (nil, false) }
+        let scopes = WriteStamp.scopes(of: key)
         let now = WallClock.nowMilliseconds()
-        if let expiresAt = statement.optionalInt64(at: 1), expiresAt <= now {
-            return (nil, log.recordExpired(key))
+        try statement.bind(key.rawValue, at: 1)
+        try statement.bind(scopes.key, at: 2)
+        try statement.bind(scopes.namespace, at: 3)
+        try statement.bind(scopes.all, at: 4)
+        try statement.bind(now, at: 5)
+        guard try statement.step() else { return (nil, nil, false) }
+        if let stamp = statement.optionalInt64(at: 3) {
+            let expired = statement.optionalInt64(at: 1) != nil
+            return (nil, stamp, expired ? log.recordExpired(key.rawValue) : false)
         }
         var request = false
         if now - statement.int64(at: 2) >= self.accessTimeResolution {
-            request = log.recordAccess(key, at: now)
+            request = log.recordAccess(key.rawValue, at: now)
         }
-        return (statement.bytes(at: 0), request)
+        return (statement.bytes(at: 0), nil, request)
     }
 
     /// What the outbox holds for `key`.

@@ -54,7 +54,8 @@ enum SQLiteSchema {
         CREATE INDEX outbox_by_key ON outbox(key);
         """,
         // Version 3: leases so that several processes never upload one key out of order, attempts
-        // and dead letters for operations that fail for good, and indexes for every shadow lookup.
+        // and dead letters for operations that fail for good, indexes for every shadow lookup, and
+        // the change counters that guard fills (see WriteStamp).
         """
         ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE outbox ADD COLUMN lease_owner TEXT;
@@ -78,6 +79,7 @@ enum SQLiteSchema {
         CREATE INDEX dead_letter_key_removals ON dead_letter(key, id) WHERE kind = 1;
         CREATE INDEX dead_letter_namespace_removals ON dead_letter(namespace, id) WHERE kind = 2;
         CREATE INDEX dead_letter_all_removals ON dead_letter(id) WHERE kind = 3;
+        CREATE TABLE write_stamp (scope TEXT NOT NULL PRIMARY KEY, stamp INTEGER NOT NULL) WITHOUT ROWID;
         """,
     ]
 

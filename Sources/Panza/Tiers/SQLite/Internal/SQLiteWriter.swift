@@ -44,17 +44,26 @@ actor SQLiteWriter {
     nonisolated var evictionCount: Int { self.evictions.load(ordering: .relaxed) }
 
     func apply(_ operations: [CacheTierOperation]) throws {
-        try self.applyReplicating(operations.map { ($0, false) })
+        try self.apply(operations.map { SQLiteWrite(operation: $0) })
     }
 
-    /// Applies `operations` in one transaction; those marked `replicate` are also recorded in the
-    /// outbox, for a remote tier, in the same transaction.
-    func applyReplicating(_ operations: [(operation: CacheTierOperation, replicate: Bool)]) throws {
+    /// Applies `writes` in one transaction. Those marked `replicate` are also recorded in the
+    /// outbox, for a remote tier; a fill is skipped when its key was written since the lookup
+    /// that missed it (its stamp changed); every other write bumps the stamps it changes.
+    func apply(_ writes: [SQLiteWrite]) throws {
         let connection = try self.openConnectionOrThrow()
         try connection.writeTransaction {
             let now = WallClock.nowMilliseconds()
-            for (operation, replicate) in operations {
-                if replicate { try OutboxRecord.insert(operation, into: connection, now: now) }
+            for write in writes {
+                let operation = write.operation
+                if let stamp = write.fillStamp {
+                    guard case .store(let key, _, _) = operation,
+                        try WriteStamp.read(for: key, in: connection) == stamp
+                    else { continue }
+                } else {
+                    try WriteStamp.bump(for: operation, in: connection)
+                }
+                if write.replicate { try OutboxRecord.insert(operation, into: connection, now: now) }
                 switch operation {
                 case .store(let key, let blob, let expiresAt):
                     let statement = try connection.statement(
@@ -92,7 +101,7 @@ actor SQLiteWriter {
             try self.writePendingMaintenance(connection, now: now)
             try self.evictIfNeeded(connection)
         }
-        self.bytesSinceCheckpoint += operations.reduce(0) { total, item in
+        self.bytesSinceCheckpoint += writes.reduce(0) { total, item in
             if case .store(_, let blob, _) = item.operation { return total + blob.count }
             return total
         }
@@ -182,6 +191,10 @@ actor SQLiteWriter {
 
     func recordOutboxFailure(_ batch: [QueuedWrite], owner: String) throws {
         try OutboxRecord.recordFailure(batch, owner: owner, in: try self.openConnectionOrThrow())
+    }
+
+    func releaseOutboxLeases(owner: String) throws {
+        try OutboxRecord.releaseLeases(owner: owner, in: try self.openConnectionOrThrow())
     }
 
     func deadLetterOutbox(id: Int64, error: String) throws {

@@ -1,0 +1,59 @@
+/// Change counters in the SQLite file that let a fill from a lower tier check, in its write
+/// transaction, that no process wrote the key since the lookup that missed it.
+///
+/// Every write of a key bumps the counter of the key's bucket (one of 1,024, by FNV-1a of the
+/// key), a removal of a namespace bumps that namespace's counter, and a removal of everything
+/// bumps one more. A lookup that misses reads the sum of the three counters that concern its key;
+/// the fill is written only if the sum is unchanged. The table stays small: 1,024 buckets, one row
+/// per namespace ever removed, and one.
+enum WriteStamp {
+    static let bucketCount: UInt64 = 1024
+
+    static func scopes(of key: CacheKey) -> (key: String, namespace: String, all: String) {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in key.rawValue.utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+        }
+        return ("k:\(hash % self.bucketCount)", self.namespaceScope(key.namespace), "*")
+    }
+
+    static func namespaceScope(_ namespace: String) -> String { "n:" + namespace }
+
+    /// Bumps the counters that `operation` changes.
+    static func bump(for operation: CacheTierOperation, in connection: SQLiteConnection) throws {
+        let scope: String
+        switch operation {
+        case .store(let key, _, _), .remove(let key): scope = self.scopes(of: key).key
+        case .removeNamespace(let namespace): scope = self.namespaceScope(namespace)
+        case .removeAll: scope = "*"
+        }
+        let statement = try connection.statement(
+            "INSERT INTO write_stamp (scope, stamp) VALUES (?, 1) ON CONFLICT (scope) DO UPDATE SET stamp = stamp + 1"
+        )
+        try statement.bind(scope, at: 1)
+        try statement.run()
+    }
+
+    /// The sum of the counters that concern `key`.
+    static func read(for key: CacheKey, in connection: SQLiteConnection) throws -> Int64 {
+        let scopes = self.scopes(of: key)
+        let statement = try connection.statement(
+            "SELECT coalesce(sum(stamp), 0) FROM write_stamp WHERE scope IN (?, ?, ?)"
+        )
+        defer { statement.reset() }
+        try statement.bind(scopes.key, at: 1)
+        try statement.bind(scopes.namespace, at: 2)
+        try statement.bind(scopes.all, at: 3)
+        return try statement.step() ? statement.int64(at: 0) : 0
+    }
+}
+
+/// One write of a write-behind batch to SQLite.
+struct SQLiteWrite: Sendable {
+    var operation: CacheTierOperation
+    /// Also record the operation in the outbox, for the remote tier.
+    var replicate = false
+    /// For a fill (a copy from a lower tier): the stamp its lookup read when SQLite missed; the
+    /// fill is applied only if the stamp is unchanged. `nil` for a write of the cache's own.
+    var fillStamp: Int64? = nil
+}
