@@ -133,8 +133,8 @@ do {
         FileHandle.standardOutput.write(Data("released\n".utf8))
 
     case "model-ops":
-        // Seeded sets and removals of keys c-0..c-15, then flush, print the expected state, then
-        // keep writing other keys (never flushed) until killed.
+        // Seeded sets and removals of keys c-0..c-15, then flush, print the last write of each key
+        // touched ("flushed c-3=V;c-7=nil"), then keep writing other keys (never flushed) until killed.
         var generator = SplitMix64(seed: UInt64(arguments[3])!)
         let count = Int(arguments[4])!
         var configuration = TieredCache.Configuration()
@@ -142,20 +142,21 @@ do {
         configuration.sqlite = .init(path: path)
         configuration.modes = CacheModes()
         let cache = try await TieredCache(configuration: configuration)
-        var expected: [String: String] = [:]
+        // The last write of each key this child touched ("nil" for a removal).
+        var touched: [String: String] = [:]
         for step in 0..<count {
             let key = "c-\(generator.next() % 16)"
             if generator.next() % 4 == 0 {
                 try await cache.removeValue(forKey: key)
-                expected[key] = nil
+                touched[key] = "nil"
             } else {
                 let value = "\(arguments[3])-\(step)"
                 try await cache.set(value, forKey: key)
-                expected[key] = value
+                touched[key] = value
             }
         }
         try await cache.flush()
-        let state = (0..<16).map { "c-\($0)=\(expected["c-\($0)"] ?? "nil")" }.joined(separator: ";")
+        let state = touched.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ";")
         FileHandle.standardOutput.write(Data("flushed \(state)\n".utf8))
         var step = 0
         while true {
