@@ -14,7 +14,8 @@ struct PanzaCommand: AsyncParsableCommand {
             """,
         subcommands: [
             DemoCommand.self, StatsCommand.self, ListCommand.self, GetCommand.self,
-            RemoveCommand.self, BustCommand.self, PurgeCommand.self, VerifyCommand.self, SyncCommand.self, BenchCommand.self,
+            RemoveCommand.self, BustCommand.self, PurgeCommand.self, VerifyCommand.self, SyncCommand.self, OutboxCommand.self,
+            BenchCommand.self,
         ]
     )
 

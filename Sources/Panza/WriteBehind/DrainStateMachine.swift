@@ -71,6 +71,9 @@ struct DrainStateMachine {
     /// Operations moved to the dead letters so far.
     private(set) var drops = 0
     private var phase = Phase.running
+    /// Work arrived after the drainer last decided to claim: a claim that found nothing must
+    /// not put it to sleep, since that claim may have run before the work was queued.
+    private var workSignalled = false
     private var limit: Int
     private var backoff: Duration
     private var waiters: [UInt64: Waiter] = [:]
@@ -93,10 +96,12 @@ struct DrainStateMachine {
         case .finished:
             return .finish
         case .running:
+            self.workSignalled = false
             return .drain(limit: self.limit)
         case .backingOff(let until):
             if now >= until {
                 self.phase = .running
+                self.workSignalled = false
                 return .drain(limit: self.limit)
             }
             return .sleep(until: until)
@@ -111,7 +116,10 @@ struct DrainStateMachine {
 
     /// New operations were queued. Returns whether a parked drainer must be woken.
     mutating func workArrived() -> Bool {
-        guard self.phase == .idle else { return false }
+        guard self.phase == .idle else {
+            self.workSignalled = true
+            return false
+        }
         self.phase = .running
         return true
     }
@@ -124,7 +132,11 @@ struct DrainStateMachine {
     /// A claim found nothing to apply. `watermark` covers everything queued so far.
     mutating func claimedNothing(watermark: UInt64) -> [Resume] {
         guard self.phase != .finished else { return [] }
-        self.phase = .idle
+        if self.workSignalled {
+            self.workSignalled = false  // look again before sleeping
+        } else {
+            self.phase = .idle
+        }
         return self.advance(to: watermark)
     }
 

@@ -15,6 +15,7 @@ struct StatsCommand: AsyncParsableCommand {
         var path: String
         var usage: SQLiteTier.Usage
         var pendingUploads: Int
+        var deadLetters: Int
         var namespaces: [SQLiteTier.NamespaceSummary]
         var s3: S3Summary?
     }
@@ -46,6 +47,7 @@ struct StatsCommand: AsyncParsableCommand {
             path: self.options.resolvedPath,
             usage: try await tier.usage(),
             pendingUploads: try await tier.outboxCount(),
+            deadLetters: try await tier.deadLetterCount(),
             namespaces: try await tier.namespaceSummaries(),
             s3: s3Summary
         )
@@ -58,7 +60,7 @@ struct StatsCommand: AsyncParsableCommand {
         print("entries   \(report.usage.entries)")
         print("stored    \(Output.bytes(report.usage.bytes))")
         print("file      \(Output.bytes(report.usage.fileBytes))")
-        print("uploads   \(report.pendingUploads) pending")
+        print("uploads   \(report.pendingUploads) pending, \(report.deadLetters) dead letters (panza outbox)")
         if let s3 = report.s3 {
             print("s3        s3://\(s3.bucket)/\(s3.prefix): \(s3.objects) objects, \(Output.bytes(s3.bytes))")
         }

@@ -311,9 +311,20 @@ final class Simulation {
         let childSeed = self.seed &* 31 &+ UInt64(self.step)
         self.note("child writes c-*, flushes, SIGKILL (seed \(childSeed))")
         let child = try ChildProcess.start(["model-ops", self.directory.path("cache.sqlite"), "\(childSeed)", "40"])
+        // A child that never flushes is a finding, not a hung test.
+        let pid = child.process.processIdentifier
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(60))
+            kill(pid, SIGKILL)
+        }
+        defer { watchdog.cancel() }
         guard let line = await child.waitForLine(startingWith: "flushed ") else {
             let result = try await child.wait()
-            throw ModelViolation(step: self.step, message: "the child failed: \(result.error)", history: self.history)
+            throw ModelViolation(
+                step: self.step,
+                message: "the child did not flush within 60 s (status \(result.status)): \(result.error)",
+                history: self.history
+            )
         }
         try await Task.sleep(for: .milliseconds(Int(self.random.below(20))))
         child.kill(signal: SIGKILL)

@@ -42,6 +42,31 @@ struct DrainStateMachineTests {
         }
     }
 
+    @Test("Work that arrives while a claim is finding nothing is not slept through (found by the model-checked test)")
+    func noLostWakeUp() {
+        var machine = DrainStateMachine(configuration: Self.configuration)
+        do {
+            let step = machine.next(now: .zero)
+            #expect(step == .drain(limit: 4))
+        }
+        // The claim ran and found nothing; the writer queues and notifies before the drainer
+        // reports it.
+        do {
+            let wake = machine.workArrived()
+            #expect(!wake, "the drainer is not parked yet")
+        }
+        _ = machine.claimedNothing(watermark: 0)
+        do {
+            let step = machine.next(now: .zero)
+            #expect(step == .drain(limit: 4), "the drainer would park with work queued")
+        }
+        _ = machine.claimedNothing(watermark: 0)
+        do {
+            let step = machine.next(now: .zero)
+            #expect(step == .waitForWork(timeout: nil))
+        }
+    }
+
     @Test("A flush waiter ends when the watermark passes its target, and not before")
     func flushWaiters() {
         var machine = DrainStateMachine(configuration: Self.configuration)

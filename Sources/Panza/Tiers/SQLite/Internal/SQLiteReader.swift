@@ -77,9 +77,21 @@ actor SQLiteReader {
     }
 
     /// What the outbox holds for `key`.
+    ///
+    /// The queries run in one read transaction: an uploader deleting records between two of them
+    /// could otherwise hide a removal and reveal the store it removed (found by the model-checked
+    /// test).
     func outboxShadow(forKey key: CacheKey) throws -> WriteShadow {
         try self.checkOpen()
-        return try OutboxRecord.shadow(in: self.connection, key: key)
+        try self.connection.execute("BEGIN")
+        do {
+            let shadow = try OutboxRecord.shadow(in: self.connection, key: key)
+            try self.connection.execute("COMMIT")
+            return shadow
+        } catch {
+            try? self.connection.execute("ROLLBACK")
+            throw error
+        }
     }
 
     func close() {
