@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import Panza
@@ -134,5 +135,43 @@ struct CLITests {
         #expect(workload["keys"] as? Int == 40)
         let results = try #require(report["results"] as? [[String: Any]])
         #expect(results.contains { ($0["loaderCalls"] as? Int) == 40 })
+    }
+
+    @Test("outbox lists dead letters and exits 3; --retry requeues them from the local entries; --discard drops them")
+    func outbox() async throws {
+        let path = self.directory.path("cache.sqlite")
+        let remote = RecordingTier()
+        remote.state.withLock { $0.rejectedKeys = ["refused"] }
+        let cache = try await makeCache(in: self.directory) { $0.remote = remote }
+        try await cache.set("v", forKey: "refused")
+        try await cache.set("w", forKey: "accepted")
+        _ = try? await cache.flush()
+        #expect(await eventually { (try? await cache.flush()) != nil })
+        try await cache.close()
+        #expect(remote.keys == ["accepted"])
+
+        let listed = try await self.panza(["outbox", "--path", path, "--json"])
+        #expect(listed.status == 3, "\(listed.error)")
+        let report = try #require(try self.json(listed.output) as? [String: Any])
+        #expect(report["deadLetterCount"] as? Int == 1)
+        let letters = try #require(report["deadLetters"] as? [[String: Any]])
+        #expect(letters.first?["key"] as? String == "refused")
+        #expect(letters.first?["operation"] as? String == "store")
+        #expect(try await self.panza(["stats", "--path", path]).output.contains("1 dead letters"))
+
+        let retried = try await self.panza(["outbox", "--retry", "--path", path, "--json"])
+        #expect(retried.status == 0, "\(retried.error)")
+        let afterRetry = try #require(try self.json(retried.output) as? [String: Any])
+        #expect(afterRetry["retried"] as? Int == 1)
+        #expect(afterRetry["pendingUploads"] as? Int == 1, "the retried upload is not back in the outbox")
+
+        // Rejected again, then discarded.
+        let again = try await makeCache(in: self.directory) { $0.remote = remote }
+        #expect(await eventually { (try? await again.flush()) != nil })
+        try await again.close()
+        #expect(try await self.panza(["outbox", "--path", path]).status == 3)
+        let discarded = try await self.panza(["outbox", "--discard", "--path", path])
+        #expect(discarded.status == 0)
+        #expect(discarded.output.contains("discarded 1 dead letters"))
     }
 }

@@ -180,6 +180,21 @@ struct SQLiteTierTests {
         await tier.close()
     }
 
+    @Test("A schema version 2 file is migrated with its pending uploads kept, in order, unclaimed")
+    func migratesVersionTwo() async throws {
+        let path = self.directory.path("v2.sqlite")
+        try FileManager.default.copyItem(atPath: Fixtures.url("sqlite/schema-v2.sqlite").path, toPath: path)
+        let tier = try await SQLiteTier.open(configuration: .init(path: path))
+        #expect(try await tier.blob(forKey: CacheKey(rawValue: "fixture-key")) == (try Fixtures.bytes("blobs/v1-text-lz4.pnza")))
+        #expect(try await tier.outboxCount() == 2)
+        #expect(try await tier.deadLetterCount() == 0)
+        #expect(try await tier.outboxShadow(forKey: CacheKey(rawValue: "gone")) == .removed)
+        let claimed = try await tier.claimOutbox(limit: 10, owner: "test", lease: .seconds(60))
+        #expect(claimed.map(\.operation.summary) == ["store fixture-key (\(try Fixtures.bytes("blobs/v1-text-lz4.pnza").count) bytes)", "remove gone"])
+        #expect(claimed.allSatisfy { $0.attempts == 0 })
+        await tier.close()
+    }
+
     @Test("A lock held past the busy timeout gives databaseBusy, and write-behind retries until it lands")
     func busyDatabase() async throws {
         let path = self.directory.path("cache.sqlite")
