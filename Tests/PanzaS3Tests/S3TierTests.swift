@@ -147,5 +147,24 @@ struct S3TierTests {
         #expect(try await s3.allObjectKeys() == ["v1/_keys/k"])
         try await reader.close()
     }
-}
 
+    @Test("S3 refusals are permanent failures (dead letters at once); outages, throttling and credentials are not")
+    func failureClassification() throws {
+        let tier = try S3Tier(configuration: S3TestServer.tierConfiguration(bucket: "classification"))
+        func http(_ status: Int, _ code: String) -> S3Error {
+            S3Error(code: .http, message: "refused", s3Code: code, httpStatus: status)
+        }
+        #expect(tier.isPermanentFailure(http(400, "InvalidArgument")))
+        #expect(tier.isPermanentFailure(http(400, "KeyTooLongError")))
+        #expect(tier.isPermanentFailure(http(400, "EntityTooLarge")))
+        #expect(!tier.isPermanentFailure(http(503, "SlowDown")))
+        #expect(!tier.isPermanentFailure(http(500, "InternalError")))
+        #expect(!tier.isPermanentFailure(http(429, "TooManyRequests")))
+        #expect(!tier.isPermanentFailure(http(400, "RequestTimeout")))
+        #expect(!tier.isPermanentFailure(http(403, "RequestTimeTooSkewed")))
+        #expect(!tier.isPermanentFailure(http(400, "ExpiredToken")))
+        #expect(!tier.isPermanentFailure(http(403, "AccessDenied")), "a policy can be fixed; retried up to maxAttempts")
+        #expect(!tier.isPermanentFailure(S3Error(code: .transport, message: "connection refused")))
+        #expect(!tier.isPermanentFailure(CancellationError()))
+    }
+}

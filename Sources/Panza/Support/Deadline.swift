@@ -53,12 +53,11 @@ enum Deadline {
 
 /// Collects the first error of several steps run in a task.
 final class ErrorBox: Sendable {
-    private let stored = Mutex<(any Error & Sendable)?>(nil)
+    private let stored = Mutex<(any Error)?>(nil)
 
     func record(_ error: any Error) {
-        let sendable: any Error & Sendable = (error as? any Error & Sendable) ?? PanzaError(code: .closed, message: "\(error)")
-        self.stored.withLock { if $0 == nil { $0 = sendable } }
+        self.stored.withLock { if $0 == nil { $0 = error } }
     }
 
-    var first: (any Error & Sendable)? { self.stored.withLock { $0 } }
+    var first: (any Error)? { self.stored.withLock { $0 } }
 }

@@ -130,7 +130,8 @@ extension TieredCache {
             else {
                 throw PanzaError(
                     code: .invalidConfiguration,
-                    message: "write-behind bounds, attempts and backoff must be positive, and the outbox lease at least 1 s"
+                    message:
+                        "write-behind bounds, attempts and backoff must be positive, and the outbox lease at least 1 s"
                 )
             }
             guard self.closeTimeout > .zero else {

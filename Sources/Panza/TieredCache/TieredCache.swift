@@ -66,7 +66,10 @@ public final class TieredCache: Sendable {
             let queue = OutboxWriteQueue(outbox: sqlite, remote: remote, lease: writeBehind.outboxLease)
             let drainer = QueueDrainer(
                 queue: queue,
-                configuration: writeBehind.drainConfiguration(maxBackoff: .seconds(30), pollInterval: writeBehind.outboxPollInterval),
+                configuration: writeBehind.drainConfiguration(
+                    maxBackoff: .seconds(30),
+                    pollInterval: writeBehind.outboxPollInterval
+                ),
                 timing: timing,
                 statistics: recorder,
                 logger: logger
@@ -89,7 +92,9 @@ public final class TieredCache: Sendable {
                 logger: logger,
                 applier: { batch in
                     try await sqlite.applyWrites(
-                        batch.map { SQLiteWrite(operation: $0.operation, replicate: $0.replicate, fillStamp: $0.fillStamp) }
+                        batch.map {
+                            SQLiteWrite(operation: $0.operation, replicate: $0.replicate, fillStamp: $0.fillStamp)
+                        }
                     )
                 },
                 onApplied: { batch in
@@ -213,7 +218,13 @@ public final class TieredCache: Sendable {
         limits: LoadLimits? = nil,
         loader: @escaping @Sendable () async throws -> Value
     ) async throws -> Value {
-        try await self.readThrough(key: try Self.plainKey(key), id: "", timeToLive: timeToLive, limits: limits, loader: loader)
+        try await self.readThrough(
+            key: try Self.plainKey(key),
+            id: "",
+            timeToLive: timeToLive,
+            limits: limits,
+            loader: loader
+        )
     }
 
     /// Removes `key` from every tier. Returns once every tier applied the removal (for a remote
@@ -385,7 +396,8 @@ public final class TieredCache: Sendable {
             throw PanzaError(
                 code: .valueTooLarge,
                 message: "the value encodes to \(payload.count) bytes, more than maxValueBytes "
-                    + "(\(self.configuration.maxValueBytes)); Panza does not split values: raise the limit or store less",
+                    + "(\(self.configuration.maxValueBytes)); Panza does not split values: "
+                    + "raise the limit or store less",
                 key: key.rawValue
             )
         }
@@ -398,7 +410,8 @@ public final class TieredCache: Sendable {
         let blob = envelope.encoded(compress: self.configuration.compression)
         self.recorder.add(.writes)
         let expiresAt = envelope.expiresAtMilliseconds
-        let sequences = try await self.submit(.store(key: key, blob: blob, expiresAtMilliseconds: expiresAt)) { memory in
+        let operation = CacheTierOperation.store(key: key, blob: blob, expiresAtMilliseconds: expiresAt)
+        let sequences = try await self.submit(operation) { memory in
             self.putInMemory(memory, value, key: key, cost: blob.count, expiresAtMilliseconds: expiresAt)
         }
         if self.configuration.writeMode == .writeThrough {
@@ -426,7 +439,13 @@ public final class TieredCache: Sendable {
     }
 
     /// Puts a decoded value in the memory tier and counts what it evicted.
-    private func putInMemory(_ memory: MemoryTier, _ value: any Sendable, key: CacheKey, cost: Int, expiresAtMilliseconds: Int64?) {
+    private func putInMemory(
+        _ memory: MemoryTier,
+        _ value: any Sendable,
+        key: CacheKey,
+        cost: Int,
+        expiresAtMilliseconds: Int64?
+    ) {
         let evicted = memory.insert(
             .init(value: value, cost: cost, namespace: key.namespace, expiresAtMilliseconds: expiresAtMilliseconds),
             forKey: key.rawValue
@@ -531,11 +550,18 @@ public final class TieredCache: Sendable {
             let value = try ValueCoding.decode(type, from: envelope, key: key.rawValue)
             self.recorder.tierHit(index)
             if let trace = self.configuration.trace {
-                trace.record(key: key.rawValue, size: blob.count, source: .tier(index), latency: ContinuousClock.now - lookupStart)
+                trace.record(
+                    key: key.rawValue,
+                    size: blob.count,
+                    source: .tier(index),
+                    latency: ContinuousClock.now - lookupStart
+                )
             }
             self.recorder.add(.bytesRead, blob.count)
             let expiresAt = envelope.expiresAtMilliseconds
-            let upper = self.slots[..<index].compactMap { slot in slot.lane.map { (lane: $0, stamp: missStamps[slot.index]) } }
+            let upper = self.slots[..<index].compactMap { slot in
+                slot.lane.map { (lane: $0, stamp: missStamps[slot.index]) }
+            }
             self.fence.fill(key, ticket: ticket) {
                 if let memory = self.memory {
                     self.putInMemory(memory, value, key: key, cost: blob.count, expiresAtMilliseconds: expiresAt)
@@ -594,12 +620,15 @@ public final class TieredCache: Sendable {
                 if modes.cacheOnly {
                     throw PanzaError(
                         code: .cacheOnlyMiss,
-                        message: "cache-only mode is on and \(id.isEmpty ? "the key" : "memoized id '\(id)'") has no entry",
+                        message:
+                            "cache-only mode is on and \(id.isEmpty ? "the key" : "memoized id '\(id)'") has no entry",
                         key: key.rawValue
                     )
                 }
                 if modes.printMisses {
-                    FileHandleOutput.standardError("panza: cache miss: id=\(id.isEmpty ? "-" : id) key=\(key.rawValue)\n")
+                    FileHandleOutput.standardError(
+                        "panza: cache miss: id=\(id.isEmpty ? "-" : id) key=\(key.rawValue)\n"
+                    )
                 }
                 self.logger.debug("panza: cache miss, loading", metadata: ["id": "\(id)", "key": "\(key)"])
                 let loadStart = ContinuousClock.now
@@ -611,7 +640,12 @@ public final class TieredCache: Sendable {
                     throw error
                 }
                 let size = try await self.store(value, key: key, timeToLive: timeToLive, replacing: false)
-                self.configuration.trace?.record(key: key.rawValue, size: size, source: .loader, latency: ContinuousClock.now - loadStart)
+                self.configuration.trace?.record(
+                    key: key.rawValue,
+                    size: size,
+                    source: .loader,
+                    latency: ContinuousClock.now - loadStart
+                )
                 return value
             }
         )

@@ -38,7 +38,9 @@ final class MemoryWriteQueue: WriteQueue {
         var poisonedAll: UInt64?
         /// Keys written to the tier after a removal was poisoned: their stored value is valid.
         var writtenAfterPoison: [String: UInt64] = [:]
-        var hasPoison: Bool { !self.poisonedKeys.isEmpty || !self.poisonedNamespaces.isEmpty || self.poisonedAll != nil }
+        var hasPoison: Bool {
+            !self.poisonedKeys.isEmpty || !self.poisonedNamespaces.isEmpty || self.poisonedAll != nil
+        }
         var roomWaiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
         var nextWaiterID: UInt64 = 0
         var isClosed = false
@@ -252,14 +254,32 @@ final class MemoryWriteQueue: WriteQueue {
             if poisoned, case .remove = item.write.operation {
                 state.poisonedKeys[key.rawValue] = item.version
             } else if !poisoned, state.hasPoison {
-                state.writtenAfterPoison[key.rawValue] = item.version
+                // A newer write of the key reached the tier: what it holds for the key is valid.
+                if let poison = state.poisonedKeys[key.rawValue], poison <= item.version {
+                    state.poisonedKeys[key.rawValue] = nil
+                }
+                if state.poisonedAll != nil || state.poisonedNamespaces[key.namespace] != nil {
+                    state.writtenAfterPoison[key.rawValue] = item.version
+                }
             }
         case .removeNamespace(let namespace):
             if state.namespaceRemovals[namespace] == item.version { state.namespaceRemovals[namespace] = nil }
-            if poisoned { state.poisonedNamespaces[namespace] = item.version }
+            if poisoned {
+                state.poisonedNamespaces[namespace] = item.version
+            } else if let poison = state.poisonedNamespaces[namespace], poison <= item.version {
+                state.poisonedNamespaces[namespace] = nil  // a later removal of the namespace succeeded
+            }
         case .removeAll:
             if state.removeAllVersion == item.version { state.removeAllVersion = nil }
-            if poisoned { state.poisonedAll = item.version }
+            if poisoned {
+                state.poisonedAll = item.version
+            } else if state.hasPoison {
+                // A later removal of everything succeeded: nothing older is left to hide.
+                state.poisonedKeys = state.poisonedKeys.filter { $0.value > item.version }
+                state.poisonedNamespaces = state.poisonedNamespaces.filter { $0.value > item.version }
+                if let poison = state.poisonedAll, poison <= item.version { state.poisonedAll = nil }
+                if !state.hasPoison { state.writtenAfterPoison = [:] }
+            }
         }
         if state.head > 1024, state.head * 2 > state.pending.count {
             state.pending.removeFirst(state.head)

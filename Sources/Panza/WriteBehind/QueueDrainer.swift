@@ -29,7 +29,6 @@ final class QueueDrainer: Sendable {
         var waiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
         var nextWaiterID: UInt64 = 0
         var parked: CheckedContinuation<Void, Never>?
-        var lastError: (any Error & Sendable)?
     }
 
     let queue: any WriteQueue
@@ -190,12 +189,15 @@ final class QueueDrainer: Sendable {
     }
 
     @discardableResult
-    private func handleFailure(_ error: any Error, batchCount: Int, headAttempts: Int) -> DrainStateMachine.FailureDecision {
+    private func handleFailure(
+        _ error: any Error,
+        batchCount: Int,
+        headAttempts: Int
+    ) -> DrainStateMachine.FailureDecision {
         self.statistics.add(.writeFailures)
         let permanent = batchCount == 1 && self.queue.isPermanent(error)
         let (decision, failed) = self.state.withLock { state in
-            state.lastError = SendableError(error)
-            return state.machine.failed(
+            state.machine.failed(
                 batchCount: batchCount,
                 headAttempts: headAttempts,
                 permanent: permanent,
@@ -271,19 +273,18 @@ final class QueueDrainer: Sendable {
                 )
             )
         case .failed:
-            return .failure(error ?? PanzaError(code: .closed, message: "a write to the \(self.queue.tierName) tier failed"))
+            return .failure(
+                error ?? PanzaError(code: .closed, message: "a write to the \(self.queue.tierName) tier failed")
+            )
         case .abandoned:
             return .failure(
-                PanzaError(code: .closed, message: "the cache closed before writes to the \(self.queue.tierName) tier finished")
+                PanzaError(
+                    code: .closed,
+                    message: "the cache closed before writes to the \(self.queue.tierName) tier finished"
+                )
             )
         }
     }
-}
-
-/// Carries an error of unknown sendability across the lock (errors are values; Panza's are `Sendable`).
-private struct SendableError: Error, @unchecked Sendable {
-    let error: any Error
-    init(_ error: any Error) { self.error = error }
 }
 
 extension CacheTierOperation {

@@ -85,7 +85,8 @@ struct OutboxCommand: AsyncParsableCommand {
                     [["ID", "OPERATION", "KEY", "ATTEMPTS", "FAILED", "ERROR"]]
                         + report.deadLetters.map { letter in
                             [
-                                "\(letter.id)", letter.operation, letter.key ?? letter.namespace ?? "*", "\(letter.attempts)",
+                                "\(letter.id)", letter.operation, letter.key ?? letter.namespace ?? "*",
+                                "\(letter.attempts)",
                                 Output.date(letter.failedAtMilliseconds), String(letter.error.prefix(80)),
                             ]
                         }
@@ -93,7 +94,10 @@ struct OutboxCommand: AsyncParsableCommand {
             }
         }
         if report.deadLetterCount > 0 {
-            throw CLIError(message: "\(report.deadLetterCount) dead letters remain (panza outbox --retry or --discard)", exitCode: 3)
+            throw CLIError(
+                message: "\(report.deadLetterCount) dead letters remain (panza outbox --retry or --discard)",
+                exitCode: 3
+            )
         }
     }
 }

@@ -23,7 +23,9 @@ struct LimiterStressTests {
         #expect(!cancelled.grant())
     }
 
-    @Test("ConcurrencyLimiter: thousands of interleaved acquires, releases and cancellations finish with no permit held")
+    @Test(
+        "ConcurrencyLimiter: thousands of interleaved acquires, releases and cancellations finish with no permit held"
+    )
     func concurrencyLimiterStress() async throws {
         let limiter = ConcurrencyLimiter(limit: 3)
         let counters = Counters()

@@ -60,7 +60,8 @@ struct ModelViolation: Error, CustomStringConvertible {
     var history: [String]
 
     var description: String {
-        "step \(self.step): \(self.message)\n  last operations:\n    " + self.history.suffix(12).joined(separator: "\n    ")
+        "step \(self.step): \(self.message)\n  last operations:\n    "
+            + self.history.suffix(12).joined(separator: "\n    ")
     }
 }
 
@@ -201,9 +202,15 @@ final class Simulation {
         let calls = loads.counter.count.load(ordering: .relaxed)
         self.note("value-or-load \(key) -> \(value) (loads \(calls))")
         if let expected = self.model[key] {
-            try self.check(value == expected && calls == 0, "read-through \(key) = \(value) with \(calls) loads, model \(expected)")
+            try self.check(
+                value == expected && calls == 0,
+                "read-through \(key) = \(value) with \(calls) loads, model \(expected)"
+            )
         } else {
-            try self.check(value == loaded && calls == 1, "read-through of missing \(key) = \(value) with \(calls) loads")
+            try self.check(
+                value == loaded && calls == 1,
+                "read-through of missing \(key) = \(value) with \(calls) loads"
+            )
             self.model[key] = loaded
         }
     }
@@ -224,9 +231,15 @@ final class Simulation {
         self.note("memo m(\(argument)) -> \(value) (loads \(calls))")
         let key = "m:\(argument)"
         if let expected = self.model[key] {
-            try self.check(value == expected && calls == 0, "memo m(\(argument)) = \(value) with \(calls) calls, model \(expected)")
+            try self.check(
+                value == expected && calls == 0,
+                "memo m(\(argument)) = \(value) with \(calls) calls, model \(expected)"
+            )
         } else {
-            try self.check(value == "m\(argument)-\(self.step)" && calls == 1, "memo of missing m(\(argument)) = \(value)")
+            try self.check(
+                value == "m\(argument)-\(self.step)" && calls == 1,
+                "memo of missing m(\(argument)) = \(value)"
+            )
             self.model[key] = value
         }
     }
@@ -273,22 +286,40 @@ final class Simulation {
         }
         for key in Self.childKeys {
             let value = try await self.other.value(forKey: key, as: String.self)
-            try self.check(value == self.childModel[key], "\(key) = \(value ?? "nil") after the child's flush, expected \(self.childModel[key] ?? "nil")")
+            try self.check(
+                value == self.childModel[key],
+                "\(key) = \(value ?? "nil") after the child's flush, expected \(self.childModel[key] ?? "nil")"
+            )
         }
     }
 
     private func checkEverywhere(logical: String, key: CacheKey, sqlite: SQLiteTier) async throws {
         let expected = self.model[logical]
-        if case .hit(let value, _) = self.cache.memory?.lookup(key.rawValue, nowMilliseconds: WallClock.nowMilliseconds()) {
-            try self.check(value as? String == expected, "memory holds \(logical) = \(value), model \(expected ?? "nil")")
+        if case .hit(let value, _) = self.cache.memory?.lookup(
+            key.rawValue,
+            nowMilliseconds: WallClock.nowMilliseconds()
+        ) {
+            try self.check(
+                value as? String == expected,
+                "memory holds \(logical) = \(value), model \(expected ?? "nil")"
+            )
         }
         let stored = try await sqlite.storedBlob(forKey: key.rawValue).map { try Self.decode($0, key) }
-        try self.check(stored == expected, "SQLite holds \(logical) = \(stored ?? "nil") after flush, model \(expected ?? "nil")")
+        try self.check(
+            stored == expected,
+            "SQLite holds \(logical) = \(stored ?? "nil") after flush, model \(expected ?? "nil")"
+        )
         let remote = try self.remote.storedBlob(key.rawValue).map { try Self.decode($0, key) }
-        try self.check(remote == expected, "the remote holds \(logical) = \(remote ?? "nil") after flush, model \(expected ?? "nil")")
+        try self.check(
+            remote == expected,
+            "the remote holds \(logical) = \(remote ?? "nil") after flush, model \(expected ?? "nil")"
+        )
         let seen = try await self.other.value(forKey: key.rawValue, as: String.self)
         if key.namespace.isEmpty {
-            try self.check(seen == expected, "the other cache reads \(logical) = \(seen ?? "nil") after flush, model \(expected ?? "nil")")
+            try self.check(
+                seen == expected,
+                "the other cache reads \(logical) = \(seen ?? "nil") after flush, model \(expected ?? "nil")"
+            )
         }
     }
 
@@ -302,7 +333,10 @@ final class Simulation {
         self.other = try await Self.open(self.directory, remote: self.remote, memory: false)
         for key in Self.plainKeys {
             let value = try await self.cache.value(forKey: key, as: String.self)
-            try self.check(value == self.model[key], "after reopen \(key) = \(value ?? "nil"), model \(self.model[key] ?? "nil")")
+            try self.check(
+                value == self.model[key],
+                "after reopen \(key) = \(value ?? "nil"), model \(self.model[key] ?? "nil")"
+            )
         }
     }
 
@@ -334,7 +368,10 @@ final class Simulation {
         }
         for key in Self.childKeys {
             let value = try await self.other.value(forKey: key, as: String.self)
-            try self.check(value == self.childModel[key], "\(key) = \(value ?? "nil") after SIGKILL, the child flushed \(self.childModel[key] ?? "nil")")
+            try self.check(
+                value == self.childModel[key],
+                "\(key) = \(value ?? "nil") after SIGKILL, the child flushed \(self.childModel[key] ?? "nil")"
+            )
         }
     }
 
@@ -350,7 +387,12 @@ final class Simulation {
         let plan = (0..<count).map { index in
             Planned(kind: self.random.below(4), key: "k\(self.random.below(3))", value: "g\(self.step)-\(index)")
         }
-        self.note("concurrently: " + plan.map { "\(["set", "get", "remove", "load"][$0.kind]) \($0.key) \($0.value)" }.joined(separator: ", "))
+        self.note(
+            "concurrently: "
+                + plan.map { "\(["set", "get", "remove", "load"][$0.kind]) \($0.key) \($0.value)" }.joined(
+                    separator: ", "
+                )
+        )
         let cache = self.cache
         // Each result: the value read (for get and load), and whether a load stored its value.
         let results = try await withThrowingTaskGroup(of: (Int, String?, Bool).self) { group in
@@ -391,10 +433,15 @@ final class Simulation {
                 }
             }
             let before = self.model[key]
-            let possible = Set([before] + writes + indices.filter { plan[$0].kind == 3 }.map { Optional(plan[$0].value) })
+            let possible = Set(
+                [before] + writes + indices.filter { plan[$0].kind == 3 }.map { Optional(plan[$0].value) }
+            )
             for index in indices where plan[index].kind == 1 || plan[index].kind == 3 {
                 let read = results[index].1
-                try self.check(possible.contains(read), "a concurrent read of \(key) returned \(read ?? "nil"), possible \(possible)")
+                try self.check(
+                    possible.contains(read),
+                    "a concurrent read of \(key) returned \(read ?? "nil"), possible \(possible)"
+                )
             }
             let after = try await self.cache.value(forKey: key, as: String.self)
             let finals: Set<String?> = writes.isEmpty ? [before] : Set(writes)
@@ -421,7 +468,10 @@ final class Simulation {
 
     private func expectOther(_ key: String, _ expected: String?) async throws {
         let seen = try await self.other.value(forKey: key, as: String.self)
-        try self.check(seen == expected, "the other cache reads \(key) = \(seen ?? "nil"), expected \(expected ?? "nil")")
+        try self.check(
+            seen == expected,
+            "the other cache reads \(key) = \(seen ?? "nil"), expected \(expected ?? "nil")"
+        )
     }
 
     private func plainKey() -> String { Self.plainKeys[self.random.below(Self.plainKeys.count)] }

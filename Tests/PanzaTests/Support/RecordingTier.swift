@@ -25,6 +25,8 @@ final class RecordingTier: CacheTier, Sendable {
         var hangs = false
         /// Stores of these keys are refused for good (``RejectedOperation``, a permanent failure).
         var rejectedKeys: Set<String> = []
+        /// Removals of these keys are refused for good.
+        var rejectedRemovals: Set<String> = []
         /// A seeded fraction of applies fail (before applying anything).
         var failureRate = 0.0
         var random = SplitMix64(seed: 1)
@@ -91,6 +93,9 @@ final class RecordingTier: CacheTier, Sendable {
             }
             for operation in operations {
                 if case .store(let key, _, _) = operation, state.rejectedKeys.contains(key.rawValue) {
+                    throw RejectedOperation(key: key.rawValue)
+                }
+                if case .remove(let key) = operation, state.rejectedRemovals.contains(key.rawValue) {
                     throw RejectedOperation(key: key.rawValue)
                 }
             }

@@ -59,9 +59,12 @@ struct ConsistencyTests {
         try await cache.close()
     }
 
-    @Test("A time to live of zero, below zero or below a millisecond never means forever", arguments: [
-        Duration.zero, .milliseconds(-5), .microseconds(200),
-    ])
+    @Test(
+        "A time to live of zero, below zero or below a millisecond never means forever",
+        arguments: [
+            Duration.zero, .milliseconds(-5), .microseconds(200),
+        ]
+    )
     func nonPositiveTimeToLive(timeToLive: Duration) async throws {
         let cache = try await makeCache(in: self.directory)
         try await cache.set("old", forKey: "k")
@@ -119,6 +122,28 @@ struct ConsistencyTests {
         try await cache.flush()
         #expect(remote.keys == Set((0..<10).map { "after-\($0)" }))
         #expect(cache.statistics.droppedWrites == 1)
+        try await cache.close()
+    }
+
+    @Test("A removal that goes to the dead letters keeps hiding the old value, until a newer write lands")
+    func poisonedRemovalHides() async throws {
+        let remote = RecordingTier()
+        let cache = try await makeCache(in: self.directory, sqlite: false) { $0.remote = remote }
+        try await cache.set("old", forKey: "k")
+        try await cache.flush()
+        remote.state.withLock { $0.rejectedRemovals = ["k"] }
+        await #expect {
+            try await cache.removeValue(forKey: "k")
+        } throws: {
+            ($0 as? PanzaError)?.code == .writeDropped
+        }
+        #expect(remote.keys == ["k"], "the tier still holds the old value")
+        #expect(try await cache.value(forKey: "k", as: String.self) == nil, "the old value came back from the tier")
+        remote.state.withLock { $0.rejectedRemovals = [] }
+        try await cache.set("new", forKey: "k")
+        try await cache.flush()
+        cache.memory?.remove("k")
+        #expect(try await cache.value(forKey: "k", as: String.self) == "new", "the newer value stayed hidden")
         try await cache.close()
     }
 
@@ -187,7 +212,10 @@ struct ConsistencyTests {
         try await cache.close()
     }
 
-    @Test("A fill by another cache on the same file never lands over a newer write of the key", arguments: [true, false])
+    @Test(
+        "A fill by another cache on the same file never lands over a newer write of the key",
+        arguments: [true, false]
+    )
     func staleFillAcrossCaches(removes: Bool) async throws {
         let remote = RecordingTier()
         let writer = try await makeCache(in: self.directory) { $0.remote = remote }
@@ -297,7 +325,10 @@ struct ConsistencyTests {
         try await cache.flush()
         try await cache.close()
         do {
-            let connection = try SQLiteConnection(path: self.directory.path("cache.sqlite"), busyTimeoutMilliseconds: 100)
+            let connection = try SQLiteConnection(
+                path: self.directory.path("cache.sqlite"),
+                busyTimeoutMilliseconds: 100
+            )
             try connection.execute("INSERT INTO outbox (kind, created_at) VALUES (99, 0)")
             connection.close()
         }

@@ -21,7 +21,10 @@ struct OutboxLeaseTests {
     private func queueRecords(_ tier: SQLiteTier, count: Int) async throws {
         try await tier.applyWrites(
             (0..<count).map {
-                SQLiteWrite(operation: .store(key: CacheKey(rawValue: "k\($0)"), blob: [1, 2, 3], expiresAtMilliseconds: nil), replicate: true)
+                SQLiteWrite(
+                    operation: .store(key: CacheKey(rawValue: "k\($0)"), blob: [1, 2, 3], expiresAtMilliseconds: nil),
+                    replicate: true
+                )
             }
         )
     }
@@ -39,7 +42,10 @@ struct OutboxLeaseTests {
         #expect(taken.map(\.sequence) == [1, 2, 3, 4, 5])
         #expect(taken.first?.attempts == 1, "the failed attempt was not counted")
         try await Task.sleep(for: .milliseconds(5))
-        #expect(try await tier.claimOutbox(limit: 2, owner: "c", lease: .seconds(60)).map(\.sequence) == [1, 2], "an expired lease was not taken over")
+        #expect(
+            try await tier.claimOutbox(limit: 2, owner: "c", lease: .seconds(60)).map(\.sequence) == [1, 2],
+            "an expired lease was not taken over"
+        )
         await tier.close()
     }
 
@@ -52,7 +58,10 @@ struct OutboxLeaseTests {
         let deadOwner = "\(ProcessInfo.processInfo.hostName)/\(child.process.processIdentifier)/dead"
         #expect(!OutboxLeaseOwner.isAlive(deadOwner))
         #expect(OutboxLeaseOwner.isAlive(OutboxLeaseOwner.make()))
-        #expect(OutboxLeaseOwner.isAlive("another-host/1/x"), "an owner elsewhere must be trusted until its lease expires")
+        #expect(
+            OutboxLeaseOwner.isAlive("another-host/1/x"),
+            "an owner elsewhere must be trusted until its lease expires"
+        )
         #expect(try await tier.claimOutbox(limit: 5, owner: deadOwner, lease: .seconds(600)).count == 2)
         #expect(try await tier.claimOutbox(limit: 5, owner: "me", lease: .seconds(60)).count == 2)
         await tier.close()

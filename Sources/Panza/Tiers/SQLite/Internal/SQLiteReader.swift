@@ -38,42 +38,49 @@ actor SQLiteReader {
     /// The stored blob of `key`, or `nil` when it is missing or expired. Notes accesses and expiries in `log`.
     ///
     /// - Returns: the blob, and whether the writer should be asked for maintenance.
-    /// - Returns: the blob; on a miss, the write stamp of the key (see ``WriteStamp``), read by the
-    ///   same statement, so in the same snapshot; and whether the writer should be asked for
-    ///   maintenance.
+    /// - Returns: the blob; on a miss, the write stamp of the key (see ``WriteStamp``), read in
+    ///   the same snapshot as the miss; and whether the writer should be asked for maintenance.
     func blob(
         forKey key: CacheKey,
         log: AccessLog
     ) throws -> (blob: [UInt8]?, missStamp: Int64?, requestMaintenance: Bool) {
         try self.checkOpen()
-        // One statement, so one snapshot; the stamp subquery runs on a miss only (CASE is lazy).
-        let statement = try self.connection.statement(
-            """
-            SELECT entry.blob, entry.expires_at, entry.accessed_at,
-                CASE WHEN entry.key IS NULL OR entry.expires_at <= ?5 THEN
-                    (SELECT coalesce(sum(stamp), 0) FROM write_stamp WHERE scope IN (?2, ?3, ?4))
-                END
-            FROM (SELECT 1) LEFT JOIN entry ON entry.key = ?1
-            """
-        )
-        defer { statement.reset() }
-        let scopes = WriteStamp.scopes(of: key)
         let now = WallClock.nowMilliseconds()
-        try statement.bind(key.rawValue, at: 1)
-        try statement.bind(scopes.key, at: 2)
-        try statement.bind(scopes.namespace, at: 3)
-        try statement.bind(scopes.all, at: 4)
-        try statement.bind(now, at: 5)
-        guard try statement.step() else { return (nil, nil, false) }
-        if let stamp = statement.optionalInt64(at: 3) {
-            let expired = statement.optionalInt64(at: 1) != nil
-            return (nil, stamp, expired ? log.recordExpired(key.rawValue) : false)
+        switch try self.entry(key.rawValue, now: now, log: log) {
+        case .hit(let blob, let request):
+            return (blob, nil, request)
+        case .miss, .expired:
+            // The miss again, with the stamp, in one read transaction: hits never pay for it.
+            try self.connection.execute("BEGIN")
+            defer { try? self.connection.execute("COMMIT") }
+            let stamp = try WriteStamp.read(for: key, in: self.connection)
+            switch try self.entry(key.rawValue, now: now, log: log) {
+            case .hit(let blob, let request): return (blob, nil, request)
+            case .miss: return (nil, stamp, false)
+            case .expired(let request): return (nil, stamp, request)
+            }
+        }
+    }
+
+    private enum EntryLookup {
+        case hit([UInt8], requestMaintenance: Bool)
+        case miss
+        case expired(requestMaintenance: Bool)
+    }
+
+    private func entry(_ key: String, now: Int64, log: AccessLog) throws -> EntryLookup {
+        let statement = try self.connection.statement("SELECT blob, expires_at, accessed_at FROM entry WHERE key = ?")
+        defer { statement.reset() }
+        try statement.bind(key, at: 1)
+        guard try statement.step() else { return .miss }
+        if let expiresAt = statement.optionalInt64(at: 1), expiresAt <= now {
+            return .expired(requestMaintenance: log.recordExpired(key))
         }
         var request = false
         if now - statement.int64(at: 2) >= self.accessTimeResolution {
-            request = log.recordAccess(key.rawValue, at: now)
+            request = log.recordAccess(key, at: now)
         }
-        return (statement.bytes(at: 0), nil, request)
+        return .hit(statement.bytes(at: 0), requestMaintenance: request)
     }
 
     /// What the outbox holds for `key`.

@@ -48,8 +48,9 @@ actor SQLiteWriter {
     }
 
     /// Applies `writes` in one transaction. Those marked `replicate` are also recorded in the
-    /// outbox, for a remote tier; a fill is skipped when its key was written since the lookup
-    /// that missed it (its stamp changed); every other write bumps the stamps it changes.
+    /// outbox, for a remote tier. A fill is skipped when its key was removed since the lookup that
+    /// missed it (its stamp changed) or stored since (a row exists); removals bump the stamps they
+    /// change, and so do evictions and deletions of expired entries (see ``WriteStamp``).
     func apply(_ writes: [SQLiteWrite]) throws {
         let connection = try self.openConnectionOrThrow()
         try connection.writeTransaction {
@@ -57,9 +58,13 @@ actor SQLiteWriter {
             for write in writes {
                 let operation = write.operation
                 if let stamp = write.fillStamp {
+                    // A fill lands only where nothing was removed since its lookup missed (the
+                    // stamp) and nothing was stored since (the row is still absent).
                     guard case .store(let key, _, _) = operation,
                         try WriteStamp.read(for: key, in: connection) == stamp
                     else { continue }
+                } else if case .store = operation {
+                    // A store leaves a row, which is what keeps an older fill out.
                 } else {
                     try WriteStamp.bump(for: operation, in: connection)
                 }
@@ -67,14 +72,20 @@ actor SQLiteWriter {
                 switch operation {
                 case .store(let key, let blob, let expiresAt):
                     let statement = try connection.statement(
-                        """
-                        INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at)
-                        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)
-                        ON CONFLICT (key) DO UPDATE SET
-                            namespace = excluded.namespace, blob = excluded.blob, size = excluded.size,
-                            created_at = excluded.created_at, expires_at = excluded.expires_at,
-                            accessed_at = excluded.accessed_at
-                        """
+                        write.fillStamp != nil
+                            ? """
+                            INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at)
+                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)
+                            ON CONFLICT (key) DO NOTHING
+                            """
+                            : """
+                            INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at)
+                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)
+                            ON CONFLICT (key) DO UPDATE SET
+                                namespace = excluded.namespace, blob = excluded.blob, size = excluded.size,
+                                created_at = excluded.created_at, expires_at = excluded.expires_at,
+                                accessed_at = excluded.accessed_at
+                            """
                     )
                     try statement.bind(key.rawValue, at: 1)
                     try statement.bind(key.namespace, at: 2)
@@ -136,7 +147,9 @@ actor SQLiteWriter {
             try statement.bind(WallClock.nowMilliseconds(), at: 1)
             try statement.bind(Int64(limit), at: 2)
             try statement.run()
-            return connection.changes
+            let deleted = connection.changes
+            if deleted > 0 { try WriteStamp.bumpAll(in: connection) }
+            return deleted
         }
     }
 
@@ -430,7 +443,9 @@ actor SQLiteWriter {
             let statement = try connection.statement("DELETE FROM entry WHERE expires_at <= ?")
             try statement.bind(WallClock.nowMilliseconds(), at: 1)
             try statement.run()
-            return connection.changes
+            let deleted = connection.changes
+            if deleted > 0 { try WriteStamp.bumpAll(in: connection) }
+            return deleted
         }
     }
 
@@ -483,6 +498,7 @@ actor SQLiteWriter {
                     let statement = try connection.statement("DELETE FROM entry WHERE expires_at <= ?")
                     try statement.bind(WallClock.nowMilliseconds(), at: 1)
                     try statement.run()
+                    if connection.changes > 0 { try WriteStamp.bumpAll(in: connection) }
                     try self.evictIfNeeded(connection)
                 }
             } catch let error as PanzaError where error.code == .databaseBusy {
@@ -564,12 +580,15 @@ actor SQLiteWriter {
             }
             if !expired.isEmpty {
                 let statement = try connection.statement("DELETE FROM entry WHERE key = ?1 AND expires_at <= ?2")
+                var deleted = 0
                 for key in expired {
                     statement.reset()
                     try statement.bind(key, at: 1)
                     try statement.bind(now, at: 2)
                     try statement.run()
+                    deleted += connection.changes
                 }
+                if deleted > 0 { try WriteStamp.bumpAll(in: connection) }
             }
         } catch {
             self.accessLog.restore(touches: touches, expired: expired)
@@ -604,6 +623,7 @@ actor SQLiteWriter {
                 self.accessLog.forget(key)
             }
         }
+        if evicted > 0 { try WriteStamp.bumpAll(in: connection) }
         self.evictions.add(evicted, ordering: .relaxed)
         self.logger.debug("panza: evicted SQLite entries", metadata: ["count": "\(evicted)"])
     }

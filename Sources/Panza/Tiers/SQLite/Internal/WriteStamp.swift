@@ -1,11 +1,13 @@
 /// Change counters in the SQLite file that let a fill from a lower tier check, in its write
-/// transaction, that no process wrote the key since the lookup that missed it.
+/// transaction, that no process removed the key since the lookup that missed it.
 ///
-/// Every write of a key bumps the counter of the key's bucket (one of 1,024, by FNV-1a of the
-/// key), a removal of a namespace bumps that namespace's counter, and a removal of everything
-/// bumps one more. A lookup that misses reads the sum of the three counters that concern its key;
-/// the fill is written only if the sum is unchanged. The table stays small: 1,024 buckets, one row
-/// per namespace ever removed, and one.
+/// A removal of a key bumps the counter of the key's bucket (one of 1,024, by FNV-1a of the key),
+/// a removal of a namespace bumps that namespace's counter, and a removal of everything, an
+/// eviction pass or a deletion of expired entries bumps one more. A lookup that misses reads the
+/// sum of the three counters that concern its key in the same snapshot; the fill is written only
+/// if the sum is unchanged and the key has no row (a store since the miss left one). Stores, the
+/// hot path, touch no counter. The table stays small: 1,024 buckets, one row per namespace ever
+/// removed, and one.
 enum WriteStamp {
     static let bucketCount: UInt64 = 1024
 
@@ -32,6 +34,11 @@ enum WriteStamp {
         )
         try statement.bind(scope, at: 1)
         try statement.run()
+    }
+
+    /// Bumps the counter of everything (an eviction pass, a deletion of expired entries).
+    static func bumpAll(in connection: SQLiteConnection) throws {
+        try self.bump(for: .removeAll, in: connection)
     }
 
     /// The sum of the counters that concern `key`.
