@@ -76,7 +76,12 @@ enum OutboxRecord {
         now: Int64,
         ownerIsAlive: (String) -> Bool
     ) throws -> (claimed: [QueuedWrite], unreadable: [(id: Int64, error: PanzaError)]) {
-        try connection.writeTransaction {
+        // An idle uploader polls: an empty outbox must not cost a write lock.
+        let any = try connection.statement("SELECT EXISTS (SELECT 1 FROM outbox)")
+        let hasRecords = try any.step() && any.int64(at: 0) == 1
+        any.reset()
+        guard hasRecords else { return ([], []) }
+        return try connection.writeTransaction {
             let select = try connection.statement(
                 """
                 SELECT id, kind, key, namespace, blob, expires_at, attempts, lease_owner, lease_expires_at
