@@ -149,7 +149,7 @@ struct S3TierTests {
     }
 
     @Test("S3 refusals are permanent failures (dead letters at once); outages, throttling and credentials are not")
-    func failureClassification() throws {
+    func failureClassification() async throws {
         let tier = try S3Tier(configuration: S3TestServer.tierConfiguration(bucket: "classification"))
         func http(_ status: Int, _ code: String) -> S3Error {
             S3Error(code: .http, message: "refused", s3Code: code, httpStatus: status)
@@ -166,5 +166,6 @@ struct S3TierTests {
         #expect(!tier.isPermanentFailure(http(403, "AccessDenied")), "a policy can be fixed; retried up to maxAttempts")
         #expect(!tier.isPermanentFailure(S3Error(code: .transport, message: "connection refused")))
         #expect(!tier.isPermanentFailure(CancellationError()))
+        try await tier.close()
     }
 }
