@@ -54,37 +54,30 @@ public struct ChildProcess {
 
     /// Reads standard output until a line equal to `line` arrives (or the output ends).
     public func waitForLine(_ line: String) async -> Bool {
-        let handle = self.output.fileHandleForReading
-        return await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                var buffer = ""
-                while true {
-                    let data = handle.availableData
-                    if data.isEmpty { continuation.resume(returning: false); return }
-                    buffer += String(decoding: data, as: UTF8.self)
-                    if buffer.split(separator: "\n").contains(where: { $0 == line }) {
-                        continuation.resume(returning: true)
-                        return
-                    }
-                }
-            }
-        }
+        await self.waitForLine { $0 == line } != nil
     }
 
     /// Reads standard output until a line starting with `prefix` arrives; returns that line, or
     /// `nil` when the output ends first.
     public func waitForLine(startingWith prefix: String) async -> String? {
+        await self.waitForLine { $0.hasPrefix(prefix) }
+    }
+
+    private func waitForLine(where matches: @escaping @Sendable (Substring) -> Bool) async -> String? {
         let handle = self.output.fileHandleForReading
         return await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
                 var buffer = ""
                 while true {
                     let data = handle.availableData
-                    if data.isEmpty { continuation.resume(returning: nil); return }
+                    if data.isEmpty {
+                        continuation.resume(returning: nil)
+                        return
+                    }
                     buffer += String(decoding: data, as: UTF8.self)
-                    let lines = buffer.split(separator: "\n", omittingEmptySubsequences: false)
                     // The last piece may be an unfinished line.
-                    if let line = lines.dropLast().first(where: { $0.hasPrefix(prefix) }) {
+                    let lines = buffer.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+                    if let line = lines.first(where: matches) {
                         continuation.resume(returning: String(line))
                         return
                     }

@@ -166,8 +166,11 @@ struct ConsistencyTests {
         #expect(ContinuousClock.now - start < .seconds(3))
     }
 
-    @Test("A fill from a lower tier that started before a set never overwrites it")
-    func staleFillAfterSet() async throws {
+    @Test(
+        "A fill from the remote tier that started before a set or a removeValue never overwrites it",
+        arguments: [false, true]
+    )
+    func staleFillAfterWrite(removes: Bool) async throws {
         let remote = RecordingTier()
         let cache = try await makeCache(in: self.directory) { $0.remote = remote }
         try await cache.set("old", forKey: "k")
@@ -177,38 +180,22 @@ struct ConsistencyTests {
         remote.state.withLock { $0.readGate = gate }
         let read = Task { try await cache.value(forKey: "k", as: String.self) }
         #expect(await eventually { remote.state.withLock { $0.readsStarted } == 1 })
-        try await cache.set("new", forKey: "k")
+        if removes {
+            try await cache.removeValue(forKey: "k")
+        } else {
+            try await cache.set("new", forKey: "k")
+        }
         gate.open()
-        #expect(try await read.value == "old", "the slow read returns what it found, as a read before the set")
+        #expect(try await read.value == "old", "the slow read returns what it found, as a read before the write")
         remote.state.withLock { $0.readGate = nil }
-        #expect(try await cache.value(forKey: "k", as: String.self) == "new", "the stale fill overwrote memory")
+        let expected = removes ? nil : "new"
+        #expect(try await cache.value(forKey: "k", as: String.self) == expected, "the stale fill reached memory")
         try await cache.flush()
         let sqlite = try #require(cache.tiers.first as? SQLiteTier)
-        let stored = try #require(try await sqlite.storedBlob(forKey: "k"))
-        #expect(try ValueCoding.decode(String.self, from: BlobEnvelope.decode(stored), key: "k") == "new")
-        try await cache.close()
-    }
-
-    @Test("removeValue with a remote tier: a concurrent read cannot copy the old remote value back")
-    func staleFillAfterRemove() async throws {
-        let remote = RecordingTier()
-        let cache = try await makeCache(in: self.directory) { $0.remote = remote }
-        try await cache.set("old", forKey: "k")
-        try await cache.flush()
-        try await self.evictLocally("k", from: cache)
-        let gate = Gate()
-        remote.state.withLock { $0.readGate = gate }
-        let read = Task { try await cache.value(forKey: "k", as: String.self) }
-        #expect(await eventually { remote.state.withLock { $0.readsStarted } == 1 })
-        try await cache.removeValue(forKey: "k")
-        gate.open()
-        _ = try await read.value
-        remote.state.withLock { $0.readGate = nil }
-        #expect(try await cache.value(forKey: "k", as: String.self) == nil, "the removed value came back")
-        try await cache.flush()
-        let sqlite = try #require(cache.tiers.first as? SQLiteTier)
-        #expect(try await sqlite.storedBlob(forKey: "k") == nil, "the removed value was copied back into SQLite")
-        #expect(remote.keys.isEmpty)
+        let stored = try await sqlite.storedBlob(forKey: "k")
+        let value = try stored.map { try ValueCoding.decode(String.self, from: BlobEnvelope.decode($0), key: "k") }
+        #expect(value == expected, "the stale fill reached SQLite")
+        #expect(remote.keys == (removes ? [] : ["k"]))
         try await cache.close()
     }
 

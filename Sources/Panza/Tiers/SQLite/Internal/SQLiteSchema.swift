@@ -94,26 +94,12 @@ enum SQLiteSchema {
         {
             return
         }
-        try self.checkOwnership(connection)
         try connection.writeTransaction {
-            let applicationID = try scalar(connection, "PRAGMA application_id")
+            // Checked again under the write lock: another process may have created the file meanwhile.
+            try self.checkOwnership(connection)
             let version = try scalar(connection, "PRAGMA user_version")
-            if applicationID == 0 && version == 0 {
-                let tables = try scalar(connection, "SELECT count(*) FROM sqlite_schema")
-                guard tables == 0 else {
-                    throw notPanza(connection)
-                }
+            if try scalar(connection, "PRAGMA application_id") == 0 {
                 try connection.execute("PRAGMA application_id = \(self.applicationID)")
-            } else if applicationID != self.applicationID {
-                throw notPanza(connection)
-            }
-            guard version <= currentVersion else {
-                throw PanzaError(
-                    code: .unsupportedSchemaVersion,
-                    message: "the file has schema version \(version); this Panza reads up to \(currentVersion). "
-                        + "Upgrade Panza or use another file",
-                    path: connection.path
-                )
             }
             for index in Int(version)..<migrations.count {
                 try connection.execute(migrations[index])
