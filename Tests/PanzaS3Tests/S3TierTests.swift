@@ -12,8 +12,16 @@ struct S3TierTests {
         self.directory = try TemporaryDirectory()
     }
 
-    func cache(file: String, tier: S3Tier.Configuration, memory: Bool = true) async throws -> TieredCache {
+    func cache(
+        file: String,
+        tier: S3Tier.Configuration,
+        memory: Bool = true,
+        writeMode: TieredCache.Configuration.WriteMode = .writeBehind
+    ) async throws -> TieredCache {
         var configuration = TieredCache.Configuration()
+        configuration.writeMode = writeMode
+        // Two caches on one file take turns at the outbox; the second looks again this often.
+        configuration.writeBehind.outboxPollInterval = .milliseconds(100)
         configuration.memory = memory ? .init() : nil
         configuration.sqlite = .init(path: self.directory.path(file))
         configuration.remote = try S3Tier(configuration: tier)
@@ -127,6 +135,41 @@ struct S3TierTests {
         let sqlite = try #require(cache.tiers.first as? SQLiteTier)
         #expect(try await sqlite.outboxCount() == 0)
         try await cache.close()
+    }
+
+    @Test("Two caches on one file upload one outbox in order: the bucket ends with the last write of each key")
+    func sharedOutboxOrder() async throws {
+        let tier = try S3TestServer.tierConfiguration(bucket: S3TestServer.uniqueBucket())
+        // Write-through: each write is in the file (and its outbox) before the next one is made, as
+        // when two processes take turns; what is under test is the order of the uploads.
+        let first = try await self.cache(file: "shared.sqlite", tier: tier, writeMode: .writeThrough)
+        let second = try await self.cache(file: "shared.sqlite", tier: tier, writeMode: .writeThrough)
+        var random = SplitMix64(seed: 8)
+        var expected: [String: String] = [:]
+        for step in 0..<300 {
+            let cache = random.below(2) == 0 ? first : second
+            let key = "k\(random.below(12))"
+            if random.below(3) == 0 {
+                try await cache.removeValue(forKey: key)
+                expected[key] = nil
+            } else {
+                try await cache.set("v\(step)", forKey: key)
+                expected[key] = "v\(step)"
+            }
+            if step % 25 == 0 { try await cache.flush() }
+        }
+        try await first.flush()
+        try await second.flush()
+        let s3 = try #require(first.tiers.last as? S3Tier)
+        let objects = Set(try await s3.allObjectKeys())
+        #expect(objects == Set(expected.keys.map { "v1/_keys/\($0)" }))
+        for (key, value) in expected {
+            let blob = try #require(try await s3.blob(forKey: CacheKey(rawValue: key)))
+            let stored = try BlobEnvelope.decode(blob).payload
+            #expect(stored == Array(value.utf8), "\(key): the bucket holds an older write")
+        }
+        try await first.close()
+        try await second.close()
     }
 
     @Test("A read-only S3 tier is read but never written")
