@@ -172,6 +172,42 @@ struct S3TierTests {
         try await second.close()
     }
 
+    @Test("A blackholed endpoint: a miss reaches the loader after the read timeout, then at once once the breaker opens")
+    func blackholedEndpoint() async throws {
+        let server = try BlackholeServer()
+        defer { server.close() }
+        let settings = try S3TestServer.settings()
+        var tier = S3Tier.Configuration(
+            bucket: S3TestServer.uniqueBucket(),
+            prefix: "v1",
+            endpoint: "http://127.0.0.1:\(server.port)",
+            credentials: settings.credentials
+        )
+        tier.client.retry = .none
+        tier.client.requestTimeout = .seconds(2)
+        var configuration = TieredCache.Configuration()
+        configuration.sqlite = .init(path: self.directory.path("blackhole.sqlite"))
+        configuration.remote = try S3Tier(configuration: tier)
+        configuration.modes = CacheModes()
+        configuration.remoteReadTimeout = .milliseconds(300)
+        configuration.remoteBreaker = .init(failureThreshold: 2, openDuration: .seconds(60))
+        configuration.remoteCloseTimeout = .milliseconds(100)
+        let cache = try await TieredCache(configuration: configuration)
+        for index in 0..<2 {
+            let start = ContinuousClock.now
+            #expect(try await cache.value(forKey: "k\(index)") { "loaded" } == "loaded")
+            #expect(ContinuousClock.now - start < .seconds(5), "a miss waited for the blackholed endpoint")
+        }
+        #expect(cache.statistics.tiers["s3"]?.breaker == .open)
+        for index in 2..<12 {
+            #expect(try await cache.value(forKey: "k\(index)") { "loaded" } == "loaded")
+        }
+        #expect(cache.statistics.tiers["s3"]?.timeouts == 2)
+        #expect(cache.statistics.tiers["s3"]?.skipped == 10)
+        #expect(try await cache.value(forKey: "k0", as: String.self) == "loaded", "the local tiers kept the result")
+        try? await cache.close()  // the uploads stay in the outbox
+    }
+
     @Test("A read-only S3 tier is read but never written")
     func readOnly() async throws {
         let bucket = S3TestServer.uniqueBucket()

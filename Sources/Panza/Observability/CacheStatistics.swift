@@ -10,11 +10,20 @@ public struct CacheStatistics: Hashable, Sendable, Codable {
         public var misses: Int = 0
         /// Lookups that failed with an error and were treated as misses.
         public var errors: Int = 0
+        /// Lookups that passed ``TieredCache/Configuration/remoteReadTimeout`` and were treated as
+        /// misses (the read went on in the background).
+        public var timeouts: Int = 0
+        /// Lookups that skipped the tier because its circuit breaker was open.
+        public var skipped: Int = 0
+        /// The tier's circuit breaker, for the remote tier; `nil` for SQLite.
+        public var breaker: CircuitBreaker.State? = nil
 
-        public init(hits: Int = 0, misses: Int = 0, errors: Int = 0) {
+        public init(hits: Int = 0, misses: Int = 0, errors: Int = 0, timeouts: Int = 0, skipped: Int = 0) {
             self.hits = hits
             self.misses = misses
             self.errors = errors
+            self.timeouts = timeouts
+            self.skipped = skipped
         }
 
         /// `hits / (hits + misses)`, or 0 before the first lookup.
@@ -85,13 +94,13 @@ final class StatisticsRecorder: Sendable {
     }
 
     private let counters: [Cell]  // indexed by Counter
-    private let tierCounters: [[Cell]]  // [tier][hits, misses, errors]
+    private let tierCounters: [[Cell]]  // [tier][hits, misses, errors, timeouts, skipped]
     let tierNames: [String]
 
     init(tierNames: [String]) {
         self.tierNames = tierNames
         self.counters = Counter.allCases.map { _ in Cell() }
-        self.tierCounters = tierNames.map { _ in [Cell(), Cell(), Cell()] }
+        self.tierCounters = tierNames.map { _ in [Cell(), Cell(), Cell(), Cell(), Cell()] }
     }
 
     @inline(__always)
@@ -102,6 +111,8 @@ final class StatisticsRecorder: Sendable {
     func tierHit(_ tier: Int) { self.tierCounters[tier][0].add(1) }
     func tierMiss(_ tier: Int) { self.tierCounters[tier][1].add(1) }
     func tierError(_ tier: Int) { self.tierCounters[tier][2].add(1) }
+    func tierTimeout(_ tier: Int) { self.tierCounters[tier][3].add(1) }
+    func tierSkip(_ tier: Int) { self.tierCounters[tier][4].add(1) }
 
     func value(_ counter: Counter) -> Int { self.counters[counter.rawValue].load() }
 
@@ -113,7 +124,9 @@ final class StatisticsRecorder: Sendable {
             statistics.tiers[name] = .init(
                 hits: counters[0].load(),
                 misses: counters[1].load(),
-                errors: counters[2].load()
+                errors: counters[2].load(),
+                timeouts: counters[3].load(),
+                skipped: counters[4].load()
             )
         }
         statistics.loads = self.value(.loads)

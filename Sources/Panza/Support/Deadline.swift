@@ -19,6 +19,30 @@ enum Deadline {
         return finished
     }
 
+    /// Runs `body` in a task of its own and returns its value, or `nil` when `duration` passed
+    /// first (the body then goes on in the background). Rethrows the body's error.
+    static func value<Value: Sendable>(
+        within duration: Duration,
+        _ body: @escaping @Sendable () async throws -> Value
+    ) async throws -> Value? {
+        let box = ResultBox<Value>()
+        let finished = await self.completes(within: duration) {
+            do {
+                box.store(.success(try await body()))
+            } catch {
+                box.store(.failure(error))
+            }
+        }
+        guard finished, let result = box.result else { return nil }
+        return try result.get()
+    }
+
+    private final class ResultBox<Value: Sendable>: Sendable {
+        private let stored = Mutex<Result<Value, any Error>?>(nil)
+        func store(_ result: Result<Value, any Error>) { self.stored.withLock { $0 = result } }
+        var result: Result<Value, any Error>? { self.stored.withLock { $0 } }
+    }
+
     /// The first of two answers, for one waiter.
     private final class Outcome: Sendable {
         private struct State {

@@ -13,18 +13,22 @@ struct TierSlot: Sendable {
     let pending: (any WriteQueue)?
     /// Reads the tier: the blob, and on a miss the write stamp a fill must find unchanged (SQLite).
     let read: @Sendable (CacheKey) async throws -> (blob: [UInt8]?, missStamp: Int64?)
+    /// The deadline and circuit breaker of a remote tier's reads; `nil` for SQLite.
+    let readGuard: RemoteReadGuard?
 
     init(
         tier: any CacheTier,
         index: Int,
         lane: Lane?,
         pending: (any WriteQueue)?,
+        readGuard: RemoteReadGuard? = nil,
         read: (@Sendable (CacheKey) async throws -> (blob: [UInt8]?, missStamp: Int64?))? = nil
     ) {
         self.tier = tier
         self.index = index
         self.lane = lane
         self.pending = pending
+        self.readGuard = readGuard
         self.read = read ?? { key in (try await tier.blob(forKey: key), nil) }
     }
 }

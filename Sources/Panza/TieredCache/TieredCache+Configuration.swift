@@ -90,6 +90,13 @@ extension TieredCache {
         /// How long entries live when a call gives no time to live; `nil` for forever. Zero or
         /// less means "do not reuse" (see ``TieredCache/set(_:forKey:timeToLive:)``).
         public var defaultTimeToLive: Duration? = nil
+        /// How long a lookup waits for the remote tier before it counts as a miss and the caller
+        /// goes on to its loader (the read goes on in the background); 1 s by default, `nil` for
+        /// no limit. SQLite is never timed out.
+        public var remoteReadTimeout: Duration? = .seconds(1)
+        /// The circuit breaker of the remote tier: after consecutive failures or timeouts, lookups
+        /// skip it (misses go straight to the loader; uploads stay queued) until a probe succeeds.
+        public var remoteBreaker = CircuitBreaker.Configuration()
         /// How long ``TieredCache/close()`` may take in all, whatever the tiers do; 10 s by default.
         public var closeTimeout: Duration = .seconds(10)
         /// How long ``TieredCache/close()`` waits for pending uploads to the remote tier (within
@@ -132,6 +139,14 @@ extension TieredCache {
                     code: .invalidConfiguration,
                     message:
                         "write-behind bounds, attempts and backoff must be positive, and the outbox lease at least 1 s"
+                )
+            }
+            guard self.remoteReadTimeout.map({ $0 > .zero }) ?? true, self.remoteBreaker.failureThreshold >= 1,
+                self.remoteBreaker.openDuration > .zero
+            else {
+                throw PanzaError(
+                    code: .invalidConfiguration,
+                    message: "remoteReadTimeout, the breaker's failure threshold and open duration must be positive"
                 )
             }
             guard self.closeTimeout > .zero else {

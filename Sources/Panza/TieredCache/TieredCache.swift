@@ -109,8 +109,16 @@ public final class TieredCache: Sendable {
             )
         }
         if let remote {
+            let readGuard = RemoteReadGuard(
+                tierName: remote.name,
+                timeout: configuration.remoteReadTimeout,
+                breaker: configuration.remoteBreaker,
+                logger: logger
+            )
             if let outbox {
-                slots.append(TierSlot(tier: remote, index: slots.count, lane: nil, pending: outbox.queue))
+                slots.append(
+                    TierSlot(tier: remote, index: slots.count, lane: nil, pending: outbox.queue, readGuard: readGuard)
+                )
             } else if remote.isWritable {
                 let lane = Lane(
                     tier: remote,
@@ -124,9 +132,13 @@ public final class TieredCache: Sendable {
                     onApplied: { _ in }
                 )
                 lanes.append(lane)
-                slots.append(TierSlot(tier: remote, index: slots.count, lane: lane, pending: lane.queue))
+                slots.append(
+                    TierSlot(tier: remote, index: slots.count, lane: lane, pending: lane.queue, readGuard: readGuard)
+                )
             } else {
-                slots.append(TierSlot(tier: remote, index: slots.count, lane: nil, pending: nil))
+                slots.append(
+                    TierSlot(tier: remote, index: slots.count, lane: nil, pending: nil, readGuard: readGuard)
+                )
             }
         }
         self.slots = slots
@@ -164,6 +176,9 @@ public final class TieredCache: Sendable {
         var statistics = self.recorder.snapshot()
         statistics.pendingWrites = self.lanes.reduce(0) { $0 + $1.queue.pendingCount }
         statistics.pendingBytes = self.lanes.reduce(0) { $0 + $1.queue.pendingBytes }
+        for slot in self.slots {
+            if let readGuard = slot.readGuard { statistics.tiers[slot.tier.name]?.breaker = readGuard.state }
+        }
         if let memory = self.memory {
             statistics.memoryEntries = memory.count
             statistics.memoryBytes = memory.bytes
@@ -510,9 +525,37 @@ public final class TieredCache: Sendable {
                     self.recorder.tierMiss(index)
                     return nil
                 case .none:
-                    let read = try await slot.read(key)
-                    blob = read.blob
-                    missStamps[index] = read.missStamp
+                    guard let readGuard = slot.readGuard else {
+                        let read = try await slot.read(key)
+                        blob = read.blob
+                        missStamps[index] = read.missStamp
+                        break
+                    }
+                    switch await readGuard.read({ try await slot.read(key) }) {
+                    case .value(let read):
+                        blob = read.blob
+                    case .skipped:
+                        self.recorder.tierSkip(index)
+                        self.recorder.tierMiss(index)
+                        continue
+                    case .timedOut(let timeout):
+                        self.recorder.tierTimeout(index)
+                        self.recorder.tierMiss(index)
+                        self.logger.warning(
+                            "panza: tier lookup timed out; treated as a miss",
+                            metadata: ["tier": "\(slot.tier.name)", "key": "\(key)", "timeout": "\(timeout)"]
+                        )
+                        if slot.tier.failuresReachCallers {
+                            throw PanzaError(
+                                code: .timedOut,
+                                message: "the \(slot.tier.name) tier did not answer within \(timeout)",
+                                key: key.rawValue
+                            )
+                        }
+                        continue
+                    case .failed(let error):
+                        throw error
+                    }
                 }
             } catch {
                 self.recorder.tierError(index)

@@ -133,4 +133,54 @@ struct RemoteTierTests {
         #expect(writeOnly.reads == 0)
         try await second.close()
     }
+
+    @Test("A remote tier that never answers costs a miss one read timeout, then nothing once the breaker opens")
+    func hangingRemote() async throws {
+        let remote = RecordingTier()
+        remote.state.withLock { $0.readGate = Gate() }  // reads never return
+        let cache = try await makeCache(in: self.directory) {
+            $0.remote = remote
+            $0.remoteReadTimeout = .milliseconds(100)
+            $0.remoteBreaker = .init(failureThreshold: 3, openDuration: .seconds(60))
+            $0.closeTimeout = .seconds(1)
+        }
+        for index in 0..<3 {
+            let start = ContinuousClock.now
+            #expect(try await cache.value(forKey: "k\(index)") { "loaded" } == "loaded")
+            #expect(ContinuousClock.now - start < .seconds(5), "a miss waited for the hanging tier")
+        }
+        #expect(cache.statistics.tiers["remote"]?.timeouts == 3)
+        #expect(cache.statistics.tiers["remote"]?.breaker == .open)
+        let readsBefore = remote.state.withLock { $0.readsStarted }
+        for index in 3..<20 {
+            #expect(try await cache.value(forKey: "k\(index)") { "loaded" } == "loaded")
+        }
+        #expect(remote.state.withLock { $0.readsStarted } == readsBefore, "the open breaker let reads through")
+        #expect(cache.statistics.tiers["remote"]?.skipped == 17)
+        // Local hits are unaffected.
+        #expect(try await cache.value(forKey: "k0", as: String.self) == "loaded")
+        try? await cache.close()
+    }
+
+    @Test("In strict mode a read timeout reaches the caller as a typed error")
+    func strictTimeout() async throws {
+        final class StrictTier: CacheTier, Sendable {
+            let name = "remote"
+            let failuresReachCallers = true
+            func blob(forKey key: CacheKey) async throws -> [UInt8]? {
+                await Gate().wait()
+                return nil
+            }
+            func apply(_ operations: [CacheTierOperation]) async throws {}
+            func close() async throws {}
+        }
+        let cache = try await makeCache(in: self.directory, sqlite: false) {
+            $0.remote = StrictTier()
+            $0.remoteReadTimeout = .milliseconds(50)
+        }
+        await #expect { _ = try await cache.value(forKey: "k", as: String.self) } throws: {
+            ($0 as? PanzaError)?.code == .timedOut
+        }
+        try? await cache.close()
+    }
 }

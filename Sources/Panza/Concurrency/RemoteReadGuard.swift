@@ -1,0 +1,76 @@
+import Logging
+import Synchronization
+
+/// Bounds what a lookup may wait for a remote tier: a deadline on each read, and a
+/// ``CircuitBreaker`` that skips the tier after consecutive failures, so that a dead, slow or
+/// blackholed remote costs a caller at most a short wait, then nothing.
+///
+/// A read that passes its deadline is abandoned, not cancelled: it goes on in the background (the
+/// tier's own timeouts end it) while the caller moves on to its loader.
+final class RemoteReadGuard: Sendable {
+    /// How a guarded read ended.
+    enum Outcome<Value: Sendable>: Sendable {
+        case value(Value)
+        /// The breaker is open: the tier was not asked.
+        case skipped
+        /// The deadline passed first.
+        case timedOut(Duration)
+        case failed(any Error)
+    }
+
+    let tierName: String
+    let timeout: Duration?
+    private let breaker: Mutex<CircuitBreaker>
+    private let clock = ContinuousClock()
+    private let start: ContinuousClock.Instant
+    private let logger: Logger
+
+    init(tierName: String, timeout: Duration?, breaker: CircuitBreaker.Configuration, logger: Logger) {
+        self.tierName = tierName
+        self.timeout = timeout
+        self.breaker = Mutex(CircuitBreaker(configuration: breaker))
+        self.start = self.clock.now
+        self.logger = logger
+    }
+
+    /// Where the breaker stands.
+    var state: CircuitBreaker.State { self.breaker.withLock { $0.state } }
+
+    private var now: Duration { self.start.duration(to: self.clock.now) }
+
+    /// Runs `read` unless the breaker is open, within the deadline.
+    func read<Value: Sendable>(_ read: @escaping @Sendable () async throws -> Value) async -> Outcome<Value> {
+        let now = self.now
+        guard self.breaker.withLock({ $0.allowsRead(now: now) }) else { return .skipped }
+        let outcome: Outcome<Value>
+        do {
+            if let timeout = self.timeout {
+                if let value = try await Deadline.value(within: timeout, read) {
+                    outcome = .value(value)
+                } else {
+                    outcome = .timedOut(timeout)
+                }
+            } else {
+                outcome = .value(try await read())
+            }
+        } catch {
+            outcome = .failed(error)
+        }
+        let transition: CircuitBreaker.Transition? = self.breaker.withLock { breaker in
+            if case .value = outcome { return breaker.recordSuccess() }
+            return breaker.recordFailure(now: self.now)
+        }
+        switch transition {
+        case .opened(let duration):
+            self.logger.warning(
+                "panza: circuit breaker opened; reads skip the tier",
+                metadata: ["tier": "\(self.tierName)", "for": "\(duration)"]
+            )
+        case .closed:
+            self.logger.info("panza: circuit breaker closed; reads use the tier again", metadata: ["tier": "\(self.tierName)"])
+        case nil:
+            break
+        }
+        return outcome
+    }
+}
