@@ -208,6 +208,11 @@ struct S3TierTests {
         try? await cache.close()  // the uploads stay in the outbox
     }
 
+    @Test("A prefix that could reach other entries is refused", arguments: ["", "/v1", "v1/", "a//b", ".", "a/../b", "a/./b"])
+    func invalidPrefix(prefix: String) throws {
+        #expect(throws: S3Error.self) { try S3Tier(configuration: S3TestServer.tierConfiguration(bucket: "b", prefix: prefix)) }
+    }
+
     @Test("A read-only S3 tier is read but never written")
     func readOnly() async throws {
         let bucket = S3TestServer.uniqueBucket()

@@ -4,18 +4,14 @@ import Testing
 
 @testable import PanzaS3
 
-/// The AWS Signature Version 4 test suite (`../shared/vectors/sigv4/`, from botocore) and the worked
-/// examples of the S3 documentation (`../shared/vectors/sigv4-s3/`).
+/// The AWS Signature Version 4 test suite (`Fixtures/sigv4/`, from botocore, Apache-2.0: see its
+/// `PROVENANCE.md`, `LICENSE` and `NOTICE`) and the worked examples of the S3 documentation
+/// (`Fixtures/sigv4-s3/`).
 struct SigV4VectorTests {
-    /// `../shared/vectors` beside the package, or `$PANZA_SHARED_DIR/vectors`.
-    static let vectorsRoot: URL = {
-        if let shared = ProcessInfo.processInfo.environment["PANZA_SHARED_DIR"] {
-            return URL(fileURLWithPath: shared).appendingPathComponent("vectors")
-        }
-        return URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("shared/vectors")
-    }()
+    /// The package's `Fixtures` folder.
+    static let vectorsRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures")
 
     /// Every case folder of the generic suite: a folder holding `<name>.req`.
     static let suiteCases: [String] = {

@@ -126,15 +126,24 @@ public struct BlobEnvelope: Hashable, Sendable {
     /// The checksum is verified before anything else is trusted, then the payload is decompressed
     /// and its length checked against the header.
     ///
+    /// - Parameter maxPayloadBytes: the largest payload accepted; a header that claims more is
+    ///   refused before anything is allocated (bytes from a shared bucket are not trusted).
     /// - Throws: ``PanzaError/Code/corruptBlob`` when the bytes are damaged,
-    ///   ``PanzaError/Code/unsupportedFormat`` when they were written by a newer format version.
-    public static func decode(_ bytes: [UInt8]) throws -> BlobEnvelope {
-        try bytes.withUnsafeBytes { try decode($0) }
+    ///   ``PanzaError/Code/unsupportedFormat`` when they were written by a newer format version,
+    ///   ``PanzaError/Code/valueTooLarge`` when the payload would exceed `maxPayloadBytes`.
+    public static func decode(_ bytes: [UInt8], maxPayloadBytes: Int = .max) throws -> BlobEnvelope {
+        try bytes.withUnsafeBytes { try decode($0, maxPayloadBytes: maxPayloadBytes) }
     }
 
-    /// Parses and verifies envelope bytes. See ``decode(_:)-(Array<UInt8>)``.
-    public static func decode(_ raw: UnsafeRawBufferPointer) throws -> BlobEnvelope {
+    /// Parses and verifies envelope bytes. See ``decode(_:maxPayloadBytes:)-(Array<UInt8>,_)``.
+    public static func decode(_ raw: UnsafeRawBufferPointer, maxPayloadBytes: Int = .max) throws -> BlobEnvelope {
         let header = try Header(raw)
+        guard header.originalLength <= maxPayloadBytes else {
+            throw PanzaError(
+                code: .valueTooLarge,
+                message: "the envelope holds \(header.originalLength) bytes, more than the \(maxPayloadBytes) accepted"
+            )
+        }
         let end = headerSize + header.storedLength
         let expected = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: end, as: UInt64.self))
         let actual = XXHash64.hash(UnsafeRawBufferPointer(rebasing: raw[0..<end]))

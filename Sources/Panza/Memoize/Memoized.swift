@@ -92,7 +92,8 @@ extension TieredCache {
     ///
     /// - Parameters:
     ///   - id: names the function's entries; keep it stable across releases, and change it when
-    ///     the function's results change meaning. 1 to 200 bytes, without `/`.
+    ///     the function's results change meaning. 1 to 200 bytes, without `/`, not `.` or `..`, and
+    ///     not starting with `_` (reserved).
     ///   - timeToLive: how long results live; `nil` for ``Configuration/defaultTimeToLive``.
     ///   - limits: rate and concurrency limits on calls of `function` (hits are never limited).
     ///   - concurrencyKey: derives the key of ``LoadLimits/concurrencyLimiter`` from the arguments
@@ -109,7 +110,10 @@ extension TieredCache {
         key: (@Sendable (repeat each Argument) throws -> String)? = nil,
         _ function: @escaping @Sendable @concurrent (repeat each Argument) async throws -> Value
     ) -> Memoized<repeat each Argument, Value> {
-        precondition(Self.isValidID(id), "memoize id must have 1 to 200 UTF-8 bytes and no '/': \(id)")
+        precondition(
+            Self.isValidID(id),
+            "memoize id must have 1 to 200 UTF-8 bytes, no '/', no '.' or '..' alone, and not start with '_': \(id)"
+        )
         return Memoized(
             id: id,
             cache: self,
@@ -121,8 +125,11 @@ extension TieredCache {
         )
     }
 
+    /// 1 to 200 bytes, no `/`, not `.` or `..` (object-key path segments), and no leading `_`
+    /// (reserved: plain keys live under `_keys/` in a bucket).
     static func isValidID(_ id: String) -> Bool {
-        !id.isEmpty && id.utf8.count <= 200 && !id.utf8.contains(UInt8(ascii: "/"))
+        !id.isEmpty && id.utf8.count <= 200 && !id.utf8.contains(UInt8(ascii: "/")) && id != "." && id != ".."
+            && !id.hasPrefix("_")
     }
 
     static func validated(_ key: CacheKey) throws -> CacheKey {

@@ -13,7 +13,8 @@ struct TierSlot: Sendable {
     let pending: (any WriteQueue)?
     /// Reads the tier: the blob, and on a miss the write stamp a fill must find unchanged (SQLite).
     let read: @Sendable (CacheKey) async throws -> (blob: [UInt8]?, missStamp: Int64?)
-    /// The deadline and circuit breaker of a remote tier's reads; `nil` for SQLite.
+    /// The deadline and circuit breaker of a remote (shared) tier's reads; `nil` for SQLite, the
+    /// one local tier, which is also the only one a reader repairs.
     let readGuard: RemoteReadGuard?
 
     init(

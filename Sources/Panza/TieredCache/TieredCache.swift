@@ -573,12 +573,12 @@ public final class TieredCache: Sendable {
             }
             let envelope: BlobEnvelope
             do {
-                envelope = try BlobEnvelope.decode(blob)
+                envelope = try BlobEnvelope.decode(blob, maxPayloadBytes: self.configuration.maxValueBytes)
             } catch {
                 self.recorder.add(.corruptBlobs)
                 self.recorder.tierMiss(index)
                 self.logger.error(
-                    "panza: stored blob failed verification; removed",
+                    "panza: stored blob failed verification; treated as a miss",
                     metadata: ["tier": "\(slot.tier.name)", "key": "\(key)", "error": "\(error)"]
                 )
                 self.repair(key, in: slot, ticket: ticket)
@@ -629,9 +629,11 @@ public final class TieredCache: Sendable {
     }
 
     /// Removes a damaged or expired entry from the tier that holds it, unless a newer write of the
-    /// key is already on its way.
+    /// key is already on its way. A shared (remote) tier is never repaired by a reader: an object
+    /// this process cannot decode may be one a newer Panza wrote; it is counted, logged and left to
+    /// its writers (and to the bucket's expiry).
     private func repair(_ key: CacheKey, in slot: TierSlot, ticket: VersionFence.Ticket) {
-        guard let lane = slot.lane else { return }
+        guard slot.readGuard == nil, let lane = slot.lane else { return }
         self.fence.fill(key, ticket: ticket) {
             lane.queue.enqueue(.remove(key), version: ticket.snapshot, replicate: false, isFill: true)
         }

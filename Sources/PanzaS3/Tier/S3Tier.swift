@@ -34,8 +34,16 @@ public final class S3Tier: CacheTier {
         clientConfiguration.endpoint = configuration.endpoint
         clientConfiguration.credentials = configuration.credentials
         clientConfiguration.profile = configuration.profile
-        guard !configuration.prefix.contains("//"), !configuration.prefix.hasSuffix("/") else {
-            throw S3Error(code: .invalidConfiguration, message: "the prefix '\(configuration.prefix)' must not end with '/' or contain '//'")
+        // An empty prefix would make a purge or a bust of everything delete the whole bucket; a dot
+        // segment names another folder than it seems.
+        let segments = configuration.prefix.split(separator: "/", omittingEmptySubsequences: false)
+        guard !configuration.prefix.isEmpty, !segments.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." })
+        else {
+            throw S3Error(
+                code: .invalidConfiguration,
+                message: "the prefix '\(configuration.prefix)' must be non-empty, without a leading or trailing '/', "
+                    + "'//', or '.' and '..' segments"
+            )
         }
         self.configuration = configuration
         self.client = try S3Client(configuration: clientConfiguration, logger: logger)

@@ -125,4 +125,12 @@ struct MemoizeKeyTests {
         #expect(try bytes(2.5) == bytes(Wrapped(value: 2.5)))
         #expect(try bytes(Int64(42)) == bytes(42))
     }
+
+    @Test("Memoize ids: '/', '.', '..' and a leading '_' (reserved for plain keys' '_keys/') are refused", arguments: [
+        ("forecast", true), ("a.b", true), ("x_y", true), ("", false), ("a/b", false), (".", false), ("..", false),
+        ("_keys", false), ("_anything", false), (String(repeating: "i", count: 201), false),
+    ])
+    func memoizeIDs(id: String, valid: Bool) {
+        #expect(TieredCache.isValidID(id) == valid)
+    }
 }

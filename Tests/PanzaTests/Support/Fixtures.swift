@@ -1,6 +1,6 @@
 import Foundation
 
-/// Files of the project's `Fixtures/` folder and of `../shared/`.
+/// Files of the project's `Fixtures/` folder.
 enum Fixtures {
     /// The package root, found from this source file.
     static let packageRoot: URL = URL(fileURLWithPath: #filePath)

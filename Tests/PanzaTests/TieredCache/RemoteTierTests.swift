@@ -183,4 +183,49 @@ struct RemoteTierTests {
         }
         try? await cache.close()
     }
+
+    /// A valid envelope (checksum recomputed) whose header claims `claimed` payload bytes.
+    static func hostileEnvelope(claiming claimed: UInt32) -> [UInt8] {
+        var bytes = BlobEnvelope(
+            contentType: .text,
+            payload: Array(repeating: UInt8(ascii: "a"), count: 4096),
+            createdAtMilliseconds: 1
+        ).encoded()
+        withUnsafeBytes(of: claimed.littleEndian) { bytes.replaceSubrange(12..<16, with: $0) }
+        let end = bytes.count - 8
+        let checksum = XXHash64.hash(bytes[0..<end])
+        withUnsafeBytes(of: checksum.littleEndian) { bytes.replaceSubrange(end..<bytes.count, with: $0) }
+        return bytes
+    }
+
+    @Test("An envelope from the bucket that claims more than maxValueBytes is refused before allocating, and left there")
+    func hostileLength() async throws {
+        let hostile = Self.hostileEnvelope(claiming: 512 << 20)
+        #expect(throws: PanzaError.self) { try BlobEnvelope.decode(hostile, maxPayloadBytes: 1 << 20) }
+        let remote = RecordingTier()
+        remote.state.withLock { $0.blobs["k"] = ("", hostile) }
+        let cache = try await makeCache(in: self.directory, sqlite: false) {
+            $0.remote = remote
+            $0.maxValueBytes = 1 << 20
+        }
+        #expect(try await cache.value(forKey: "k", as: String.self) == nil)
+        #expect(cache.statistics.corruptBlobs == 1)
+        try await cache.flush()
+        #expect(remote.keys == ["k"], "a reader deleted a shared object it could not accept")
+        try await cache.close()
+    }
+
+    @Test("A reader never deletes a shared object it cannot decode; a damaged local copy is removed")
+    func damagedSharedObjectLeftAlone() async throws {
+        let remote = RecordingTier()
+        var damaged = BlobEnvelope(contentType: .text, payload: Array("v".utf8), createdAtMilliseconds: 1).encoded()
+        damaged[damaged.count - 1] ^= 0xFF
+        remote.state.withLock { $0.blobs["k"] = ("", damaged) }
+        let cache = try await makeCache(in: self.directory, sqlite: false) { $0.remote = remote }
+        #expect(try await cache.value(forKey: "k", as: String.self) == nil)
+        try await cache.flush()
+        #expect(remote.keys == ["k"])
+        #expect(remote.state.withLock { $0.appliedOperations } == 0)
+        try await cache.close()
+    }
 }
