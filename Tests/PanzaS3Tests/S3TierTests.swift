@@ -174,7 +174,7 @@ struct S3TierTests {
 
     @Test("A blackholed endpoint: a miss reaches the loader after the read timeout, then at once once the breaker opens")
     func blackholedEndpoint() async throws {
-        let server = try BlackholeServer()
+        let server = try LoopbackHTTPServer.blackhole()
         defer { server.close() }
         let settings = try S3TestServer.settings()
         var tier = S3Tier.Configuration(

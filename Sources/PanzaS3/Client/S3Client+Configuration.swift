@@ -47,7 +47,8 @@ extension S3Client {
         /// The longest a connection may take to open.
         public var connectTimeout: Duration
         public var retry: RetryPolicy
-        /// Whether PUT bodies are hashed into the signature (`false`: `UNSIGNED-PAYLOAD`).
+        /// Whether PUT bodies are hashed into the signature (`false`: `UNSIGNED-PAYLOAD`, over https
+        /// only: over plain http bodies are always signed, since nothing else protects them).
         public var signsPayload: Bool
         /// Connections kept per host.
         public var maxConnections: Int

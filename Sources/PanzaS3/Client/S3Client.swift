@@ -77,6 +77,9 @@ public final class S3Client: Sendable {
         )
         httpConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConnections)
         httpConfiguration.decompression = .disabled
+        // A redirect could send signed headers (and a session token) to another host, or https to
+        // http: S3 answers are never followed.
+        httpConfiguration.redirectConfiguration = .disallow
         self.http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpConfiguration)
     }
 
@@ -171,22 +174,40 @@ public final class S3Client: Sendable {
         let contents = S3XML.blocks("Contents", in: text)
         let truncated = S3XML.value(of: "IsTruncated", in: text) == "true"
         return ListPage(
-            keys: contents.compactMap { S3XML.value(of: "Key", in: $0).map(URIEncoding.decode) },
+            keys: contents.compactMap { S3XML.value(of: "Key", in: $0).map { URIEncoding.decode($0, plusIsSpace: true) } },
             sizes: contents.map { Int(S3XML.value(of: "Size", in: $0) ?? "") ?? 0 },
             continuationToken: truncated ? S3XML.value(of: "NextContinuationToken", in: text) : nil
         )
     }
 
     /// Every key under `prefix`, following pagination.
+    ///
+    /// - Throws: ``S3Error/Code/invalidResponse`` when the server hands back a continuation token
+    ///   it already gave (a loop that would never end).
     public func listAll(prefix: String) async throws -> [String] {
         var keys: [String] = []
         var token: String?
+        var seen: Set<String> = []
         repeat {
             let page = try await self.list(prefix: prefix, continuationToken: token)
             keys += page.keys
             token = page.continuationToken
+            if let token, !seen.insert(token).inserted {
+                throw S3Error(code: .invalidResponse, message: "ListObjectsV2 repeated a continuation token")
+            }
         } while token != nil
         return keys
+    }
+
+    /// Whether the bucket exists (HEAD bucket). A 403 means it exists but this identity may not
+    /// list it, which least-privilege policies (get, put and delete objects only) often do.
+    public func bucketExists() async throws -> Bool {
+        let response = try await self.send(method: .HEAD, key: nil, acceptedStatuses: [200, 301, 403, 404])
+        switch response.status {
+        case 404: return false
+        case 301: throw response.error(message: "the bucket is in another region")
+        default: return true
+        }
     }
 
     /// Creates the bucket (with a location constraint outside `us-east-1`); an existing bucket of
@@ -331,7 +352,8 @@ public final class S3Client: Sendable {
         let payloadHash: String =
             body.isEmpty
             ? SigV4Signer.emptyPayloadHash
-            : (self.configuration.signsPayload ? SigV4Signer.hex(SHA256.hash(data: body)) : SigV4Signer.unsignedPayload)
+            : (self.configuration.signsPayload || self.scheme == "http"
+                ? SigV4Signer.hex(SHA256.hash(data: body)) : SigV4Signer.unsignedPayload)
         let signable = SigV4Signer.Request(
             method: method.rawValue,
             host: self.hostHeader,

@@ -31,8 +31,14 @@ enum URIEncoding {
     }
 
     /// Decodes `%XX` escapes; malformed escapes are kept as they are.
-    static func decode(_ string: String) -> String {
-        let bytes = Array(string.utf8)
+    ///
+    /// - Parameter plusIsSpace: decode `+` as a space, as S3 does in listings made with
+    ///   `encoding-type=url` (a literal `+` arrives as `%2B`).
+    static func decode(_ string: String, plusIsSpace: Bool = false) -> String {
+        var bytes = Array(string.utf8)
+        if plusIsSpace {
+            for index in bytes.indices where bytes[index] == UInt8(ascii: "+") { bytes[index] = UInt8(ascii: " ") }
+        }
         var output: [UInt8] = []
         output.reserveCapacity(bytes.count)
         var index = 0

@@ -162,9 +162,13 @@ public final class S3Tier: CacheTier {
         }
     }
 
+    /// Creates the bucket only when HEAD says it does not exist, so that an identity without
+    /// `s3:CreateBucket` can still write to an existing bucket.
     private func ensureBucket() async throws {
         guard self.configuration.createsBucket, !self.bucketReady.withLock({ $0 }) else { return }
-        try await self.client.createBucket()
+        if try await !self.client.bucketExists() {
+            try await self.client.createBucket()
+        }
         self.bucketReady.withLock { $0 = true }
     }
 
