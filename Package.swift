@@ -76,6 +76,7 @@ let package = Package(
             dependencies: [
                 "PanzaS3", "Panza", "PanzaTestWorker", "PanzaTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ]

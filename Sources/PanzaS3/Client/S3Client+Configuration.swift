@@ -56,7 +56,9 @@ extension S3Client {
         public var multipartThreshold: Int
         /// The size of each part (S3's minimum is 5 MiB).
         public var multipartPartSize: Int
-        /// The environment to read `AWS_*` variables from.
+        /// The `AWS_*` variables (and `HOME`) of the environment the configuration was made with;
+        /// nothing else of the environment is kept. Secrets among them are redacted from
+        /// descriptions, dumps and mirrors.
         public var environment: [String: String]
 
         public init(
@@ -88,7 +90,50 @@ extension S3Client {
             self.maxConnections = maxConnections
             self.multipartThreshold = multipartThreshold
             self.multipartPartSize = multipartPartSize
-            self.environment = environment ?? ProcessInfo.processInfo.environment
+            self.environment = (environment ?? ProcessInfo.processInfo.environment).filter { name, _ in
+                name.hasPrefix("AWS_") || name == "HOME"
+            }
         }
+    }
+}
+
+extension S3Client.Configuration: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    /// Every setting, with secrets (the secret key, session tokens, and `AWS_*` variables that hold
+    /// them) redacted.
+    public var customMirror: Mirror {
+        Mirror(
+            self,
+            children: [
+                "bucket": self.bucket, "region": self.region, "endpoint": self.endpoint as Any,
+                "addressing": self.addressing, "credentials": self.credentials as Any, "profile": self.profile as Any,
+                "requestTimeout": self.requestTimeout, "connectTimeout": self.connectTimeout, "retry": self.retry,
+                "signsPayload": self.signsPayload, "maxConnections": self.maxConnections,
+                "multipartThreshold": self.multipartThreshold, "multipartPartSize": self.multipartPartSize,
+                "environment": S3Redaction.redacted(self.environment),
+            ],
+            displayStyle: .struct
+        )
+    }
+
+    public var description: String {
+        "S3Client.Configuration(bucket: \(self.bucket), region: \(self.region), "
+            + "endpoint: \(self.endpoint ?? "AWS"), credentials: \(self.credentials.map { "\($0)" } ?? "from the environment"))"
+    }
+
+    public var debugDescription: String { self.description }
+}
+
+/// The one place that decides what a secret looks like in text.
+enum S3Redaction {
+    static let placeholder = "<redacted>"
+
+    /// Whether an environment variable holds a secret.
+    static func isSecret(_ name: String) -> Bool {
+        let upper = name.uppercased()
+        return upper.contains("SECRET") || upper.contains("TOKEN") || upper.contains("PASSWORD")
+    }
+
+    static func redacted(_ environment: [String: String]) -> [String: String] {
+        Dictionary(uniqueKeysWithValues: environment.map { ($0.key, self.isSecret($0.key) ? self.placeholder : $0.value) })
     }
 }

@@ -2,8 +2,10 @@ public import Foundation
 
 /// An access key, its secret, and an optional session token.
 ///
-/// `description` never shows the secret or the token.
-public struct S3Credentials: Hashable, Sendable, CustomStringConvertible {
+/// `description`, `debugDescription`, `dump` and `Mirror` never show the secret or the token.
+public struct S3Credentials: Hashable, Sendable, CustomStringConvertible, CustomDebugStringConvertible,
+    CustomReflectable
+{
     public var accessKeyID: String
     public var secretAccessKey: String
     public var sessionToken: String?
@@ -16,6 +18,20 @@ public struct S3Credentials: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String {
         "S3Credentials(accessKeyID: \(self.accessKeyID), secretAccessKey: <redacted>\(self.sessionToken == nil ? "" : ", sessionToken: <redacted>"))"
+    }
+
+    public var debugDescription: String { self.description }
+
+    public var customMirror: Mirror {
+        Mirror(
+            self,
+            children: [
+                "accessKeyID": self.accessKeyID,
+                "secretAccessKey": S3Redaction.placeholder,
+                "sessionToken": self.sessionToken == nil ? "nil" : S3Redaction.placeholder,
+            ],
+            displayStyle: .struct
+        )
     }
 
     /// Finds credentials the way the AWS tools do, in order:

@@ -1,0 +1,105 @@
+import Foundation
+import Logging
+import Panza
+import Synchronization
+import Testing
+
+@testable import PanzaS3
+
+/// No secret in any description, dump, mirror, log line or error.
+@Suite(.timeLimit(.minutes(1)))
+struct SecretsTests {
+    static let secret = "s3cr3t-\(UUID().uuidString)"
+    static let token = "t0k3n-\(UUID().uuidString)"
+    static let environment = [
+        "AWS_ACCESS_KEY_ID": "AKIATEST",
+        "AWS_SECRET_ACCESS_KEY": Self.secret,
+        "AWS_SESSION_TOKEN": Self.token,
+        "DATABASE_PASSWORD": "unrelated-\(Self.secret)",
+        "PATH": "/usr/bin",
+    ]
+
+    /// Every text a user could print of `value`.
+    static func texts(_ value: Any) -> [String] {
+        var dumped = ""
+        dump(value, to: &dumped)
+        return ["\(value)", String(reflecting: value), dumped, "\(Mirror(reflecting: value).children.map { "\($0.value)" })"]
+    }
+
+    static func expectNoSecret(_ texts: [String], _ what: String) {
+        for text in texts {
+            #expect(!text.contains(Self.secret), "\(what) shows the secret: \(text)")
+            #expect(!text.contains(Self.token), "\(what) shows the session token: \(text)")
+        }
+    }
+
+    @Test("Credentials and configurations redact the secret and the token, and keep nothing else of the environment")
+    func configurations() throws {
+        let credentials = S3Credentials(accessKeyID: "AKIATEST", secretAccessKey: Self.secret, sessionToken: Self.token)
+        Self.expectNoSecret(Self.texts(credentials), "S3Credentials")
+        let client = S3Client.Configuration(bucket: "b", credentials: credentials, environment: Self.environment)
+        Self.expectNoSecret(Self.texts(client), "S3Client.Configuration")
+        #expect(client.environment["PATH"] == nil && client.environment["DATABASE_PASSWORD"] == nil)
+        #expect(client.environment["AWS_ACCESS_KEY_ID"] == "AKIATEST")
+        var tier = S3Tier.Configuration(bucket: "b", prefix: "v1", credentials: credentials)
+        tier.client = client
+        Self.expectNoSecret(Self.texts(tier), "S3Tier.Configuration")
+        let resolved = try S3Credentials.resolve(environment: Self.environment)
+        #expect(resolved.secretAccessKey == Self.secret, "the secret must still be usable")
+        Self.expectNoSecret(Self.texts(resolved), "resolved credentials")
+    }
+
+    @Test("Errors and log lines of a refused request carry no secret")
+    func errorsAndLogs() async throws {
+        let server = try LoopbackHTTPServer.canned(status: 403, body: "<Error><Code>AccessDenied</Code><Message>no</Message></Error>")
+        defer { server.close() }
+        let lines = LogLines()
+        var logger = Logger(label: "secrets", factory: { _ in CapturingHandler(lines: lines) })
+        logger.logLevel = .trace
+        var configuration = S3Tier.Configuration(
+            bucket: "secrets",
+            prefix: "v1",
+            endpoint: server.endpoint,
+            credentials: S3Credentials(accessKeyID: "AKIATEST", secretAccessKey: Self.secret, sessionToken: Self.token)
+        )
+        configuration.client.retry = .none
+        let tier = try S3Tier(configuration: configuration, logger: logger)
+        var cacheConfiguration = TieredCache.Configuration()
+        cacheConfiguration.remote = tier
+        cacheConfiguration.logger = logger
+        cacheConfiguration.modes = CacheModes()
+        cacheConfiguration.writeBehind.maxAttempts = 1
+        let cache = try await TieredCache(configuration: cacheConfiguration)
+        _ = try await cache.value(forKey: "k") { "loaded" }
+        try? await cache.flush()
+        let error = try await #require(throws: S3Error.self) { _ = try await tier.client.get(key: "k") }
+        Self.expectNoSecret(Self.texts(error), "S3Error")
+        try? await cache.close()
+        let logged = lines.all
+        #expect(!logged.isEmpty, "nothing was logged")
+        Self.expectNoSecret(logged, "a log line")
+        // The request did carry the token, as it must.
+        #expect(server.requests.contains { $0.headers["x-amz-security-token"] == Self.token })
+    }
+}
+
+final class LogLines: Sendable {
+    private let lines = Mutex<[String]>([])
+    func append(_ line: String) { self.lines.withLock { $0.append(line) } }
+    var all: [String] { self.lines.withLock { $0 } }
+}
+
+struct CapturingHandler: LogHandler {
+    let lines: LogLines
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.metadata[key] }
+        set { self.metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        self.lines.append("\(event.level) \(event.message) \(event.metadata ?? [:]) \(self.metadata)")
+    }
+}
