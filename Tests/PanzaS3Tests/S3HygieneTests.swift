@@ -8,7 +8,7 @@ import Testing
 /// loopback stand-ins (`LoopbackHTTPServer`); the real-server twins run against SeaweedFS.
 @Suite(.timeLimit(.minutes(2)))
 struct S3HygieneTests {
-    func client(_ endpoint: String, signsPayload: Bool = true) throws -> S3Client {
+    func configuration(_ endpoint: String, signsPayload: Bool = true) throws -> S3Client.Configuration {
         let settings = try S3TestServer.settings()
         var configuration = S3Client.Configuration(
             bucket: "hygiene",
@@ -18,7 +18,11 @@ struct S3HygieneTests {
         )
         configuration.signsPayload = signsPayload
         configuration.requestTimeout = .seconds(5)
-        return try S3Client(configuration: configuration)
+        return configuration
+    }
+
+    func client(_ endpoint: String, signsPayload: Bool = true) throws -> S3Client {
+        try S3Client(configuration: self.configuration(endpoint, signsPayload: signsPayload))
     }
 
     @Test("A redirect is never followed: the signed request does not reach the other host")
@@ -110,5 +114,82 @@ struct S3HygieneTests {
         #expect(try await real.client.bucketExists())
         #expect(try await real.allObjectKeys() == ["v1/_keys/k"])
         try await real.close()
+    }
+
+    @Test("Retry-After is honoured; a server asking for longer than maxRetryAfter fails the request at once")
+    func retryAfter() async throws {
+        let count = CallCounter()
+        let server = try LoopbackHTTPServer { _ in
+            count.increment() == 1
+                ? LoopbackHTTPServer.response(
+                    status: 503,
+                    headers: ["Retry-After": "1"],
+                    body: "<Error><Code>SlowDown</Code></Error>"
+                )
+                : LoopbackHTTPServer.response(status: 200, body: "ok")
+        }
+        defer { server.close() }
+        var configuration = try self.configuration(server.endpoint)
+        configuration.retry = .init(maxAttempts: 3, baseDelay: .milliseconds(1), maxDelay: .milliseconds(2))
+        let client = try S3Client(configuration: configuration)
+        #expect(try await client.get(key: "k") == Array("ok".utf8))
+        let times = server.requests.map(\.receivedAt)
+        #expect(times.count == 2)
+        if times.count == 2 {
+            #expect(times[1].timeIntervalSince(times[0]) >= 0.9, "the retry did not wait for Retry-After")
+        }
+        try await client.shutdown()
+
+        let impatient = try LoopbackHTTPServer.canned(status: 503, headers: ["Retry-After": "3600"], body: "<Error><Code>SlowDown</Code></Error>")
+        defer { impatient.close() }
+        let other = try S3Client(configuration: { var c = configuration; c.endpoint = impatient.endpoint; return c }())
+        let error = try await #require(throws: S3Error.self) { _ = try await other.get(key: "k") }
+        #expect(error.retryAfter == .seconds(3600))
+        #expect(impatient.requests.count == 1, "a request was retried past maxRetryAfter")
+        try await other.shutdown()
+    }
+
+    @Test("RequestTimeTooSkewed corrects the signing clock from the server's Date and retries once")
+    func clockSkew() async throws {
+        let serverNow = Date().addingTimeInterval(3 * 3600)
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        let dateHeader = formatter.string(from: serverNow)
+        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        let server = try LoopbackHTTPServer { request in
+            guard let signed = request.headers["x-amz-date"].flatMap(formatter.date(from:)),
+                abs(signed.timeIntervalSince(serverNow)) < 300
+            else {
+                return LoopbackHTTPServer.response(
+                    status: 403,
+                    headers: ["Date": dateHeader],
+                    body: "<Error><Code>RequestTimeTooSkewed</Code></Error>"
+                )
+            }
+            return LoopbackHTTPServer.response(status: 200, body: "in time")
+        }
+        defer { server.close() }
+        let client = try self.client(server.endpoint)  // retry: .none
+        #expect(try await client.get(key: "k") == Array("in time".utf8))
+        #expect(server.requests.count == 2)
+        #expect(try await client.get(key: "k") == Array("in time".utf8), "the correction was not kept")
+        #expect(server.requests.count == 3)
+        try await client.shutdown()
+    }
+
+    @Test("A body longer than maxResponseBytes is refused from its Content-Length, and not retried")
+    func boundedBodies() async throws {
+        let server = try LoopbackHTTPServer.canned(status: 200, body: String(repeating: "x", count: 5_000))
+        defer { server.close() }
+        var configuration = try self.configuration(server.endpoint)
+        configuration.maxResponseBytes = 1_000
+        configuration.retry = .init(maxAttempts: 4, baseDelay: .milliseconds(1), maxDelay: .milliseconds(2))
+        let client = try S3Client(configuration: configuration)
+        let error = try await #require(throws: S3Error.self) { _ = try await client.get(key: "k") }
+        #expect(error.code == .invalidResponse)
+        #expect(server.requests.count == 1, "an oversize body was retried")
+        try await client.shutdown()
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 #if canImport(Glibc)
 import Glibc
@@ -12,6 +12,18 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
         public var method: String
         public var target: String
         public var headers: [String: String]
+        /// When the request arrived.
+        public var receivedAt = Date()
+    }
+
+    /// An HTTP response with `status`, `headers` and `body`, closing the connection.
+    public static func response(status: Int, headers: [String: String] = [:], body: String = "") -> String {
+        var response = "HTTP/1.1 \(status) Canned\r\nConnection: close\r\n"
+        if headers.keys.contains(where: { $0.lowercased() == "content-length" }) == false {
+            response += "Content-Length: \(body.utf8.count)\r\n"
+        }
+        for (name, value) in headers { response += "\(name): \(value)\r\n" }
+        return response + "\r\n" + body
     }
 
     /// What to answer: the whole HTTP response, or `nil` to hold the connection without answering.
@@ -32,11 +44,7 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
 
     /// A server that answers every request with `status`, `headers` and `body`, then closes.
     public static func canned(status: Int, headers: [String: String] = [:], body: String = "") throws -> LoopbackHTTPServer {
-        try LoopbackHTTPServer { _ in
-            var response = "HTTP/1.1 \(status) Canned\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n"
-            for (name, value) in headers { response += "\(name): \(value)\r\n" }
-            return response + "\r\n" + body
-        }
+        try LoopbackHTTPServer { _ in Self.response(status: status, headers: headers, body: body) }
     }
 
     public init(respond: @escaping Responder) throws {

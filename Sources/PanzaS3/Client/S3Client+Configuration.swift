@@ -56,6 +56,13 @@ extension S3Client {
         public var multipartThreshold: Int
         /// The size of each part (S3's minimum is 5 MiB).
         public var multipartPartSize: Int
+        /// The largest object body a GET reads; a larger one (by `Content-Length`, or as it
+        /// streams) fails with ``S3Error/Code/invalidResponse`` and is not retried. Error and
+        /// listing bodies are capped at 16 MiB. 1 GiB plus 1 MiB by default.
+        public var maxResponseBytes: Int = (1 << 30) + (1 << 20)
+        /// The longest `Retry-After` the client waits for; a server asking for more fails the
+        /// request at once. 30 s by default.
+        public var maxRetryAfter: Duration = .seconds(30)
         /// The `AWS_*` variables (and `HOME`) of the environment the configuration was made with;
         /// nothing else of the environment is kept. Secrets among them are redacted from
         /// descriptions, dumps and mirrors.

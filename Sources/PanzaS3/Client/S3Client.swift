@@ -4,6 +4,7 @@ public import Foundation
 public import Logging
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// A small S3 client on AsyncHTTPClient, signing with ``SigV4Signer``.
 ///
@@ -34,6 +35,8 @@ public final class S3Client: Sendable {
     private let baseURL: String
     private let pathPrefix: String
     private let logger: Logger
+    /// The server's clock minus ours, in milliseconds, learnt from `RequestTimeTooSkewed`.
+    private let clockOffsetMilliseconds = Atomic<Int64>(0)
 
     /// Creates a client. No request is sent until the first operation.
     ///
@@ -309,7 +312,8 @@ public final class S3Client: Sendable {
                 message: "\(message): \(S3XML.value(of: "Message", in: text) ?? "HTTP \(self.status)")",
                 s3Code: self.s3Code,
                 httpStatus: self.status,
-                requestID: self.requestID ?? S3XML.value(of: "RequestId", in: text)
+                requestID: self.requestID ?? S3XML.value(of: "RequestId", in: text),
+                retryAfter: self.headers.first(name: "retry-after").flatMap(Int.init).map { .seconds(max(0, $0)) }
             )
         }
     }
@@ -326,19 +330,49 @@ public final class S3Client: Sendable {
     ) async throws -> Response {
         let policy = retry ?? self.configuration.retry
         var attempt = 1
+        var correctedClock = false
         while true {
+            let response: Response
             do {
-                let response = try await self.sendOnce(method: method, key: key, query: query, headers: headers, body: body)
+                response = try await self.sendOnce(method: method, key: key, query: query, headers: headers, body: body)
                 if acceptedStatuses.contains(response.status) { return response }
-                throw response.error(message: "\(method.rawValue) \(key.map { "object \($0)" } ?? "bucket") failed")
             } catch let error as S3Error where error.isRetryable && attempt < policy.maxAttempts {
-                let cap = min(policy.maxDelay, policy.baseDelay * (1 << min(attempt - 1, 20)))
-                let jitter = Double.random(in: 0...1)
-                self.logger.debug("panza: retrying S3 request", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
-                try await Task.sleep(for: cap * jitter)
+                try await self.pause(before: attempt, policy: policy, error: error)
                 attempt += 1
+                continue
             }
+            let error = response.error(message: "\(method.rawValue) \(key.map { "object \($0)" } ?? "bucket") failed")
+            // A skewed clock is corrected from the server's Date and retried once, whatever the policy.
+            if error.s3Code == "RequestTimeTooSkewed", !correctedClock,
+                let serverDate = response.headers.first(name: "date").flatMap(Self.parseHTTPDate)
+            {
+                let offset = Int64((serverDate.timeIntervalSinceNow * 1000).rounded())
+                self.clockOffsetMilliseconds.store(offset, ordering: .relaxed)
+                self.logger.warning("panza: S3 says the clock is skewed; signing with its time", metadata: ["offsetMs": "\(offset)"])
+                correctedClock = true
+                continue
+            }
+            guard error.isRetryable, attempt < policy.maxAttempts else { throw error }
+            if let retryAfter = error.retryAfter, retryAfter > self.configuration.maxRetryAfter { throw error }
+            try await self.pause(before: attempt, policy: policy, error: error)
+            attempt += 1
         }
+    }
+
+    /// Backoff with full jitter, or the server's `Retry-After` when it is longer.
+    private func pause(before attempt: Int, policy: Configuration.RetryPolicy, error: S3Error) async throws {
+        let cap = min(policy.maxDelay, policy.baseDelay * (1 << min(attempt - 1, 20)))
+        let delay = max(cap * Double.random(in: 0...1), error.retryAfter ?? .zero)
+        self.logger.debug("panza: retrying S3 request", metadata: ["attempt": "\(attempt)", "error": "\(error)", "delay": "\(delay)"])
+        try await Task.sleep(for: delay)
+    }
+
+    private static func parseHTTPDate(_ text: String) -> Date? {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        return formatter.date(from: text)
     }
 
     private func sendOnce(
@@ -362,7 +396,8 @@ public final class S3Client: Sendable {
             headers: headers.map { (name: $0.0, value: $0.1) },
             payloadHash: payloadHash
         )
-        let signed = self.signer.signedHeaders(for: signable, date: Date())
+        let now = Date().addingTimeInterval(Double(self.clockOffsetMilliseconds.load(ordering: .relaxed)) / 1000)
+        let signed = self.signer.signedHeaders(for: signable, date: now)
         var url = self.baseURL + URIEncoding.encode(path, keepSlashes: true)
         if !query.isEmpty {
             url += "?" + query.map { "\(URIEncoding.encode($0.0))=\(URIEncoding.encode($0.1))" }.joined(separator: "&")
@@ -381,9 +416,27 @@ public final class S3Client: Sendable {
         } catch {
             throw S3Error(code: .transport, message: "\(method.rawValue) to \(self.baseURL) got no answer", underlying: "\(error)")
         }
+        // Bytes from the server are not trusted: an object body is bounded by maxResponseBytes, any
+        // other body by 16 MiB; the announced length is checked before reading.
+        let isObjectBody = method == .GET && key != nil && response.status.code < 300
+        let limit = isObjectBody ? self.configuration.maxResponseBytes : 16 << 20
+        if let announced = response.headers.first(name: "content-length").flatMap(Int.init), announced > limit {
+            throw S3Error(
+                code: .invalidResponse,
+                message: "the answer of \(method.rawValue) announces \(announced) bytes, more than the \(limit) accepted",
+                httpStatus: Int(response.status.code)
+            )
+        }
         let bodyBuffer: ByteBuffer
         do {
-            bodyBuffer = try await response.body.collect(upTo: 1 << 30)
+            bodyBuffer = try await response.body.collect(upTo: limit)
+        } catch let error as NIOTooManyBytesError {
+            throw S3Error(
+                code: .invalidResponse,
+                message: "the answer of \(method.rawValue) is longer than the \(limit) bytes accepted",
+                httpStatus: Int(response.status.code),
+                underlying: "\(error)"
+            )
         } catch {
             throw S3Error(code: .transport, message: "reading the answer of \(method.rawValue) failed", httpStatus: Int(response.status.code), underlying: "\(error)")
         }

@@ -43,6 +43,8 @@ public struct S3Error: Error, Hashable, Sendable, CustomStringConvertible {
     public let requestID: String?
     /// What caused this error (a transport error), if anything.
     public let underlying: String?
+    /// How long the server asked the client to wait (`Retry-After`), if it did.
+    public var retryAfter: Duration?
 
     public init(
         code: Code,
@@ -50,8 +52,10 @@ public struct S3Error: Error, Hashable, Sendable, CustomStringConvertible {
         s3Code: String? = nil,
         httpStatus: Int? = nil,
         requestID: String? = nil,
-        underlying: String? = nil
+        underlying: String? = nil,
+        retryAfter: Duration? = nil
     ) {
+        self.retryAfter = retryAfter
         self.code = code
         self.message = message
         self.s3Code = s3Code
