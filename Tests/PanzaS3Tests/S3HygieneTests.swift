@@ -192,4 +192,23 @@ struct S3HygieneTests {
         #expect(server.requests.count == 1, "an oversize body was retried")
         try await client.shutdown()
     }
+
+    @Test("A lookup's GET is retried at most once (readRetry); uploads keep the client's retries")
+    func foregroundRetries() async throws {
+        let server = try LoopbackHTTPServer.canned(status: 500, body: "<Error><Code>InternalError</Code></Error>")
+        defer { server.close() }
+        let settings = try S3TestServer.settings()
+        var configuration = S3Tier.Configuration(bucket: "hygiene", prefix: "v1", endpoint: server.endpoint, credentials: settings.credentials)
+        configuration.client.retry = .init(maxAttempts: 4, baseDelay: .milliseconds(1), maxDelay: .milliseconds(2))
+        configuration.readRetry = .init(maxAttempts: 2, baseDelay: .milliseconds(1), maxDelay: .milliseconds(2))
+        configuration.createsBucket = false
+        let tier = try S3Tier(configuration: configuration)
+        await #expect(throws: S3Error.self) { _ = try await tier.blob(forKey: CacheKey(rawValue: "k")) }
+        #expect(server.requests.count == 2)
+        await #expect(throws: S3Error.self) {
+            try await tier.apply([.store(key: CacheKey(rawValue: "k"), blob: [1], expiresAtMilliseconds: nil)])
+        }
+        #expect(server.requests.count == 2 + 4)
+        try await tier.close()
+    }
 }

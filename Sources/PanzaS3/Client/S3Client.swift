@@ -94,8 +94,10 @@ public final class S3Client: Sendable {
     // MARK: Operations
 
     /// The object's bytes, or `nil` when it does not exist.
-    public func get(key: String) async throws -> [UInt8]? {
-        let response = try await self.send(method: .GET, key: key, acceptedStatuses: [200, 404])
+    ///
+    /// - Parameter retry: the retries of this request; the configuration's by default.
+    public func get(key: String, retry: Configuration.RetryPolicy? = nil) async throws -> [UInt8]? {
+        let response = try await self.send(method: .GET, key: key, acceptedStatuses: [200, 404], retry: retry)
         if response.status == 404 {
             // A 404 about the bucket is an error, not a miss.
             if let code = response.s3Code, code != "NoSuchKey" { throw response.error(message: "GetObject failed") }

@@ -35,8 +35,12 @@ extension S3Tier {
         public var readLimits: LoadLimits?
         /// Limits on background writes (uploads and deletions), kept apart so that they never starve reads.
         public var writeLimits: LoadLimits?
-        /// Settings of the underlying client (addressing, timeouts, retries, multipart).
+        /// Settings of the underlying client (addressing, timeouts, retries, multipart). Its retry
+        /// policy is the uploads'.
         public var client: S3Client.Configuration
+        /// Retries of a lookup's GET: a caller is waiting, so at most one retry by default (the
+        /// cache also bounds the wait with `remoteReadTimeout`).
+        public var readRetry = S3Client.Configuration.RetryPolicy(maxAttempts: 2, baseDelay: .milliseconds(50))
 
         public init(
             bucket: String,

@@ -84,7 +84,7 @@ public final class S3Tier: CacheTier {
 
     public func blob(forKey key: CacheKey) async throws -> [UInt8]? {
         try await Self.limited(self.configuration.readLimits) {
-            try await self.client.get(key: self.objectKey(for: key))
+            try await self.client.get(key: self.objectKey(for: key), retry: self.configuration.readRetry)
         }
     }
 
