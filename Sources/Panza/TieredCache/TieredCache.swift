@@ -540,18 +540,19 @@ public final class TieredCache: Sendable {
                         continue
                     case .timedOut(let timeout):
                         self.recorder.tierTimeout(index)
-                        self.recorder.tierMiss(index)
-                        self.logger.warning(
-                            "panza: tier lookup timed out; treated as a miss",
-                            metadata: ["tier": "\(slot.tier.name)", "key": "\(key)", "timeout": "\(timeout)"]
-                        )
                         if slot.tier.failuresReachCallers {
+                            // Counted as an error (and a miss) by the catch below.
                             throw PanzaError(
                                 code: .timedOut,
                                 message: "the \(slot.tier.name) tier did not answer within \(timeout)",
                                 key: key.rawValue
                             )
                         }
+                        self.recorder.tierMiss(index)
+                        self.logger.warning(
+                            "panza: tier lookup timed out; treated as a miss",
+                            metadata: ["tier": "\(slot.tier.name)", "key": "\(key)", "timeout": "\(timeout)"]
+                        )
                         continue
                     case .failed(let error):
                         throw error
