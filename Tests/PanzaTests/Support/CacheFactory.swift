@@ -15,6 +15,9 @@ func makeCache(
     configuration.memory = memory
     configuration.sqlite = sqlite ? .init(path: directory.path(file)) : nil
     configuration.modes = CacheModes()
+    // Tests of consistency must not see a slow moment of a loaded machine as a read timeout; the
+    // tests of timeouts set their own.
+    configuration.remoteReadTimeout = .seconds(30)
     configure(&configuration)
     return try await TieredCache(configuration: configuration)
 }
