@@ -88,7 +88,6 @@ struct DrainStateMachine {
     var isFinished: Bool { self.phase == .finished }
     /// Whether a drainer that was told `.waitForWork` should park (nothing arrived meanwhile).
     var isWaitingForWork: Bool { self.phase == .idle && !self.isClosing }
-    var waiterCount: Int { self.waiters.count }
 
     /// What to do now.
     mutating func next(now: Duration) -> Step {

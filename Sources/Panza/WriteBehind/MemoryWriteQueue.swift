@@ -233,11 +233,6 @@ final class MemoryWriteQueue: WriteQueue {
 
     func isPermanent(_ error: any Error) -> Bool { self.permanent(error) }
 
-    /// The attempts of the head operation so far.
-    var headAttempts: Int {
-        self.state.withLock { state in state.count > 0 ? state.pending[state.head].write.attempts : 0 }
-    }
-
     // MARK: Internals
 
     private func removeHead(_ state: inout State, poisoned: Bool) {

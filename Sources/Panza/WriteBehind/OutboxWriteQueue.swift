@@ -24,10 +24,6 @@ final class OutboxWriteQueue: WriteQueue {
 
     var tierName: String { self.remote.name }
 
-    /// Not known without a query; ``TieredCache/statistics`` reports the in-memory queues only and
-    /// `panza stats` the outbox.
-    var pendingCount: Int { 0 }
-
     func claim(limit: Int) async throws -> [QueuedWrite] {
         try await self.outbox.claimOutbox(limit: limit, owner: self.owner, lease: self.lease)
     }

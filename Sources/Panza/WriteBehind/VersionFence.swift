@@ -32,12 +32,6 @@ final class VersionFence: Sendable {
 
     private let state = Mutex(State())
 
-    /// The newest version given so far.
-    var currentVersion: UInt64 { self.state.withLock { $0.version } }
-
-    /// Keys remembered for lookups in flight (for tests of the bound).
-    var rememberedKeyCount: Int { self.state.withLock { $0.recentKeys.count } }
-
     /// Starts a lookup below memory. Pair with ``endRead(_:)``.
     func beginRead() -> Ticket {
         self.state.withLock { state in

@@ -64,7 +64,4 @@ protocol WriteQueue: Sendable {
 
     /// What pending operations say about `key`.
     func shadow(forKey key: CacheKey) async throws -> WriteShadow
-
-    /// Operations pending right now.
-    var pendingCount: Int { get }
 }
