@@ -12,6 +12,10 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
         public var method: String
         public var target: String
         public var headers: [String: String]
+        /// The body, as sent (by `Content-Length`).
+        public var body: [UInt8] = []
+        /// The body as text.
+        public var text: String { String(decoding: self.body, as: UTF8.self) }
         /// When the request arrived.
         public var receivedAt = Date()
     }
@@ -122,11 +126,13 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
                 guard count > 0 else { return }
                 buffer += chunk[0..<count]
             }
+            let body = Array(buffer[(end + 4)..<(end + 4 + bodyLength)])
             buffer.removeFirst(end + 4 + bodyLength)
             let request = Request(
                 method: requestLine.first.map(String.init) ?? "",
                 target: requestLine.dropFirst().first.map(String.init) ?? "",
-                headers: headers
+                headers: headers,
+                body: body
             )
             self.lock.withLock { self.received.append(request) }
             guard let response = respond(request) else { continue }  // hold it, never answer

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 extension S3Client {
     /// Settings of an ``S3Client``.
@@ -34,15 +34,23 @@ extension S3Client {
         }
 
         public var bucket: String
+        /// The region; given `nil` at creation, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's
+        /// `region`, then `us-east-1`.
         public var region: String
         /// The endpoint URL; `nil` for `AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`, then AWS.
         public var endpoint: String?
         public var addressing: Addressing
-        /// The credentials; `nil` to look them up (see ``S3Credentials/resolve(profile:environment:)``).
+        /// Fixed credentials; `nil` to use ``credentialProvider``.
         public var credentials: S3Credentials?
-        /// The profile of the shared AWS files to use; `nil` for `AWS_PROFILE` or `default`.
+        /// Where credentials come from when ``credentials`` is `nil`; `nil` for an
+        /// ``S3CredentialChain`` over ``environment`` and ``profile`` (the AWS SDKs' order,
+        /// refreshing temporary credentials).
+        public var credentialProvider: (any S3CredentialProvider)?
+        /// The only profile of the shared AWS files to use; `nil` for the whole chain, with
+        /// `AWS_PROFILE` or `default`.
         public var profile: String?
-        /// The longest a request may take, retries excluded.
+        /// The longest one request may take, retries excluded: connect, headers and the whole
+        /// body (a server that drips its answer is cut off too).
         public var requestTimeout: Duration
         /// The longest a connection may take to open.
         public var connectTimeout: Duration
@@ -63,6 +71,10 @@ extension S3Client {
         /// The longest `Retry-After` the client waits for; a server asking for more fails the
         /// request at once. 30 s by default.
         public var maxRetryAfter: Duration = .seconds(30)
+        /// The account id that must own the bucket, sent as `x-amz-expected-bucket-owner` with every
+        /// request: S3 then refuses (403) to touch a bucket of the same name that another account
+        /// owns, such as one re-created after a deletion. `nil` (the default) sends nothing.
+        public var expectedBucketOwner: String?
         /// The `AWS_*` variables (and `HOME`) of the environment the configuration was made with;
         /// nothing else of the environment is kept. Secrets among them are redacted from
         /// descriptions, dumps and mirrors.
@@ -70,10 +82,11 @@ extension S3Client {
 
         public init(
             bucket: String,
-            region: String = "us-east-1",
+            region: String? = nil,
             endpoint: String? = nil,
             addressing: Addressing = .automatic,
             credentials: S3Credentials? = nil,
+            credentialProvider: (any S3CredentialProvider)? = nil,
             profile: String? = nil,
             requestTimeout: Duration = .seconds(30),
             connectTimeout: Duration = .seconds(5),
@@ -84,11 +97,15 @@ extension S3Client {
             multipartPartSize: Int = 8 << 20,
             environment: [String: String]? = nil
         ) {
+            let environment = (environment ?? ProcessInfo.processInfo.environment).filter { name, _ in
+                name.hasPrefix("AWS_") || name == "HOME"
+            }
             self.bucket = bucket
-            self.region = region
+            self.region = S3Region.resolve(region, profile: profile, environment: environment)
             self.endpoint = endpoint
             self.addressing = addressing
             self.credentials = credentials
+            self.credentialProvider = credentialProvider
             self.profile = profile
             self.requestTimeout = requestTimeout
             self.connectTimeout = connectTimeout
@@ -97,9 +114,7 @@ extension S3Client {
             self.maxConnections = maxConnections
             self.multipartThreshold = multipartThreshold
             self.multipartPartSize = multipartPartSize
-            self.environment = (environment ?? ProcessInfo.processInfo.environment).filter { name, _ in
-                name.hasPrefix("AWS_") || name == "HOME"
-            }
+            self.environment = environment
         }
     }
 }
@@ -112,10 +127,13 @@ extension S3Client.Configuration: CustomStringConvertible, CustomDebugStringConv
             self,
             children: [
                 "bucket": self.bucket, "region": self.region, "endpoint": self.endpoint as Any,
-                "addressing": self.addressing, "credentials": self.credentials as Any, "profile": self.profile as Any,
+                "addressing": self.addressing, "credentials": self.credentials as Any,
+                "credentialProvider": self.credentialProvider.map { "\($0)" } as Any, "profile": self.profile as Any,
                 "requestTimeout": self.requestTimeout, "connectTimeout": self.connectTimeout, "retry": self.retry,
                 "signsPayload": self.signsPayload, "maxConnections": self.maxConnections,
                 "multipartThreshold": self.multipartThreshold, "multipartPartSize": self.multipartPartSize,
+                "maxResponseBytes": self.maxResponseBytes, "maxRetryAfter": self.maxRetryAfter,
+                "expectedBucketOwner": self.expectedBucketOwner as Any,
                 "environment": S3Redaction.redacted(self.environment),
             ],
             displayStyle: .struct
@@ -124,7 +142,7 @@ extension S3Client.Configuration: CustomStringConvertible, CustomDebugStringConv
 
     public var description: String {
         "S3Client.Configuration(bucket: \(self.bucket), region: \(self.region), "
-            + "endpoint: \(self.endpoint ?? "AWS"), credentials: \(self.credentials.map { "\($0)" } ?? "from the environment"))"
+            + "endpoint: \(self.endpoint ?? "AWS"), credentials: \(self.credentials.map { "\($0)" } ?? self.credentialProvider.map { "\($0)" } ?? "the AWS credential chain"))"
     }
 
     public var debugDescription: String { self.description }

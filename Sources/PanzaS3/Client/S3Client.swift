@@ -1,6 +1,6 @@
 import AsyncHTTPClient
 import Crypto
-public import Foundation
+import Foundation
 public import Logging
 import NIOCore
 import NIOHTTP1
@@ -28,7 +28,7 @@ public final class S3Client: Sendable {
     }
 
     public let configuration: Configuration
-    private let signer: SigV4Signer
+    private let credentialProvider: any S3CredentialProvider
     private let http: HTTPClient
     private let scheme: String
     private let hostHeader: String
@@ -46,7 +46,6 @@ public final class S3Client: Sendable {
         guard Self.isValidBucketName(configuration.bucket) else {
             throw S3Error(code: .invalidConfiguration, message: "'\(configuration.bucket)' is not a valid S3 bucket name")
         }
-        let credentials = try configuration.credentials ?? S3Credentials.resolve(profile: configuration.profile, environment: configuration.environment)
         let endpointText =
             configuration.endpoint ?? configuration.environment["AWS_ENDPOINT_URL_S3"]
             ?? configuration.environment["AWS_ENDPOINT_URL"]
@@ -67,12 +66,12 @@ public final class S3Client: Sendable {
         let portSuffix = components.port.map { $0 == defaultPort ? "" : ":\($0)" } ?? ""
         let requestHost = virtualHosted ? "\(configuration.bucket).\(host)" : host
         self.configuration = configuration
-        self.signer = SigV4Signer(credentials: credentials, region: configuration.region)
         self.scheme = scheme
         self.hostHeader = requestHost + portSuffix
         self.baseURL = "\(scheme)://\(requestHost)\(portSuffix)"
         self.pathPrefix = virtualHosted ? "" : "/\(configuration.bucket)"
-        self.logger = logger ?? Logger(label: "panza.s3", factory: { _ in SwiftLogNoOpLogHandler() })
+        let logger = logger ?? Logger(label: "panza.s3", factory: { _ in SwiftLogNoOpLogHandler() })
+        self.logger = logger
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.timeout = .init(
             connect: .nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000 + configuration.connectTimeout.components.attoseconds / 1_000_000_000),
@@ -83,7 +82,26 @@ public final class S3Client: Sendable {
         // A redirect could send signed headers (and a session token) to another host, or https to
         // http: S3 answers are never followed.
         httpConfiguration.redirectConfiguration = .disallow
-        self.http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpConfiguration)
+        let http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpConfiguration)
+        self.http = http
+        if let credentials = configuration.credentials {
+            self.credentialProvider = StaticCredentialProvider(fixed: credentials)
+        } else if let provider = configuration.credentialProvider {
+            self.credentialProvider = provider
+        } else {
+            do {
+                self.credentialProvider = try S3CredentialChain(
+                    profile: configuration.profile,
+                    region: configuration.region,
+                    environment: configuration.environment,
+                    http: http,
+                    logger: logger
+                )
+            } catch {
+                try? http.syncShutdown()
+                throw error
+            }
+        }
     }
 
     /// Closes the connections. Calls after this fail.
@@ -293,7 +311,7 @@ public final class S3Client: Sendable {
                 throw S3Error(code: .http, message: "CompleteMultipartUpload failed", s3Code: S3XML.value(of: "Code", in: text), httpStatus: completed.status, requestID: completed.requestID)
             }
         } catch {
-            _ = try? await self.send(method: .DELETE, key: key, query: [("uploadId", uploadID)], acceptedStatuses: [200, 204, 404], retry: .none)
+            _ = try? await self.send(method: .DELETE, key: key, query: [("uploadId", uploadID)], acceptedStatuses: [200, 204, 404], retry: Configuration.RetryPolicy.none)
             throw error
         }
     }
@@ -333,10 +351,12 @@ public final class S3Client: Sendable {
         let policy = retry ?? self.configuration.retry
         var attempt = 1
         var correctedClock = false
+        var refreshedCredentials = false
         while true {
             let response: Response
             do {
-                response = try await self.sendOnce(method: method, key: key, query: query, headers: headers, body: body)
+                let credentials = try await self.currentCredentials()
+                response = try await self.sendOnce(method: method, key: key, query: query, headers: headers, body: body, credentials: credentials)
                 if acceptedStatuses.contains(response.status) { return response }
             } catch let error as S3Error where error.isRetryable && attempt < policy.maxAttempts {
                 try await self.pause(before: attempt, policy: policy, error: error)
@@ -354,10 +374,28 @@ public final class S3Client: Sendable {
                 correctedClock = true
                 continue
             }
+            // Temporary credentials that expired early (or were revoked) are fetched anew, once.
+            if ["ExpiredToken", "TokenRefreshRequired", "InvalidToken"].contains(error.s3Code ?? ""), !refreshedCredentials {
+                self.logger.info("panza: S3 says the credentials expired; fetching new ones", metadata: ["s3Code": "\(error.s3Code ?? "")"])
+                await self.credentialProvider.invalidate()
+                refreshedCredentials = true
+                continue
+            }
             guard error.isRetryable, attempt < policy.maxAttempts else { throw error }
             if let retryAfter = error.retryAfter, retryAfter > self.configuration.maxRetryAfter { throw error }
             try await self.pause(before: attempt, policy: policy, error: error)
             attempt += 1
+        }
+    }
+
+    /// The provider's credentials; its failures are ``S3Error``s.
+    private func currentCredentials() async throws -> S3Credentials {
+        do {
+            return try await self.credentialProvider.credentials()
+        } catch let error as S3Error {
+            throw error
+        } catch {
+            throw S3Error(code: .missingCredentials, message: "the credential provider failed", underlying: "\(error)")
         }
     }
 
@@ -382,8 +420,11 @@ public final class S3Client: Sendable {
         key: String?,
         query: [(String, String)],
         headers: [(String, String)],
-        body: [UInt8]
+        body: [UInt8],
+        credentials: S3Credentials
     ) async throws -> Response {
+        var headers = headers
+        if let owner = self.configuration.expectedBucketOwner { headers.append(("x-amz-expected-bucket-owner", owner)) }
         let path = self.pathPrefix + "/" + (key ?? "")
         let payloadHash: String =
             body.isEmpty
@@ -399,7 +440,7 @@ public final class S3Client: Sendable {
             payloadHash: payloadHash
         )
         let now = Date().addingTimeInterval(Double(self.clockOffsetMilliseconds.load(ordering: .relaxed)) / 1000)
-        let signed = self.signer.signedHeaders(for: signable, date: now)
+        let signed = SigV4Signer(credentials: credentials, region: self.configuration.region).signedHeaders(for: signable, date: now)
         var url = self.baseURL + URIEncoding.encode(path, keepSlashes: true)
         if !query.isEmpty {
             url += "?" + query.map { "\(URIEncoding.encode($0.0))=\(URIEncoding.encode($0.1))" }.joined(separator: "&")
@@ -412,9 +453,18 @@ public final class S3Client: Sendable {
         if !body.isEmpty || method == .PUT || method == .POST {
             request.body = .bytes(body)
         }
+        let timeout = self.configuration.requestTimeout
+        let prepared = request
+        return try await RequestDeadline.run(within: timeout, what: "\(method.rawValue) \(key.map { "object \($0)" } ?? "bucket")") {
+            try await self.exchange(prepared, method: method, key: key, timeout: timeout)
+        }
+    }
+
+    /// Sends `request` and reads its answer, bounded (``RequestDeadline`` bounds the time).
+    private func exchange(_ request: HTTPClientRequest, method: HTTPMethod, key: String?, timeout: Duration) async throws -> Response {
         let response: HTTPClientResponse
         do {
-            response = try await self.http.execute(request, timeout: .seconds(Int64(self.configuration.requestTimeout.components.seconds) + 1))
+            response = try await self.http.execute(request, timeout: .seconds(Int64(timeout.components.seconds) + 1))
         } catch {
             throw S3Error(code: .transport, message: "\(method.rawValue) to \(self.baseURL) got no answer", underlying: "\(error)")
         }

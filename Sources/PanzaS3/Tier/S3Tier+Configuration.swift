@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import Panza
 
 extension S3Tier {
@@ -17,11 +17,16 @@ extension S3Tier {
         public var bucket: String
         /// Prefix of every object key: objects are `{prefix}/{id}/{hash}` (see ``S3Tier``).
         public var prefix: String
+        /// The region; given `nil` at creation, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's
+        /// `region`, then `us-east-1`.
         public var region: String
         /// The endpoint URL; `nil` for `AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`, then AWS.
         public var endpoint: String?
-        /// `nil` to look them up (environment, then the shared AWS files).
+        /// Fixed credentials; `nil` to use ``credentialProvider``.
         public var credentials: S3Credentials?
+        /// Where credentials come from when ``credentials`` is `nil`; `nil` for the AWS credential
+        /// chain (``S3CredentialChain``: environment, web identity, profile, container, EC2).
+        public var credentialProvider: (any S3CredentialProvider)?
         public var profile: String?
         public var policy: Policy
         /// When `true`, S3 failures reach callers; by default a failed read is a miss and a failed
@@ -45,9 +50,10 @@ extension S3Tier {
         public init(
             bucket: String,
             prefix: String = "panza",
-            region: String = "us-east-1",
+            region: String? = nil,
             endpoint: String? = nil,
             credentials: S3Credentials? = nil,
+            credentialProvider: (any S3CredentialProvider)? = nil,
             profile: String? = nil,
             policy: Policy = .readWrite,
             strict: Bool = false,
@@ -58,9 +64,14 @@ extension S3Tier {
         ) {
             self.bucket = bucket
             self.prefix = prefix
-            self.region = region
+            self.client = S3Client.Configuration(
+                bucket: bucket, region: region, endpoint: endpoint, credentials: credentials,
+                credentialProvider: credentialProvider, profile: profile
+            )
+            self.region = self.client.region
             self.endpoint = endpoint
             self.credentials = credentials
+            self.credentialProvider = credentialProvider
             self.profile = profile
             self.policy = policy
             self.strict = strict
@@ -68,7 +79,6 @@ extension S3Tier {
             self.maxConcurrentWrites = maxConcurrentWrites
             self.readLimits = readLimits
             self.writeLimits = writeLimits
-            self.client = S3Client.Configuration(bucket: bucket, region: region, endpoint: endpoint, credentials: credentials, profile: profile)
         }
     }
 }

@@ -33,6 +33,7 @@ public final class S3Tier: CacheTier {
         clientConfiguration.region = configuration.region
         clientConfiguration.endpoint = configuration.endpoint
         clientConfiguration.credentials = configuration.credentials
+        clientConfiguration.credentialProvider = configuration.credentialProvider
         clientConfiguration.profile = configuration.profile
         // An empty prefix would make a purge or a bust of everything delete the whole bucket; a dot
         // segment names another folder than it seems.

@@ -1,0 +1,46 @@
+import Foundation
+
+/// Runs a profile's `credential_process` command (through `/bin/sh -c`) and reads the JSON it
+/// prints (`Version` 1, `AccessKeyId`, `SecretAccessKey`, `SessionToken`, `Expiration`).
+struct CredentialProcess: Sendable {
+    let command: String
+    /// The longest the command may run.
+    var timeout: Duration = .seconds(60)
+
+    func run() async throws -> S3Credentials {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", self.command]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        let finished = AsyncStream<Int32>.makeStream()
+        process.terminationHandler = { finished.continuation.yield($0.terminationStatus) }
+        do {
+            try process.run()
+        } catch {
+            throw S3Error(code: .missingCredentials, message: "credential_process could not start", underlying: "\(error)")
+        }
+        // Read while it runs, so that a large output cannot block it on a full pipe.
+        let reader = Task.detached { output.fileHandleForReading.readDataToEndOfFile() }
+        let status: Int32
+        do {
+            status = try await RequestDeadline.run(within: self.timeout, what: "credential_process") {
+                for await status in finished.stream { return status }
+                return -1
+            }
+        } catch {
+            if process.isRunning { process.terminate() }
+            throw error
+        }
+        let data = await reader.value
+        guard status == 0 else {
+            throw S3Error(code: .missingCredentials, message: "credential_process exited with status \(status)")
+        }
+        guard data.count <= 1 << 20 else {
+            throw S3Error(code: .invalidResponse, message: "credential_process printed more than 1 MiB")
+        }
+        return try CredentialJSON.credentials(from: Array(data), source: "credential_process")
+    }
+}
