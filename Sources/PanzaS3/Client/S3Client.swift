@@ -37,6 +37,7 @@ public final class S3Client: Sendable {
     private let logger: Logger
     /// The server's clock minus ours, in milliseconds, learnt from `RequestTimeTooSkewed`.
     private let clockOffsetMilliseconds = Atomic<Int64>(0)
+    private let isShutDown = Atomic(false)
 
     /// Creates a client. No request is sent until the first operation.
     ///
@@ -106,7 +107,16 @@ public final class S3Client: Sendable {
 
     /// Closes the connections. Calls after this fail.
     public func shutdown() async throws {
+        guard !self.isShutDown.exchange(true, ordering: .relaxed) else { return }
         try await self.http.shutdown()
+    }
+
+    /// A client dropped without ``shutdown()`` (a cache that was never closed, a test that threw)
+    /// closes its connections in the background instead of stopping the process.
+    deinit {
+        guard !self.isShutDown.load(ordering: .relaxed) else { return }
+        let http = self.http
+        Task { try? await http.shutdown() }
     }
 
     // MARK: Operations
