@@ -70,6 +70,7 @@ struct S3TierTests {
         let keys = Set(try await tier.allObjectKeys())
         let memoKey = try f.key("hi").rawValue
         #expect(keys == ["team/v1/\(memoKey)", "team/v1/_keys/a%20key%2Fwith%20slash"])
+        #expect(try await tier.client.head(key: "team/v1/_panza") != nil, "the prefix marker")
         // The object holds the same envelope bytes as SQLite.
         let sqlite = try #require(cache.tiers.first as? SQLiteTier)
         #expect(try await tier.client.get(key: "team/v1/\(memoKey)") == (try await sqlite.storedBlob(forKey: memoKey)))

@@ -23,6 +23,16 @@ public final class S3Tier: CacheTier {
     /// The client, for operations the tier does not offer.
     public let client: S3Client
     private let bucketReady = Mutex(false)
+    private let markerWritten = Mutex(false)
+    private let logger: Logger
+    /// The check that the prefix lies inside no other cache's prefix, run once (again after a
+    /// failure that may pass).
+    private let layoutCheck = Mutex<Task<Void, any Error>?>(nil)
+
+    /// The name of the marker object each tier writes at `{prefix}/_panza`, so that caches with
+    /// nested prefixes see each other (memoize ids starting with `_` are reserved, so no entry
+    /// can have this key).
+    public static let prefixMarkerName = "_panza"
 
     /// Creates the tier. No request is sent until the first lookup or write.
     ///
@@ -47,6 +57,7 @@ public final class S3Tier: CacheTier {
             )
         }
         self.configuration = configuration
+        self.logger = logger ?? Logger(label: "panza.s3", factory: { _ in SwiftLogNoOpLogHandler() })
         self.client = try S3Client(configuration: clientConfiguration, logger: logger)
     }
 
@@ -84,7 +95,8 @@ public final class S3Tier: CacheTier {
     }
 
     public func blob(forKey key: CacheKey) async throws -> [UInt8]? {
-        try await Self.limited(self.configuration.readLimits) {
+        try await self.checkLayout()
+        return try await Self.limited(self.configuration.readLimits) {
             try await self.client.get(key: self.objectKey(for: key), retry: self.configuration.readRetry)
         }
     }
@@ -93,6 +105,8 @@ public final class S3Tier: CacheTier {
     /// operation of each key matters, and those run concurrently (``Configuration/maxConcurrentWrites``).
     public func apply(_ operations: [CacheTierOperation]) async throws {
         try await self.ensureBucket()
+        try await self.checkLayout()
+        try await self.ensureMarker()
         var segment: [String: CacheTierOperation] = [:]
         var order: [String] = []
         func flushSegment() async throws {
@@ -122,9 +136,15 @@ public final class S3Tier: CacheTier {
         try await self.client.shutdown()
     }
 
-    /// Every object key under the tier's prefix.
+    /// Every object key of entries under the tier's prefix (the prefix marker excluded).
     public func allObjectKeys() async throws -> [String] {
-        try await self.client.listAll(prefix: self.objectPrefix(namespace: nil))
+        try await self.client.listAll(prefix: self.objectPrefix(namespace: nil)).filter { !self.isPrefixMarker($0) }
+    }
+
+    /// Whether `objectKey` is the marker of this prefix or of one nested inside it (a plain key
+    /// named `_panza` lives under `_keys/` and is not one).
+    private func isPrefixMarker(_ objectKey: String) -> Bool {
+        objectKey.hasSuffix("/" + Self.prefixMarkerName) && !objectKey.hasPrefix(self.configuration.prefix + "/_keys/")
     }
 
     // MARK: Internals
@@ -156,8 +176,20 @@ public final class S3Tier: CacheTier {
         }
     }
 
+    /// Deletes every object under `prefix`, except the marker and whatever lies under the prefix
+    /// of another cache nested inside (found by its marker).
     private func removeAll(prefix: String) async throws {
-        let keys = try await self.client.listAll(prefix: prefix)
+        let listed = try await self.client.listAll(prefix: prefix)
+        let ownMarker = self.configuration.prefix + "/" + Self.prefixMarkerName
+        let nested = listed.filter { self.isPrefixMarker($0) && $0 != ownMarker }
+            .map { String($0.dropLast(Self.prefixMarkerName.count)) }
+        if !nested.isEmpty {
+            self.logger.warning(
+                "panza: other caches' prefixes lie inside this one; their objects are left alone",
+                metadata: ["prefix": "\(self.configuration.prefix)", "nested": "\(nested.joined(separator: ", "))"]
+            )
+        }
+        let keys = listed.filter { key in key != ownMarker && !nested.contains { key.hasPrefix($0) } }
         try await Self.limited(self.configuration.writeLimits) {
             try await self.client.delete(keys: keys)
         }
@@ -171,6 +203,51 @@ public final class S3Tier: CacheTier {
             try await self.client.createBucket()
         }
         self.bucketReady.withLock { $0 = true }
+    }
+
+    /// Refuses a prefix that lies inside another cache's prefix (its purge or its memoize ids
+    /// would reach this cache's objects, and this cache's reads could return its entries), and
+    /// writes this prefix's marker so that caches opened later see it.
+    private func checkLayout() async throws {
+        let task = self.layoutCheck.withLock { existing -> Task<Void, any Error> in
+            if let existing { return existing }
+            let task = Task { try await self.verifyLayout() }
+            existing = task
+            return task
+        }
+        do {
+            try await task.value
+        } catch let error as S3Error where error.code != .invalidConfiguration {
+            self.layoutCheck.withLock { if $0 == task { $0 = nil } }
+            throw error
+        }
+    }
+
+    private func verifyLayout() async throws {
+        let segments = self.configuration.prefix.split(separator: "/")
+        for count in stride(from: 1, to: segments.count, by: 1) {
+            let ancestor = segments[0..<count].joined(separator: "/")
+            if try await self.client.head(key: ancestor + "/" + Self.prefixMarkerName) != nil {
+                let error = S3Error(
+                    code: .invalidConfiguration,
+                    message: "the prefix '\(self.configuration.prefix)' lies inside '\(ancestor)', the prefix of another Panza cache "
+                        + "in this bucket: choose prefixes that do not nest"
+                )
+                self.logger.error("panza: \(error.message)")
+                throw error
+            }
+        }
+    }
+
+    /// Writes `{prefix}/_panza` before the first write, so that caches with nested prefixes,
+    /// opened before or after, see this one.
+    private func ensureMarker() async throws {
+        guard !self.markerWritten.withLock({ $0 }) else { return }
+        let marker = self.configuration.prefix + "/" + Self.prefixMarkerName
+        if try await self.client.head(key: marker) == nil {
+            try await self.client.put(key: marker, body: Array("panza cache prefix\n".utf8), contentType: "text/plain")
+        }
+        self.markerWritten.withLock { $0 = true }
     }
 
     private static func limited<Result: Sendable>(
