@@ -11,6 +11,9 @@ struct StatsCommand: AsyncParsableCommand {
     @OptionGroup var options: CacheOptions
     @OptionGroup var s3: S3Options
 
+    @Option(name: .customLong("s3-timeout"), help: "Seconds to wait for S3 before calling it unreachable.")
+    var s3Timeout: Int = 5
+
     struct Report: Encodable {
         var path: String
         var usage: SQLiteTier.Usage
@@ -23,25 +26,42 @@ struct StatsCommand: AsyncParsableCommand {
     struct S3Summary: Encodable {
         var bucket: String
         var prefix: String
-        var objects: Int
-        var bytes: Int
+        /// Whether the listing got an answer within the timeout.
+        var reachable: Bool
+        var answeredInMilliseconds: Int?
+        var error: String?
+        var objects: Int?
+        var bytes: Int?
     }
 
     func run() async throws {
         let tier = try await self.options.openExisting()
         var s3Summary: S3Summary?
-        if let s3 = try self.s3.makeTier() {
-            var objects = 0
-            var bytes = 0
-            var token: String?
-            repeat {
-                let page = try await s3.client.list(prefix: s3.objectPrefix(namespace: nil), continuationToken: token)
-                objects += page.keys.count
-                bytes += page.sizes.reduce(0, +)
-                token = page.continuationToken
-            } while token != nil
-            s3Summary = S3Summary(bucket: s3.configuration.bucket, prefix: s3.configuration.prefix, objects: objects, bytes: bytes)
-            try await s3.close()
+        if let s3 = try self.s3.makeTier(requestTimeout: .seconds(self.s3Timeout)) {
+            var summary = S3Summary(bucket: s3.configuration.bucket, prefix: s3.configuration.prefix, reachable: false)
+            let started = ContinuousClock.now
+            do {
+                var objects = 0
+                var bytes = 0
+                var token: String?
+                repeat {
+                    let page = try await s3.client.list(prefix: s3.objectPrefix(namespace: nil), continuationToken: token)
+                    objects += page.keys.count
+                    bytes += page.sizes.reduce(0, +)
+                    token = page.continuationToken
+                    if summary.answeredInMilliseconds == nil {
+                        let elapsed = ContinuousClock.now - started
+                        summary.answeredInMilliseconds = Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
+                    }
+                } while token != nil
+                summary.reachable = true
+                summary.objects = objects
+                summary.bytes = bytes
+            } catch {
+                summary.error = "\(error)"
+            }
+            s3Summary = summary
+            try? await s3.close()
         }
         let report = Report(
             path: self.options.resolvedPath,
@@ -62,7 +82,15 @@ struct StatsCommand: AsyncParsableCommand {
         print("file      \(Output.bytes(report.usage.fileBytes))")
         print("uploads   \(report.pendingUploads) pending, \(report.deadLetters) dead letters (panza outbox)")
         if let s3 = report.s3 {
-            print("s3        s3://\(s3.bucket)/\(s3.prefix): \(s3.objects) objects, \(Output.bytes(s3.bytes))")
+            if s3.reachable {
+                print(
+                    "s3        s3://\(s3.bucket)/\(s3.prefix): \(s3.objects ?? 0) objects, \(Output.bytes(s3.bytes ?? 0)), "
+                        + "first answer in \(s3.answeredInMilliseconds ?? 0) ms"
+                )
+            } else {
+                print("s3        s3://\(s3.bucket)/\(s3.prefix): UNREACHABLE: \(s3.error ?? "no answer")")
+                print("          caches skip S3 reads after 5 failures in a row (circuit breaker) and keep uploads in the outbox")
+            }
         }
         guard !report.namespaces.isEmpty else { return }
         print("")

@@ -14,7 +14,7 @@ struct S3Options: ParsableArguments {
     @Option(name: .customLong("s3-endpoint"), help: "The S3 endpoint URL (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, AWS).")
     var endpoint: String?
 
-    @Option(name: .customLong("s3-region"), help: "The bucket's region (default: $AWS_REGION or us-east-1).")
+    @Option(name: .customLong("s3-region"), help: "The bucket's region (default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's region, or us-east-1).")
     var region: String?
 
     @Option(name: .customLong("s3-profile"), help: "The profile of the shared AWS files (default: $AWS_PROFILE or default).")
@@ -25,16 +25,23 @@ struct S3Options: ParsableArguments {
     }
 
     /// The S3 tier, or `nil` when no bucket is given.
-    func makeTier() throws -> S3Tier? {
+    ///
+    /// - Parameter requestTimeout: the longest one request may take; the client's default when `nil`.
+    func makeTier(requestTimeout: Duration? = nil) throws -> S3Tier? {
         guard let bucket = self.resolvedBucket else { return nil }
         let environment = ProcessInfo.processInfo.environment
-        return try S3Tier(configuration: .init(
+        var configuration = S3Tier.Configuration(
             bucket: bucket,
             prefix: self.prefix ?? environment["PANZA_S3_PREFIX"] ?? "panza",
-            region: self.region ?? environment["AWS_REGION"] ?? environment["AWS_DEFAULT_REGION"] ?? "us-east-1",
+            region: self.region,
             endpoint: self.endpoint,
             profile: self.profile
-        ))
+        )
+        if let requestTimeout {
+            configuration.client.requestTimeout = requestTimeout
+            configuration.client.retry = .init(maxAttempts: 2, baseDelay: .milliseconds(100))
+        }
+        return try S3Tier(configuration: configuration)
     }
 
     /// These options as command-line arguments, to hand to a child process.

@@ -17,12 +17,13 @@ struct CLITests {
         ChildProcess.workerURL.deletingLastPathComponent().appendingPathComponent("panza")
     }
 
-    func panza(_ arguments: [String]) async throws -> (status: Int32, output: String, error: String) {
+    func panza(_ arguments: [String], environment extra: [String: String] = [:]) async throws -> (status: Int32, output: String, error: String) {
         let process = Process()
         process.executableURL = Self.panzaURL
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["PANZA_S3_BUCKET"] = nil
+        environment.merge(extra) { $1 }
         process.environment = environment
         let output = Pipe()
         let error = Pipe()
@@ -47,6 +48,25 @@ struct CLITests {
         let steps = try #require(report["steps"] as? [[String: Any]])
         #expect(steps.map { $0["servedBy"] as? String } == ["api", "memory", "sqlite"])
         #expect(steps.map { $0["apiCalls"] as? Int } == [1, 0, 0])
+    }
+
+    @Test("stats with S3 blackholed says UNREACHABLE within its timeout instead of failing or hanging")
+    func statsWithDeadS3() async throws {
+        let path = self.directory.path("cache.sqlite")
+        let cache = try await makeCache(in: self.directory)
+        try await cache.set("plain", forKey: "k")
+        try await cache.close()
+        let server = try LoopbackHTTPServer.blackhole()
+        defer { server.close() }
+        let started = ContinuousClock.now
+        let result = try await self.panza(
+            ["stats", "--path", path, "--s3-bucket", "dead-bucket", "--s3-endpoint", server.endpoint, "--s3-timeout", "1"],
+            environment: ["AWS_ACCESS_KEY_ID": "AKIATEST", "AWS_SECRET_ACCESS_KEY": "secret"]
+        )
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.output.contains("UNREACHABLE"))
+        #expect(result.output.contains("entries   1"))
+        #expect(ContinuousClock.now - started < .seconds(20))
     }
 
     @Test("stats, ls, get, verify, rm and bust work on a cache file, with --json")
