@@ -427,7 +427,7 @@ public final class TieredCache: Sendable {
         let expiresAt = envelope.expiresAtMilliseconds
         let operation = CacheTierOperation.store(key: key, blob: blob, expiresAtMilliseconds: expiresAt)
         let sequences = try await self.submit(operation) { memory in
-            self.putInMemory(memory, value, key: key, cost: blob.count, expiresAtMilliseconds: expiresAt)
+            self.putInMemory(memory, value, key: key, cost: Self.memoryCost(payload: payload.count, key: key), storedBytes: blob.count, expiresAtMilliseconds: expiresAt)
         }
         if self.configuration.writeMode == .writeThrough {
             for (lane, sequence) in sequences {
@@ -453,16 +453,23 @@ public final class TieredCache: Sendable {
         }
     }
 
+    /// What an entry costs the memory tier: its decoded payload (compression saves nothing once
+    /// the value is decoded) and its key.
+    static func memoryCost(payload: Int, key: CacheKey) -> Int {
+        payload + key.rawValue.utf8.count
+    }
+
     /// Puts a decoded value in the memory tier and counts what it evicted.
     private func putInMemory(
         _ memory: MemoryTier,
         _ value: any Sendable,
         key: CacheKey,
         cost: Int,
+        storedBytes: Int,
         expiresAtMilliseconds: Int64?
     ) {
         let evicted = memory.insert(
-            .init(value: value, cost: cost, namespace: key.namespace, expiresAtMilliseconds: expiresAtMilliseconds),
+            .init(value: value, cost: cost, storedBytes: storedBytes, namespace: key.namespace, expiresAtMilliseconds: expiresAtMilliseconds),
             forKey: key.rawValue
         )
         if evicted > 0 { self.recorder.add(.memoryEvictions, evicted) }
@@ -489,9 +496,9 @@ public final class TieredCache: Sendable {
     func memoryLookupUntyped(_ key: CacheKey) -> (any Sendable)? {
         guard let memory = self.memory else { return nil }
         switch memory.lookup(key.rawValue, nowMilliseconds: WallClock.nowMilliseconds()) {
-        case .hit(let stored, let cost):
+        case .hit(let stored, let storedBytes):
             self.recorder.add(.memoryHits)
-            self.configuration.trace?.record(key: key.rawValue, size: cost, source: .memory, latency: .zero)
+            self.configuration.trace?.record(key: key.rawValue, size: storedBytes, source: .memory, latency: .zero)
             return stored
         case .expired:
             self.recorder.add(.expired)
@@ -608,7 +615,7 @@ public final class TieredCache: Sendable {
             }
             self.fence.fill(key, ticket: ticket) {
                 if let memory = self.memory {
-                    self.putInMemory(memory, value, key: key, cost: blob.count, expiresAtMilliseconds: expiresAt)
+                    self.putInMemory(memory, value, key: key, cost: Self.memoryCost(payload: envelope.payload.count, key: key), storedBytes: blob.count, expiresAtMilliseconds: expiresAt)
                 }
                 for (lane, stamp) in upper where stamp != nil || !lane.guardsFills {
                     // A fill is not replicated (the entry came from below), is dropped when the

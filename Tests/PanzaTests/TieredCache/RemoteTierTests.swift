@@ -228,4 +228,23 @@ struct RemoteTierTests {
         #expect(remote.state.withLock { $0.appliedOperations } == 0)
         try await cache.close()
     }
+
+    @Test("The memory tier charges entries their decoded size: a value that compresses well cannot exceed its bytes bound")
+    func memoryChargesDecodedSize() async throws {
+        let big = String(repeating: "a", count: 1 << 20)
+        let compressed = BlobEnvelope(contentType: .text, payload: Array(big.utf8), createdAtMilliseconds: 1).encoded(compress: true)
+        #expect(compressed.count < 64 << 10, "the fixture must compress well")
+        let remote = RecordingTier()
+        remote.state.withLock { $0.blobs["big"] = ("", compressed) }
+        let cache = try await makeCache(in: self.directory, sqlite: false) {
+            $0.remote = remote
+            $0.memory = .init(maxEntries: 100, maxBytes: 512 << 10)
+        }
+        #expect(try await cache.value(forKey: "big", as: String.self) == big)
+        #expect(cache.statistics.memoryBytes == 0, "a 1 MiB value was charged its compressed size")
+        let small = String(repeating: "b", count: 100 << 10)
+        try await cache.set(small, forKey: "small")
+        #expect(cache.statistics.memoryBytes >= 100 << 10)
+        try await cache.close()
+    }
 }

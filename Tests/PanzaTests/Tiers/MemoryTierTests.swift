@@ -4,7 +4,7 @@ import Testing
 
 struct MemoryTierTests {
     func entry(_ value: Int, cost: Int = 10, namespace: String = "", expiresAt: Int64? = nil) -> MemoryTier.Entry {
-        .init(value: value, cost: cost, namespace: namespace, expiresAtMilliseconds: expiresAt)
+        .init(value: value, cost: cost, storedBytes: cost, namespace: namespace, expiresAtMilliseconds: expiresAt)
     }
 
     func value(_ tier: MemoryTier, _ key: String, now: Int64 = 0) -> Int? {

@@ -9,7 +9,8 @@ public final class MemoryTier: Sendable {
     public struct Configuration: Hashable, Sendable {
         /// The most entries held at once.
         public var maxEntries: Int
-        /// The most bytes held at once, counting each entry as the size of its encoded envelope.
+        /// The most bytes held at once, counting each entry as its decoded payload (the value's
+        /// encoded bytes before compression) plus its key.
         public var maxBytes: Int
 
         public init(maxEntries: Int = 10_000, maxBytes: Int = 64 << 20) {
@@ -20,14 +21,18 @@ public final class MemoryTier: Sendable {
 
     /// The result of a lookup.
     enum Lookup {
-        case hit(any Sendable, cost: Int)
+        /// The value, and the size of its envelope (for access traces).
+        case hit(any Sendable, storedBytes: Int)
         case miss
         case expired
     }
 
     struct Entry {
         var value: any Sendable
+        /// What the entry counts against ``Configuration/maxBytes``: its decoded size.
         var cost: Int
+        /// The size of its envelope.
+        var storedBytes: Int
         var namespace: String
         var expiresAtMilliseconds: Int64?
     }
@@ -56,7 +61,7 @@ public final class MemoryTier: Sendable {
                 return .expired
             }
             list.moveToFront(index)
-            return .hit(entry.value, cost: entry.cost)
+            return .hit(entry.value, storedBytes: entry.storedBytes)
         }
     }
 
