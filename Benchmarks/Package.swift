@@ -18,6 +18,9 @@ let package = Package(
         // The baselines call SQLite and LZ4 directly, through their own module maps.
         .systemLibrary(name: "CBaselineSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CBaselineLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        // The tests' fault-injecting TCP proxy (a symbolic link to Tests/PanzaTestSupport), for
+        // miss latencies with S3 blackholed or slow.
+        .target(name: "BenchmarkFaultProxy"),
         .executableTarget(
             name: "PanzaBenchmarks",
             dependencies: [
@@ -27,6 +30,7 @@ let package = Package(
                 .product(name: "Benchmark", package: "benchmark"),
                 "CBaselineSQLite",
                 "CBaselineLZ4",
+                "BenchmarkFaultProxy",
             ],
             path: "Benchmarks/PanzaBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]

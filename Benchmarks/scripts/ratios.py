@@ -25,6 +25,10 @@ PAIRS = [
     ("S3: signed GET (S3Client), 1 KiB, concurrency 32", "Baseline: boto3 GET, 32 threads (custom metric: requests per second)", "throughput-vs-custom"),
     ("S3: signed PUT (S3Client), 1 KiB, concurrency 32", "Baseline: boto3 PUT, 32 threads (custom metric: requests per second)", "throughput-vs-custom"),
     ("set latency with write-behind, with an S3 tier", "set latency with write-behind, without an S3 tier", "latency"),
+    ("Miss latency: S3 healthy, loader 20 ms", "Baseline: loader alone (20 ms API call)", "latency"),
+    ("Miss latency: S3 blackholed, breaker closed, loader 20 ms", "Baseline: loader alone (20 ms API call)", "latency"),
+    ("Miss latency: S3 blackholed, breaker open, loader 20 ms", "Baseline: loader alone (20 ms API call)", "latency"),
+    ("Miss latency: S3 slow, 500 ms per answer, loader 20 ms", "Baseline: loader alone (20 ms API call)", "latency"),
 ]
 
 
