@@ -72,7 +72,7 @@ struct S3HygieneTests {
         #expect(Set(try await real.listAll(prefix: "v1/my id/")) == ["v1/my id/a", "v1/my id/b+c"])
         let tier = try S3Tier(configuration: S3TestServer.tierConfiguration(bucket: bucket))
         try await tier.apply([.removeNamespace("my id")])
-        #expect(try await real.listAll(prefix: "v1/") == ["v1/other/d"])
+        #expect(try await real.listAll(prefix: "v1/").filter { !$0.hasSuffix("/_panza") } == ["v1/other/d"])
         try await tier.close()
         try await real.shutdown()
     }
@@ -103,7 +103,7 @@ struct S3HygieneTests {
         let requests = server.requests.map { "\($0.method) \($0.target)" }
         #expect(requests.first == "HEAD /hygiene/", "\(requests)")
         #expect(!requests.contains("PUT /hygiene/"), "CreateBucket was sent: \(requests)")
-        #expect(requests.contains { $0.hasPrefix("PUT /hygiene/v1/_keys/k") }, "the upload was not tried: \(requests)")
+        #expect(requests.contains { $0.hasPrefix("PUT /hygiene/v1/") }, "the upload (or the prefix marker) was not tried: \(requests)")
         try await tier.close()
 
         // The real-server twin: a missing bucket is created once, after a HEAD.

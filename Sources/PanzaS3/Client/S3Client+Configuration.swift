@@ -49,8 +49,9 @@ extension S3Client {
         /// The only profile of the shared AWS files to use; `nil` for the whole chain, with
         /// `AWS_PROFILE` or `default`.
         public var profile: String?
-        /// The longest one request may take, retries excluded: connect, headers and the whole
-        /// body (a server that drips its answer is cut off too).
+        /// The longest one request may take, retries excluded: connect and headers within it, and
+        /// a piece of the body arriving after it ends the request (a server that drips its answer
+        /// is cut off); a body that stops altogether is cut off after this long without a byte.
         public var requestTimeout: Duration
         /// The longest a connection may take to open.
         public var connectTimeout: Duration

@@ -463,18 +463,19 @@ public final class S3Client: Sendable {
         if !body.isEmpty || method == .PUT || method == .POST {
             request.body = .bytes(body)
         }
-        let timeout = self.configuration.requestTimeout
-        let prepared = request
-        return try await RequestDeadline.run(within: timeout, what: "\(method.rawValue) \(key.map { "object \($0)" } ?? "bucket")") {
-            try await self.exchange(prepared, method: method, key: key, timeout: timeout)
-        }
+        return try await self.exchange(request, method: method, key: key, timeout: self.configuration.requestTimeout)
     }
 
-    /// Sends `request` and reads its answer, bounded (``RequestDeadline`` bounds the time).
+    /// Sends `request` and reads its answer, bounded in size and in time: AsyncHTTPClient's
+    /// deadline covers connect and headers; the body is read against the same deadline (checked
+    /// at each piece, so that a server dripping its answer is cut off) and the idle read timeout
+    /// (a body that stops altogether). No task is spawned per request.
     private func exchange(_ request: HTTPClientRequest, method: HTTPMethod, key: String?, timeout: Duration) async throws -> Response {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
         let response: HTTPClientResponse
         do {
-            response = try await self.http.execute(request, timeout: .seconds(Int64(timeout.components.seconds) + 1))
+            response = try await self.http.execute(request, deadline: .now() + .nanoseconds(Self.nanoseconds(timeout)))
         } catch {
             throw S3Error(code: .transport, message: "\(method.rawValue) to \(self.baseURL) got no answer", underlying: "\(error)")
         }
@@ -489,26 +490,41 @@ public final class S3Client: Sendable {
                 httpStatus: Int(response.status.code)
             )
         }
-        let bodyBuffer: ByteBuffer
+        var bytes: [UInt8] = []
+        if let announced = response.headers.first(name: "content-length").flatMap(Int.init) { bytes.reserveCapacity(announced) }
         do {
-            bodyBuffer = try await response.body.collect(upTo: limit)
-        } catch let error as NIOTooManyBytesError {
-            throw S3Error(
-                code: .invalidResponse,
-                message: "the answer of \(method.rawValue) is longer than the \(limit) bytes accepted",
-                httpStatus: Int(response.status.code),
-                underlying: "\(error)"
-            )
+            for try await piece in response.body {
+                guard bytes.count + piece.readableBytes <= limit else {
+                    throw S3Error(
+                        code: .invalidResponse,
+                        message: "the answer of \(method.rawValue) is longer than the \(limit) bytes accepted",
+                        httpStatus: Int(response.status.code)
+                    )
+                }
+                bytes.append(contentsOf: piece.readableBytesView)
+                guard clock.now <= deadline else {
+                    throw S3Error(
+                        code: .transport,
+                        message: "the answer of \(method.rawValue) took longer than \(timeout) to arrive",
+                        httpStatus: Int(response.status.code)
+                    )
+                }
+            }
+        } catch let error as S3Error {
+            throw error
         } catch {
             throw S3Error(code: .transport, message: "reading the answer of \(method.rawValue) failed", httpStatus: Int(response.status.code), underlying: "\(error)")
         }
-        let bytes = Array(bodyBuffer.readableBytesView)
         var s3Code: String?
         if response.status.code >= 300 {
             s3Code = S3XML.value(of: "Code", in: String(decoding: bytes, as: UTF8.self))
             if s3Code == nil, response.status.code == 404, method == .HEAD || method == .GET { s3Code = "NoSuchKey" }
         }
         return Response(status: Int(response.status.code), headers: response.headers, body: bytes, s3Code: s3Code)
+    }
+
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
     }
 
     /// S3's bucket naming rules, the parts that matter for URLs: 3 to 63 lowercase letters, digits,

@@ -24,7 +24,9 @@ public import Logging
 /// while the current ones still work; an `ExpiredToken` answer from S3 makes ``S3Client`` call
 /// ``invalidate()`` and retry once. The environment is read when the chain is made; files and
 /// token files at every refresh.
-public final class S3CredentialChain: S3CredentialProvider, CustomStringConvertible {
+public final class S3CredentialChain: S3CredentialProvider, CustomStringConvertible, CustomDebugStringConvertible,
+    CustomReflectable
+{
     private let sources: [any CredentialSource]
     private let cache: CredentialCache
     private let logger: Logger
@@ -60,6 +62,8 @@ public final class S3CredentialChain: S3CredentialProvider, CustomStringConverti
         logger: Logger,
         now: @escaping @Sendable () -> Date = Date.init
     ) throws {
+        // Only what the chain reads; secrets among them never reach a description (see customMirror).
+        let environment = environment.filter { name, _ in name.hasPrefix("AWS_") || name == "HOME" }
         let http = CredentialHTTP(client: client, timeout: .seconds(5))
         let files = SharedConfigFiles(environment: environment)
         let region = S3Region.resolve(region, profile: profile, environment: environment)
@@ -112,6 +116,13 @@ public final class S3CredentialChain: S3CredentialProvider, CustomStringConverti
     /// The sources, in order; never a secret.
     public var description: String {
         "S3CredentialChain(\(self.sources.map(\.name).joined(separator: ", ")))"
+    }
+
+    public var debugDescription: String { self.description }
+
+    /// The sources by name only: their settings hold secrets.
+    public var customMirror: Mirror {
+        Mirror(self, children: ["sources": self.sources.map(\.name)], displayStyle: .class)
     }
 
     private func missing() -> S3Error {

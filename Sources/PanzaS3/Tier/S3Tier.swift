@@ -227,7 +227,7 @@ public final class S3Tier: CacheTier {
         let segments = self.configuration.prefix.split(separator: "/")
         for count in stride(from: 1, to: segments.count, by: 1) {
             let ancestor = segments[0..<count].joined(separator: "/")
-            if try await self.client.head(key: ancestor + "/" + Self.prefixMarkerName) != nil {
+            if try await self.markerExists(ancestor + "/" + Self.prefixMarkerName) {
                 let error = S3Error(
                     code: .invalidConfiguration,
                     message: "the prefix '\(self.configuration.prefix)' lies inside '\(ancestor)', the prefix of another Panza cache "
@@ -239,12 +239,22 @@ public final class S3Tier: CacheTier {
         }
     }
 
+    /// Whether a marker object exists. Without `s3:ListBucket`, S3 answers 403 instead of 404 for
+    /// a missing object: that is taken as "absent", so that least-privilege identities work.
+    private func markerExists(_ key: String) async throws -> Bool {
+        do {
+            return try await self.client.head(key: key) != nil
+        } catch let error as S3Error where error.httpStatus == 403 {
+            return false
+        }
+    }
+
     /// Writes `{prefix}/_panza` before the first write, so that caches with nested prefixes,
     /// opened before or after, see this one.
     private func ensureMarker() async throws {
         guard !self.markerWritten.withLock({ $0 }) else { return }
         let marker = self.configuration.prefix + "/" + Self.prefixMarkerName
-        if try await self.client.head(key: marker) == nil {
+        if try await !self.markerExists(marker) {
             try await self.client.put(key: marker, body: Array("panza cache prefix\n".utf8), contentType: "text/plain")
         }
         self.markerWritten.withLock { $0 = true }

@@ -83,6 +83,54 @@ struct SecretsTests {
     }
 }
 
+extension SecretsTests {
+    @Test("The credential chain's description, its logs and the errors of a failed role exchange carry no secret")
+    func credentialChain() async throws {
+        let home = try TemporaryDirectory()
+        let tokenFile = home.path("token")
+        try Self.token.write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        let sts = try LoopbackHTTPServer.canned(
+            status: 400,
+            body: "<ErrorResponse><Error><Code>InvalidIdentityToken</Code><Message>rejected</Message></Error></ErrorResponse>"
+        )
+        defer { sts.close() }
+        let lines = LogLines()
+        var logger = Logger(label: "secrets", factory: { _ in CapturingHandler(lines: lines) })
+        logger.logLevel = .trace
+        let environment = [
+            "HOME": home.url.path, "AWS_EC2_METADATA_DISABLED": "true", "AWS_WEB_IDENTITY_TOKEN_FILE": tokenFile,
+            "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/r", "AWS_ENDPOINT_URL_STS": sts.endpoint,
+        ]
+        let chain = try S3CredentialChain(environment: environment, logger: logger)
+        Self.expectNoSecret(Self.texts(chain), "S3CredentialChain")
+        let error = try await #require(throws: S3Error.self) { _ = try await chain.credentials() }
+        Self.expectNoSecret(Self.texts(error), "the STS error")
+        Self.expectNoSecret(lines.all, "a log line")
+        #expect(sts.requests.first?.text.contains(Self.token) == true, "the token did go to STS, in the body")
+
+        let fromEnvironment = try S3CredentialChain(environment: Self.environment.merging(["HOME": home.url.path]) { $1 }, logger: logger)
+        let credentials = try await fromEnvironment.credentials()
+        Self.expectNoSecret(Self.texts(fromEnvironment) + Self.texts(credentials) + lines.all, "the environment chain")
+    }
+
+    @Test("expectedBucketOwner travels as x-amz-expected-bucket-owner on every request")
+    func expectedBucketOwner() async throws {
+        let server = try LoopbackHTTPServer.canned(status: 404, body: "<Error><Code>NoSuchKey</Code></Error>")
+        defer { server.close() }
+        var configuration = S3Client.Configuration(
+            bucket: "owner-check", endpoint: server.endpoint,
+            credentials: S3Credentials(accessKeyID: "AKIATEST", secretAccessKey: Self.secret), retry: .none
+        )
+        configuration.expectedBucketOwner = "123456789012"
+        let client = try S3Client(configuration: configuration)
+        _ = try await client.get(key: "k")
+        _ = try await client.head(key: "k")
+        try await client.shutdown()
+        #expect(server.requests.count == 2)
+        #expect(server.requests.allSatisfy { $0.headers["x-amz-expected-bucket-owner"] == "123456789012" })
+    }
+}
+
 final class LogLines: Sendable {
     private let lines = Mutex<[String]>([])
     func append(_ line: String) { self.lines.withLock { $0.append(line) } }
