@@ -8,7 +8,7 @@
 /// | 0 | 4 | magic `PNZA` |
 /// | 4 | 1 | format version (1) |
 /// | 5 | 1 | codec: 0 none, 1 LZ4 block |
-/// | 6 | 1 | content type: 0 bytes, 1 UTF-8 text, 2 JSON |
+/// | 6 | 1 | content type: 0 bytes, 1 UTF-8 text, 2 JSON, 3 null (a `nil`) |
 /// | 7 | 1 | flags, reserved (0) |
 /// | 8 | 4 | stored payload length |
 /// | 12 | 4 | original payload length (before compression) |
@@ -35,12 +35,16 @@ public struct BlobEnvelope: Hashable, Sendable {
         case text = 1
         /// JSON produced by `JSONEncoder` (every other `Codable` value).
         case json = 2
+        /// A `nil` result; the payload is one byte, the number of Optional layers around the `nil`
+        /// in the declared type (0 for `T?.none`, 1 for `T??.some(.none)`).
+        case null = 3
 
         public var description: String {
             switch self {
             case .bytes: "bytes"
             case .text: "text"
             case .json: "json"
+            case .null: "null"
             }
         }
     }

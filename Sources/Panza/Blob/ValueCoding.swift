@@ -1,26 +1,37 @@
 import Foundation
 
-/// Turns values into envelope payloads and back.
+/// Turns values into envelope payloads and back, choosing the stored form by the **declared**
+/// type, never by the value's dynamic type.
 ///
 /// `Data` and `[UInt8]` are stored as raw bytes and `String` as UTF-8, so that the common
 /// "cache this response body" case pays no JSON cost; every other `Codable` value is JSON
-/// (keys sorted), which keeps stored entries readable with `panza get`.
+/// (keys sorted), which keeps stored entries readable with `panza get`. Optionals, nested or
+/// not, are stored as their innermost value; a `nil` is stored as content type `null` with the
+/// number of Optional layers around it, so that `String?`, `Data??` and `nil` results round-trip
+/// (Python panza caches `None`).
 enum ValueCoding {
     static func encode<Value: Encodable>(_ value: Value) throws -> (BlobEnvelope.ContentType, [UInt8]) {
-        if let data = value as? Data { return (.bytes, Array(data)) }
-        if let bytes = value as? [UInt8] { return (.bytes, bytes) }
-        if let text = value as? String { return (.text, Array(text.utf8)) }
-        do {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            return (.json, Array(try encoder.encode(value)))
-        } catch {
-            throw PanzaError(
-                code: .encodingFailed,
-                message: "\(Value.self) could not be encoded as JSON",
-                underlying: error
-            )
+        if Value.self == Data.self { return (.bytes, Array(value as! Data)) }
+        if Value.self == [UInt8].self { return (.bytes, value as! [UInt8]) }
+        if Value.self == String.self { return (.text, Array((value as! String).utf8)) }
+        guard Value.self is any OptionalRepresentable.Type else { return try self.json(value, as: Value.self) }
+        // Peel the Optional layers of the declared type.
+        var type: Any.Type = Value.self
+        var current: Any = value
+        var depth = 0
+        while let optionalType = type as? any OptionalRepresentable.Type {
+            guard let inner = Self.unwrap(current) else { return (.null, [UInt8(min(depth, 255))]) }
+            current = inner
+            type = optionalType.wrappedType
+            depth += 1
         }
+        if type == Data.self { return (.bytes, Array(current as! Data)) }
+        if type == [UInt8].self { return (.bytes, current as! [UInt8]) }
+        if type == String.self { return (.text, Array((current as! String).utf8)) }
+        guard let encodable = current as? any Encodable else {
+            throw PanzaError(code: .encodingFailed, message: "\(type) is not Encodable")
+        }
+        return try self.json(encodable, as: Value.self)
     }
 
     static func decode<Value: Decodable>(
@@ -28,28 +39,114 @@ enum ValueCoding {
         from envelope: BlobEnvelope,
         key: String
     ) throws -> Value {
-        switch envelope.contentType {
-        case .bytes:
-            if Value.self == Data.self { return Data(envelope.payload) as! Value }
-            if Value.self == [UInt8].self { return envelope.payload as! Value }
-        case .text:
-            if Value.self == String.self { return String(decoding: envelope.payload, as: UTF8.self) as! Value }
-        case .json:
-            do {
-                return try JSONDecoder().decode(Value.self, from: Data(envelope.payload))
-            } catch {
+        if !(Value.self is any OptionalRepresentable.Type), envelope.contentType != .null {
+            return try self.decodeInnermost(Value.self, from: envelope, key: key) as! Value
+        }
+        var layers: [any OptionalRepresentable.Type] = []
+        var inner: Any.Type = Value.self
+        while let optionalType = inner as? any OptionalRepresentable.Type {
+            layers.append(optionalType)
+            inner = optionalType.wrappedType
+        }
+        var depth: Int?
+        if envelope.contentType == .null {
+            guard envelope.payload.count == 1, Int(envelope.payload[0]) < layers.count else {
                 throw PanzaError(
                     code: .decodingFailed,
-                    message: "stored JSON does not decode as \(Value.self)",
-                    key: key,
-                    underlying: error
+                    message: "a stored nil cannot be read as \(Value.self)",
+                    key: key
                 )
             }
+            depth = Int(envelope.payload[0])
+        } else if envelope.contentType == .json, envelope.payload == Array("null".utf8) {
+            depth = 0  // a nil stored before content type `none` existed
+        }
+        var result: Any
+        var layer: Int
+        if let depth {
+            result = layers[depth].wrap(nil)
+            layer = depth - 1
+        } else {
+            result = try self.decodeInnermost(inner, from: envelope, key: key)
+            layer = layers.count - 1
+        }
+        while layer >= 0 {
+            result = layers[layer].wrap(result)
+            layer -= 1
+        }
+        return result as! Value
+    }
+
+    // MARK: Internals
+
+    private static func decodeInnermost(_ type: Any.Type, from envelope: BlobEnvelope, key: String) throws -> Any {
+        switch envelope.contentType {
+        case .bytes:
+            if type == Data.self { return Data(envelope.payload) }
+            if type == [UInt8].self { return envelope.payload }
+        case .text:
+            if type == String.self { return String(decoding: envelope.payload, as: UTF8.self) }
+        case .json:
+            if let decodable = type as? any Decodable.Type {
+                do {
+                    return try Self.decodeJSON(decodable, from: envelope.payload)
+                } catch {
+                    throw PanzaError(
+                        code: .decodingFailed,
+                        message: "stored JSON does not decode as \(type)",
+                        key: key,
+                        underlying: error
+                    )
+                }
+            }
+        case .null:
+            break
         }
         throw PanzaError(
             code: .decodingFailed,
-            message: "stored \(envelope.contentType) value cannot be read as \(Value.self)",
+            message: "stored \(envelope.contentType) value cannot be read as \(type)",
             key: key
         )
+    }
+
+    private static func decodeJSON<Value: Decodable>(_ type: Value.Type, from payload: [UInt8]) throws -> Value {
+        try JSONDecoder().decode(Value.self, from: Data(payload))
+    }
+
+    private static func json(_ value: some Encodable, as declared: Any.Type) throws -> (BlobEnvelope.ContentType, [UInt8]) {
+        do {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            return (.json, Array(try encoder.encode(value)))
+        } catch {
+            throw PanzaError(
+                code: .encodingFailed,
+                message: "\(declared) could not be encoded as JSON",
+                underlying: error
+            )
+        }
+    }
+
+    /// The payload of an `Optional` held in `value` (an `Any`), or `nil` for `.none`.
+    private static func unwrap(_ value: Any) -> Any? {
+        let mirror = Mirror(reflecting: value)
+        guard mirror.displayStyle == .optional else { return value }
+        return mirror.children.first?.value
+    }
+}
+
+/// `Optional`, seen without its `Wrapped` type: how declared Optional layers are peeled and rebuilt.
+protocol OptionalRepresentable {
+    static var wrappedType: Any.Type { get }
+    /// `.none` for `nil`, else `.some(value as! Wrapped)`.
+    static func wrap(_ value: Any?) -> Any
+}
+
+extension Optional: OptionalRepresentable {
+    static var wrappedType: Any.Type { Wrapped.self }
+
+    static func wrap(_ value: Any?) -> Any {
+        guard let value else { return Self.none as Any }
+        return Self.some(value as! Wrapped) as Any
     }
 }

@@ -4,9 +4,14 @@ import Foundation
 ///
 /// | variable | effect |
 /// |---|---|
-/// | `BUST_CACHE` | `all`, or comma-separated memoize ids: those calls skip the cache, run, and overwrite what was stored |
-/// | `CACHE_ONLY` | `1`/`true`/`yes`: a miss throws ``PanzaError/Code/cacheOnlyMiss`` instead of calling the loader |
-/// | `PRINT_CACHE_MISSES` | `1`/`true`/`yes`: each miss that calls a loader is printed to standard error |
+/// | `BUST_CACHE` | on (see below) or `all`: every call; else comma-separated memoize ids: those calls skip the cache, run, and overwrite what was stored |
+/// | `CACHE_ONLY` | on: a miss throws ``PanzaError/Code/cacheOnlyMiss`` instead of calling the loader |
+/// | `PRINT_CACHE_MISSES` | on: each miss that calls a loader is printed to standard error |
+///
+/// As in Python panza, anything but an explicit "false" turns a flag on: a variable is **off** when
+/// it is unset, empty, or (trimmed, in any case) `0`, `false`, `no` or `off`, and **on** otherwise.
+/// For `BUST_CACHE`, `1`, `true`, `yes`, `on` and `all` mean every call; any other value is a list
+/// of ids.
 public struct CacheModes: Hashable, Sendable {
     /// Which calls skip the cache.
     public enum Bust: Hashable, Sendable {
@@ -36,14 +41,15 @@ public struct CacheModes: Hashable, Sendable {
     public static func fromEnvironment(_ environment: [String: String]? = nil) -> CacheModes {
         let environment = environment ?? ProcessInfo.processInfo.environment
         var modes = CacheModes()
-        if let value = environment["BUST_CACHE"]?.trimmingCharacters(in: .whitespaces), !value.isEmpty {
+        if let value = environment["BUST_CACHE"], isOn(value) {
             let ids = Set(
                 value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             )
-            modes.bust = ids.contains("all") ? .all : .ids(ids)
+            let everything: Set<String> = ["1", "true", "yes", "on", "all"]
+            modes.bust = ids.contains { everything.contains($0.lowercased()) } ? .all : .ids(ids)
         }
-        modes.cacheOnly = isTrue(environment["CACHE_ONLY"])
-        modes.printMisses = isTrue(environment["PRINT_CACHE_MISSES"])
+        modes.cacheOnly = environment["CACHE_ONLY"].map(isOn) ?? false
+        modes.printMisses = environment["PRINT_CACHE_MISSES"].map(isOn) ?? false
         return modes
     }
 
@@ -56,8 +62,9 @@ public struct CacheModes: Hashable, Sendable {
         }
     }
 
-    private static func isTrue(_ value: String?) -> Bool {
-        guard let value = value?.trimmingCharacters(in: .whitespaces).lowercased() else { return false }
-        return ["1", "true", "yes", "on"].contains(value)
+    /// Anything but an explicit false: off for empty, `0`, `false`, `no` and `off`.
+    static func isOn(_ value: String) -> Bool {
+        let value = value.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        return !["", "0", "false", "no", "off"].contains(value)
     }
 }

@@ -52,15 +52,25 @@ public enum MemoizeKey {
         }
     }
 
-    /// The key of a call whose arguments a custom key function turned into `customKey`
-    /// (Python panza's `hash_func`): `{id}/{customKey}`.
+    /// The key of a call whose arguments a custom key function turned into `customKey` (Python
+    /// panza's `hash_func`): `{id}/{hex SHA-256 of customKey's UTF-8}`, as Python panza stores it,
+    /// so that a key function may return a whole prompt.
     @usableFromInline
     static func make(id: String, customKey: String) throws -> CacheKey {
         guard !customKey.isEmpty else {
             throw PanzaError(code: .invalidKey, message: "a custom key function returned an empty key", key: id)
         }
-        return try TieredCache.validated(CacheKey(namespace: id, rawValue: id + "/" + customKey))
+        return CacheKey(namespace: id, rawValue: keyString(id: id, canonicalBytes: Array(customKey.utf8)))
     }
 
-
+    /// The key of a call whose arguments a raw key function turned into `rawKey`, used as it is:
+    /// `{id}/{rawKey}`, at most ``TieredCache/maximumKeyLength`` UTF-8 bytes in all (in S3 the raw
+    /// part is percent-encoded into one path segment).
+    @usableFromInline
+    static func make(id: String, rawKey: String) throws -> CacheKey {
+        guard !rawKey.isEmpty else {
+            throw PanzaError(code: .invalidKey, message: "a raw key function returned an empty key", key: id)
+        }
+        return try TieredCache.validated(CacheKey(namespace: id, rawValue: id + "/" + rawKey))
+    }
 }

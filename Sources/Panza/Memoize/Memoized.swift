@@ -18,6 +18,8 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     @usableFromInline let timeToLive: Duration?
     @usableFromInline let function: @Sendable @concurrent (repeat each Argument) async throws -> Value
     @usableFromInline let customKey: (@Sendable (repeat each Argument) throws -> String)?
+    /// Whether ``customKey``'s output is used as it is (`rawKey:`) instead of hashed (`key:`).
+    @usableFromInline let keyIsRaw: Bool
     @usableFromInline let limits: LoadLimits?
     @usableFromInline let concurrencyKey: (@Sendable (repeat each Argument) -> String)?
 
@@ -26,6 +28,7 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
         cache: TieredCache,
         timeToLive: Duration?,
         customKey: (@Sendable (repeat each Argument) throws -> String)?,
+        keyIsRaw: Bool = false,
         limits: LoadLimits?,
         concurrencyKey: (@Sendable (repeat each Argument) -> String)?,
         function: @escaping @Sendable @concurrent (repeat each Argument) async throws -> Value
@@ -36,6 +39,7 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
         self.cache = cache
         self.timeToLive = timeToLive
         self.customKey = customKey
+        self.keyIsRaw = keyIsRaw
         self.function = function
     }
 
@@ -80,7 +84,9 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     @inlinable
     public func key(_ argument: repeat each Argument) throws -> CacheKey {
         if let customKey = self.customKey {
-            return try MemoizeKey.make(id: self.id, customKey: try customKey(repeat each argument))
+            let output = try customKey(repeat each argument)
+            return self.keyIsRaw
+                ? try MemoizeKey.make(id: self.id, rawKey: output) : try MemoizeKey.make(id: self.id, customKey: output)
         }
         // Inlined, so that argument encoding is specialized for the caller's types.
         return try MemoizeKey.make(id: self.id, arguments: repeat each argument)
@@ -98,27 +104,41 @@ extension TieredCache {
     ///   - limits: rate and concurrency limits on calls of `function` (hits are never limited).
     ///   - concurrencyKey: derives the key of ``LoadLimits/concurrencyLimiter`` from the arguments
     ///     (Python panza's `limit_concurrency(n, derive_key)`); by default one limit for all calls.
-    ///   - key: a custom key function (Python panza's `hash_func`); by default the SHA-256 of the
-    ///     canonically encoded arguments (see ``MemoizeKey``).
+    ///   - key: a custom key function (Python panza's `hash_func`): its output, of any length (a
+    ///     whole prompt is fine), is hashed with SHA-256 into `{id}/{hash}`, as Python panza does.
+    ///     By default the SHA-256 of the canonically encoded arguments (see ``MemoizeKey``).
+    ///   - rawKey: a key function whose output is the key as it is, `{id}/{output}`: readable in
+    ///     `panza ls`, but at most ``maximumKeyLength`` UTF-8 bytes in all (longer ones throw
+    ///     ``PanzaError/Code/invalidKey``), and two functions that return the same text share an
+    ///     entry. Give `key` or `rawKey`, not both.
     ///   - function: the function to memoize.
-    /// - Precondition: `id` is valid (a programming error otherwise).
+    /// - Precondition: `id` is valid, and `key` and `rawKey` are not both given (programming errors).
     public func memoize<each Argument: Encodable & Sendable, Value: Codable & Sendable>(
         id: String,
         timeToLive: Duration? = nil,
         limits: LoadLimits? = nil,
         concurrencyKey: (@Sendable (repeat each Argument) -> String)? = nil,
         key: (@Sendable (repeat each Argument) throws -> String)? = nil,
+        rawKey: (@Sendable (repeat each Argument) throws -> String)? = nil,
         _ function: @escaping @Sendable @concurrent (repeat each Argument) async throws -> Value
     ) -> Memoized<repeat each Argument, Value> {
         precondition(
             Self.isValidID(id),
             "memoize id must have 1 to 200 UTF-8 bytes, no '/', no '.' or '..' alone, and not start with '_': \(id)"
         )
+        var customKey = key
+        var keyIsRaw = false
+        if let rawKey {
+            if case .some = key { preconditionFailure("memoize takes a key function or a raw key function, not both") }
+            customKey = rawKey
+            keyIsRaw = true
+        }
         return Memoized(
             id: id,
             cache: self,
             timeToLive: timeToLive,
-            customKey: key,
+            customKey: customKey,
+            keyIsRaw: keyIsRaw,
             limits: limits,
             concurrencyKey: concurrencyKey,
             function: function

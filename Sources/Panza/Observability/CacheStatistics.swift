@@ -76,6 +76,9 @@ public struct CacheStatistics: Hashable, Sendable, Codable {
     public var throttledSeconds = 0.0
     /// Loader calls repeated after the loader threw ``RateLimitedError``.
     public var rateLimitRetries = 0
+    /// Loader results that were returned to their callers but could not be stored (they could
+    /// not be encoded, or exceeded ``TieredCache/Configuration/maxValueBytes``).
+    public var unstorableResults = 0
 }
 
 /// Lock-free counters behind ``CacheStatistics``.
@@ -83,7 +86,7 @@ final class StatisticsRecorder: Sendable {
     enum Counter: Int, CaseIterable {
         case memoryHits, memoryMisses, loads, loadFailures, coalescedWaits, corruptBlobs, expired, writes
         case writeBatches, writeFailures, bytesWritten, bytesRead, memoryEvictions
-        case throttledWaits, throttledNanoseconds, rateLimitRetries, droppedWrites
+        case throttledWaits, throttledNanoseconds, rateLimitRetries, droppedWrites, unstorableResults
     }
 
     /// One counter; a class because `Atomic` cannot live in an array.
@@ -129,6 +132,7 @@ final class StatisticsRecorder: Sendable {
                 skipped: counters[4].load()
             )
         }
+        statistics.unstorableResults = self.value(.unstorableResults)
         statistics.loads = self.value(.loads)
         statistics.loadFailures = self.value(.loadFailures)
         statistics.coalescedWaits = self.value(.coalescedWaits)

@@ -39,6 +39,22 @@ public final class TieredCache: Sendable {
     /// Whether any bust mode is on: read on every memory hit, so kept apart from `currentModes`.
     private let bustModeActive: Atomic<Bool>
     private let isClosed = Atomic<Bool>(false)
+    /// Memoize ids whose unstorable results were already logged.
+    private let unstorableWarned = Mutex<Set<String>>([])
+
+    /// A cache with a memory tier and a SQLite file at `path`, with the default settings: the
+    /// counterpart of Python panza's `SQLiteCache(path)`.
+    ///
+    /// ```swift
+    /// let cache = try await TieredCache(path: "cache.sqlite")
+    /// ```
+    ///
+    /// - Throws: what ``init(configuration:)`` throws.
+    public convenience init(path: String) async throws {
+        var configuration = Configuration()
+        configuration.sqlite = .init(path: path)
+        try await self.init(configuration: configuration)
+    }
 
     /// Opens the configured tiers.
     ///
@@ -692,7 +708,15 @@ public final class TieredCache: Sendable {
                     self.recorder.add(.loadFailures)
                     throw error
                 }
-                let size = try await self.store(value, key: key, timeToLive: timeToLive, replacing: false)
+                let size: Int
+                do {
+                    size = try await self.store(value, key: key, timeToLive: timeToLive, replacing: false)
+                } catch let error as PanzaError where error.code == .encodingFailed || error.code == .valueTooLarge {
+                    // The call was paid for: its result reaches the caller even if it cannot be kept.
+                    self.recorder.add(.unstorableResults)
+                    self.warnUnstorable(id: id, error: error)
+                    size = 0
+                }
                 self.configuration.trace?.record(
                     key: key.rawValue,
                     size: size,
@@ -701,6 +725,15 @@ public final class TieredCache: Sendable {
                 )
                 return value
             }
+        )
+    }
+
+    /// Logs, once per memoize id (or once for plain keys), that a loader's result could not be stored.
+    private func warnUnstorable(id: String, error: PanzaError) {
+        guard self.unstorableWarned.withLock({ $0.insert(id).inserted }) else { return }
+        self.logger.warning(
+            "panza: a result was returned but not cached (further ones of this id are only counted)",
+            metadata: ["id": "\(id.isEmpty ? "-" : id)", "error": "\(error)"]
         )
     }
 

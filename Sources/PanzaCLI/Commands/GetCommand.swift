@@ -52,6 +52,7 @@ struct GetCommand: AsyncParsableCommand {
             switch envelope.contentType {
             case .bytes: Data(envelope.payload).base64EncodedString()
             case .text, .json: String(decoding: envelope.payload, as: UTF8.self)
+            case .null: envelope.payload.first.map { $0 == 0 ? "nil" : "nil (inside \($0) Optional layers)" } ?? "nil"
             }
         let entry = Entry(
             key: self.key,

@@ -84,7 +84,11 @@ public final class S3Tier: CacheTier {
         if key.namespace.isEmpty {
             return base + "_keys/" + URIEncoding.encode(key.rawValue)
         }
-        return base + key.rawValue
+        // `{id}/{hash}`; the part after the id is percent-encoded into one segment, which leaves a
+        // hex hash as it is and keeps a raw key's `/`, `.` and `..` from becoming path segments.
+        let idPrefix = key.namespace + "/"
+        guard key.rawValue.hasPrefix(idPrefix) else { return base + key.namespace + "/" + URIEncoding.encode(key.rawValue) }
+        return base + idPrefix + URIEncoding.encode(String(key.rawValue.dropFirst(idPrefix.count)))
     }
 
     /// The object-key prefix of a namespace (a memoize id), or of everything for `nil`.

@@ -40,6 +40,8 @@ struct MemoizeKeyTests {
         ("set", { try MemoizeKey.make(id: "f", arguments: Set(["pear", "apple", "fig"])) }),
         ("struct", { try MemoizeKey.make(id: "llm", arguments: Query(city: "Oslo", days: 3, units: "metric", tags: ["x", "y"])) }),
         ("enum-and-nested", { try MemoizeKey.make(id: "llm", arguments: Model.large, [["k": [1, 2]], ["j": []]]) }),
+        ("custom-key-function", { try MemoizeKey.make(id: "user", customKey: "user-7") }),
+        ("raw-key-function", { try MemoizeKey.make(id: "user", rawKey: "user-7") }),
     ]
 
     @Test("Keys match the pinned fixtures, so stored entries stay reachable across releases")

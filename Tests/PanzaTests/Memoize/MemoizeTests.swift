@@ -61,7 +61,7 @@ struct MemoizeTests {
         try await reopened.close()
     }
 
-    @Test("A custom key function replaces argument hashing")
+    @Test("A custom key function replaces argument hashing; its output is hashed with SHA-256, as Python panza does")
     func customKey() async throws {
         let cache = try await makeCache(in: self.directory)
         let calls = CallCounter()
@@ -72,7 +72,68 @@ struct MemoizeTests {
         #expect(try await lookup(7, "trace-a") == "user 7")
         #expect(try await lookup(7, "trace-b") == "user 7")  // the trace id is not part of the key
         #expect(calls.value == 1)
-        #expect(try lookup.key(7, "x").rawValue == "user/user-7")
+        // hashlib.sha256(b"user-7").hexdigest()
+        #expect(try lookup.key(7, "x").rawValue == "user/092081140b677b45dbe983b2f0d4ae0259ff2945bfa82f996fd7f6cac6916862")
+        try await cache.close()
+    }
+
+    @Test("A key function may return a whole 5,000-byte prompt: it is hashed, and the result is cached")
+    func longCustomKey() async throws {
+        let cache = try await makeCache(in: self.directory)
+        let calls = CallCounter()
+        let summarize = cache.memoize(id: "llm", key: { (text: String) in "Summarize: " + text }) { (text: String) async throws -> String in
+            calls.increment()
+            return "summary of \(text.count) characters"
+        }
+        let prompt = String(repeating: "x", count: 5_000)
+        #expect(try await summarize(prompt) == "summary of 5000 characters")
+        #expect(try await summarize(prompt) == "summary of 5000 characters")
+        #expect(calls.value == 1)
+        // hashlib.sha256(("Summarize: " + "x" * 5000).encode()).hexdigest()
+        #expect(try summarize.key(prompt).rawValue == "llm/0bff6d020b1702fd085b147533902cf05bd4d386855cc37486deba2a02eb06f6")
+        try await cache.close()
+        let reopened = try await makeCache(in: self.directory)
+        let again = reopened.memoize(id: "llm", key: { (text: String) in "Summarize: " + text }) { (text: String) async throws -> String in
+            calls.increment()
+            return "recomputed"
+        }
+        #expect(try await again(prompt) == "summary of 5000 characters", "served from SQLite after a restart")
+        try await reopened.close()
+    }
+
+    @Test("rawKey: keeps the key function's output as it is, within the key length limit")
+    func rawKey() async throws {
+        let cache = try await makeCache(in: self.directory)
+        let lookup = cache.memoize(id: "user", rawKey: { (id: Int) in "user-\(id)" }) { (id: Int) async throws -> String in "user \(id)" }
+        #expect(try await lookup(7) == "user 7")
+        #expect(try lookup.key(7).rawValue == "user/user-7")
+        let long = cache.memoize(id: "user", rawKey: { (text: String) in text }) { (text: String) async throws -> String in text }
+        let error = try #require(throws: PanzaError.self) { _ = try long.key(String(repeating: "x", count: 5_000)) }
+        #expect(error.code == .invalidKey)
+        try await cache.close()
+    }
+
+    @Test("A result that cannot be stored reaches its caller, uncached and counted, and is logged once per id")
+    func unstorableResult() async throws {
+        let cache = try await makeCache(in: self.directory)
+        let calls = CallCounter()
+        let scores = cache.memoize(id: "scores") { (n: Int) async throws -> [Double] in
+            calls.increment()
+            return [1.0, .nan, Double(n)]
+        }
+        let first = try await scores(2)
+        #expect(first.count == 3 && first[1].isNaN, "the NaN result reached the caller")
+        _ = try await scores(2)
+        #expect(calls.value == 2, "nothing was stored, so the second call runs again")
+        #expect(cache.statistics.unstorableResults == 2)
+        #expect(try await scores.peek(2) == nil)
+
+        let big = try await makeCache(in: self.directory, file: "big.sqlite") { $0.maxValueBytes = 1_000 }
+        let large = try await big.value(forKey: "large") { String(repeating: "y", count: 5_000) }
+        #expect(large.count == 5_000)
+        #expect(big.statistics.unstorableResults == 1)
+        #expect(try await big.value(forKey: "large", as: String.self) == nil)
+        try await big.close()
         try await cache.close()
     }
 
@@ -145,5 +206,29 @@ struct MemoizeTests {
         let none = CacheModes.fromEnvironment(["CACHE_ONLY": "0", "BUST_CACHE": ""])
         #expect(none == CacheModes())
         #expect(CacheModes.fromEnvironment(["BUST_CACHE": "f,all"]).bust == .all)
+    }
+
+    @Test("As in Python panza, anything but an explicit false turns a mode on", arguments: [
+        ("1", true), ("true", true), ("True", true), ("yes", true), ("on", true), ("2", true), ("enabled", true),
+        ("0", false), ("false", false), ("FALSE", false), ("no", false), ("off", false), ("", false), ("  ", false),
+    ])
+    func flagValues(value: String, on: Bool) {
+        let modes = CacheModes.fromEnvironment(["CACHE_ONLY": value, "PRINT_CACHE_MISSES": value, "BUST_CACHE": value])
+        #expect(modes.cacheOnly == on)
+        #expect(modes.printMisses == on)
+        let everything = ["1", "true", "True", "yes", "on"].contains(value)
+        #expect(modes.bust == (on ? (everything ? .all : .ids([value])) : .none))
+    }
+
+    @Test("TieredCache(path:) gives a memory and a SQLite tier with defaults, like Python panza's SQLiteCache")
+    func pathConvenience() async throws {
+        let path = self.directory.path("simple.sqlite")
+        let cache = try await TieredCache(path: path)
+        #expect(cache.tiers.count == 1 && cache.tiers.first is SQLiteTier)
+        try await cache.set("v", forKey: "k")
+        try await cache.close()
+        let reopened = try await TieredCache(path: path)
+        #expect(try await reopened.value(forKey: "k", as: String.self) == "v")
+        try await reopened.close()
     }
 }
