@@ -48,4 +48,18 @@ struct S3LayoutTests {
         try await outer.close()
         try await inner.close()
     }
+
+    @Test("A raw memoize key's '/', '.' and '..' stay inside one segment of the object key")
+    func rawKeySegments() async throws {
+        let bucket = S3TestServer.uniqueBucket("layout")
+        let tier = try self.tier(bucket: bucket, prefix: "v1")
+        let key = CacheKey(namespace: "f", rawValue: "f/../x/./y")
+        #expect(tier.objectKey(for: key) == "v1/f/..%2Fx%2F.%2Fy")
+        let hashed = CacheKey(namespace: "f", rawValue: "f/" + String(repeating: "ab", count: 32))
+        #expect(tier.objectKey(for: hashed) == "v1/f/" + String(repeating: "ab", count: 32), "a hex hash is unchanged")
+        try await tier.apply([.store(key: key, blob: [1, 2, 3], expiresAtMilliseconds: nil)])
+        #expect(try await tier.blob(forKey: key) == [1, 2, 3])
+        #expect(try await tier.allObjectKeys() == ["v1/f/..%2Fx%2F.%2Fy"])
+        try await tier.close()
+    }
 }

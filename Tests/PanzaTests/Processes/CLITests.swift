@@ -30,10 +30,17 @@ struct CLITests {
         process.standardOutput = output
         process.standardError = error
         try process.run()
-        let out = output.fileHandleForReading.readDataToEndOfFile()
-        let err = error.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        // Blocking reads stay off the cooperative pool (2 threads here): other tests keep running.
+        return await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                let out = output.fileHandleForReading.readDataToEndOfFile()
+                let err = error.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                continuation.resume(
+                    returning: (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+                )
+            }
+        }
     }
 
     func json(_ text: String) throws -> Any {

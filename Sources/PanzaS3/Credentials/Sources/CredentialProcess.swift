@@ -22,8 +22,13 @@ struct CredentialProcess: Sendable {
         } catch {
             throw S3Error(code: .missingCredentials, message: "credential_process could not start", underlying: "\(error)")
         }
-        // Read while it runs, so that a large output cannot block it on a full pipe.
-        let reader = Task.detached { output.fileHandleForReading.readDataToEndOfFile() }
+        // Read while it runs (a large output cannot block it on a full pipe), on a thread of its
+        // own: a blocking read must not hold a thread of the cooperative pool.
+        let read = AsyncStream<Data>.makeStream()
+        Thread {
+            read.continuation.yield(output.fileHandleForReading.readDataToEndOfFile())
+            read.continuation.finish()
+        }.start()
         let status: Int32
         do {
             status = try await RequestDeadline.run(within: self.timeout, what: "credential_process") {
@@ -34,7 +39,8 @@ struct CredentialProcess: Sendable {
             if process.isRunning { process.terminate() }
             throw error
         }
-        let data = await reader.value
+        var data = Data()
+        for await chunk in read.stream { data = chunk }
         guard status == 0 else {
             throw S3Error(code: .missingCredentials, message: "credential_process exited with status \(status)")
         }
