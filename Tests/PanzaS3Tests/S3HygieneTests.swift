@@ -211,4 +211,27 @@ struct S3HygieneTests {
         #expect(server.requests.count == 2 + 4)
         try await tier.close()
     }
+
+    @Test("A retry budget: when every request fails, retries stop once the budget is spent; successes refill it")
+    func retryBudget() async throws {
+        let failing = try LoopbackHTTPServer.canned(status: 503, body: "<Error><Code>SlowDown</Code></Error>")
+        defer { failing.close() }
+        var configuration = try self.configuration(failing.endpoint)
+        configuration.retry = .init(maxAttempts: 4, baseDelay: .milliseconds(1), maxDelay: .milliseconds(2))
+        configuration.retryBudget = 10
+        let client = try S3Client(configuration: configuration)
+        await #expect(throws: S3Error.self) { _ = try await client.get(key: "a") }
+        #expect(failing.requests.count == 3, "two retries (5 tokens each), then the budget is spent")
+        await #expect(throws: S3Error.self) { _ = try await client.get(key: "b") }
+        #expect(failing.requests.count == 4, "no retry without budget")
+        try await client.shutdown()
+
+        var quota = RetryQuota(capacity: 10)
+        #expect(quota.acquire(after: S3Error(code: .transport, message: "reset")) == 10)
+        #expect(quota.acquire(after: S3Error(code: .http, message: "503")) == nil)
+        quota.recordSuccess(lastRetryCost: 10)
+        #expect(quota.available == 10)
+        quota.recordSuccess(lastRetryCost: nil)
+        #expect(quota.available == 10, "never above capacity")
+    }
 }

@@ -72,6 +72,11 @@ extension S3Client {
         /// The longest `Retry-After` the client waits for; a server asking for more fails the
         /// request at once. 30 s by default.
         public var maxRetryAfter: Duration = .seconds(30)
+        /// The client's retry budget in tokens (the AWS SDKs' standard retry quota): a retry costs
+        /// 5 (10 after a timeout or connection failure), a request that succeeds at once earns 1
+        /// back. When it runs out, failures are not retried until successes refill it, so that a
+        /// throttling or failing S3 is not hit with a retry storm. 500 by default; `nil` for none.
+        public var retryBudget: Int? = 500
         /// The account id that must own the bucket, sent as `x-amz-expected-bucket-owner` with every
         /// request: S3 then refuses (403) to touch a bucket of the same name that another account
         /// owns, such as one re-created after a deletion. `nil` (the default) sends nothing.
@@ -133,7 +138,7 @@ extension S3Client.Configuration: CustomStringConvertible, CustomDebugStringConv
                 "requestTimeout": self.requestTimeout, "connectTimeout": self.connectTimeout, "retry": self.retry,
                 "signsPayload": self.signsPayload, "maxConnections": self.maxConnections,
                 "multipartThreshold": self.multipartThreshold, "multipartPartSize": self.multipartPartSize,
-                "maxResponseBytes": self.maxResponseBytes, "maxRetryAfter": self.maxRetryAfter,
+                "maxResponseBytes": self.maxResponseBytes, "maxRetryAfter": self.maxRetryAfter, "retryBudget": self.retryBudget as Any,
                 "expectedBucketOwner": self.expectedBucketOwner as Any,
                 "environment": S3Redaction.redacted(self.environment),
             ],

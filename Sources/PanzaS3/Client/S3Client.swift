@@ -38,6 +38,7 @@ public final class S3Client: Sendable {
     /// The server's clock minus ours, in milliseconds, learnt from `RequestTimeTooSkewed`.
     private let clockOffsetMilliseconds = Atomic<Int64>(0)
     private let isShutDown = Atomic(false)
+    private let retryQuota: Mutex<RetryQuota?>
 
     /// Creates a client. No request is sent until the first operation.
     ///
@@ -73,6 +74,7 @@ public final class S3Client: Sendable {
         self.pathPrefix = virtualHosted ? "" : "/\(configuration.bucket)"
         let logger = logger ?? Logger(label: "panza.s3", factory: { _ in SwiftLogNoOpLogHandler() })
         self.logger = logger
+        self.retryQuota = Mutex(configuration.retryBudget.map { RetryQuota(capacity: $0) })
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.timeout = .init(
             connect: .nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000 + configuration.connectTimeout.components.attoseconds / 1_000_000_000),
@@ -362,13 +364,19 @@ public final class S3Client: Sendable {
         var attempt = 1
         var correctedClock = false
         var refreshedCredentials = false
+        var lastRetryCost: Int?
         while true {
             let response: Response
             do {
                 let credentials = try await self.currentCredentials()
                 response = try await self.sendOnce(method: method, key: key, query: query, headers: headers, body: body, credentials: credentials)
-                if acceptedStatuses.contains(response.status) { return response }
+                if acceptedStatuses.contains(response.status) {
+                    self.retryQuota.withLock { $0?.recordSuccess(lastRetryCost: lastRetryCost) }
+                    return response
+                }
             } catch let error as S3Error where error.isRetryable && attempt < policy.maxAttempts {
+                guard let cost = self.spendRetry(after: error) else { throw error }
+                lastRetryCost = cost
                 try await self.pause(before: attempt, policy: policy, error: error)
                 attempt += 1
                 continue
@@ -393,9 +401,25 @@ public final class S3Client: Sendable {
             }
             guard error.isRetryable, attempt < policy.maxAttempts else { throw error }
             if let retryAfter = error.retryAfter, retryAfter > self.configuration.maxRetryAfter { throw error }
+            guard let cost = self.spendRetry(after: error) else { throw error }
+            lastRetryCost = cost
             try await self.pause(before: attempt, policy: policy, error: error)
             attempt += 1
         }
+    }
+
+    /// Takes a retry's cost from the budget; `nil` (and a log line) when it is spent.
+    private func spendRetry(after error: S3Error) -> Int? {
+        let cost: Int?? = self.retryQuota.withLock { quota -> Int?? in
+            guard quota != nil else { return .none }
+            return .some(quota!.acquire(after: error))
+        }
+        guard let cost else { return 0 }  // no budget configured
+        guard let cost else {
+            self.logger.warning("panza: S3 retry budget spent; failing without retry until requests succeed again", metadata: ["error": "\(error)"])
+            return nil
+        }
+        return cost
     }
 
     /// The provider's credentials; its failures are ``S3Error``s.
