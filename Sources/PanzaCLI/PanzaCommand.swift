@@ -11,13 +11,21 @@ struct PanzaCommand: AsyncParsableCommand {
         discussion: """
             Commands read the SQLite file given by --path, or by PANZA_SQLITE_PATH, \
             or ./panza-cache.sqlite. Every command takes --json for machine-readable output.
+
+            Exit status: 0 done; 1 failed (one line on standard error); 3 verify or outbox \
+            found entries that need attention; 64 the command line was not understood.
             """,
+        version: PanzaCommand.version,
         subcommands: [
             DemoCommand.self, StatsCommand.self, ListCommand.self, GetCommand.self,
-            RemoveCommand.self, BustCommand.self, PurgeCommand.self, VerifyCommand.self, SyncCommand.self, OutboxCommand.self,
+            RemoveCommand.self, BustCommand.self, PurgeCommand.self, VerifyCommand.self, SyncCommand.self,
+            OutboxCommand.self,
             BenchCommand.self,
         ]
     )
+
+    /// The version `panza --version` prints.
+    static let version = "0.1.0-dev"
 
     /// Runs the command; a failure is one line on standard error and a non-zero exit, never a trace.
     static func main() async {

@@ -10,8 +10,10 @@ import Testing
 struct HostileBucketTests {
     /// A valid envelope (checksum recomputed) of 4 KiB of text whose header claims `claimed` bytes.
     static func envelope(claiming claimed: UInt32) -> [UInt8] {
-        var bytes = BlobEnvelope(contentType: .text, payload: Array(repeating: UInt8(ascii: "a"), count: 4096), createdAtMilliseconds: 1)
-            .encoded()
+        var bytes = BlobEnvelope(
+            contentType: .text, payload: Array(repeating: UInt8(ascii: "a"), count: 4096), createdAtMilliseconds: 1
+        )
+        .encoded()
         withUnsafeBytes(of: claimed.littleEndian) { bytes.replaceSubrange(12..<16, with: $0) }
         let end = bytes.count - 8
         let checksum = XXHash64.hash(bytes[0..<end])

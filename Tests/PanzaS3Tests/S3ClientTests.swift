@@ -30,8 +30,14 @@ struct S3ClientTests {
         try await good.createBucket()
         let settings = try S3TestServer.settings()
         let cases = [
-            (S3Credentials(accessKeyID: settings.credentials.accessKeyID, secretAccessKey: "not-the-secret"), "SignatureDoesNotMatch"),
-            (S3Credentials(accessKeyID: "AKIAUNKNOWN", secretAccessKey: settings.credentials.secretAccessKey), "InvalidAccessKeyId"),
+            (
+                S3Credentials(accessKeyID: settings.credentials.accessKeyID, secretAccessKey: "not-the-secret"),
+                "SignatureDoesNotMatch"
+            ),
+            (
+                S3Credentials(accessKeyID: "AKIAUNKNOWN", secretAccessKey: settings.credentials.secretAccessKey),
+                "InvalidAccessKeyId"
+            ),
         ]
         for (credentials, expectedCode) in cases {
             let client = try S3TestServer.client(bucket: bucket, credentials: credentials)
@@ -51,7 +57,9 @@ struct S3ClientTests {
         let client = try S3TestServer.client(bucket: S3TestServer.uniqueBucket())
         try await client.createBucket()
         try await client.put(key: "once", body: [1], ifNoneMatch: true)
-        let error = try await #require(throws: S3Error.self) { try await client.put(key: "once", body: [2], ifNoneMatch: true) }
+        let error = try await #require(throws: S3Error.self) {
+            try await client.put(key: "once", body: [2], ifNoneMatch: true)
+        }
         #expect(error.code == .preconditionFailed)
         #expect(try await client.get(key: "once") == [1])
         try await client.shutdown()
@@ -83,7 +91,8 @@ struct S3ClientTests {
     @Test("Large bodies go up in parts and come back whole")
     func multipart() async throws {
         let settings = try S3TestServer.settings()
-        var configuration = S3Client.Configuration(bucket: S3TestServer.uniqueBucket(), endpoint: settings.endpoint, credentials: settings.credentials)
+        var configuration = S3Client.Configuration(
+            bucket: S3TestServer.uniqueBucket(), endpoint: settings.endpoint, credentials: settings.credentials)
         configuration.multipartThreshold = 6 << 20
         configuration.multipartPartSize = 5 << 20
         let client = try S3Client(configuration: configuration)
@@ -98,13 +107,14 @@ struct S3ClientTests {
     @Test("A dead endpoint gives a transport error after the configured retries")
     func deadEndpoint() async throws {
         let settings = try S3TestServer.settings()
-        let client = try S3Client(configuration: .init(
-            bucket: "panza-dead",
-            endpoint: "http://127.0.0.1:9",
-            credentials: settings.credentials,
-            connectTimeout: .seconds(1),
-            retry: .init(maxAttempts: 2, baseDelay: .milliseconds(10))
-        ))
+        let client = try S3Client(
+            configuration: .init(
+                bucket: "panza-dead",
+                endpoint: "http://127.0.0.1:9",
+                credentials: settings.credentials,
+                connectTimeout: .seconds(1),
+                retry: .init(maxAttempts: 2, baseDelay: .milliseconds(10))
+            ))
         let error = try await #require(throws: S3Error.self) { _ = try await client.get(key: "k") }
         #expect(error.code == .transport)
         #expect(error.isRetryable)
@@ -139,14 +149,19 @@ struct S3ClientTests {
         aws_access_key_id = CONFIGKEY
         aws_secret_access_key = configsecret
         """.write(toFile: directory.path("config"), atomically: true, encoding: .utf8)
-        let files = ["AWS_SHARED_CREDENTIALS_FILE": directory.path("credentials"), "AWS_CONFIG_FILE": directory.path("config")]
-        let fromEnvironment = try S3Credentials.resolve(environment: files.merging(["AWS_ACCESS_KEY_ID": "ENVKEY", "AWS_SECRET_ACCESS_KEY": "envsecret"]) { $1 })
+        let files = [
+            "AWS_SHARED_CREDENTIALS_FILE": directory.path("credentials"), "AWS_CONFIG_FILE": directory.path("config"),
+        ]
+        let fromEnvironment = try S3Credentials.resolve(
+            environment: files.merging(["AWS_ACCESS_KEY_ID": "ENVKEY", "AWS_SECRET_ACCESS_KEY": "envsecret"]) { $1 })
         #expect(fromEnvironment.accessKeyID == "ENVKEY")
         #expect(try S3Credentials.resolve(environment: files).accessKeyID == "DEFAULTKEY")
         let team = try S3Credentials.resolve(environment: files.merging(["AWS_PROFILE": "team"]) { $1 })
         #expect(team == S3Credentials(accessKeyID: "TEAMKEY", secretAccessKey: "teamsecret", sessionToken: "teamtoken"))
         #expect(try S3Credentials.resolve(profile: "other", environment: files).accessKeyID == "CONFIGKEY")
-        let error = try #require(throws: S3Error.self) { try S3Credentials.resolve(profile: "nobody", environment: files) }
+        let error = try #require(throws: S3Error.self) {
+            try S3Credentials.resolve(profile: "nobody", environment: files)
+        }
         #expect(error.code == .missingCredentials)
     }
 }

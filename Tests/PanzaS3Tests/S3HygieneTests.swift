@@ -29,7 +29,8 @@ struct S3HygieneTests {
     func redirectsRefused() async throws {
         let other = try LoopbackHTTPServer.canned(status: 200, body: "stolen")
         defer { other.close() }
-        let redirecting = try LoopbackHTTPServer.canned(status: 301, headers: ["Location": "\(other.endpoint)/hygiene/k"])
+        let redirecting = try LoopbackHTTPServer.canned(
+            status: 301, headers: ["Location": "\(other.endpoint)/hygiene/k"])
         defer { redirecting.close() }
         let client = try self.client(redirecting.endpoint)
         let error = try await #require(throws: S3Error.self) { _ = try await client.get(key: "k") }
@@ -57,7 +58,8 @@ struct S3HygieneTests {
     func plusIsSpace() async throws {
         #expect(URIEncoding.decode("a+b%2Bc", plusIsSpace: true) == "a b+c")
         #expect(URIEncoding.decode("a+b") == "a+b")
-        let body = "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>v1/my+id/x%2By</Key><Size>3</Size></Contents></ListBucketResult>"
+        let body =
+            "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>v1/my+id/x%2By</Key><Size>3</Size></Contents></ListBucketResult>"
         let server = try LoopbackHTTPServer.canned(status: 200, body: body)
         defer { server.close() }
         let client = try self.client(server.endpoint)
@@ -94,7 +96,8 @@ struct S3HygieneTests {
         let server = try LoopbackHTTPServer.canned(status: 403, body: "<Error><Code>AccessDenied</Code></Error>")
         defer { server.close() }
         let settings = try S3TestServer.settings()
-        var configuration = S3Tier.Configuration(bucket: "hygiene", prefix: "v1", endpoint: server.endpoint, credentials: settings.credentials)
+        var configuration = S3Tier.Configuration(
+            bucket: "hygiene", prefix: "v1", endpoint: server.endpoint, credentials: settings.credentials)
         configuration.client.retry = .none
         let tier = try S3Tier(configuration: configuration)
         await #expect(throws: S3Error.self) {
@@ -103,7 +106,9 @@ struct S3HygieneTests {
         let requests = server.requests.map { "\($0.method) \($0.target)" }
         #expect(requests.first == "HEAD /hygiene/", "\(requests)")
         #expect(!requests.contains("PUT /hygiene/"), "CreateBucket was sent: \(requests)")
-        #expect(requests.contains { $0.hasPrefix("PUT /hygiene/v1/") }, "the upload (or the prefix marker) was not tried: \(requests)")
+        #expect(
+            requests.contains { $0.hasPrefix("PUT /hygiene/v1/") },
+            "the upload (or the prefix marker) was not tried: \(requests)")
         try await tier.close()
 
         // The real-server twin: a missing bucket is created once, after a HEAD.
@@ -140,9 +145,15 @@ struct S3HygieneTests {
         }
         try await client.shutdown()
 
-        let impatient = try LoopbackHTTPServer.canned(status: 503, headers: ["Retry-After": "3600"], body: "<Error><Code>SlowDown</Code></Error>")
+        let impatient = try LoopbackHTTPServer.canned(
+            status: 503, headers: ["Retry-After": "3600"], body: "<Error><Code>SlowDown</Code></Error>")
         defer { impatient.close() }
-        let other = try S3Client(configuration: { var c = configuration; c.endpoint = impatient.endpoint; return c }())
+        let other = try S3Client(
+            configuration: {
+                var c = configuration
+                c.endpoint = impatient.endpoint
+                return c
+            }())
         let error = try await #require(throws: S3Error.self) { _ = try await other.get(key: "k") }
         #expect(error.retryAfter == .seconds(3600))
         #expect(impatient.requests.count == 1, "a request was retried past maxRetryAfter")
@@ -198,7 +209,8 @@ struct S3HygieneTests {
         let server = try LoopbackHTTPServer.canned(status: 500, body: "<Error><Code>InternalError</Code></Error>")
         defer { server.close() }
         let settings = try S3TestServer.settings()
-        var configuration = S3Tier.Configuration(bucket: "hygiene", prefix: "v1", endpoint: server.endpoint, credentials: settings.credentials)
+        var configuration = S3Tier.Configuration(
+            bucket: "hygiene", prefix: "v1", endpoint: server.endpoint, credentials: settings.credentials)
         configuration.client.retry = .init(maxAttempts: 4, baseDelay: .milliseconds(1), maxDelay: .milliseconds(2))
         configuration.readRetry = .init(maxAttempts: 2, baseDelay: .milliseconds(1), maxDelay: .milliseconds(2))
         configuration.createsBucket = false

@@ -15,7 +15,9 @@ struct S3LayoutTests {
     }
 
     func store(_ key: String, namespace: String = "") -> CacheTierOperation {
-        .store(key: CacheKey(namespace: namespace, rawValue: namespace.isEmpty ? key : "\(namespace)/\(key)"), blob: Array(key.utf8), expiresAtMilliseconds: nil)
+        .store(
+            key: CacheKey(namespace: namespace, rawValue: namespace.isEmpty ? key : "\(namespace)/\(key)"),
+            blob: Array(key.utf8), expiresAtMilliseconds: nil)
     }
 
     @Test("A prefix inside another cache's prefix is refused for reads and writes, naming both")
@@ -26,10 +28,13 @@ struct S3LayoutTests {
         #expect(try await outer.client.head(key: "team/_panza") != nil, "the marker is written before the first write")
 
         let inner = try self.tier(bucket: bucket, prefix: "team/v1")
-        let readError = try await #require(throws: S3Error.self) { _ = try await inner.blob(forKey: CacheKey(rawValue: "x")) }
+        let readError = try await #require(throws: S3Error.self) {
+            _ = try await inner.blob(forKey: CacheKey(rawValue: "x"))
+        }
         #expect(readError.code == .invalidConfiguration && readError.message.contains("'team'"))
         await #expect(throws: S3Error.self) { try await inner.apply([self.store("b")]) }
-        #expect(try await inner.client.head(key: "team/v1/_keys/b") == nil, "nothing was written inside the other prefix")
+        #expect(
+            try await inner.client.head(key: "team/v1/_keys/b") == nil, "nothing was written inside the other prefix")
         try await outer.close()
         try await inner.close()
     }

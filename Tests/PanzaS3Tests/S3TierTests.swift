@@ -79,7 +79,8 @@ struct S3TierTests {
 
     @Test("bust and bustAll reach S3")
     func busting() async throws {
-        let cache = try await self.cache(file: "cache.sqlite", tier: try S3TestServer.tierConfiguration(bucket: S3TestServer.uniqueBucket()))
+        let cache = try await self.cache(
+            file: "cache.sqlite", tier: try S3TestServer.tierConfiguration(bucket: S3TestServer.uniqueBucket()))
         let f = cache.memoize(id: "f") { (x: Int) async throws -> Int in x }
         let g = cache.memoize(id: "g") { (x: Int) async throws -> Int in x }
         for x in 0..<5 { _ = try await f(x) }
@@ -102,7 +103,8 @@ struct S3TierTests {
     @Test("With S3 down, callers are served by the loader and local tiers; strict mode shows the error")
     func deadEndpoint() async throws {
         let settings = try S3TestServer.settings()
-        var tier = S3Tier.Configuration(bucket: "panza-dead", endpoint: "http://127.0.0.1:9", credentials: settings.credentials)
+        var tier = S3Tier.Configuration(
+            bucket: "panza-dead", endpoint: "http://127.0.0.1:9", credentials: settings.credentials)
         tier.client.retry = .none
         tier.client.connectTimeout = .milliseconds(500)
         let cache = try await self.cache(file: "cache.sqlite", tier: tier, memory: false)
@@ -130,7 +132,9 @@ struct S3TierTests {
 
         var configuration = TieredCache.Configuration()
         configuration.sqlite = .init(path: path)
-        configuration.remote = try S3Tier(configuration: S3Tier.Configuration(bucket: bucket, prefix: "v1", endpoint: settings.endpoint, credentials: settings.credentials))
+        configuration.remote = try S3Tier(
+            configuration: S3Tier.Configuration(
+                bucket: bucket, prefix: "v1", endpoint: settings.endpoint, credentials: settings.credentials))
         configuration.modes = CacheModes()
         let cache = try await TieredCache(configuration: configuration)
         try await cache.flush()
@@ -176,7 +180,8 @@ struct S3TierTests {
         try await second.close()
     }
 
-    @Test("A blackholed endpoint: a miss reaches the loader after the read timeout, then at once once the breaker opens")
+    @Test(
+        "A blackholed endpoint: a miss reaches the loader after the read timeout, then at once once the breaker opens")
     func blackholedEndpoint() async throws {
         let server = try LoopbackHTTPServer.blackhole()
         defer { server.close() }
@@ -212,9 +217,13 @@ struct S3TierTests {
         try? await cache.close()  // the uploads stay in the outbox
     }
 
-    @Test("A prefix that could reach other entries is refused", arguments: ["", "/v1", "v1/", "a//b", ".", "a/../b", "a/./b"])
+    @Test(
+        "A prefix that could reach other entries is refused",
+        arguments: ["", "/v1", "v1/", "a//b", ".", "a/../b", "a/./b"])
     func invalidPrefix(prefix: String) throws {
-        #expect(throws: S3Error.self) { try S3Tier(configuration: S3TestServer.tierConfiguration(bucket: "b", prefix: prefix)) }
+        #expect(throws: S3Error.self) {
+            try S3Tier(configuration: S3TestServer.tierConfiguration(bucket: "b", prefix: prefix))
+        }
     }
 
     @Test("A read-only S3 tier is read but never written")

@@ -49,7 +49,9 @@ struct SigV4VectorTests {
         if pathPart.count == 2 {
             for pair in pathPart[1].split(separator: "&") {
                 let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                query.append((URIEncoding.decode(String(parts[0])), parts.count == 2 ? URIEncoding.decode(String(parts[1])) : ""))
+                query.append(
+                    (URIEncoding.decode(String(parts[0])), parts.count == 2 ? URIEncoding.decode(String(parts[1])) : "")
+                )
             }
         }
         var headers: [(name: String, value: String)] = []
@@ -66,22 +68,29 @@ struct SigV4VectorTests {
                 headers.append((String(line[..<colon]), String(line[line.index(after: colon)...])))
             }
         }
-        return ParsedRequest(method: method, path: path, query: query, headers: headers, body: Array(bodyLines.joined(separator: "\n").utf8))
+        return ParsedRequest(
+            method: method, path: path, query: query, headers: headers,
+            body: Array(bodyLines.joined(separator: "\n").utf8))
     }
 
     static func read(_ folder: String, _ suffix: String) throws -> String {
         let name = (folder as NSString).lastPathComponent
-        return try String(contentsOf: vectorsRoot.appendingPathComponent("sigv4/\(folder)/\(name).\(suffix)"), encoding: .utf8)
+        return try String(
+            contentsOf: vectorsRoot.appendingPathComponent("sigv4/\(folder)/\(name).\(suffix)"), encoding: .utf8)
     }
 
     @Test("Canonical request, string to sign and authorization match the AWS suite", arguments: suiteCases)
     func awsSuite(folder: String) throws {
         var parsed = Self.parse(try Self.read(folder, "req"))
         // This case's request leaves the session token for the signer to add (see PROVENANCE.md).
-        let sessionToken: String? = folder == "get-vanilla-with-session-token" ? "6e86291e8372ff2a2260956d9b8aae1d763fbf315fa00fa31553b73ebf194267" : nil
+        let sessionToken: String? =
+            folder == "get-vanilla-with-session-token"
+            ? "6e86291e8372ff2a2260956d9b8aae1d763fbf315fa00fa31553b73ebf194267" : nil
         if let sessionToken { parsed.headers.append(("X-Amz-Security-Token", sessionToken)) }
         var signer = SigV4Signer(
-            credentials: S3Credentials(accessKeyID: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", sessionToken: sessionToken),
+            credentials: S3Credentials(
+                accessKeyID: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                sessionToken: sessionToken),
             region: "us-east-1",
             service: "service"
         )
@@ -111,26 +120,34 @@ struct SigV4VectorTests {
         var headers: [String: String]
         var body: String?
         var payload: String?
-        var expected_signature: String
-        var canonical_request: String
-        var string_to_sign: String
+        // swift-format-ignore: AlwaysUseLowerCamelCase
+        var expected_signature: String  // the fixture's field name
+        // swift-format-ignore: AlwaysUseLowerCamelCase
+        var canonical_request: String  // the fixture's field name
+        // swift-format-ignore: AlwaysUseLowerCamelCase
+        var string_to_sign: String  // the fixture's field name
         var testDescription: String { self.name }
     }
 
     struct S3Examples: Decodable {
-        var access_key: String
-        var secret_key: String
+        // swift-format-ignore: AlwaysUseLowerCamelCase
+        var access_key: String  // the fixture's field name
+        // swift-format-ignore: AlwaysUseLowerCamelCase
+        var secret_key: String  // the fixture's field name
         var cases: [S3Example]
     }
 
     /// `nil` when the file is missing, which ``examplesPresent()`` reports as a failure.
     static let documentExamples: S3Examples? = {
-        guard let data = try? Data(contentsOf: vectorsRoot.appendingPathComponent("sigv4-s3/s3-doc-examples.json")) else { return nil }
+        guard let data = try? Data(contentsOf: vectorsRoot.appendingPathComponent("sigv4-s3/s3-doc-examples.json"))
+        else { return nil }
         return try? JSONDecoder().decode(S3Examples.self, from: data)
     }()
 
     /// The header-authenticated examples (the presigned and streaming ones sign differently).
-    static let headerExamples = (documentExamples?.cases ?? []).filter { !$0.name.hasPrefix("Presigned") && !$0.name.hasPrefix("Streaming") }
+    static let headerExamples = (documentExamples?.cases ?? []).filter {
+        !$0.name.hasPrefix("Presigned") && !$0.name.hasPrefix("Streaming")
+    }
 
     @Test("The S3 documentation examples are where the tests expect them")
     func examplesPresent() {
@@ -141,14 +158,18 @@ struct SigV4VectorTests {
     @Test("S3 documentation examples: no path normalization, x-amz-content-sha256 signed", arguments: headerExamples)
     func s3Examples(example: S3Example) throws {
         let signer = SigV4Signer(
-            credentials: S3Credentials(accessKeyID: Self.documentExamples!.access_key, secretAccessKey: Self.documentExamples!.secret_key),
+            credentials: S3Credentials(
+                accessKeyID: Self.documentExamples!.access_key, secretAccessKey: Self.documentExamples!.secret_key),
             region: "us-east-1",
             service: "s3"
         )
-        let query: [(name: String, value: String)] = example.query.isEmpty ? [] : example.query.split(separator: "&").map { pair in
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            return (String(parts[0]), parts.count == 2 ? String(parts[1]) : "")
-        }
+        let query: [(name: String, value: String)] =
+            example.query.isEmpty
+            ? []
+            : example.query.split(separator: "&").map { pair in
+                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                return (String(parts[0]), parts.count == 2 ? String(parts[1]) : "")
+            }
         let request = SigV4Signer.Request(
             method: example.method,
             host: example.host,
@@ -170,7 +191,8 @@ struct SigV4VectorTests {
             credentials: S3Credentials(accessKeyID: "AKID", secretAccessKey: "SECRET-VALUE", sessionToken: "TOKEN"),
             region: "eu-west-1"
         )
-        let headers = signer.signedHeaders(for: .init(method: "GET", host: "h", path: "/k"), date: Date(timeIntervalSince1970: 0))
+        let headers = signer.signedHeaders(
+            for: .init(method: "GET", host: "h", path: "/k"), date: Date(timeIntervalSince1970: 0))
         let names = headers.map(\.name)
         #expect(names == ["x-amz-date", "x-amz-content-sha256", "x-amz-security-token", "authorization"])
         #expect(headers[0].value == "19700101T000000Z")
@@ -181,10 +203,12 @@ struct SigV4VectorTests {
         #expect(!"\(signer.credentials)".contains("SECRET") && !"\(signer.credentials)".contains("TOKEN"))
     }
 
-    @Test("Timestamps are UTC calendar dates", arguments: [
-        (0.0, "19700101T000000Z"), (951_782_400.0, "20000229T000000Z"), (1_440_938_160.0, "20150830T123600Z"),
-        (4_102_444_799.0, "20991231T235959Z"),
-    ])
+    @Test(
+        "Timestamps are UTC calendar dates",
+        arguments: [
+            (0.0, "19700101T000000Z"), (951_782_400.0, "20000229T000000Z"), (1_440_938_160.0, "20150830T123600Z"),
+            (4_102_444_799.0, "20991231T235959Z"),
+        ])
     func timestamps(seconds: Double, expected: String) {
         #expect(SigV4Timestamp(Date(timeIntervalSince1970: seconds)).dateTime == expected)
     }

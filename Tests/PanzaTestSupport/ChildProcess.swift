@@ -29,7 +29,9 @@ public struct ChildProcess {
     }
 
     /// Runs the worker to completion; returns its exit status, standard output and standard error.
-    public static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String, error: String) {
+    public static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> (
+        status: Int32, output: String, error: String
+    ) {
         let child = try start(arguments, environment: environment)
         return try await child.wait()
     }
@@ -43,11 +45,12 @@ public struct ChildProcess {
                 let out = output.fileHandleForReading.readDataToEndOfFile()
                 let err = error.fileHandleForReading.readDataToEndOfFile()
                 process.waitUntilExit()
-                continuation.resume(returning: (
-                    process.terminationStatus,
-                    String(decoding: out, as: UTF8.self),
-                    String(decoding: err, as: UTF8.self)
-                ))
+                continuation.resume(
+                    returning: (
+                        process.terminationStatus,
+                        String(decoding: out, as: UTF8.self),
+                        String(decoding: err, as: UTF8.self)
+                    ))
             }
         }
     }

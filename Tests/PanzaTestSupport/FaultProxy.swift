@@ -1,7 +1,7 @@
 public import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A TCP proxy on 127.0.0.1 in front of a real server, that injects the faults of a bad network
@@ -47,7 +47,9 @@ public final class FaultProxy: @unchecked Sendable {
         guard listener >= 0 else { throw POSIXError(.EMFILE) }
         var address = Self.loopback(port: 0)
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard bound == 0, listen(listener, 256) == 0 else {
             Glibc.close(listener)
@@ -149,8 +151,10 @@ public final class FaultProxy: @unchecked Sendable {
     private func answer(_ client: Int32, status: Int, code: String) {
         defer { self.release(client) }
         guard Self.readRequest(client) else { return }
-        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>\(code)</Code><Message>injected by FaultProxy</Message><RequestId>fault</RequestId></Error>"
-        var response = "HTTP/1.1 \(status) Injected\r\nContent-Type: application/xml\r\nContent-Length: \(body.utf8.count)\r\n"
+        let body =
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>\(code)</Code><Message>injected by FaultProxy</Message><RequestId>fault</RequestId></Error>"
+        var response =
+            "HTTP/1.1 \(status) Injected\r\nContent-Type: application/xml\r\nContent-Length: \(body.utf8.count)\r\n"
         response += "Connection: close\r\nDate: \(Self.httpDate())\r\n\r\n\(body)"
         Self.writeAll(client, Array(response.utf8))
         self.lock.withLock {
@@ -165,7 +169,9 @@ public final class FaultProxy: @unchecked Sendable {
         let upstream = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = Self.loopback(port: self.upstreamPort)
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(upstream, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(upstream, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard upstream >= 0, connected == 0 else {
             if upstream >= 0 { Glibc.close(upstream) }
@@ -215,7 +221,8 @@ public final class FaultProxy: @unchecked Sendable {
         while true {
             if let end = buffer.firstRange(of: marker)?.lowerBound {
                 let head = String(decoding: buffer[0..<end], as: UTF8.self).lowercased()
-                let length = head.components(separatedBy: "\r\n").first { $0.hasPrefix("content-length:") }
+                let length =
+                    head.components(separatedBy: "\r\n").first { $0.hasPrefix("content-length:") }
                     .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
                 while buffer.count < end + 4 + length {
                     let count = read(connection, &chunk, chunk.count)
@@ -234,7 +241,9 @@ public final class FaultProxy: @unchecked Sendable {
     private static func writeAll(_ connection: Int32, _ bytes: [UInt8]) -> Bool {
         var offset = 0
         while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let written = bytes[offset...].withUnsafeBytes {
+                send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             guard written > 0 else { return false }
             offset += written
         }

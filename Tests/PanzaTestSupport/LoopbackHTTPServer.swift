@@ -1,7 +1,7 @@
 public import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A TCP server on 127.0.0.1 for fault-injection tests: it reads each HTTP request and answers as
@@ -47,7 +47,9 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
     }
 
     /// A server that answers every request with `status`, `headers` and `body`, then closes.
-    public static func canned(status: Int, headers: [String: String] = [:], body: String = "") throws -> LoopbackHTTPServer {
+    public static func canned(status: Int, headers: [String: String] = [:], body: String = "") throws
+        -> LoopbackHTTPServer
+    {
         try LoopbackHTTPServer { _ in Self.response(status: status, headers: headers, body: body) }
     }
 
@@ -59,7 +61,9 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
         address.sin_port = 0
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard bound == 0, listen(listener, 128) == 0 else {
             Glibc.close(listener)
@@ -118,7 +122,8 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
             var headers: [String: String] = [:]
             for line in lines {
                 guard let colon = line.firstIndex(of: ":") else { continue }
-                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
+                    in: .whitespaces)
             }
             let bodyLength = Int(headers["content-length"] ?? "") ?? 0
             while buffer.count < end + 4 + bodyLength {
@@ -145,7 +150,8 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
 
     private static func find(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {
         guard haystack.count >= needle.count else { return nil }
-        for start in 0...(haystack.count - needle.count) where haystack[start..<(start + needle.count)].elementsEqual(needle) {
+        for start in 0...(haystack.count - needle.count)
+        where haystack[start..<(start + needle.count)].elementsEqual(needle) {
             return start
         }
         return nil

@@ -15,10 +15,13 @@ enum Baseline {
         init(path: String) {
             try? FileManager.default.removeItem(atPath: path)
             sqlite3_open_v2(path, &self.database, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
-            sqlite3_exec(self.database, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA mmap_size=268435456;", nil, nil, nil)
+            sqlite3_exec(
+                self.database, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA mmap_size=268435456;", nil,
+                nil, nil)
             sqlite3_exec(self.database, "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)", nil, nil, nil)
             sqlite3_prepare_v2(self.database, "SELECT value FROM kv WHERE key = ?", -1, &self.select, nil)
-            sqlite3_prepare_v2(self.database, "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", -1, &self.insert, nil)
+            sqlite3_prepare_v2(
+                self.database, "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", -1, &self.insert, nil)
         }
 
         deinit {
@@ -43,7 +46,9 @@ enum Baseline {
         func lookup(_ key: String) -> [UInt8]? {
             sqlite3_reset(self.select)
             _ = key.withCString { baseline_bind_text(self.select, 1, $0, -1) }
-            guard sqlite3_step(self.select) == SQLITE_ROW, let pointer = sqlite3_column_blob(self.select, 0) else { return nil }
+            guard sqlite3_step(self.select) == SQLITE_ROW, let pointer = sqlite3_column_blob(self.select, 0) else {
+                return nil
+            }
             let count = Int(sqlite3_column_bytes(self.select, 0))
             return Array(UnsafeRawBufferPointer(start: pointer, count: count))
         }
@@ -53,9 +58,11 @@ enum Baseline {
         let bound = Int(LZ4_compressBound(Int32(input.count)))
         return [UInt8](unsafeUninitializedCapacity: bound) { buffer, count in
             count = input.withUnsafeBytes { source in
-                Int(LZ4_compress_default(source.baseAddress!.assumingMemoryBound(to: CChar.self),
-                                         UnsafeMutableRawPointer(buffer.baseAddress!).assumingMemoryBound(to: CChar.self),
-                                         Int32(input.count), Int32(bound)))
+                Int(
+                    LZ4_compress_default(
+                        source.baseAddress!.assumingMemoryBound(to: CChar.self),
+                        UnsafeMutableRawPointer(buffer.baseAddress!).assumingMemoryBound(to: CChar.self),
+                        Int32(input.count), Int32(bound)))
             }
         }
     }
@@ -63,9 +70,11 @@ enum Baseline {
     static func lz4Decompress(_ input: [UInt8], originalSize: Int) -> [UInt8] {
         [UInt8](unsafeUninitializedCapacity: originalSize) { buffer, count in
             count = input.withUnsafeBytes { source in
-                Int(LZ4_decompress_safe(source.baseAddress!.assumingMemoryBound(to: CChar.self),
-                                        UnsafeMutableRawPointer(buffer.baseAddress!).assumingMemoryBound(to: CChar.self),
-                                        Int32(input.count), Int32(originalSize)))
+                Int(
+                    LZ4_decompress_safe(
+                        source.baseAddress!.assumingMemoryBound(to: CChar.self),
+                        UnsafeMutableRawPointer(buffer.baseAddress!).assumingMemoryBound(to: CChar.self),
+                        Int32(input.count), Int32(originalSize)))
             }
         }
     }

@@ -1,5 +1,5 @@
-import BenchmarkFaultProxy
 import Benchmark
+import BenchmarkFaultProxy
 import Foundation
 import Panza
 import PanzaS3
@@ -26,8 +26,10 @@ let missLatencyBenchmarks: @Sendable () -> Void = {
     }
 
     Benchmark(
-        "Baseline: loader alone (20 ms API call)",
-        configuration: .init(metrics: [.wallClock], scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 100, thresholds: latencyThresholds)
+        "baseline.loader.20ms",
+        configuration: .init(
+            metrics: [.wallClock], scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 100,
+            thresholds: latencyThresholds)
     ) { benchmark in
         benchmark.startMeasurement()
         blackHole(try await loader())
@@ -35,16 +37,17 @@ let missLatencyBenchmarks: @Sendable () -> Void = {
     }
 
     let scenarios: [(name: String, fault: FaultProxy.Fault, breakerOpen: Bool, iterations: Int)] = [
-        ("S3 healthy", .none, false, 100),
-        ("S3 blackholed, breaker closed", .blackhole, false, 5),
-        ("S3 blackholed, breaker open", .blackhole, true, 100),
-        ("S3 slow, 500 ms per answer", .delay(.milliseconds(500)), false, 5),
+        ("s3-healthy", .none, false, 100),
+        ("s3-blackholed.breaker-closed", .blackhole, false, 5),
+        ("s3-blackholed.breaker-open", .blackhole, true, 100),
+        ("s3-slow-500ms", .delay(.milliseconds(500)), false, 5),
     ]
     for scenario in scenarios {
         Benchmark(
-            "Miss latency: \(scenario.name), loader 20 ms",
+            "miss.latency.\(scenario.name).loader-20ms",
             configuration: .init(
-                metrics: [.wallClock], scalingFactor: .one, maxDuration: .seconds(10), maxIterations: scenario.iterations,
+                metrics: [.wallClock], scalingFactor: .one, maxDuration: .seconds(10),
+                maxIterations: scenario.iterations,
                 thresholds: latencyThresholds
             )
         ) { benchmark in
@@ -66,13 +69,16 @@ final class MissFixtures: @unchecked Sendable {
     private let lock = NSLock()
     private var caches: [String: (TieredCache, FaultProxy)] = [:]
 
-    func cache(scenario: String, fault: FaultProxy.Fault, breakerOpen: Bool, endpoint: String, credentials: S3Credentials) async throws -> TieredCache {
+    func cache(
+        scenario: String, fault: FaultProxy.Fault, breakerOpen: Bool, endpoint: String, credentials: S3Credentials
+    ) async throws -> TieredCache {
         if let (cache, _) = self.lock.withLock({ self.caches[scenario] }) { return cache }
         let proxy = try FaultProxy(upstream: endpoint)
         var configuration = TieredCache.Configuration()
         configuration.memory = nil
         configuration.sqlite = .init(path: Workload.temporaryPath("miss-\(scenario.hashValue).sqlite"))
-        var tier = S3Tier.Configuration(bucket: "panza-bench-misses", endpoint: proxy.endpoint, credentials: credentials)
+        var tier = S3Tier.Configuration(
+            bucket: "panza-bench-misses", endpoint: proxy.endpoint, credentials: credentials)
         tier.client.requestTimeout = .seconds(5)
         configuration.remote = try S3Tier(configuration: tier)
         configuration.modes = CacheModes()

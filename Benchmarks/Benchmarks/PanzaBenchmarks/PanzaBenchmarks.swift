@@ -4,11 +4,15 @@ import Panza
 
 // Each Panza benchmark stands beside the baseline that bounds it, measured in the same run:
 //
-//   Panza                                     baseline (the limit)
-//   memory hit: memoized call                 bare Mutex<[String: String]> lookup
-//   SQLite hit: memoized call, memory off     raw SQLite point lookup through the C API
-//   set with write-behind drain               raw SQLite inserts in one transaction
-//   envelope encode / decode                  raw LZ4 compress / decompress
+//   Panza                                          baseline (the limit)
+//   memory.hit.memoized-call                       baseline.mutex-dictionary.lookup
+//   sqlite.hit.memoized-call.tasks-N.readers-M     baseline.sqlite-c.point-lookup (C API, prepared)
+//   set.write-behind.drain-to-sqlite               baseline.sqlite-c.inserts-one-transaction
+//   envelope.encode/decode.json-1kib               baseline.lz4.compress/decompress.json-1kib
+//   s3.get.signed.1kib.concurrency-32              baseline.http.get.unsigned… (AsyncHTTPClient), boto3
+//   miss.latency.<S3 state>.loader-20ms            baseline.loader.20ms (the loader alone)
+//
+// Names are safe identifiers (lowercase, dots and dashes): they name the threshold files.
 //
 // Throughput is per operation: every measured iteration runs `scalingFactor` operations.
 
@@ -31,7 +35,7 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: Memory
 
-    Benchmark("Memory hit: memoized call (key hashing included)") { benchmark in
+    Benchmark("memory.hit.memoized-call") { benchmark in
         var configuration = TieredCache.Configuration()
         configuration.sqlite = nil
         configuration.modes = CacheModes()
@@ -47,7 +51,7 @@ let benchmarks: @Sendable () -> Void = {
         try await cache.close()
     }
 
-    Benchmark("Baseline: Mutex<[String: String]> lookup") { benchmark in
+    Benchmark("baseline.mutex-dictionary.lookup") { benchmark in
         let dictionary = Baseline.LockedDictionary()
         dictionary.storage.withLock { $0["forecast/oslo-3"] = Workload.json(seed: 1) }
         for _ in benchmark.scaledIterations {
@@ -55,7 +59,7 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    Benchmark("Memoize key hashing (String, Int)") { benchmark in
+    Benchmark("memoize.key-hashing.string-int") { benchmark in
         for index in benchmark.scaledIterations {
             blackHole(try MemoizeKey.make(id: "forecast", arguments: "Oslo", index))
         }
@@ -64,7 +68,7 @@ let benchmarks: @Sendable () -> Void = {
     // MARK: SQLite reads
 
     for (tasks, readers) in [(1, 1), (8, 1), (8, 2)] {
-        Benchmark("SQLite hit: memoized call, memory off, \(tasks) task(s), \(readers) reader(s)") { benchmark in
+        Benchmark("sqlite.hit.memoized-call.tasks-\(tasks).readers-\(readers)") { benchmark in
             let (cache, lookup) = try await Fixtures.shared.sqliteHitCache(readers: readers, keyCount: keyCount)
             let iterations = benchmark.scaledIterations.count
             let loadsBefore = cache.statistics.loads
@@ -77,7 +81,7 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    Benchmark("Baseline: raw SQLite point lookup (C API, prepared)") { benchmark in
+    Benchmark("baseline.sqlite-c.point-lookup") { benchmark in
         let (sqlite, keys) = Fixtures.shared.rawSQLite(keyCount: keyCount)
         var seed = 0
         for _ in benchmark.scaledIterations {
@@ -89,8 +93,9 @@ let benchmarks: @Sendable () -> Void = {
     // MARK: Writes
 
     Benchmark(
-        "set (write-behind), then drain to SQLite",
-        configuration: .init(metrics: [.throughput, .wallClock], scalingFactor: .kilo, maxDuration: .seconds(3), maxIterations: 200)
+        "set.write-behind.drain-to-sqlite",
+        configuration: .init(
+            metrics: [.throughput, .wallClock], scalingFactor: .kilo, maxDuration: .seconds(3), maxIterations: 200)
     ) { benchmark in
         var configuration = TieredCache.Configuration()
         configuration.memory = .init(maxEntries: 100_000, maxBytes: 256 << 20)
@@ -108,8 +113,10 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     Benchmark(
-        "set latency (write-behind, returns before SQLite)",
-        configuration: .init(metrics: [.wallClock], scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 100_000, thresholds: latencyThresholds)
+        "set.latency.write-behind",
+        configuration: .init(
+            metrics: [.wallClock], scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 100_000,
+            thresholds: latencyThresholds)
     ) { benchmark in
         // One set per measured iteration, so that wallClock percentiles are per-call latencies.
         let state = SetLatencyState.shared
@@ -122,8 +129,9 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     Benchmark(
-        "Baseline: raw SQLite inserts in one transaction (C API)",
-        configuration: .init(metrics: [.throughput, .wallClock], scalingFactor: .kilo, maxDuration: .seconds(3), maxIterations: 200)
+        "baseline.sqlite-c.inserts-one-transaction",
+        configuration: .init(
+            metrics: [.throughput, .wallClock], scalingFactor: .kilo, maxDuration: .seconds(3), maxIterations: 200)
     ) { benchmark in
         let sqlite = Baseline.RawSQLite(path: Workload.temporaryPath("raw-insert.sqlite"))
         let keys = (0..<benchmark.scaledIterations.count).map { "k\($0)" }
@@ -139,24 +147,27 @@ let benchmarks: @Sendable () -> Void = {
     let encoded = envelope.encoded()
     let compressed = Baseline.lz4Compress(payload)
 
-    Benchmark("Envelope encode, 1 KiB JSON (LZ4 + XXH64)") { benchmark in
+    Benchmark("envelope.encode.json-1kib") { benchmark in
         for _ in benchmark.scaledIterations { blackHole(envelope.encoded()) }
     }
-    Benchmark("Baseline: raw liblz4 compress (default), 1 KiB JSON") { benchmark in
+    Benchmark("baseline.lz4.compress.json-1kib") { benchmark in
         for _ in benchmark.scaledIterations { blackHole(Baseline.lz4Compress(payload)) }
     }
-    Benchmark("Envelope decode, 1 KiB JSON (verify + LZ4)") { benchmark in
+    Benchmark("envelope.decode.json-1kib") { benchmark in
         for _ in benchmark.scaledIterations { blackHole(try BlobEnvelope.decode(encoded)) }
     }
-    Benchmark("Baseline: raw liblz4 decompress (safe), 1 KiB JSON") { benchmark in
-        for _ in benchmark.scaledIterations { blackHole(Baseline.lz4Decompress(compressed, originalSize: payload.count)) }
+    Benchmark("baseline.lz4.decompress.json-1kib") { benchmark in
+        for _ in benchmark.scaledIterations {
+            blackHole(Baseline.lz4Decompress(compressed, originalSize: payload.count))
+        }
     }
 
     // MARK: Single-flight
 
     Benchmark(
-        "Single-flight: 100 concurrent identical misses, one load",
-        configuration: .init(metrics: [.throughput, .wallClock], scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 10_000)
+        "single-flight.misses-100.one-load",
+        configuration: .init(
+            metrics: [.throughput, .wallClock], scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 10_000)
     ) { benchmark in
         var configuration = TieredCache.Configuration()
         configuration.sqlite = nil
@@ -221,7 +232,12 @@ final class SetLatencyState: @unchecked Sendable {
     private var counter = 0
     private var opened: TieredCache?
 
-    func next() -> Int { self.lock.withLock { self.counter += 1; return self.counter % 50_000 } }
+    func next() -> Int {
+        self.lock.withLock {
+            self.counter += 1
+            return self.counter % 50_000
+        }
+    }
 
     func cache() async throws -> TieredCache {
         if let opened = self.lock.withLock({ self.opened }) { return opened }
@@ -237,7 +253,7 @@ final class SetLatencyState: @unchecked Sendable {
 
 /// The rate-limiter benchmarks: uncontended acquire, and the rate achieved under contention.
 let limiterBenchmarks: @Sendable () -> Void = {
-    Benchmark("RateLimiter: uncontended acquire") { benchmark in
+    Benchmark("rate-limiter.acquire.uncontended") { benchmark in
         let limiter = RateLimiter(ratePerSecond: 1e12, burst: 1_000_000)
         for _ in benchmark.scaledIterations {
             try await limiter.acquire()
@@ -247,12 +263,15 @@ let limiterBenchmarks: @Sendable () -> Void = {
     for cancelEvery in [nil, 10] as [Int?] {
         let name =
             cancelEvery == nil
-            ? "RateLimiter: achieved rate, 200 per second for 5 s, 64 tasks (custom metric: per mille of configured)"
-            : "RateLimiter: achieved rate with every 10th waiter cancelled (custom metric: per mille of configured)"
-        let metric = BenchmarkMetric.custom("achieved per mille of 200/s", polarity: .prefersLarger, useScalingFactor: false)
+            ? "rate-limiter.achieved-per-mille.tasks-64"
+            : "rate-limiter.achieved-per-mille.cancel-every-10th"
+        let metric = BenchmarkMetric.custom(
+            "achieved per mille of 200/s", polarity: .prefersLarger, useScalingFactor: false)
         Benchmark(
             name,
-            configuration: .init(metrics: [metric], scalingFactor: .one, maxDuration: .seconds(30), maxIterations: 1, thresholds: [metric: tolerance])
+            configuration: .init(
+                metrics: [metric], scalingFactor: .one, maxDuration: .seconds(30), maxIterations: 1,
+                thresholds: [metric: tolerance])
         ) { benchmark in
             benchmark.measurement(metric, try await achievedRatePercent(cancelEvery: cancelEvery))
         }

@@ -24,8 +24,9 @@ let s3Benchmarks: @Sendable () -> Void = {
     let objectCount = 200
     let concurrency = 32
 
-    Benchmark("S3: signed GET (S3Client), 1 KiB, concurrency 32") { benchmark in
-        let client = try await S3Fixtures.shared.client(endpoint: endpoint, bucket: bucket, credentials: credentials, objects: objectCount)
+    Benchmark("s3.get.signed.1kib.concurrency-32") { benchmark in
+        let client = try await S3Fixtures.shared.client(
+            endpoint: endpoint, bucket: bucket, credentials: credentials, objects: objectCount)
         let iterations = benchmark.scaledIterations.count
         benchmark.startMeasurement()
         try await runConcurrently(iterations: iterations, tasks: concurrency) { task, index in
@@ -33,8 +34,9 @@ let s3Benchmarks: @Sendable () -> Void = {
         }
     }
 
-    Benchmark("Baseline: unsigned GET (AsyncHTTPClient), 1 KiB, concurrency 32") { benchmark in
-        _ = try await S3Fixtures.shared.client(endpoint: endpoint, bucket: bucket, credentials: credentials, objects: objectCount)
+    Benchmark("baseline.http.get.unsigned.1kib.concurrency-32") { benchmark in
+        _ = try await S3Fixtures.shared.client(
+            endpoint: endpoint, bucket: bucket, credentials: credentials, objects: objectCount)
         let http = S3Fixtures.shared.unsignedClient
         let iterations = benchmark.scaledIterations.count
         benchmark.startMeasurement()
@@ -48,7 +50,7 @@ let s3Benchmarks: @Sendable () -> Void = {
 
     for operation in ["GET", "PUT"] {
         Benchmark(
-            "Baseline: boto3 \(operation), 32 threads (custom metric: requests per second)",
+            "baseline.boto3.\(operation.lowercased()).threads-32.requests-per-second",
             configuration: .init(
                 metrics: [.custom("requests/s", polarity: .prefersLarger, useScalingFactor: false)],
                 scalingFactor: .one,
@@ -57,7 +59,8 @@ let s3Benchmarks: @Sendable () -> Void = {
                 thresholds: [.custom("requests/s", polarity: .prefersLarger, useScalingFactor: false): tolerance]
             )
         ) { benchmark in
-            _ = try await S3Fixtures.shared.client(endpoint: endpoint, bucket: bucket, credentials: credentials, objects: objectCount)
+            _ = try await S3Fixtures.shared.client(
+                endpoint: endpoint, bucket: bucket, credentials: credentials, objects: objectCount)
             let python = environment["PANZA_BENCH_PYTHON"] ?? "python3"
             let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
                 .deletingLastPathComponent().appendingPathComponent("scripts/boto3_get.py").path
@@ -74,12 +77,14 @@ let s3Benchmarks: @Sendable () -> Void = {
                 print("boto3 baseline failed: \(text)")
                 return
             }
-            benchmark.measurement(.custom("requests/s", polarity: .prefersLarger, useScalingFactor: false), Int(rate.rounded()))
+            benchmark.measurement(
+                .custom("requests/s", polarity: .prefersLarger, useScalingFactor: false), Int(rate.rounded()))
         }
     }
 
-    Benchmark("S3: signed PUT (S3Client), 1 KiB, concurrency 32") { benchmark in
-        let client = try await S3Fixtures.shared.client(endpoint: endpoint, bucket: bucket, credentials: credentials, objects: objectCount)
+    Benchmark("s3.put.signed.1kib.concurrency-32") { benchmark in
+        let client = try await S3Fixtures.shared.client(
+            endpoint: endpoint, bucket: bucket, credentials: credentials, objects: objectCount)
         let iterations = benchmark.scaledIterations.count
         let body = Array(Workload.json(seed: 5).utf8)
         benchmark.startMeasurement()
@@ -90,10 +95,13 @@ let s3Benchmarks: @Sendable () -> Void = {
 
     for withS3 in [false, true] {
         Benchmark(
-            "set latency with write-behind, \(withS3 ? "with" : "without") an S3 tier",
-            configuration: .init(metrics: [.wallClock], scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 50_000, thresholds: latencyThresholds)
+            "set.latency.write-behind.\(withS3 ? "with-s3" : "without-s3")",
+            configuration: .init(
+                metrics: [.wallClock], scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 50_000,
+                thresholds: latencyThresholds)
         ) { benchmark in
-            let cache = try await S3Fixtures.shared.setCache(withS3: withS3, endpoint: endpoint, credentials: credentials)
+            let cache = try await S3Fixtures.shared.setCache(
+                withS3: withS3, endpoint: endpoint, credentials: credentials)
             let index = S3Fixtures.shared.nextIndex()
             let value = S3Fixtures.shared.value
             benchmark.startMeasurement()
@@ -110,7 +118,8 @@ final class S3Fixtures: @unchecked Sendable {
         eventLoopGroup: HTTPClient.defaultEventLoopGroup,
         configuration: {
             var configuration = HTTPClient.Configuration()
-            configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 32)
+            configuration.connectionPool = .init(
+                idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 32)
             return configuration
         }()
     )
@@ -120,11 +129,17 @@ final class S3Fixtures: @unchecked Sendable {
     private var caches: [Bool: TieredCache] = [:]
     private var counter = 0
 
-    func nextIndex() -> Int { self.lock.withLock { self.counter += 1; return self.counter } }
+    func nextIndex() -> Int {
+        self.lock.withLock {
+            self.counter += 1
+            return self.counter
+        }
+    }
 
     func client(endpoint: String, bucket: String, credentials: S3Credentials, objects: Int) async throws -> S3Client {
         if let signed = self.lock.withLock({ self.signed }) { return signed }
-        let client = try S3Client(configuration: .init(bucket: bucket, endpoint: endpoint, credentials: credentials, maxConnections: 32))
+        let client = try S3Client(
+            configuration: .init(bucket: bucket, endpoint: endpoint, credentials: credentials, maxConnections: 32))
         try await client.createBucket()
         for index in 0..<objects {
             try await client.put(key: "objects/\(index)", body: Array(Workload.json(seed: index).utf8))
@@ -139,7 +154,8 @@ final class S3Fixtures: @unchecked Sendable {
         configuration.memory = .init(maxEntries: 100_000, maxBytes: 256 << 20)
         configuration.sqlite = .init(path: Workload.temporaryPath("set-s3-\(withS3).sqlite"))
         if withS3 {
-            configuration.remote = try S3Tier(configuration: .init(bucket: "panza-bench-uploads", endpoint: endpoint, credentials: credentials))
+            configuration.remote = try S3Tier(
+                configuration: .init(bucket: "panza-bench-uploads", endpoint: endpoint, credentials: credentials))
         }
         configuration.modes = CacheModes()
         let cache = try await TieredCache(configuration: configuration)

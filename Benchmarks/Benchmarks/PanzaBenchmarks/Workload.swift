@@ -9,7 +9,8 @@ enum Workload {
         var text = "{\"id\":\(seed),\"model\":\"panza-bench\",\"choices\":["
         var index = 0
         while text.utf8.count < valueBytes - 80 {
-            text += "{\"index\":\(index),\"text\":\"token \(seed &* 31 &+ index) of a cached completion\",\"logprob\":-0.\(index % 10)\(seed % 7)},"
+            text +=
+                "{\"index\":\(index),\"text\":\"token \(seed &* 31 &+ index) of a cached completion\",\"logprob\":-0.\(index % 10)\(seed % 7)},"
             index += 1
         }
         text += "],\"usage\":{\"prompt\":\(seed % 97)}"

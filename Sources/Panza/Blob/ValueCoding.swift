@@ -113,7 +113,9 @@ enum ValueCoding {
         try JSONDecoder().decode(Value.self, from: Data(payload))
     }
 
-    private static func json(_ value: some Encodable, as declared: Any.Type) throws -> (BlobEnvelope.ContentType, [UInt8]) {
+    private static func json(_ value: some Encodable, as declared: Any.Type) throws -> (
+        BlobEnvelope.ContentType, [UInt8]
+    ) {
         do {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

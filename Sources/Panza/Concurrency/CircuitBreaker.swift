@@ -16,7 +16,9 @@ public struct CircuitBreaker: Sendable {
         /// The longest it stays open after failed probes; 30 s by default.
         public var maxOpenDuration: Duration
 
-        public init(failureThreshold: Int = 5, openDuration: Duration = .seconds(1), maxOpenDuration: Duration = .seconds(30)) {
+        public init(
+            failureThreshold: Int = 5, openDuration: Duration = .seconds(1), maxOpenDuration: Duration = .seconds(30)
+        ) {
             self.failureThreshold = failureThreshold
             self.openDuration = openDuration
             self.maxOpenDuration = maxOpenDuration

@@ -67,7 +67,8 @@ final class RemoteReadGuard: Sendable {
                 metadata: ["tier": "\(self.tierName)", "for": "\(duration)"]
             )
         case .closed:
-            self.logger.info("panza: circuit breaker closed; reads use the tier again", metadata: ["tier": "\(self.tierName)"])
+            self.logger.info(
+                "panza: circuit breaker closed; reads use the tier again", metadata: ["tier": "\(self.tierName)"])
         case nil:
             break
         }

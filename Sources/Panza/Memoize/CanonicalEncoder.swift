@@ -215,10 +215,18 @@ final class CanonicalNode {
     }
 
     static func writeLength(_ count: Int, to bytes: inout [UInt8]) { CanonicalEncoder.writeLength(count, to: &bytes) }
-    static func writeString(_ string: String, to bytes: inout [UInt8]) { CanonicalEncoder.writeString(string, to: &bytes) }
-    static func writeInteger(_ value: Int64, to bytes: inout [UInt8]) { CanonicalEncoder.writeInteger(value, to: &bytes) }
-    static func writeUnsigned(_ value: UInt64, to bytes: inout [UInt8]) { CanonicalEncoder.writeUnsigned(value, to: &bytes) }
-    static func writeDouble(_ value: Double, to bytes: inout [UInt8]) { CanonicalEncoder.writeDouble(value, to: &bytes) }
+    static func writeString(_ string: String, to bytes: inout [UInt8]) {
+        CanonicalEncoder.writeString(string, to: &bytes)
+    }
+    static func writeInteger(_ value: Int64, to bytes: inout [UInt8]) {
+        CanonicalEncoder.writeInteger(value, to: &bytes)
+    }
+    static func writeUnsigned(_ value: UInt64, to bytes: inout [UInt8]) {
+        CanonicalEncoder.writeUnsigned(value, to: &bytes)
+    }
+    static func writeDouble(_ value: Double, to bytes: inout [UInt8]) {
+        CanonicalEncoder.writeDouble(value, to: &bytes)
+    }
 
     static func scalar(_ write: (inout [UInt8]) -> Void) -> CanonicalNode {
         let node = CanonicalNode()
@@ -262,7 +270,12 @@ private struct SingleValueContainer: SingleValueEncodingContainer {
     }
 
     mutating func encodeNil() throws { self.set { $0.append(UInt8(ascii: "n")) } }
-    mutating func encode(_ value: Bool) throws { self.set { $0.append(UInt8(ascii: "b")); $0.append(value ? 1 : 0) } }
+    mutating func encode(_ value: Bool) throws {
+        self.set {
+            $0.append(UInt8(ascii: "b"))
+            $0.append(value ? 1 : 0)
+        }
+    }
     mutating func encode(_ value: String) throws { self.set { CanonicalNode.writeString(value, to: &$0) } }
     mutating func encode(_ value: Double) throws { self.set { CanonicalNode.writeDouble(value, to: &$0) } }
     mutating func encode(_ value: Float) throws { self.set { CanonicalNode.writeDouble(Double(value), to: &$0) } }
@@ -298,19 +311,42 @@ private struct UnkeyedContainer: UnkeyedEncodingContainer {
     private func appendScalar(_ write: (inout [UInt8]) -> Void) { self.append(CanonicalNode.scalar(write)) }
 
     mutating func encodeNil() throws { self.appendScalar { $0.append(UInt8(ascii: "n")) } }
-    mutating func encode(_ value: Bool) throws { self.appendScalar { $0.append(UInt8(ascii: "b")); $0.append(value ? 1 : 0) } }
+    mutating func encode(_ value: Bool) throws {
+        self.appendScalar {
+            $0.append(UInt8(ascii: "b"))
+            $0.append(value ? 1 : 0)
+        }
+    }
     mutating func encode(_ value: String) throws { self.appendScalar { CanonicalNode.writeString(value, to: &$0) } }
     mutating func encode(_ value: Double) throws { self.appendScalar { CanonicalNode.writeDouble(value, to: &$0) } }
-    mutating func encode(_ value: Float) throws { self.appendScalar { CanonicalNode.writeDouble(Double(value), to: &$0) } }
-    mutating func encode(_ value: Int) throws { self.appendScalar { CanonicalNode.writeInteger(Int64(value), to: &$0) } }
-    mutating func encode(_ value: Int8) throws { self.appendScalar { CanonicalNode.writeInteger(Int64(value), to: &$0) } }
-    mutating func encode(_ value: Int16) throws { self.appendScalar { CanonicalNode.writeInteger(Int64(value), to: &$0) } }
-    mutating func encode(_ value: Int32) throws { self.appendScalar { CanonicalNode.writeInteger(Int64(value), to: &$0) } }
+    mutating func encode(_ value: Float) throws {
+        self.appendScalar { CanonicalNode.writeDouble(Double(value), to: &$0) }
+    }
+    mutating func encode(_ value: Int) throws {
+        self.appendScalar { CanonicalNode.writeInteger(Int64(value), to: &$0) }
+    }
+    mutating func encode(_ value: Int8) throws {
+        self.appendScalar { CanonicalNode.writeInteger(Int64(value), to: &$0) }
+    }
+    mutating func encode(_ value: Int16) throws {
+        self.appendScalar { CanonicalNode.writeInteger(Int64(value), to: &$0) }
+    }
+    mutating func encode(_ value: Int32) throws {
+        self.appendScalar { CanonicalNode.writeInteger(Int64(value), to: &$0) }
+    }
     mutating func encode(_ value: Int64) throws { self.appendScalar { CanonicalNode.writeInteger(value, to: &$0) } }
-    mutating func encode(_ value: UInt) throws { self.appendScalar { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) } }
-    mutating func encode(_ value: UInt8) throws { self.appendScalar { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) } }
-    mutating func encode(_ value: UInt16) throws { self.appendScalar { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) } }
-    mutating func encode(_ value: UInt32) throws { self.appendScalar { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) } }
+    mutating func encode(_ value: UInt) throws {
+        self.appendScalar { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) }
+    }
+    mutating func encode(_ value: UInt8) throws {
+        self.appendScalar { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) }
+    }
+    mutating func encode(_ value: UInt16) throws {
+        self.appendScalar { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) }
+    }
+    mutating func encode(_ value: UInt32) throws {
+        self.appendScalar { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) }
+    }
     mutating func encode(_ value: UInt64) throws { self.appendScalar { CanonicalNode.writeUnsigned(value, to: &$0) } }
 
     mutating func encode<T: Encodable>(_ value: T) throws {
@@ -319,7 +355,9 @@ private struct UnkeyedContainer: UnkeyedEncodingContainer {
         self.append(child)
     }
 
-    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
+    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<
+        NestedKey
+    > {
         let child = CanonicalNode()
         self.append(child)
         return NodeEncoder(node: child, codingPath: self.codingPath).container(keyedBy: keyType)
@@ -354,20 +392,51 @@ private struct KeyedContainer<Key: CodingKey>: KeyedEncodingContainerProtocol {
     }
 
     mutating func encodeNil(forKey key: Key) throws { self.setScalar(key) { $0.append(UInt8(ascii: "n")) } }
-    mutating func encode(_ value: Bool, forKey key: Key) throws { self.setScalar(key) { $0.append(UInt8(ascii: "b")); $0.append(value ? 1 : 0) } }
-    mutating func encode(_ value: String, forKey key: Key) throws { self.setScalar(key) { CanonicalNode.writeString(value, to: &$0) } }
-    mutating func encode(_ value: Double, forKey key: Key) throws { self.setScalar(key) { CanonicalNode.writeDouble(value, to: &$0) } }
-    mutating func encode(_ value: Float, forKey key: Key) throws { self.setScalar(key) { CanonicalNode.writeDouble(Double(value), to: &$0) } }
-    mutating func encode(_ value: Int, forKey key: Key) throws { self.setScalar(key) { CanonicalNode.writeInteger(Int64(value), to: &$0) } }
-    mutating func encode(_ value: Int8, forKey key: Key) throws { self.setScalar(key) { CanonicalNode.writeInteger(Int64(value), to: &$0) } }
-    mutating func encode(_ value: Int16, forKey key: Key) throws { self.setScalar(key) { CanonicalNode.writeInteger(Int64(value), to: &$0) } }
-    mutating func encode(_ value: Int32, forKey key: Key) throws { self.setScalar(key) { CanonicalNode.writeInteger(Int64(value), to: &$0) } }
-    mutating func encode(_ value: Int64, forKey key: Key) throws { self.setScalar(key) { CanonicalNode.writeInteger(value, to: &$0) } }
-    mutating func encode(_ value: UInt, forKey key: Key) throws { self.setScalar(key) { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) } }
-    mutating func encode(_ value: UInt8, forKey key: Key) throws { self.setScalar(key) { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) } }
-    mutating func encode(_ value: UInt16, forKey key: Key) throws { self.setScalar(key) { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) } }
-    mutating func encode(_ value: UInt32, forKey key: Key) throws { self.setScalar(key) { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) } }
-    mutating func encode(_ value: UInt64, forKey key: Key) throws { self.setScalar(key) { CanonicalNode.writeUnsigned(value, to: &$0) } }
+    mutating func encode(_ value: Bool, forKey key: Key) throws {
+        self.setScalar(key) {
+            $0.append(UInt8(ascii: "b"))
+            $0.append(value ? 1 : 0)
+        }
+    }
+    mutating func encode(_ value: String, forKey key: Key) throws {
+        self.setScalar(key) { CanonicalNode.writeString(value, to: &$0) }
+    }
+    mutating func encode(_ value: Double, forKey key: Key) throws {
+        self.setScalar(key) { CanonicalNode.writeDouble(value, to: &$0) }
+    }
+    mutating func encode(_ value: Float, forKey key: Key) throws {
+        self.setScalar(key) { CanonicalNode.writeDouble(Double(value), to: &$0) }
+    }
+    mutating func encode(_ value: Int, forKey key: Key) throws {
+        self.setScalar(key) { CanonicalNode.writeInteger(Int64(value), to: &$0) }
+    }
+    mutating func encode(_ value: Int8, forKey key: Key) throws {
+        self.setScalar(key) { CanonicalNode.writeInteger(Int64(value), to: &$0) }
+    }
+    mutating func encode(_ value: Int16, forKey key: Key) throws {
+        self.setScalar(key) { CanonicalNode.writeInteger(Int64(value), to: &$0) }
+    }
+    mutating func encode(_ value: Int32, forKey key: Key) throws {
+        self.setScalar(key) { CanonicalNode.writeInteger(Int64(value), to: &$0) }
+    }
+    mutating func encode(_ value: Int64, forKey key: Key) throws {
+        self.setScalar(key) { CanonicalNode.writeInteger(value, to: &$0) }
+    }
+    mutating func encode(_ value: UInt, forKey key: Key) throws {
+        self.setScalar(key) { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) }
+    }
+    mutating func encode(_ value: UInt8, forKey key: Key) throws {
+        self.setScalar(key) { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) }
+    }
+    mutating func encode(_ value: UInt16, forKey key: Key) throws {
+        self.setScalar(key) { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) }
+    }
+    mutating func encode(_ value: UInt32, forKey key: Key) throws {
+        self.setScalar(key) { CanonicalNode.writeUnsigned(UInt64(value), to: &$0) }
+    }
+    mutating func encode(_ value: UInt64, forKey key: Key) throws {
+        self.setScalar(key) { CanonicalNode.writeUnsigned(value, to: &$0) }
+    }
 
     mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
         let child = CanonicalNode()
@@ -375,7 +444,9 @@ private struct KeyedContainer<Key: CodingKey>: KeyedEncodingContainerProtocol {
         self.set(child, for: key.stringValue)
     }
 
-    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key) -> KeyedEncodingContainer<NestedKey> {
+    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key)
+        -> KeyedEncodingContainer<NestedKey>
+    {
         let child = CanonicalNode()
         self.set(child, for: key.stringValue)
         return NodeEncoder(node: child, codingPath: self.codingPath + [key]).container(keyedBy: keyType)

@@ -15,7 +15,9 @@ public enum MemoizeKey {
     /// Inlinable, so that the encoding of the arguments is specialized for their types in the
     /// caller: this is the hot path of every memoized call.
     @inlinable
-    public static func make<each Argument: Encodable>(id: String, arguments argument: repeat each Argument) throws -> CacheKey {
+    public static func make<each Argument: Encodable>(id: String, arguments argument: repeat each Argument) throws
+        -> CacheKey
+    {
         var encoder = CanonicalEncoder()
         encoder.appendRaw([0x50, 0x4E, 0x5A, 0x4B, encodingVersion])
         try encoder.append(id)

@@ -443,7 +443,9 @@ public final class TieredCache: Sendable {
         let expiresAt = envelope.expiresAtMilliseconds
         let operation = CacheTierOperation.store(key: key, blob: blob, expiresAtMilliseconds: expiresAt)
         let sequences = try await self.submit(operation) { memory in
-            self.putInMemory(memory, value, key: key, cost: Self.memoryCost(payload: payload.count, key: key), storedBytes: blob.count, expiresAtMilliseconds: expiresAt)
+            self.putInMemory(
+                memory, value, key: key, cost: Self.memoryCost(payload: payload.count, key: key),
+                storedBytes: blob.count, expiresAtMilliseconds: expiresAt)
         }
         if self.configuration.writeMode == .writeThrough {
             for (lane, sequence) in sequences {
@@ -485,7 +487,9 @@ public final class TieredCache: Sendable {
         expiresAtMilliseconds: Int64?
     ) {
         let evicted = memory.insert(
-            .init(value: value, cost: cost, storedBytes: storedBytes, namespace: key.namespace, expiresAtMilliseconds: expiresAtMilliseconds),
+            .init(
+                value: value, cost: cost, storedBytes: storedBytes, namespace: key.namespace,
+                expiresAtMilliseconds: expiresAtMilliseconds),
             forKey: key.rawValue
         )
         if evicted > 0 { self.recorder.add(.memoryEvictions, evicted) }
@@ -631,7 +635,9 @@ public final class TieredCache: Sendable {
             }
             self.fence.fill(key, ticket: ticket) {
                 if let memory = self.memory {
-                    self.putInMemory(memory, value, key: key, cost: Self.memoryCost(payload: envelope.payload.count, key: key), storedBytes: blob.count, expiresAtMilliseconds: expiresAt)
+                    self.putInMemory(
+                        memory, value, key: key, cost: Self.memoryCost(payload: envelope.payload.count, key: key),
+                        storedBytes: blob.count, expiresAtMilliseconds: expiresAt)
                 }
                 for (lane, stamp) in upper where stamp != nil || !lane.guardsFills {
                     // A fill is not replicated (the entry came from below), is dropped when the

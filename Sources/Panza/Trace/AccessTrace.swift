@@ -128,7 +128,8 @@ public final class AccessTrace: Sendable {
     public static func read(path: String) throws -> [Record] {
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         guard bytes.count >= headerSize, Array(bytes[0..<4]) == magic, bytes[4] == version else {
-            throw PanzaError(code: .unsupportedFormat, message: "not a Panza access trace (version \(version))", path: path)
+            throw PanzaError(
+                code: .unsupportedFormat, message: "not a Panza access trace (version \(version))", path: path)
         }
         return bytes.withUnsafeBytes { raw in
             stride(from: headerSize, through: raw.count - recordSize, by: recordSize).map { offset in

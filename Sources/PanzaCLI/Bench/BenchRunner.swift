@@ -63,7 +63,9 @@ enum BenchRunner {
 
         var configuration = TieredCache.Configuration()
         configuration.memory = setup.memoryBytes.map { .init(maxEntries: 1_000_000, maxBytes: $0) }
-        configuration.sqlite = setup.sqliteBytes.map { .init(path: folder.appendingPathComponent("bench.sqlite").path, maxBytes: $0) }
+        configuration.sqlite = setup.sqliteBytes.map {
+            .init(path: folder.appendingPathComponent("bench.sqlite").path, maxBytes: $0)
+        }
         if setup.s3, var tier = try s3.makeTier()?.configuration {
             tier.prefix += "/bench-\(UUID().uuidString.prefix(8))"
             configuration.remote = try S3Tier(configuration: tier)
@@ -92,12 +94,15 @@ enum BenchRunner {
                         let operation = operations[index]
                         let begin = clock.now
                         if operation.isWrite {
-                            try await cache.set(BenchWorkload.json(key: operation.key, size: operation.size), forKey: try load.key(operation.key, operation.size, -1).rawValue)
+                            try await cache.set(
+                                BenchWorkload.json(key: operation.key, size: operation.size),
+                                forKey: try load.key(operation.key, operation.size, -1).rawValue)
                         } else {
                             _ = try await load(operation.key, operation.size, operation.loaderLatencyMicroseconds ?? -1)
                         }
                         let elapsed = clock.now - begin
-                        measured.append(Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) * 1e-12)
+                        measured.append(
+                            Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) * 1e-12)
                         if index % 500 == 0 { progress(index) }
                     }
                     return measured
@@ -128,7 +133,9 @@ enum BenchRunner {
         let reads = operations.count { !$0.isWrite }
         let hits = reads - statistics.loads
         var tierRatios: [String: Double] = ["memory": reads == 0 ? 0 : Double(statistics.memory.hits) / Double(reads)]
-        for (name, counts) in statistics.tiers { tierRatios[name] = reads == 0 ? 0 : Double(counts.hits) / Double(reads) }
+        for (name, counts) in statistics.tiers {
+            tierRatios[name] = reads == 0 ? 0 : Double(counts.hits) / Double(reads)
+        }
         return BenchResult(
             setup: setup,
             label: setup.label,

@@ -35,7 +35,9 @@ struct BenchWorkload: Sendable, Codable {
         }
 
         var mean: Double { Double(self.minimum + self.maximum) / 2 }
-        var description: String { self.minimum == self.maximum ? "\(self.minimum) B" : "\(self.minimum)-\(self.maximum) B" }
+        var description: String {
+            self.minimum == self.maximum ? "\(self.minimum) B" : "\(self.minimum)-\(self.maximum) B"
+        }
     }
 
     /// The value size of key `index`, fixed for the run.
@@ -47,9 +49,13 @@ struct BenchWorkload: Sendable, Codable {
 
     /// A realistic JSON document of about `size` bytes (an LLM completion), so that compression is honest.
     static func json(key index: Int, size: Int) -> String {
-        let words = ["the", "cache", "forecast", "model", "token", "request", "latency", "Oslo", "answer", "tier", "shared", "budget"]
+        let words = [
+            "the", "cache", "forecast", "model", "token", "request", "latency", "Oslo", "answer", "tier", "shared",
+            "budget",
+        ]
         var generator = BenchRandom(seed: UInt64(index) &+ 17)
-        var text = "{\"id\":\"cmpl-\(index)\",\"model\":\"bench-1\",\"usage\":{\"prompt_tokens\":\(index % 500),\"completion_tokens\":\(size / 5)},\"text\":\""
+        var text =
+            "{\"id\":\"cmpl-\(index)\",\"model\":\"bench-1\",\"usage\":{\"prompt_tokens\":\(index % 500),\"completion_tokens\":\(size / 5)},\"text\":\""
         while text.utf8.count < size - 2 {
             text += words[Int.random(in: 0..<words.count, using: &generator)]
             text += Int.random(in: 0..<9, using: &generator) == 0 ? ". " : " "

@@ -20,14 +20,18 @@ struct BenchCommand: AsyncParsableCommand {
 
     @Option(help: "Distinct keys.") var keys = 5_000
     @Option(help: "Zipf skew of key popularity (0 uniform, 1 typical).") var skew = 1.0
-    @Option(name: .customLong("value-size"), help: "Value bytes: fixed (1024) or a uniform range (256-4096).") var valueSize = "256-4096"
+    @Option(name: .customLong("value-size"), help: "Value bytes: fixed (1024) or a uniform range (256-4096).")
+    var valueSize = "256-4096"
     @Option(name: .customLong("writes"), help: "Fraction of operations that are writes.") var writeFraction = 0.05
     @Option(name: .customLong("loader-latency"), help: "Loader latency in milliseconds.") var loaderLatency = 2.0
-    @Option(name: .customLong("loader-cost"), help: "Cost of one loader call, to value the calls saved.") var loaderCost = 0.002
+    @Option(name: .customLong("loader-cost"), help: "Cost of one loader call, to value the calls saved.")
+    var loaderCost = 0.002
     @Option(help: "Tasks issuing operations at once.") var concurrency = 16
     @Option(help: "Operations per configuration.") var operations = 20_000
     @Option(help: "Random seed.") var seed: UInt64 = 42
-    @Option(name: .customLong("memory-sizes"), help: "Memory tier sizes in bytes, comma-separated (0 for none); default: fractions of the working set.")
+    @Option(
+        name: .customLong("memory-sizes"),
+        help: "Memory tier sizes in bytes, comma-separated (0 for none); default: fractions of the working set.")
     var memorySizes: String?
     @Option(help: "Replay this access trace instead of a synthetic workload.") var trace: String?
     @Option(help: "Where to write the SVG chart.") var chart = "panza-bench.svg"
@@ -42,8 +46,12 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     func validate() throws {
-        guard BenchWorkload.ValueSizes(self.valueSize) != nil else { throw ValidationError("--value-size must be like 1024 or 256-4096") }
-        guard self.keys > 0, self.operations > 0, self.concurrency > 0 else { throw ValidationError("--keys, --operations and --concurrency must be positive") }
+        guard BenchWorkload.ValueSizes(self.valueSize) != nil else {
+            throw ValidationError("--value-size must be like 1024 or 256-4096")
+        }
+        guard self.keys > 0, self.operations > 0, self.concurrency > 0 else {
+            throw ValidationError("--keys, --operations and --concurrency must be positive")
+        }
         guard (0...1).contains(self.writeFraction) else { throw ValidationError("--writes must be between 0 and 1") }
     }
 
@@ -68,22 +76,33 @@ struct BenchCommand: AsyncParsableCommand {
             source = "trace \(trace)"
         } else {
             operations = Self.operations(for: workload)
-            source = "synthetic: \(workload.keys) keys, Zipf \(workload.skew), \(workload.valueSizes), \(Int(workload.writeFraction * 100))% writes"
+            source =
+                "synthetic: \(workload.keys) keys, Zipf \(workload.skew), \(workload.valueSizes), \(Int(workload.writeFraction * 100))% writes"
         }
 
         // The working set, as the memory tier counts it: compressed envelopes.
         let distinct = Set(operations.map(\.key))
         let sampleSize = operations.first?.size ?? 1024
-        let envelopeRatio = Double(BlobEnvelope(contentType: .text, payload: Array(BenchWorkload.json(key: 1, size: sampleSize).utf8), createdAtMilliseconds: 0).encoded().count) / Double(sampleSize)
+        let envelopeRatio =
+            Double(
+                BlobEnvelope(
+                    contentType: .text, payload: Array(BenchWorkload.json(key: 1, size: sampleSize).utf8),
+                    createdAtMilliseconds: 0
+                ).encoded().count) / Double(sampleSize)
         let meanSize = Double(operations.reduce(0) { $0 + $1.size }) / Double(max(operations.count, 1))
         let workingSet = Int(Double(distinct.count) * meanSize * envelopeRatio)
         let memory: [Int?] =
             try self.memorySizes.map { text in
                 try text.split(separator: ",").map { part -> Int? in
-                    guard let bytes = Int(part.trimmingCharacters(in: .whitespaces)), bytes >= 0 else { throw ValidationError("bad --memory-sizes") }
+                    guard let bytes = Int(part.trimmingCharacters(in: .whitespaces)), bytes >= 0 else {
+                        throw ValidationError("bad --memory-sizes")
+                    }
                     return bytes == 0 ? nil : bytes
                 }
-            } ?? [nil, max(4096, workingSet / 50), max(4096, workingSet / 10), max(4096, workingSet / 2), max(4096, workingSet * 2)]
+            } ?? [
+                nil, max(4096, workingSet / 50), max(4096, workingSet / 10), max(4096, workingSet / 2),
+                max(4096, workingSet * 2),
+            ]
         var setups: [TierSetup] = []
         for sqlite in [nil, max(1 << 20, workingSet * 4)] as [Int?] {
             for memoryBytes in memory where memoryBytes != nil || sqlite != nil {
@@ -94,7 +113,9 @@ struct BenchCommand: AsyncParsableCommand {
             setups += memory.map { TierSetup(memoryBytes: $0, sqliteBytes: max(1 << 20, workingSet * 4), s3: true) }
         }
         if !self.json {
-            print("panza bench: \(source); \(operations.count) operations × \(setups.count) configurations; working set ≈ \(Output.bytes(workingSet))")
+            print(
+                "panza bench: \(source); \(operations.count) operations × \(setups.count) configurations; working set ≈ \(Output.bytes(workingSet))"
+            )
         }
 
         let total = setups.count * operations.count
@@ -102,7 +123,9 @@ struct BenchCommand: AsyncParsableCommand {
         var results: [BenchResult] = []
         for (index, setup) in setups.enumerated() {
             let done = index * operations.count
-            let result = try await BenchRunner.run(setup: setup, operations: operations, workload: workload, s3: self.s3) { progress in
+            let result = try await BenchRunner.run(
+                setup: setup, operations: operations, workload: workload, s3: self.s3
+            ) { progress in
                 bar.update(done + progress)
             }
             results.append(result)
@@ -111,18 +134,31 @@ struct BenchCommand: AsyncParsableCommand {
         bar.finish()
 
         let best = results.map(\.hitRatio).max() ?? 0
-        let recommendation = results
+        let recommendation =
+            results
             .filter { $0.hitRatio >= best * 0.99 }
-            .min { ($0.setup.memoryBytes ?? 0, $0.setup.sqliteBytes ?? 0, $0.setup.s3 ? 1 : 0) < ($1.setup.memoryBytes ?? 0, $1.setup.sqliteBytes ?? 0, $1.setup.s3 ? 1 : 0) }
+            .min {
+                ($0.setup.memoryBytes ?? 0, $0.setup.sqliteBytes ?? 0, $0.setup.s3 ? 1 : 0) < (
+                    $1.setup.memoryBytes ?? 0, $1.setup.sqliteBytes ?? 0, $1.setup.s3 ? 1 : 0
+                )
+            }
         let svg = BenchChart.svg(results: results, title: "panza bench — \(source)")
         try svg.write(toFile: self.chart, atomically: true, encoding: .utf8)
 
         if self.json {
-            try Output.json(Report(workload: workload, source: source, results: results, recommendation: recommendation, chart: self.chart))
+            try Output.json(
+                Report(
+                    workload: workload, source: source, results: results, recommendation: recommendation,
+                    chart: self.chart))
             return
         }
         Output.table(
-            [["CONFIGURATION", "HIT %", "MEMORY %", "SQLITE %", "S3 %", "LOADS", "P50", "P99", "P99.9", "OPS/S", "STORED"]]
+            [
+                [
+                    "CONFIGURATION", "HIT %", "MEMORY %", "SQLITE %", "S3 %", "LOADS", "P50", "P99", "P99.9", "OPS/S",
+                    "STORED",
+                ]
+            ]
                 + results.map { result in
                     [
                         result.label,
@@ -159,7 +195,8 @@ struct BenchCommand: AsyncParsableCommand {
         return (0..<workload.operations).map { _ in
             let key = sampler.sample(using: &generator)
             let isWrite = Double.random(in: 0..<1, using: &generator) < workload.writeFraction
-            return BenchOperation(key: key, size: workload.valueSize(ofKey: key), isWrite: isWrite, loaderLatencyMicroseconds: nil)
+            return BenchOperation(
+                key: key, size: workload.valueSize(ofKey: key), isWrite: isWrite, loaderLatencyMicroseconds: nil)
         }
     }
 
@@ -171,11 +208,13 @@ struct BenchCommand: AsyncParsableCommand {
         var sizes: [UInt64: Int] = [:]
         for record in records where record.size > 0 { sizes[record.keyHash] = Int(record.size) }
         return records.map { record in
-            let key = indices[record.keyHash] ?? {
-                let index = indices.count
-                indices[record.keyHash] = index
-                return index
-            }()
+            let key =
+                indices[record.keyHash]
+                ?? {
+                    let index = indices.count
+                    indices[record.keyHash] = index
+                    return index
+                }()
             return BenchOperation(
                 key: key,
                 size: max(64, sizes[record.keyHash] ?? 1024),

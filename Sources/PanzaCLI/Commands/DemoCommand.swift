@@ -75,7 +75,8 @@ struct DemoCommand: AsyncParsableCommand {
             let statistics = cache.statistics
             try await cache.close()
             let servedBy =
-                statistics.tiers["sqlite"]?.hits == 1 ? "sqlite" : statistics.tiers["s3"]?.hits == 1 ? "s3" : (calls.value > 0 ? "api" : "memory")
+                statistics.tiers["sqlite"]?.hits == 1
+                ? "sqlite" : statistics.tiers["s3"]?.hits == 1 ? "s3" : (calls.value > 0 ? "api" : "memory")
             let name = self.s3.resolvedBucket == nil || servedBy == "sqlite" ? "second process" : "other machine"
             try Output.json(Step(name: name, servedBy: servedBy, milliseconds: elapsed, apiCalls: calls.value))
             return
@@ -99,7 +100,9 @@ struct DemoCommand: AsyncParsableCommand {
             let otherMachine = FileManager.default.temporaryDirectory
                 .appendingPathComponent("panza-demo-other-machine-\(UUID().uuidString).sqlite").path
             defer {
-                for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: otherMachine + suffix) }
+                for suffix in ["", "-wal", "-shm"] {
+                    try? FileManager.default.removeItem(atPath: otherMachine + suffix)
+                }
             }
             steps.append(try await self.runChild(path: otherMachine))
         }
@@ -113,11 +116,20 @@ struct DemoCommand: AsyncParsableCommand {
         print("Panza demo: memoizing a simulated \(self.latency) ms forecast API (cache file \(path)\(bucket))\n")
         Output.table(
             [["CALL", "SERVED BY", "TIME", "API CALLS"]]
-                + steps.map { [$0.name, $0.servedBy, Output.duration(.nanoseconds(Int64($0.milliseconds * 1e6))), "\($0.apiCalls)"] }
+                + steps.map {
+                    [
+                        $0.name, $0.servedBy, Output.duration(.nanoseconds(Int64($0.milliseconds * 1e6))),
+                        "\($0.apiCalls)",
+                    ]
+                }
         )
         let payload = try JSONEncoder().encode(Self.simulatedForecast(city: "Oslo", days: 3)).count
-        print("\nThe forecast is \(Output.bytes(payload)) of JSON, stored as \(Output.bytes(storedBytes)) (LZ4 envelope).")
-        let speedups = steps.dropFirst().map { String(format: "%@ %.0fx", $0.servedBy, cold / max($0.milliseconds, 0.0001)) }
+        print(
+            "\nThe forecast is \(Output.bytes(payload)) of JSON, stored as \(Output.bytes(storedBytes)) (LZ4 envelope)."
+        )
+        let speedups = steps.dropFirst().map {
+            String(format: "%@ %.0fx", $0.servedBy, cold / max($0.milliseconds, 0.0001))
+        }
         print("Faster than the API: " + speedups.joined(separator: ", ") + ".")
     }
 

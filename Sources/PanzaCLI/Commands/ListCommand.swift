@@ -26,7 +26,10 @@ struct ListCommand: AsyncParsableCommand {
         Output.table(
             [["KEY", "SIZE", "STORED", "EXPIRES"]]
                 + entries.map {
-                    [$0.key, Output.bytes($0.size), Output.date($0.createdAtMilliseconds), $0.expiresAtMilliseconds.map(Output.date) ?? "never"]
+                    [
+                        $0.key, Output.bytes($0.size), Output.date($0.createdAtMilliseconds),
+                        $0.expiresAtMilliseconds.map(Output.date) ?? "never",
+                    ]
                 }
         )
     }

@@ -5,7 +5,8 @@ import PanzaS3
 struct PurgeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "purge",
-        abstract: "Remove every entry (in S3 too, with --s3-bucket), only the expired ones, or move an unreadable file aside.",
+        abstract:
+            "Remove every entry (in S3 too, with --s3-bucket), only the expired ones, or move an unreadable file aside.",
         discussion: """
             --rebuild is the way out of a corrupt cache file: it moves the file (and its -wal and -shm \
             files) to <path>.unreadable-<time>, so that the next open starts a new one. It refuses a \

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Panza
 import PanzaS3
 
@@ -34,7 +35,21 @@ struct StatsCommand: AsyncParsableCommand {
         var bytes: Int?
     }
 
+    @Flag(help: "Refresh once a second until interrupted (Ctrl-C); with --json, one document per refresh.")
+    var watch = false
+
     func run() async throws {
+        guard self.watch else { return try await self.report() }
+        while true {
+            if !self.options.json { print("\u{1B}[2J\u{1B}[H", terminator: "") }  // clear the screen
+            try await self.report()
+            fflush(nil)  // all streams: a pipe is block-buffered, and each refresh must reach it now
+            try await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    /// Reads the file (and S3) once and prints what it found.
+    private func report() async throws {
         let tier = try await self.options.openExisting()
         var s3Summary: S3Summary?
         if let s3 = try self.s3.makeTier(requestTimeout: .seconds(self.s3Timeout)) {
@@ -45,13 +60,15 @@ struct StatsCommand: AsyncParsableCommand {
                 var bytes = 0
                 var token: String?
                 repeat {
-                    let page = try await s3.client.list(prefix: s3.objectPrefix(namespace: nil), continuationToken: token)
+                    let page = try await s3.client.list(
+                        prefix: s3.objectPrefix(namespace: nil), continuationToken: token)
                     objects += page.keys.count
                     bytes += page.sizes.reduce(0, +)
                     token = page.continuationToken
                     if summary.answeredInMilliseconds == nil {
                         let elapsed = ContinuousClock.now - started
-                        summary.answeredInMilliseconds = Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
+                        summary.answeredInMilliseconds = Int(
+                            elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
                     }
                 } while token != nil
                 summary.reachable = true
@@ -89,14 +106,18 @@ struct StatsCommand: AsyncParsableCommand {
                 )
             } else {
                 print("s3        s3://\(s3.bucket)/\(s3.prefix): UNREACHABLE: \(s3.error ?? "no answer")")
-                print("          caches skip S3 reads after 5 failures in a row (circuit breaker) and keep uploads in the outbox")
+                print(
+                    "          caches skip S3 reads after 5 failures in a row (circuit breaker) and keep uploads in the outbox"
+                )
             }
         }
         guard !report.namespaces.isEmpty else { return }
         print("")
         Output.table(
             [["ID", "ENTRIES", "BYTES"]]
-                + report.namespaces.map { [$0.namespace.isEmpty ? "(plain keys)" : $0.namespace, "\($0.entries)", Output.bytes($0.bytes)] }
+                + report.namespaces.map {
+                    [$0.namespace.isEmpty ? "(plain keys)" : $0.namespace, "\($0.entries)", Output.bytes($0.bytes)]
+                }
         )
     }
 }

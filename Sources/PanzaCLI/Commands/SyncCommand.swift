@@ -30,7 +30,9 @@ struct SyncCommand: AsyncParsableCommand {
         let sqlite = try await self.options.openExisting()
         let local = try await sqlite.entries()
         let remote = Set(try await tier.allObjectKeys())
-        let missing = local.filter { !remote.contains(tier.objectKey(for: CacheKey(namespace: $0.namespace, rawValue: $0.key))) }
+        let missing = local.filter {
+            !remote.contains(tier.objectKey(for: CacheKey(namespace: $0.namespace, rawValue: $0.key)))
+        }
         let progress = ProgressBar(total: missing.count, label: "uploading", enabled: !self.options.json)
         var uploadedBytes = 0
         var index = 0
@@ -40,7 +42,10 @@ struct SyncCommand: AsyncParsableCommand {
             for entry in batch {
                 guard let blob = try await sqlite.storedBlob(forKey: entry.key) else { continue }
                 uploadedBytes += blob.count
-                operations.append(.store(key: CacheKey(namespace: entry.namespace, rawValue: entry.key), blob: blob, expiresAtMilliseconds: entry.expiresAtMilliseconds))
+                operations.append(
+                    .store(
+                        key: CacheKey(namespace: entry.namespace, rawValue: entry.key), blob: blob,
+                        expiresAtMilliseconds: entry.expiresAtMilliseconds))
             }
             try await tier.apply(operations)
             index += batch.count
@@ -49,11 +54,15 @@ struct SyncCommand: AsyncParsableCommand {
         progress.finish()
         await sqlite.close()
         try await tier.close()
-        let report = Report(localEntries: local.count, alreadyInS3: local.count - missing.count, uploaded: missing.count, uploadedBytes: uploadedBytes)
+        let report = Report(
+            localEntries: local.count, alreadyInS3: local.count - missing.count, uploaded: missing.count,
+            uploadedBytes: uploadedBytes)
         if self.options.json {
             try Output.json(report)
         } else {
-            print("\(report.localEntries) local entries: \(report.alreadyInS3) already in S3, \(report.uploaded) uploaded (\(Output.bytes(report.uploadedBytes)))")
+            print(
+                "\(report.localEntries) local entries: \(report.alreadyInS3) already in S3, \(report.uploaded) uploaded (\(Output.bytes(report.uploadedBytes)))"
+            )
         }
     }
 }

@@ -20,7 +20,9 @@ struct VerifyCommand: AsyncParsableCommand {
         if self.options.json {
             try Output.json(report)
         } else {
-            print("checked \(report.checked) entries: \(report.corruptKeys.count) corrupt\(report.removed ? ", removed" : "")")
+            print(
+                "checked \(report.checked) entries: \(report.corruptKeys.count) corrupt\(report.removed ? ", removed" : "")"
+            )
             for key in report.corruptKeys { print("  corrupt: \(key)") }
         }
         if !report.corruptKeys.isEmpty && !report.removed {

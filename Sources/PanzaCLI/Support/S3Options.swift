@@ -11,13 +11,19 @@ struct S3Options: ParsableArguments {
     @Option(name: .customLong("s3-prefix"), help: "The prefix of the cache's objects (default: panza).")
     var prefix: String?
 
-    @Option(name: .customLong("s3-endpoint"), help: "The S3 endpoint URL (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, AWS).")
+    @Option(
+        name: .customLong("s3-endpoint"),
+        help: "The S3 endpoint URL (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, AWS).")
     var endpoint: String?
 
-    @Option(name: .customLong("s3-region"), help: "The bucket's region (default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's region, or us-east-1).")
+    @Option(
+        name: .customLong("s3-region"),
+        help: "The bucket's region (default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's region, or us-east-1).")
     var region: String?
 
-    @Option(name: .customLong("s3-profile"), help: "The profile of the shared AWS files (default: $AWS_PROFILE or default).")
+    @Option(
+        name: .customLong("s3-profile"), help: "The profile of the shared AWS files (default: $AWS_PROFILE or default)."
+    )
     var profile: String?
 
     var resolvedBucket: String? {

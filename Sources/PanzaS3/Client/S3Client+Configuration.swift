@@ -23,7 +23,9 @@ extension S3Client {
             /// The longest backoff.
             public var maxDelay: Duration
 
-            public init(maxAttempts: Int = 4, baseDelay: Duration = .milliseconds(100), maxDelay: Duration = .seconds(5)) {
+            public init(
+                maxAttempts: Int = 4, baseDelay: Duration = .milliseconds(100), maxDelay: Duration = .seconds(5)
+            ) {
                 self.maxAttempts = max(1, maxAttempts)
                 self.baseDelay = baseDelay
                 self.maxDelay = maxDelay
@@ -138,7 +140,8 @@ extension S3Client.Configuration: CustomStringConvertible, CustomDebugStringConv
                 "requestTimeout": self.requestTimeout, "connectTimeout": self.connectTimeout, "retry": self.retry,
                 "signsPayload": self.signsPayload, "maxConnections": self.maxConnections,
                 "multipartThreshold": self.multipartThreshold, "multipartPartSize": self.multipartPartSize,
-                "maxResponseBytes": self.maxResponseBytes, "maxRetryAfter": self.maxRetryAfter, "retryBudget": self.retryBudget as Any,
+                "maxResponseBytes": self.maxResponseBytes, "maxRetryAfter": self.maxRetryAfter,
+                "retryBudget": self.retryBudget as Any,
                 "expectedBucketOwner": self.expectedBucketOwner as Any,
                 "environment": S3Redaction.redacted(self.environment),
             ],
@@ -165,6 +168,7 @@ enum S3Redaction {
     }
 
     static func redacted(_ environment: [String: String]) -> [String: String] {
-        Dictionary(uniqueKeysWithValues: environment.map { ($0.key, self.isSecret($0.key) ? self.placeholder : $0.value) })
+        Dictionary(
+            uniqueKeysWithValues: environment.map { ($0.key, self.isSecret($0.key) ? self.placeholder : $0.value) })
     }
 }

@@ -46,7 +46,8 @@ public final class S3Client: Sendable {
     ///   ``S3Error/Code/invalidConfiguration``.
     public init(configuration: Configuration, logger: Logger? = nil) throws {
         guard Self.isValidBucketName(configuration.bucket) else {
-            throw S3Error(code: .invalidConfiguration, message: "'\(configuration.bucket)' is not a valid S3 bucket name")
+            throw S3Error(
+                code: .invalidConfiguration, message: "'\(configuration.bucket)' is not a valid S3 bucket name")
         }
         let endpointText =
             configuration.endpoint ?? configuration.environment["AWS_ENDPOINT_URL_S3"]
@@ -77,10 +78,15 @@ public final class S3Client: Sendable {
         self.retryQuota = Mutex(configuration.retryBudget.map { RetryQuota(capacity: $0) })
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.timeout = .init(
-            connect: .nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000 + configuration.connectTimeout.components.attoseconds / 1_000_000_000),
-            read: .nanoseconds(Int64(configuration.requestTimeout.components.seconds) * 1_000_000_000 + configuration.requestTimeout.components.attoseconds / 1_000_000_000)
+            connect: .nanoseconds(
+                Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000 + configuration.connectTimeout
+                    .components.attoseconds / 1_000_000_000),
+            read: .nanoseconds(
+                Int64(configuration.requestTimeout.components.seconds) * 1_000_000_000 + configuration.requestTimeout
+                    .components.attoseconds / 1_000_000_000)
         )
-        httpConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConnections)
+        httpConfiguration.connectionPool = .init(
+            idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConnections)
         httpConfiguration.decompression = .disabled
         // A redirect could send signed headers (and a session token) to another host, or https to
         // http: S3 answers are never followed.
@@ -142,16 +148,21 @@ public final class S3Client: Sendable {
     ///   - contentType: always sent explicitly.
     ///   - ifNoneMatch: send `If-None-Match: *`, so that an existing object is kept; then an existing
     ///     object throws ``S3Error/Code/preconditionFailed``.
-    public func put(key: String, body: [UInt8], contentType: String = "application/octet-stream", ifNoneMatch: Bool = false) async throws {
+    public func put(
+        key: String, body: [UInt8], contentType: String = "application/octet-stream", ifNoneMatch: Bool = false
+    ) async throws {
         if body.count >= self.configuration.multipartThreshold {
             try await self.multipartPut(key: key, body: body, contentType: contentType, ifNoneMatch: ifNoneMatch)
             return
         }
         var headers: [(String, String)] = [("content-type", contentType)]
         if ifNoneMatch { headers.append(("if-none-match", "*")) }
-        let response = try await self.send(method: .PUT, key: key, headers: headers, body: body, acceptedStatuses: [200, 412])
+        let response = try await self.send(
+            method: .PUT, key: key, headers: headers, body: body, acceptedStatuses: [200, 412])
         if response.status == 412 {
-            throw S3Error(code: .preconditionFailed, message: "an object already exists under the key", s3Code: response.s3Code, httpStatus: 412, requestID: response.requestID)
+            throw S3Error(
+                code: .preconditionFailed, message: "an object already exists under the key", s3Code: response.s3Code,
+                httpStatus: 412, requestID: response.requestID)
         }
     }
 
@@ -159,7 +170,9 @@ public final class S3Client: Sendable {
     public func head(key: String) async throws -> ObjectInfo? {
         let response = try await self.send(method: .HEAD, key: key, acceptedStatuses: [200, 404])
         guard response.status == 200 else { return nil }
-        return ObjectInfo(size: Int(response.headers.first(name: "content-length") ?? "") ?? 0, eTag: response.headers.first(name: "etag"))
+        return ObjectInfo(
+            size: Int(response.headers.first(name: "content-length") ?? "") ?? 0,
+            eTag: response.headers.first(name: "etag"))
     }
 
     /// Deletes the object; deleting a missing object succeeds.
@@ -176,7 +189,8 @@ public final class S3Client: Sendable {
             let batch = keys[start..<min(start + 1_000, keys.count)]
             start += batch.count
             let body = Array(
-                ("<Delete><Quiet>true</Quiet>" + batch.map { "<Object><Key>\(S3XML.escape($0))</Key></Object>" }.joined() + "</Delete>").utf8
+                ("<Delete><Quiet>true</Quiet>"
+                    + batch.map { "<Object><Key>\(S3XML.escape($0))</Key></Object>" }.joined() + "</Delete>").utf8
             )
             let md5 = Data(Insecure.MD5.hash(data: body)).base64EncodedString()
             let response = try await self.send(
@@ -202,14 +216,18 @@ public final class S3Client: Sendable {
 
     /// One page of keys under `prefix` (ListObjectsV2).
     public func list(prefix: String, continuationToken: String? = nil, maxKeys: Int = 1_000) async throws -> ListPage {
-        var query: [(String, String)] = [("list-type", "2"), ("prefix", prefix), ("encoding-type", "url"), ("max-keys", "\(maxKeys)")]
+        var query: [(String, String)] = [
+            ("list-type", "2"), ("prefix", prefix), ("encoding-type", "url"), ("max-keys", "\(maxKeys)"),
+        ]
         if let continuationToken { query.append(("continuation-token", continuationToken)) }
         let response = try await self.send(method: .GET, key: nil, query: query, acceptedStatuses: [200])
         let text = String(decoding: response.body, as: UTF8.self)
         let contents = S3XML.blocks("Contents", in: text)
         let truncated = S3XML.value(of: "IsTruncated", in: text) == "true"
         return ListPage(
-            keys: contents.compactMap { S3XML.value(of: "Key", in: $0).map { URIEncoding.decode($0, plusIsSpace: true) } },
+            keys: contents.compactMap {
+                S3XML.value(of: "Key", in: $0).map { URIEncoding.decode($0, plusIsSpace: true) }
+            },
             sizes: contents.map { Int(S3XML.value(of: "Size", in: $0) ?? "") ?? 0 },
             continuationToken: truncated ? S3XML.value(of: "NextContinuationToken", in: text) : nil
         )
@@ -251,7 +269,8 @@ public final class S3Client: Sendable {
         var body: [UInt8] = []
         if self.configuration.region != "us-east-1" {
             body = Array(
-                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>\(self.configuration.region)</LocationConstraint></CreateBucketConfiguration>".utf8
+                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>\(self.configuration.region)</LocationConstraint></CreateBucketConfiguration>"
+                    .utf8
             )
         }
         let response = try await self.send(
@@ -277,7 +296,9 @@ public final class S3Client: Sendable {
             acceptedStatuses: [200]
         )
         guard let uploadID = S3XML.value(of: "UploadId", in: String(decoding: created.body, as: UTF8.self)) else {
-            throw S3Error(code: .invalidResponse, message: "CreateMultipartUpload returned no UploadId", httpStatus: created.status, requestID: created.requestID)
+            throw S3Error(
+                code: .invalidResponse, message: "CreateMultipartUpload returned no UploadId",
+                httpStatus: created.status, requestID: created.requestID)
         }
         do {
             var parts: [(number: Int, eTag: String)] = []
@@ -293,7 +314,9 @@ public final class S3Client: Sendable {
                     acceptedStatuses: [200]
                 )
                 guard let eTag = part.headers.first(name: "etag") else {
-                    throw S3Error(code: .invalidResponse, message: "UploadPart returned no ETag", httpStatus: part.status, requestID: part.requestID)
+                    throw S3Error(
+                        code: .invalidResponse, message: "UploadPart returned no ETag", httpStatus: part.status,
+                        requestID: part.requestID)
                 }
                 parts.append((number, eTag))
                 offset = end
@@ -301,7 +324,9 @@ public final class S3Client: Sendable {
             }
             let completion = Array(
                 ("<CompleteMultipartUpload>"
-                    + parts.map { "<Part><PartNumber>\($0.number)</PartNumber><ETag>\(S3XML.escape($0.eTag))</ETag></Part>" }.joined()
+                    + parts.map {
+                        "<Part><PartNumber>\($0.number)</PartNumber><ETag>\(S3XML.escape($0.eTag))</ETag></Part>"
+                    }.joined()
                     + "</CompleteMultipartUpload>").utf8
             )
             var headers: [(String, String)] = [("content-type", "application/xml")]
@@ -315,15 +340,21 @@ public final class S3Client: Sendable {
                 acceptedStatuses: [200, 412]
             )
             if completed.status == 412 {
-                throw S3Error(code: .preconditionFailed, message: "an object already exists under the key", httpStatus: 412, requestID: completed.requestID)
+                throw S3Error(
+                    code: .preconditionFailed, message: "an object already exists under the key", httpStatus: 412,
+                    requestID: completed.requestID)
             }
             // S3 may report a failure inside a 200 answer.
             let text = String(decoding: completed.body, as: UTF8.self)
             if text.contains("<Error>") {
-                throw S3Error(code: .http, message: "CompleteMultipartUpload failed", s3Code: S3XML.value(of: "Code", in: text), httpStatus: completed.status, requestID: completed.requestID)
+                throw S3Error(
+                    code: .http, message: "CompleteMultipartUpload failed", s3Code: S3XML.value(of: "Code", in: text),
+                    httpStatus: completed.status, requestID: completed.requestID)
             }
         } catch {
-            _ = try? await self.send(method: .DELETE, key: key, query: [("uploadId", uploadID)], acceptedStatuses: [200, 204, 404], retry: Configuration.RetryPolicy.none)
+            _ = try? await self.send(
+                method: .DELETE, key: key, query: [("uploadId", uploadID)], acceptedStatuses: [200, 204, 404],
+                retry: Configuration.RetryPolicy.none)
             throw error
         }
     }
@@ -369,7 +400,8 @@ public final class S3Client: Sendable {
             let response: Response
             do {
                 let credentials = try await self.currentCredentials()
-                response = try await self.sendOnce(method: method, key: key, query: query, headers: headers, body: body, credentials: credentials)
+                response = try await self.sendOnce(
+                    method: method, key: key, query: query, headers: headers, body: body, credentials: credentials)
                 if acceptedStatuses.contains(response.status) {
                     self.retryQuota.withLock { $0?.recordSuccess(lastRetryCost: lastRetryCost) }
                     return response
@@ -388,13 +420,18 @@ public final class S3Client: Sendable {
             {
                 let offset = Int64((serverDate.timeIntervalSinceNow * 1000).rounded())
                 self.clockOffsetMilliseconds.store(offset, ordering: .relaxed)
-                self.logger.warning("panza: S3 says the clock is skewed; signing with its time", metadata: ["offsetMs": "\(offset)"])
+                self.logger.warning(
+                    "panza: S3 says the clock is skewed; signing with its time", metadata: ["offsetMs": "\(offset)"])
                 correctedClock = true
                 continue
             }
             // Temporary credentials that expired early (or were revoked) are fetched anew, once.
-            if ["ExpiredToken", "TokenRefreshRequired", "InvalidToken"].contains(error.s3Code ?? ""), !refreshedCredentials {
-                self.logger.info("panza: S3 says the credentials expired; fetching new ones", metadata: ["s3Code": "\(error.s3Code ?? "")"])
+            if ["ExpiredToken", "TokenRefreshRequired", "InvalidToken"].contains(error.s3Code ?? ""),
+                !refreshedCredentials
+            {
+                self.logger.info(
+                    "panza: S3 says the credentials expired; fetching new ones",
+                    metadata: ["s3Code": "\(error.s3Code ?? "")"])
                 await self.credentialProvider.invalidate()
                 refreshedCredentials = true
                 continue
@@ -416,7 +453,9 @@ public final class S3Client: Sendable {
         }
         guard let cost else { return 0 }  // no budget configured
         guard let cost else {
-            self.logger.warning("panza: S3 retry budget spent; failing without retry until requests succeed again", metadata: ["error": "\(error)"])
+            self.logger.warning(
+                "panza: S3 retry budget spent; failing without retry until requests succeed again",
+                metadata: ["error": "\(error)"])
             return nil
         }
         return cost
@@ -437,7 +476,8 @@ public final class S3Client: Sendable {
     private func pause(before attempt: Int, policy: Configuration.RetryPolicy, error: S3Error) async throws {
         let cap = min(policy.maxDelay, policy.baseDelay * (1 << min(attempt - 1, 20)))
         let delay = max(cap * Double.random(in: 0...1), error.retryAfter ?? .zero)
-        self.logger.debug("panza: retrying S3 request", metadata: ["attempt": "\(attempt)", "error": "\(error)", "delay": "\(delay)"])
+        self.logger.debug(
+            "panza: retrying S3 request", metadata: ["attempt": "\(attempt)", "error": "\(error)", "delay": "\(delay)"])
         try await Task.sleep(for: delay)
     }
 
@@ -474,7 +514,8 @@ public final class S3Client: Sendable {
             payloadHash: payloadHash
         )
         let now = Date().addingTimeInterval(Double(self.clockOffsetMilliseconds.load(ordering: .relaxed)) / 1000)
-        let signed = SigV4Signer(credentials: credentials, region: self.configuration.region).signedHeaders(for: signable, date: now)
+        let signed = SigV4Signer(credentials: credentials, region: self.configuration.region).signedHeaders(
+            for: signable, date: now)
         var url = self.baseURL + URIEncoding.encode(path, keepSlashes: true)
         if !query.isEmpty {
             url += "?" + query.map { "\(URIEncoding.encode($0.0))=\(URIEncoding.encode($0.1))" }.joined(separator: "&")
@@ -494,14 +535,18 @@ public final class S3Client: Sendable {
     /// deadline covers connect and headers; the body is read against the same deadline (checked
     /// at each piece, so that a server dripping its answer is cut off) and the idle read timeout
     /// (a body that stops altogether). No task is spawned per request.
-    private func exchange(_ request: HTTPClientRequest, method: HTTPMethod, key: String?, timeout: Duration) async throws -> Response {
+    private func exchange(_ request: HTTPClientRequest, method: HTTPMethod, key: String?, timeout: Duration)
+        async throws -> Response
+    {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         let response: HTTPClientResponse
         do {
             response = try await self.http.execute(request, deadline: .now() + .nanoseconds(Self.nanoseconds(timeout)))
         } catch {
-            throw S3Error(code: .transport, message: "\(method.rawValue) to \(self.baseURL) got no answer", underlying: "\(error)")
+            throw S3Error(
+                code: .transport, message: "\(method.rawValue) to \(self.baseURL) got no answer", underlying: "\(error)"
+            )
         }
         // Bytes from the server are not trusted: an object body is bounded by maxResponseBytes, any
         // other body by 16 MiB; the announced length is checked before reading.
@@ -510,12 +555,15 @@ public final class S3Client: Sendable {
         if let announced = response.headers.first(name: "content-length").flatMap(Int.init), announced > limit {
             throw S3Error(
                 code: .invalidResponse,
-                message: "the answer of \(method.rawValue) announces \(announced) bytes, more than the \(limit) accepted",
+                message:
+                    "the answer of \(method.rawValue) announces \(announced) bytes, more than the \(limit) accepted",
                 httpStatus: Int(response.status.code)
             )
         }
         var bytes: [UInt8] = []
-        if let announced = response.headers.first(name: "content-length").flatMap(Int.init) { bytes.reserveCapacity(announced) }
+        if let announced = response.headers.first(name: "content-length").flatMap(Int.init) {
+            bytes.reserveCapacity(announced)
+        }
         do {
             for try await piece in response.body {
                 guard bytes.count + piece.readableBytes <= limit else {
@@ -537,7 +585,9 @@ public final class S3Client: Sendable {
         } catch let error as S3Error {
             throw error
         } catch {
-            throw S3Error(code: .transport, message: "reading the answer of \(method.rawValue) failed", httpStatus: Int(response.status.code), underlying: "\(error)")
+            throw S3Error(
+                code: .transport, message: "reading the answer of \(method.rawValue) failed",
+                httpStatus: Int(response.status.code), underlying: "\(error)")
         }
         var s3Code: String?
         if response.status.code >= 300 {

@@ -33,7 +33,8 @@ enum S3XML {
 
     static func unescape(_ text: String) -> String {
         guard text.contains("&") else { return text }
-        return text
+        return
+            text
             .replacingOccurrences(of: "&lt;", with: "<")
             .replacingOccurrences(of: "&gt;", with: ">")
             .replacingOccurrences(of: "&quot;", with: "\"")

@@ -32,13 +32,16 @@ actor CredentialCache {
             guard let expiration = current.expiration else { return current }
             if expiration.timeIntervalSince(now) > self.refreshWindow { return current }
             if expiration.timeIntervalSince(now) > self.expiryMargin {
-                let recently = self.lastBackgroundRefresh.map { now.timeIntervalSince($0) < self.minimumRefreshInterval } ?? false
+                let recently =
+                    self.lastBackgroundRefresh.map { now.timeIntervalSince($0) < self.minimumRefreshInterval } ?? false
                 if self.inFlight == nil, !recently {
                     self.lastBackgroundRefresh = now
                     let task = self.refresh(load)
                     Task { [logger] in
                         do { _ = try await task.value } catch {
-                            logger.warning("panza: refreshing S3 credentials failed; the current ones are kept until they expire", metadata: ["error": "\(error)"])
+                            logger.warning(
+                                "panza: refreshing S3 credentials failed; the current ones are kept until they expire",
+                                metadata: ["error": "\(error)"])
                         }
                     }
                 }
@@ -52,7 +55,8 @@ actor CredentialCache {
         self.current = nil
     }
 
-    private func refresh(_ load: @escaping @Sendable () async throws -> S3Credentials) -> Task<S3Credentials, any Error> {
+    private func refresh(_ load: @escaping @Sendable () async throws -> S3Credentials) -> Task<S3Credentials, any Error>
+    {
         if let inFlight { return inFlight }
         let task = Task {
             defer { self.finish() }

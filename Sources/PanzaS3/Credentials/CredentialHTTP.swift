@@ -30,18 +30,24 @@ struct CredentialHTTP: Sendable {
         let limit = 1 << 20
         let client = self.client
         let prepared = request
-        return try await RequestDeadline.run(within: timeout ?? self.timeout, what: "\(method.rawValue) \(Self.redactedURL(url))") {
+        return try await RequestDeadline.run(
+            within: timeout ?? self.timeout, what: "\(method.rawValue) \(Self.redactedURL(url))"
+        ) {
             let response: HTTPClientResponse
             do {
                 response = try await client.execute(prepared, timeout: .seconds(60))
             } catch {
-                throw S3Error(code: .transport, message: "\(method.rawValue) \(Self.redactedURL(url)) got no answer", underlying: "\(error)")
+                throw S3Error(
+                    code: .transport, message: "\(method.rawValue) \(Self.redactedURL(url)) got no answer",
+                    underlying: "\(error)")
             }
             do {
                 let buffer = try await response.body.collect(upTo: limit)
                 return Response(status: Int(response.status.code), body: Array(buffer.readableBytesView))
             } catch {
-                throw S3Error(code: .invalidResponse, message: "the answer of \(Self.redactedURL(url)) could not be read", underlying: "\(error)")
+                throw S3Error(
+                    code: .invalidResponse, message: "the answer of \(Self.redactedURL(url)) could not be read",
+                    underlying: "\(error)")
             }
         }
     }

@@ -13,8 +13,13 @@ struct CredentialJSON: Decodable {
     var expiration: String?
 
     enum CodingKeys: String, CodingKey {
-        case version = "Version", code = "Code", message = "Message", accessKeyId = "AccessKeyId"
-        case secretAccessKey = "SecretAccessKey", token = "Token", sessionToken = "SessionToken"
+        case version = "Version"
+        case code = "Code"
+        case message = "Message"
+        case accessKeyId = "AccessKeyId"
+        case secretAccessKey = "SecretAccessKey"
+        case token = "Token"
+        case sessionToken = "SessionToken"
         case expiration = "Expiration"
     }
 
@@ -24,10 +29,12 @@ struct CredentialJSON: Decodable {
         do {
             decoded = try JSONDecoder().decode(CredentialJSON.self, from: Data(bytes))
         } catch {
-            throw S3Error(code: .invalidResponse, message: "\(source) answered with something other than credentials JSON")
+            throw S3Error(
+                code: .invalidResponse, message: "\(source) answered with something other than credentials JSON")
         }
         if let code = decoded.code, code != "Success" {
-            throw S3Error(code: .missingCredentials, message: "\(source) answered \(code): \(decoded.message ?? "no message")")
+            throw S3Error(
+                code: .missingCredentials, message: "\(source) answered \(code): \(decoded.message ?? "no message")")
         }
         guard let key = decoded.accessKeyId, let secret = decoded.secretAccessKey else {
             throw S3Error(code: .invalidResponse, message: "\(source) answered without AccessKeyId and SecretAccessKey")

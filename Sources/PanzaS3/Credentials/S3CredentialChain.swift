@@ -70,14 +70,18 @@ public final class S3CredentialChain: S3CredentialProvider, CustomStringConverti
         let sts = STSClient(http: http, region: region, environment: environment)
         var sources: [any CredentialSource] = []
         if let profile {
-            sources.append(ProfileCredentialSource(profile: profile, files: files, environment: environment, http: http, region: region))
+            sources.append(
+                ProfileCredentialSource(
+                    profile: profile, files: files, environment: environment, http: http, region: region))
         } else {
             sources.append(EnvironmentCredentialSource(environment: environment))
             if let webIdentity = WebIdentityCredentialSource(environment: environment, sts: sts) {
                 sources.append(webIdentity)
             }
             let name = environment["AWS_PROFILE"] ?? "default"
-            sources.append(ProfileCredentialSource(profile: name, files: files, environment: environment, http: http, region: region))
+            sources.append(
+                ProfileCredentialSource(
+                    profile: name, files: files, environment: environment, http: http, region: region))
             if let container = try ContainerCredentialSource(environment: environment, http: http) {
                 sources.append(container)
             }
@@ -89,8 +93,13 @@ public final class S3CredentialChain: S3CredentialProvider, CustomStringConverti
         self.logger = logger
         self.cache = CredentialCache(logger: logger, now: now)
         // Say at once when nothing can work: no request could ever find credentials.
-        let dynamic = sources.contains { $0 is WebIdentityCredentialSource || $0 is ContainerCredentialSource || $0 is InstanceMetadataCredentialSource }
-        let fromFiles = sources.contains { ($0 as? ProfileCredentialSource).map { files.profile($0.profile).exists } ?? false }
+        let dynamic = sources.contains {
+            $0 is WebIdentityCredentialSource || $0 is ContainerCredentialSource
+                || $0 is InstanceMetadataCredentialSource
+        }
+        let fromFiles = sources.contains {
+            ($0 as? ProfileCredentialSource).map { files.profile($0.profile).exists } ?? false
+        }
         let fromEnvironment = profile == nil && EnvironmentCredentialSource.credentials(in: environment) != nil
         if !dynamic, !fromFiles, !fromEnvironment {
             throw self.missing()
@@ -101,7 +110,8 @@ public final class S3CredentialChain: S3CredentialProvider, CustomStringConverti
         try await self.cache.credentials { [sources, logger] in
             for source in sources {
                 if let found = try await source.load() {
-                    logger.debug("panza: S3 credentials from \(source.name)", metadata: ["accessKeyID": "\(found.accessKeyID)"])
+                    logger.debug(
+                        "panza: S3 credentials from \(source.name)", metadata: ["accessKeyID": "\(found.accessKeyID)"])
                     return found
                 }
             }

@@ -69,12 +69,15 @@ struct STSClient: Sendable {
         Array(parameters.map { "\(URIEncoding.encode($0.0))=\(URIEncoding.encode($0.1))" }.joined(separator: "&").utf8)
     }
 
-    private static func credentials(from response: CredentialHTTP.Response, action: String, roleARN: String) throws -> S3Credentials {
+    private static func credentials(from response: CredentialHTTP.Response, action: String, roleARN: String) throws
+        -> S3Credentials
+    {
         let text = response.text
         guard response.status == 200 else {
             throw S3Error(
                 code: .http,
-                message: "STS \(action) for \(roleARN) failed: \(S3XML.value(of: "Message", in: text) ?? "HTTP \(response.status)")",
+                message:
+                    "STS \(action) for \(roleARN) failed: \(S3XML.value(of: "Message", in: text) ?? "HTTP \(response.status)")",
                 s3Code: S3XML.value(of: "Code", in: text),
                 httpStatus: response.status,
                 requestID: S3XML.value(of: "RequestId", in: text)
@@ -84,7 +87,9 @@ struct STSClient: Sendable {
             let key = S3XML.value(of: "AccessKeyId", in: block),
             let secret = S3XML.value(of: "SecretAccessKey", in: block)
         else {
-            throw S3Error(code: .invalidResponse, message: "STS \(action) for \(roleARN) answered without credentials", httpStatus: 200)
+            throw S3Error(
+                code: .invalidResponse, message: "STS \(action) for \(roleARN) answered without credentials",
+                httpStatus: 200)
         }
         return S3Credentials(
             accessKeyID: key,

@@ -1,5 +1,5 @@
-public import Foundation
 import Crypto
+public import Foundation
 
 /// AWS Signature Version 4, header authentication.
 ///
@@ -96,7 +96,8 @@ public struct SigV4Signer: Sendable {
             encodedQuery.append((URIEncoding.encode(parameter.name), URIEncoding.encode(parameter.value)))
         }
         encodedQuery.sort { lhs, rhs in lhs.name == rhs.name ? lhs.value < rhs.value : lhs.name < rhs.name }
-        let canonicalQuery = encodedQuery.map { parameter in parameter.name + "=" + parameter.value }.joined(separator: "&")
+        let canonicalQuery = encodedQuery.map { parameter in parameter.name + "=" + parameter.value }.joined(
+            separator: "&")
 
         var headers: [String: [String]] = ["host": [request.host]]
         var order: [String] = ["host"]
@@ -109,7 +110,9 @@ public struct SigV4Signer: Sendable {
         let names = order.sorted()
         let canonicalHeaders = names.map { "\($0):\(headers[$0]!.joined(separator: ","))\n" }.joined()
         let signedHeaders = names.joined(separator: ";")
-        let parts: [String] = [request.method, canonicalPath, canonicalQuery, canonicalHeaders, signedHeaders, request.payloadHash]
+        let parts: [String] = [
+            request.method, canonicalPath, canonicalQuery, canonicalHeaders, signedHeaders, request.payloadHash,
+        ]
         let text = parts.joined(separator: "\n")
         return (text, signedHeaders)
     }
@@ -129,7 +132,8 @@ public struct SigV4Signer: Sendable {
     func authorization(for request: Request, timestamp: SigV4Timestamp) -> String {
         let (canonical, signedHeaders) = self.canonicalRequest(for: request)
         let stringToSign = self.stringToSign(canonicalRequest: canonical, timestamp: timestamp)
-        let signature = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: self.signingKey(timestamp)))
+        let signature = Self.hex(
+            HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: self.signingKey(timestamp)))
         return "AWS4-HMAC-SHA256 Credential=\(self.credentials.accessKeyID)/\(self.scope(timestamp)), "
             + "SignedHeaders=\(signedHeaders), Signature=\(signature)"
     }
@@ -203,6 +207,8 @@ struct SigV4Timestamp {
             return String(repeating: "0", count: max(0, width - text.count)) + text
         }
         self.date = pad(year, 4) + pad(month, 2) + pad(day, 2)
-        self.dateTime = self.date + "T" + pad(secondOfDay / 3600, 2) + pad(secondOfDay / 60 % 60, 2) + pad(secondOfDay % 60, 2) + "Z"
+        self.dateTime =
+            self.date + "T" + pad(secondOfDay / 3600, 2) + pad(secondOfDay / 60 % 60, 2) + pad(secondOfDay % 60, 2)
+            + "Z"
     }
 }

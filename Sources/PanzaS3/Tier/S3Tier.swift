@@ -87,7 +87,9 @@ public final class S3Tier: CacheTier {
         // `{id}/{hash}`; the part after the id is percent-encoded into one segment, which leaves a
         // hex hash as it is and keeps a raw key's `/`, `.` and `..` from becoming path segments.
         let idPrefix = key.namespace + "/"
-        guard key.rawValue.hasPrefix(idPrefix) else { return base + key.namespace + "/" + URIEncoding.encode(key.rawValue) }
+        guard key.rawValue.hasPrefix(idPrefix) else {
+            return base + key.namespace + "/" + URIEncoding.encode(key.rawValue)
+        }
         return base + idPrefix + URIEncoding.encode(String(key.rawValue.dropFirst(idPrefix.count)))
     }
 
@@ -234,7 +236,8 @@ public final class S3Tier: CacheTier {
             if try await self.markerExists(ancestor + "/" + Self.prefixMarkerName) {
                 let error = S3Error(
                     code: .invalidConfiguration,
-                    message: "the prefix '\(self.configuration.prefix)' lies inside '\(ancestor)', the prefix of another Panza cache "
+                    message:
+                        "the prefix '\(self.configuration.prefix)' lies inside '\(ancestor)', the prefix of another Panza cache "
                         + "in this bucket: choose prefixes that do not nest"
                 )
                 self.logger.error("panza: \(error.message)")

@@ -23,7 +23,9 @@ struct CredentialCacheTests {
 
         init() {
             let clock = self.clock
-            self.cache = CredentialCache(refreshWindow: 300, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), now: { clock.read() })
+            self.cache = CredentialCache(
+                refreshWindow: 300, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
+                now: { clock.read() })
         }
 
         func advance(_ seconds: TimeInterval) { self.clock.time.withLock { $0 += seconds } }
@@ -36,7 +38,8 @@ struct CredentialCacheTests {
                     count += 1
                     return count
                 }
-                return S3Credentials(accessKeyID: "KEY\(number)", secretAccessKey: "s", expiration: self.clock.read() + 3_600)
+                return S3Credentials(
+                    accessKeyID: "KEY\(number)", secretAccessKey: "s", expiration: self.clock.read() + 3_600)
             }
         }
 

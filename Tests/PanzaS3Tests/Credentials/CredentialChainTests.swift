@@ -39,7 +39,10 @@ struct CredentialChainTests {
     func environmentFirst() async throws {
         let home = try TemporaryDirectory()
         let environment = Self.environment(
-            ["AWS_ACCESS_KEY_ID": "ENVKEY", "AWS_SECRET_ACCESS_KEY": "envsecret", "AWS_SESSION_TOKEN": "envtoken", "AWS_REGION": "eu-west-3"],
+            [
+                "AWS_ACCESS_KEY_ID": "ENVKEY", "AWS_SECRET_ACCESS_KEY": "envsecret", "AWS_SESSION_TOKEN": "envtoken",
+                "AWS_REGION": "eu-west-3",
+            ],
             home: home
         )
         let credentials = try await Self.chain(environment).credentials()
@@ -47,14 +50,17 @@ struct CredentialChainTests {
         #expect(S3Client.Configuration(bucket: "b", environment: environment).region == "eu-west-3")
         let fromDefault = Self.environment(["AWS_DEFAULT_REGION": "ap-south-1"], home: home)
         #expect(S3Client.Configuration(bucket: "b", environment: fromDefault).region == "ap-south-1")
-        #expect(S3Client.Configuration(bucket: "b", region: "us-west-2", environment: environment).region == "us-west-2")
+        #expect(
+            S3Client.Configuration(bucket: "b", region: "us-west-2", environment: environment).region == "us-west-2")
     }
 
     @Test("Nothing set up anywhere: missingCredentials at creation, naming where it looked")
     func nothingAnywhere() throws {
         let home = try TemporaryDirectory()
         let error = try #require(throws: S3Error.self) {
-            _ = try S3Client(configuration: .init(bucket: "bucket", endpoint: "http://127.0.0.1:1", environment: Self.environment([:], home: home)))
+            _ = try S3Client(
+                configuration: .init(
+                    bucket: "bucket", endpoint: "http://127.0.0.1:1", environment: Self.environment([:], home: home)))
         }
         #expect(error.code == .missingCredentials)
         #expect(error.message.contains("environment variables") && error.message.contains("profile 'default'"))
@@ -66,11 +72,16 @@ struct CredentialChainTests {
         let tokenFile = home.url.path + "/token"
         try "oidc-token-1\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
         let sts = try LoopbackHTTPServer { request in
-            request.text.contains("Action=AssumeRoleWithWebIdentity") && request.text.contains("WebIdentityToken=oidc-token-1")
+            request.text.contains("Action=AssumeRoleWithWebIdentity")
+                && request.text.contains("WebIdentityToken=oidc-token-1")
                 && request.text.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fcache")
                 && request.text.contains("RoleSessionName=ci-run")
                 ? Self.stsAnswer("AssumeRoleWithWebIdentity", key: "ASIAWEB")
-                : LoopbackHTTPServer.response(status: 400, body: "<ErrorResponse><Error><Code>InvalidIdentityToken</Code><Message>bad request</Message></Error></ErrorResponse>")
+                : LoopbackHTTPServer.response(
+                    status: 400,
+                    body:
+                        "<ErrorResponse><Error><Code>InvalidIdentityToken</Code><Message>bad request</Message></Error></ErrorResponse>"
+                )
         }
         defer { sts.close() }
         let environment = Self.environment(
@@ -95,18 +106,18 @@ struct CredentialChainTests {
         let home = try TemporaryDirectory()
         try FileManager.default.createDirectory(atPath: home.url.path + "/.aws", withIntermediateDirectories: true)
         try """
-            [base]
-            aws_access_key_id = SRCKEY
-            aws_secret_access_key = srcsecret
-            """.write(toFile: home.url.path + "/.aws/credentials", atomically: true, encoding: .utf8)
+        [base]
+        aws_access_key_id = SRCKEY
+        aws_secret_access_key = srcsecret
+        """.write(toFile: home.url.path + "/.aws/credentials", atomically: true, encoding: .utf8)
         try """
-            [profile deploy]
-            role_arn = arn:aws:iam::123456789012:role/deploy
-            source_profile = base
-            external_id = ext-42
-            role_session_name = panza-test
-            region = eu-central-1
-            """.write(toFile: home.url.path + "/.aws/config", atomically: true, encoding: .utf8)
+        [profile deploy]
+        role_arn = arn:aws:iam::123456789012:role/deploy
+        source_profile = base
+        external_id = ext-42
+        role_session_name = panza-test
+        region = eu-central-1
+        """.write(toFile: home.url.path + "/.aws/config", atomically: true, encoding: .utf8)
         let sts = try LoopbackHTTPServer { request in
             let authorization = request.headers["authorization"] ?? ""
             let good =
@@ -114,15 +125,19 @@ struct CredentialChainTests {
                 && request.text.contains("Action=AssumeRole&") && request.text.contains("ExternalId=ext-42")
             return good
                 ? Self.stsAnswer("AssumeRole", key: "ASIAROLE")
-                : LoopbackHTTPServer.response(status: 403, body: "<ErrorResponse><Error><Code>AccessDenied</Code></Error></ErrorResponse>")
+                : LoopbackHTTPServer.response(
+                    status: 403, body: "<ErrorResponse><Error><Code>AccessDenied</Code></Error></ErrorResponse>")
         }
         defer { sts.close() }
         let environment = Self.environment(["AWS_PROFILE": "deploy", "AWS_ENDPOINT_URL_STS": sts.endpoint], home: home)
         let credentials = try await Self.chain(environment).credentials()
         #expect(credentials.accessKeyID == "ASIAROLE")
-        #expect(S3Client.Configuration(bucket: "b", environment: environment).region == "eu-central-1", "the profile's region")
+        #expect(
+            S3Client.Configuration(bucket: "b", environment: environment).region == "eu-central-1",
+            "the profile's region")
         // The explicit profile reads only that profile.
-        let explicit = try await Self.chain(environment.merging(["AWS_PROFILE": "other"]) { $1 }, profile: "deploy").credentials()
+        let explicit = try await Self.chain(environment.merging(["AWS_PROFILE": "other"]) { $1 }, profile: "deploy")
+            .credentials()
         #expect(explicit.accessKeyID == "ASIAROLE")
     }
 
@@ -132,15 +147,15 @@ struct CredentialChainTests {
         try FileManager.default.createDirectory(atPath: home.url.path + "/.aws", withIntermediateDirectories: true)
         let script = home.url.path + "/creds.sh"
         try """
-            #!/bin/sh
-            echo '{"Version": 1, "AccessKeyId": "PROCKEY", "SecretAccessKey": "procsecret", "SessionToken": "proctoken", "Expiration": "2099-01-01T00:00:00.000Z"}'
-            """.write(toFile: script, atomically: true, encoding: .utf8)
+        #!/bin/sh
+        echo '{"Version": 1, "AccessKeyId": "PROCKEY", "SecretAccessKey": "procsecret", "SessionToken": "proctoken", "Expiration": "2099-01-01T00:00:00.000Z"}'
+        """.write(toFile: script, atomically: true, encoding: .utf8)
         try """
-            [default]
-            credential_process = sh \(script)
-            [profile broken]
-            credential_process = sh -c 'echo nope >&2; exit 3'
-            """.write(toFile: home.url.path + "/.aws/config", atomically: true, encoding: .utf8)
+        [default]
+        credential_process = sh \(script)
+        [profile broken]
+        credential_process = sh -c 'echo nope >&2; exit 3'
+        """.write(toFile: home.url.path + "/.aws/config", atomically: true, encoding: .utf8)
         let credentials = try await Self.chain(Self.environment([:], home: home)).credentials()
         #expect(credentials.accessKeyID == "PROCKEY" && credentials.sessionToken == "proctoken")
         #expect(credentials.expiration != nil)
@@ -155,17 +170,22 @@ struct CredentialChainTests {
         let home = try TemporaryDirectory()
         try "pod-identity-token\n".write(toFile: home.url.path + "/ecs-token", atomically: true, encoding: .utf8)
         let endpoint = try LoopbackHTTPServer { request in
-            guard request.headers["authorization"] == "pod-identity-token", request.target == "/v2/credentials/abc" else {
+            guard request.headers["authorization"] == "pod-identity-token", request.target == "/v2/credentials/abc"
+            else {
                 return LoopbackHTTPServer.response(status: 401)
             }
             return LoopbackHTTPServer.response(
                 status: 200,
-                body: #"{"AccessKeyId":"ASIAECS","SecretAccessKey":"ecssecret","Token":"ecstoken","Expiration":"2099-01-01T00:00:00Z"}"#
+                body:
+                    #"{"AccessKeyId":"ASIAECS","SecretAccessKey":"ecssecret","Token":"ecstoken","Expiration":"2099-01-01T00:00:00Z"}"#
             )
         }
         defer { endpoint.close() }
         let environment = Self.environment(
-            ["AWS_CONTAINER_CREDENTIALS_FULL_URI": endpoint.endpoint + "/v2/credentials/abc", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": home.url.path + "/ecs-token"],
+            [
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI": endpoint.endpoint + "/v2/credentials/abc",
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": home.url.path + "/ecs-token",
+            ],
             home: home
         )
         let credentials = try await Self.chain(environment).credentials()
@@ -185,7 +205,8 @@ struct CredentialChainTests {
             switch (request.method, request.target) {
             case ("PUT", "/latest/api/token"):
                 return request.headers["x-aws-ec2-metadata-token-ttl-seconds"] == "21600"
-                    ? LoopbackHTTPServer.response(status: 200, body: "imds-session") : LoopbackHTTPServer.response(status: 400)
+                    ? LoopbackHTTPServer.response(status: 200, body: "imds-session")
+                    : LoopbackHTTPServer.response(status: 400)
             case (_, _) where request.headers["x-aws-ec2-metadata-token"] != "imds-session":
                 return LoopbackHTTPServer.response(status: 401)
             case ("GET", "/latest/meta-data/iam/security-credentials/"):
@@ -193,7 +214,8 @@ struct CredentialChainTests {
             case ("GET", "/latest/meta-data/iam/security-credentials/cache-role"):
                 return LoopbackHTTPServer.response(
                     status: 200,
-                    body: #"{"Code":"Success","AccessKeyId":"ASIAEC2","SecretAccessKey":"ec2secret","Token":"ec2token","Expiration":"2099-01-01T00:00:00Z"}"#
+                    body:
+                        #"{"Code":"Success","AccessKeyId":"ASIAEC2","SecretAccessKey":"ec2secret","Token":"ec2token","Expiration":"2099-01-01T00:00:00Z"}"#
                 )
             default:
                 return LoopbackHTTPServer.response(status: 404)
@@ -221,11 +243,15 @@ struct CredentialChainTests {
         let provider = SequenceProvider(keys: ["OLDKEY", "NEWKEY"])
         let server = try LoopbackHTTPServer { request in
             (request.headers["authorization"] ?? "").contains("Credential=OLDKEY/")
-                ? LoopbackHTTPServer.response(status: 400, body: "<Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message></Error>")
+                ? LoopbackHTTPServer.response(
+                    status: 400,
+                    body: "<Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message></Error>")
                 : LoopbackHTTPServer.response(status: 200, body: "fresh")
         }
         defer { server.close() }
-        let client = try S3Client(configuration: .init(bucket: "bucket", endpoint: server.endpoint, credentialProvider: provider, retry: .none))
+        let client = try S3Client(
+            configuration: .init(
+                bucket: "bucket", endpoint: server.endpoint, credentialProvider: provider, retry: .none))
         let body = try await client.get(key: "k")
         #expect(body.map { String(decoding: $0, as: UTF8.self) } == "fresh")
         #expect(provider.invalidations == 1)

@@ -23,7 +23,10 @@ struct SecretsTests {
     static func texts(_ value: Any) -> [String] {
         var dumped = ""
         dump(value, to: &dumped)
-        return ["\(value)", String(reflecting: value), dumped, "\(Mirror(reflecting: value).children.map { "\($0.value)" })"]
+        return [
+            "\(value)", String(reflecting: value), dumped,
+            "\(Mirror(reflecting: value).children.map { "\($0.value)" })",
+        ]
     }
 
     static func expectNoSecret(_ texts: [String], _ what: String) {
@@ -51,7 +54,8 @@ struct SecretsTests {
 
     @Test("Errors and log lines of a refused request carry no secret")
     func errorsAndLogs() async throws {
-        let server = try LoopbackHTTPServer.canned(status: 403, body: "<Error><Code>AccessDenied</Code><Message>no</Message></Error>")
+        let server = try LoopbackHTTPServer.canned(
+            status: 403, body: "<Error><Code>AccessDenied</Code><Message>no</Message></Error>")
         defer { server.close() }
         let lines = LogLines()
         var logger = Logger(label: "secrets", factory: { _ in CapturingHandler(lines: lines) })
@@ -91,7 +95,8 @@ extension SecretsTests {
         try Self.token.write(toFile: tokenFile, atomically: true, encoding: .utf8)
         let sts = try LoopbackHTTPServer.canned(
             status: 400,
-            body: "<ErrorResponse><Error><Code>InvalidIdentityToken</Code><Message>rejected</Message></Error></ErrorResponse>"
+            body:
+                "<ErrorResponse><Error><Code>InvalidIdentityToken</Code><Message>rejected</Message></Error></ErrorResponse>"
         )
         defer { sts.close() }
         let lines = LogLines()
@@ -108,7 +113,8 @@ extension SecretsTests {
         Self.expectNoSecret(lines.all, "a log line")
         #expect(sts.requests.first?.text.contains(Self.token) == true, "the token did go to STS, in the body")
 
-        let fromEnvironment = try S3CredentialChain(environment: Self.environment.merging(["HOME": home.url.path]) { $1 }, logger: logger)
+        let fromEnvironment = try S3CredentialChain(
+            environment: Self.environment.merging(["HOME": home.url.path]) { $1 }, logger: logger)
         let credentials = try await fromEnvironment.credentials()
         Self.expectNoSecret(Self.texts(fromEnvironment) + Self.texts(credentials) + lines.all, "the environment chain")
     }

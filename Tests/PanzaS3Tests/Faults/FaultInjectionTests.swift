@@ -91,7 +91,9 @@ struct FaultInjectionTests {
         try await cache.close()
     }
 
-    @Test("Blackholed: misses reach the loader within the read timeout, then at once with the breaker open; uploads wait and land after")
+    @Test(
+        "Blackholed: misses reach the loader within the read timeout, then at once with the breaker open; uploads wait and land after"
+    )
     func blackholeThenRecovery() async throws {
         defer { self.proxy.close() }
         try await self.seed(["warm": "from S3"])
@@ -126,7 +128,9 @@ struct FaultInjectionTests {
         try await cache.close()
     }
 
-    @Test("A body that drips: the client's deadline covers the body, and the cache serves the loader's value within the read timeout")
+    @Test(
+        "A body that drips: the client's deadline covers the body, and the cache serves the loader's value within the read timeout"
+    )
     func drippingBody() async throws {
         defer { self.proxy.close() }
         try await self.seed(["slow": String(repeating: "x", count: 400)])
@@ -146,7 +150,11 @@ struct FaultInjectionTests {
         let cache = try await self.cache("drip.sqlite")
         let calls = CallCounter()
         let cacheStarted = ContinuousClock.now
-        #expect(try await cache.value(forKey: "slow") { calls.increment(); return "fallback" } == "fallback")
+        #expect(
+            try await cache.value(forKey: "slow") {
+                calls.increment()
+                return "fallback"
+            } == "fallback")
         #expect(ContinuousClock.now - cacheStarted < .seconds(3))
         #expect(calls.value == 1)
         try await cache.close()
@@ -193,7 +201,9 @@ struct FaultInjectionTests {
 
         let reader = try await self.cache("reader.sqlite")
         self.proxy.inject(.answer(status: 500, code: "InternalError", count: 1))
-        #expect(try await reader.value(forKey: "throttled") { "loader" } == "through throttling", "one retry of the GET reaches S3")
+        #expect(
+            try await reader.value(forKey: "throttled") { "loader" } == "through throttling",
+            "one retry of the GET reaches S3")
         #expect(self.proxy.answeredCount == 4)
         try await reader.close()
         try await cache.close()

@@ -1,8 +1,8 @@
 import Foundation
 import Panza
 import PanzaS3
-import Testing
 @_exported import PanzaTestSupport
+import Testing
 
 /// The S3 server the test command started (SeaweedFS with signature checks on).
 ///
@@ -15,12 +15,14 @@ enum S3TestServer {
 
     static func settings() throws -> Settings {
         let environment = ProcessInfo.processInfo.environment
-        guard let endpoint = environment["PANZA_TEST_S3_ENDPOINT"], let access = environment["PANZA_TEST_S3_ACCESS_KEY"],
+        guard let endpoint = environment["PANZA_TEST_S3_ENDPOINT"],
+            let access = environment["PANZA_TEST_S3_ACCESS_KEY"],
             let secret = environment["PANZA_TEST_S3_SECRET_KEY"]
         else {
             throw S3Error(
                 code: .invalidConfiguration,
-                message: "no S3 test server: PANZA_TEST_S3_ENDPOINT is not set. Run the tests with scripts/test, which starts SeaweedFS"
+                message:
+                    "no S3 test server: PANZA_TEST_S3_ENDPOINT is not set. Run the tests with scripts/test, which starts SeaweedFS"
             )
         }
         return Settings(endpoint: endpoint, credentials: S3Credentials(accessKeyID: access, secretAccessKey: secret))
@@ -31,19 +33,23 @@ enum S3TestServer {
         "panza-\(label)-\(UUID().uuidString.prefix(8).lowercased())"
     }
 
-    static func client(bucket: String, credentials: S3Credentials? = nil, endpoint: String? = nil, retry: S3Client.Configuration.RetryPolicy = .init()) throws -> S3Client {
+    static func client(
+        bucket: String, credentials: S3Credentials? = nil, endpoint: String? = nil,
+        retry: S3Client.Configuration.RetryPolicy = .init()
+    ) throws -> S3Client {
         let settings = try settings()
-        return try S3Client(configuration: .init(
-            bucket: bucket,
-            endpoint: endpoint ?? settings.endpoint,
-            credentials: credentials ?? settings.credentials,
-            retry: retry
-        ))
+        return try S3Client(
+            configuration: .init(
+                bucket: bucket,
+                endpoint: endpoint ?? settings.endpoint,
+                credentials: credentials ?? settings.credentials,
+                retry: retry
+            ))
     }
 
     static func tierConfiguration(bucket: String, prefix: String = "v1") throws -> S3Tier.Configuration {
         let settings = try settings()
-        return S3Tier.Configuration(bucket: bucket, prefix: prefix, endpoint: settings.endpoint, credentials: settings.credentials)
+        return S3Tier.Configuration(
+            bucket: bucket, prefix: prefix, endpoint: settings.endpoint, credentials: settings.credentials)
     }
 }
-

@@ -8,7 +8,8 @@ struct BlobEnvelopeTests {
 
     @Test("A compressible payload is stored LZ4-compressed and round-trips")
     func compressibleRoundTrip() throws {
-        let envelope = BlobEnvelope(contentType: .json, payload: Self.compressibleText, createdAtMilliseconds: 1_700_000_000_000)
+        let envelope = BlobEnvelope(
+            contentType: .json, payload: Self.compressibleText, createdAtMilliseconds: 1_700_000_000_000)
         let bytes = envelope.encoded()
         #expect(bytes[5] == BlobEnvelope.Codec.lz4.rawValue)
         #expect(bytes.count < Self.compressibleText.count / 4)
@@ -38,7 +39,8 @@ struct BlobEnvelopeTests {
 
     @Test("The time to live gives the expiry")
     func timeToLive() throws {
-        let envelope = BlobEnvelope(contentType: .text, payload: [1], createdAtMilliseconds: 1000, timeToLiveMilliseconds: 500)
+        let envelope = BlobEnvelope(
+            contentType: .text, payload: [1], createdAtMilliseconds: 1000, timeToLiveMilliseconds: 500)
         let decoded = try BlobEnvelope.decode(envelope.encoded())
         #expect(decoded.expiresAtMilliseconds == 1500)
         #expect(!decoded.isExpired(atMilliseconds: 1499))
@@ -60,8 +62,12 @@ struct BlobEnvelopeTests {
 
     @Test("Truncated and foreign bytes give corruptBlob")
     func truncatedAndForeign() throws {
-        let bytes = BlobEnvelope(contentType: .text, payload: Self.compressibleText, createdAtMilliseconds: 42).encoded()
-        for damaged in [Array(bytes.dropLast()), Array(bytes.prefix(10)), [], Array("not an envelope at all, clearly".utf8) + [UInt8](repeating: 0, count: 20)] {
+        let bytes = BlobEnvelope(contentType: .text, payload: Self.compressibleText, createdAtMilliseconds: 42)
+            .encoded()
+        for damaged in [
+            Array(bytes.dropLast()), Array(bytes.prefix(10)), [],
+            Array("not an envelope at all, clearly".utf8) + [UInt8](repeating: 0, count: 20),
+        ] {
             let error = try #require(throws: PanzaError.self) { try BlobEnvelope.decode(damaged) }
             #expect(error.code == .corruptBlob)
         }
@@ -77,9 +83,12 @@ struct BlobEnvelopeTests {
 
     @Test("A header that lies about its length is rejected before decompression")
     func lyingLength() throws {
-        var bytes = BlobEnvelope(contentType: .text, payload: Self.compressibleText, createdAtMilliseconds: 42).encoded()
+        var bytes = BlobEnvelope(contentType: .text, payload: Self.compressibleText, createdAtMilliseconds: 42)
+            .encoded()
         // Claim a huge original length: decompression must not be attempted with it.
-        bytes.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(0x7000_0000).littleEndian, toByteOffset: 12, as: UInt32.self) }
+        bytes.withUnsafeMutableBytes {
+            $0.storeBytes(of: UInt32(0x7000_0000).littleEndian, toByteOffset: 12, as: UInt32.self)
+        }
         let error = try #require(throws: PanzaError.self) { try BlobEnvelope.decode(bytes) }
         #expect(error.code == .corruptBlob)
     }
@@ -94,11 +103,20 @@ struct BlobEnvelopeTests {
     }
 
     static let goldens: [Golden] = [
-        Golden(file: "blobs/v1-text-lz4.pnza", envelope: BlobEnvelope(contentType: .text, payload: compressibleText, createdAtMilliseconds: 1_764_000_000_000), codec: .lz4),
-        Golden(file: "blobs/v1-bytes-raw.pnza", envelope: BlobEnvelope(contentType: .bytes, payload: [0, 1, 2, 3, 254, 255], createdAtMilliseconds: 1_764_000_000_001), codec: .none),
+        Golden(
+            file: "blobs/v1-text-lz4.pnza",
+            envelope: BlobEnvelope(
+                contentType: .text, payload: compressibleText, createdAtMilliseconds: 1_764_000_000_000), codec: .lz4),
+        Golden(
+            file: "blobs/v1-bytes-raw.pnza",
+            envelope: BlobEnvelope(
+                contentType: .bytes, payload: [0, 1, 2, 3, 254, 255], createdAtMilliseconds: 1_764_000_000_001),
+            codec: .none),
         Golden(
             file: "blobs/v1-json-ttl.pnza",
-            envelope: BlobEnvelope(contentType: .json, payload: Array("{\"city\":\"Oslo\",\"days\":3}".utf8), createdAtMilliseconds: 1_764_000_000_002, timeToLiveMilliseconds: 86_400_000),
+            envelope: BlobEnvelope(
+                contentType: .json, payload: Array("{\"city\":\"Oslo\",\"days\":3}".utf8),
+                createdAtMilliseconds: 1_764_000_000_002, timeToLiveMilliseconds: 86_400_000),
             codec: .none
         ),
     ]

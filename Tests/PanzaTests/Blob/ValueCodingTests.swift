@@ -5,7 +5,10 @@ import Testing
 
 /// The stored form follows the declared type: Optionals (nested or not) and `nil` round-trip.
 struct ValueCodingTests {
-    struct Report: Codable, Equatable, Sendable { var title: String; var scores: [Int?] }
+    struct Report: Codable, Equatable, Sendable {
+        var title: String
+        var scores: [Int?]
+    }
 
     func roundTrip<Value: Codable & Equatable>(_ value: Value, as type: Value.Type = Value.self) throws -> Value {
         let (contentType, payload) = try ValueCoding.encode(value)
@@ -35,13 +38,17 @@ struct ValueCodingTests {
         #expect(try self.roundTrip(String??.none) == .none)
         let scores: [Int?]?? = .some(.some([nil]))
         #expect(try self.roundTrip(scores) == .some(.some([nil])), "[nil] is a value, not a nil")
-        #expect(try self.roundTrip(Report?.some(Report(title: "t", scores: [1, nil]))) == Report(title: "t", scores: [1, nil]))
+        #expect(
+            try self.roundTrip(Report?.some(Report(title: "t", scores: [1, nil])))
+                == Report(title: "t", scores: [1, nil]))
     }
 
     @Test("A stored nil read as a non-Optional type is a decoding failure, not a crash")
     func nilAsNonOptional() throws {
         let envelope = BlobEnvelope(contentType: .null, payload: [0], createdAtMilliseconds: 1)
-        let error = try #require(throws: PanzaError.self) { try ValueCoding.decode(String.self, from: envelope, key: "k") }
+        let error = try #require(throws: PanzaError.self) {
+            try ValueCoding.decode(String.self, from: envelope, key: "k")
+        }
         #expect(error.code == .decodingFailed)
         let tooDeep = BlobEnvelope(contentType: .null, payload: [3], createdAtMilliseconds: 1)
         #expect(throws: PanzaError.self) { try ValueCoding.decode(String??.self, from: tooDeep, key: "k") }

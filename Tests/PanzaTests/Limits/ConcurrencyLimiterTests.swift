@@ -34,8 +34,18 @@ struct ConcurrencyLimiterTests {
         let pool = ConcurrencyLimiter(limit: 1)
         let gate = Gate()
         let running = CallCounter()
-        let a = Task { try await pool.withPermit(key: "a") { running.increment(); await gate.wait() } }
-        let b = Task { try await pool.withPermit(key: "b") { running.increment(); await gate.wait() } }
+        let a = Task {
+            try await pool.withPermit(key: "a") {
+                running.increment()
+                await gate.wait()
+            }
+        }
+        let b = Task {
+            try await pool.withPermit(key: "b") {
+                running.increment()
+                await gate.wait()
+            }
+        }
         #expect(await eventually { running.value == 2 }, "different keys blocked each other")
         #expect(pool.keysInUse == 2)
         gate.open()

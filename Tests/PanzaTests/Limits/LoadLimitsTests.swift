@@ -16,7 +16,8 @@ struct LoadLimitsTests {
         let cache = try await makeCache(in: self.directory)
         let limiter = RateLimiter(ratePerSecond: 1, burst: 1, clock: self.clock)
         let calls = CallCounter()
-        let square = cache.memoize(id: "square", limits: LoadLimits(rateLimiter: limiter)) { (x: Int) async throws -> Int in
+        let square = cache.memoize(id: "square", limits: LoadLimits(rateLimiter: limiter)) {
+            (x: Int) async throws -> Int in
             calls.increment()
             return x * x
         }
@@ -61,10 +62,11 @@ struct LoadLimitsTests {
             return x
         }
         let call = Task { try await f(1) }
-        #expect(await eventually {
-            let waiting = await limiter.waitingCount
-            return calls.value == 1 && waiting == 1
-        })
+        #expect(
+            await eventually {
+                let waiting = await limiter.waitingCount
+                return calls.value == 1 && waiting == 1
+            })
         self.clock.advance(by: .milliseconds(1999))
         try await Task.sleep(for: .milliseconds(20))
         #expect(calls.value == 1, "retried before retryAfter")

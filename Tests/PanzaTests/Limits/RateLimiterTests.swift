@@ -68,9 +68,15 @@ struct RateLimiterTests {
         let limiter = RateLimiter(ratePerSecond: 10, burst: 10, clock: self.clock)
         try await limiter.acquire(cost: 10)
         let order = OrderLog()
-        let large = Task { try await limiter.acquire(cost: 8); order.append("large") }
+        let large = Task {
+            try await limiter.acquire(cost: 8)
+            order.append("large")
+        }
         await self.waitForWaiters(limiter, 1)
-        let small = Task { try await limiter.acquire(cost: 1); order.append("small") }
+        let small = Task {
+            try await limiter.acquire(cost: 1)
+            order.append("small")
+        }
         await self.waitForWaiters(limiter, 2)
         #expect(!(await limiter.tryAcquire()), "tryAcquire jumped the queue")
 

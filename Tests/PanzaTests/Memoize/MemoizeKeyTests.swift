@@ -21,7 +21,10 @@ struct MemoizeKeyTests {
 
     enum Model: String, Codable, Sendable { case small, large }
 
-    struct Point: Codable, Hashable, Sendable { var x: Int; var y: Int }
+    struct Point: Codable, Hashable, Sendable {
+        var x: Int
+        var y: Int
+    }
 
     /// Named argument lists; their keys are pinned in `Fixtures/memoize-keys.json`.
     static let cases: [(name: String, key: @Sendable () throws -> CacheKey)] = [
@@ -36,9 +39,18 @@ struct MemoizeKeyTests {
         ("array", { try MemoizeKey.make(id: "f", arguments: [3, 1, 2]) }),
         ("dictionary", { try MemoizeKey.make(id: "f", arguments: ["b": 2, "a": 1, "c": 3]) }),
         ("int-keyed-dictionary", { try MemoizeKey.make(id: "f", arguments: [3: "c", 1: "a", 2: "b"]) }),
-        ("struct-keyed-dictionary", { try MemoizeKey.make(id: "f", arguments: [Point(x: 1, y: 2): "a", Point(x: 0, y: 5): "b"]) }),
+        (
+            "struct-keyed-dictionary",
+            { try MemoizeKey.make(id: "f", arguments: [Point(x: 1, y: 2): "a", Point(x: 0, y: 5): "b"]) }
+        ),
         ("set", { try MemoizeKey.make(id: "f", arguments: Set(["pear", "apple", "fig"])) }),
-        ("struct", { try MemoizeKey.make(id: "llm", arguments: Query(city: "Oslo", days: 3, units: "metric", tags: ["x", "y"])) }),
+        (
+            "struct",
+            {
+                try MemoizeKey.make(
+                    id: "llm", arguments: Query(city: "Oslo", days: 3, units: "metric", tags: ["x", "y"]))
+            }
+        ),
         ("enum-and-nested", { try MemoizeKey.make(id: "llm", arguments: Model.large, [["k": [1, 2]], ["j": []]]) }),
         ("custom-key-function", { try MemoizeKey.make(id: "user", customKey: "user-7") }),
         ("raw-key-function", { try MemoizeKey.make(id: "user", rawKey: "user-7") }),
@@ -128,10 +140,12 @@ struct MemoizeKeyTests {
         #expect(try bytes(Int64(42)) == bytes(42))
     }
 
-    @Test("Memoize ids: '/', '.', '..' and a leading '_' (reserved for plain keys' '_keys/') are refused", arguments: [
-        ("forecast", true), ("a.b", true), ("x_y", true), ("", false), ("a/b", false), (".", false), ("..", false),
-        ("_keys", false), ("_anything", false), (String(repeating: "i", count: 201), false),
-    ])
+    @Test(
+        "Memoize ids: '/', '.', '..' and a leading '_' (reserved for plain keys' '_keys/') are refused",
+        arguments: [
+            ("forecast", true), ("a.b", true), ("x_y", true), ("", false), ("a/b", false), (".", false), ("..", false),
+            ("_keys", false), ("_anything", false), (String(repeating: "i", count: 201), false),
+        ])
     func memoizeIDs(id: String, valid: Bool) {
         #expect(TieredCache.isValidID(id) == valid)
     }

@@ -29,7 +29,10 @@ struct MemoizeTests {
     func peek() async throws {
         let cache = try await makeCache(in: self.directory)
         let calls = CallCounter()
-        let square = cache.memoize(id: "square") { (x: Int) async throws -> Int in calls.increment(); return x * x }
+        let square = cache.memoize(id: "square") { (x: Int) async throws -> Int in
+            calls.increment()
+            return x * x
+        }
         #expect(try await square.peek(4) == nil)
         #expect(try await square(4) == 16)
         #expect(try await square.peek(4) == 16)
@@ -41,7 +44,10 @@ struct MemoizeTests {
     func bust() async throws {
         let cache = try await makeCache(in: self.directory)
         let calls = CallCounter()
-        let square = cache.memoize(id: "square") { (x: Int) async throws -> Int in calls.increment(); return x * x }
+        let square = cache.memoize(id: "square") { (x: Int) async throws -> Int in
+            calls.increment()
+            return x * x
+        }
         let cube = cache.memoize(id: "cube") { (x: Int) async throws -> Int in x * x * x }
         _ = try await square(2)
         _ = try await square(3)
@@ -65,7 +71,8 @@ struct MemoizeTests {
     func customKey() async throws {
         let cache = try await makeCache(in: self.directory)
         let calls = CallCounter()
-        let lookup = cache.memoize(id: "user", key: { (id: Int, _: String) in "user-\(id)" }) { (id: Int, traceID: String) async throws -> String in
+        let lookup = cache.memoize(id: "user", key: { (id: Int, _: String) in "user-\(id)" }) {
+            (id: Int, traceID: String) async throws -> String in
             calls.increment()
             return "user \(id)"
         }
@@ -73,7 +80,8 @@ struct MemoizeTests {
         #expect(try await lookup(7, "trace-b") == "user 7")  // the trace id is not part of the key
         #expect(calls.value == 1)
         // hashlib.sha256(b"user-7").hexdigest()
-        #expect(try lookup.key(7, "x").rawValue == "user/092081140b677b45dbe983b2f0d4ae0259ff2945bfa82f996fd7f6cac6916862")
+        #expect(
+            try lookup.key(7, "x").rawValue == "user/092081140b677b45dbe983b2f0d4ae0259ff2945bfa82f996fd7f6cac6916862")
         try await cache.close()
     }
 
@@ -81,7 +89,8 @@ struct MemoizeTests {
     func longCustomKey() async throws {
         let cache = try await makeCache(in: self.directory)
         let calls = CallCounter()
-        let summarize = cache.memoize(id: "llm", key: { (text: String) in "Summarize: " + text }) { (text: String) async throws -> String in
+        let summarize = cache.memoize(id: "llm", key: { (text: String) in "Summarize: " + text }) {
+            (text: String) async throws -> String in
             calls.increment()
             return "summary of \(text.count) characters"
         }
@@ -90,10 +99,13 @@ struct MemoizeTests {
         #expect(try await summarize(prompt) == "summary of 5000 characters")
         #expect(calls.value == 1)
         // hashlib.sha256(("Summarize: " + "x" * 5000).encode()).hexdigest()
-        #expect(try summarize.key(prompt).rawValue == "llm/0bff6d020b1702fd085b147533902cf05bd4d386855cc37486deba2a02eb06f6")
+        #expect(
+            try summarize.key(prompt).rawValue == "llm/0bff6d020b1702fd085b147533902cf05bd4d386855cc37486deba2a02eb06f6"
+        )
         try await cache.close()
         let reopened = try await makeCache(in: self.directory)
-        let again = reopened.memoize(id: "llm", key: { (text: String) in "Summarize: " + text }) { (text: String) async throws -> String in
+        let again = reopened.memoize(id: "llm", key: { (text: String) in "Summarize: " + text }) {
+            (text: String) async throws -> String in
             calls.increment()
             return "recomputed"
         }
@@ -104,10 +116,14 @@ struct MemoizeTests {
     @Test("rawKey: keeps the key function's output as it is, within the key length limit")
     func rawKey() async throws {
         let cache = try await makeCache(in: self.directory)
-        let lookup = cache.memoize(id: "user", rawKey: { (id: Int) in "user-\(id)" }) { (id: Int) async throws -> String in "user \(id)" }
+        let lookup = cache.memoize(id: "user", rawKey: { (id: Int) in "user-\(id)" }) {
+            (id: Int) async throws -> String in "user \(id)"
+        }
         #expect(try await lookup(7) == "user 7")
         #expect(try lookup.key(7).rawValue == "user/user-7")
-        let long = cache.memoize(id: "user", rawKey: { (text: String) in text }) { (text: String) async throws -> String in text }
+        let long = cache.memoize(id: "user", rawKey: { (text: String) in text }) {
+            (text: String) async throws -> String in text
+        }
         let error = try #require(throws: PanzaError.self) { _ = try long.key(String(repeating: "x", count: 5_000)) }
         #expect(error.code == .invalidKey)
         try await cache.close()
@@ -142,7 +158,10 @@ struct MemoizeTests {
         let calls = CallCounter()
         for _ in 0..<2 {
             let cache = try await makeCache(in: self.directory)
-            let f = cache.memoize(id: "f") { (x: Int) async throws -> Int in calls.increment(); return x + 1 }
+            let f = cache.memoize(id: "f") { (x: Int) async throws -> Int in
+                calls.increment()
+                return x + 1
+            }
             #expect(try await f(41) == 42)
             try await cache.close()
         }
@@ -155,7 +174,10 @@ struct MemoizeTests {
     func cacheOnly() async throws {
         let cache = try await makeCache(in: self.directory)
         let calls = CallCounter()
-        let f = cache.memoize(id: "f") { (x: Int) async throws -> Int in calls.increment(); return x }
+        let f = cache.memoize(id: "f") { (x: Int) async throws -> Int in
+            calls.increment()
+            return x
+        }
         _ = try await f(1)
         cache.modes.cacheOnly = true
         #expect(try await f(1) == 1)
@@ -173,7 +195,10 @@ struct MemoizeTests {
         let fCalls = CallCounter()
         let gCalls = CallCounter()
         let f = cache.memoize(id: "f") { (x: Int) async throws -> Int in fCalls.increment() * 100 + x }
-        let g = cache.memoize(id: "g") { (x: Int) async throws -> Int in gCalls.increment(); return x }
+        let g = cache.memoize(id: "g") { (x: Int) async throws -> Int in
+            gCalls.increment()
+            return x
+        }
         #expect(try await f(1) == 101)
         _ = try await g(1)
         cache.modes.bust = .ids(["f"])
@@ -190,7 +215,10 @@ struct MemoizeTests {
     func bustAllMode() async throws {
         let cache = try await makeCache(in: self.directory) { $0.modes = .fromEnvironment(["BUST_CACHE": "all"]) }
         let calls = CallCounter()
-        let f = cache.memoize(id: "f") { (x: Int) async throws -> Int in calls.increment(); return x }
+        let f = cache.memoize(id: "f") { (x: Int) async throws -> Int in
+            calls.increment()
+            return x
+        }
         _ = try await f(1)
         _ = try await f(1)
         #expect(calls.value == 2)
@@ -199,7 +227,9 @@ struct MemoizeTests {
 
     @Test("Modes are parsed from the environment")
     func environmentParsing() {
-        let modes = CacheModes.fromEnvironment(["BUST_CACHE": " f, g ,", "CACHE_ONLY": "true", "PRINT_CACHE_MISSES": "1"])
+        let modes = CacheModes.fromEnvironment([
+            "BUST_CACHE": " f, g ,", "CACHE_ONLY": "true", "PRINT_CACHE_MISSES": "1",
+        ])
         #expect(modes.bust == .ids(["f", "g"]))
         #expect(modes.cacheOnly)
         #expect(modes.printMisses)
@@ -208,10 +238,12 @@ struct MemoizeTests {
         #expect(CacheModes.fromEnvironment(["BUST_CACHE": "f,all"]).bust == .all)
     }
 
-    @Test("As in Python panza, anything but an explicit false turns a mode on", arguments: [
-        ("1", true), ("true", true), ("True", true), ("yes", true), ("on", true), ("2", true), ("enabled", true),
-        ("0", false), ("false", false), ("FALSE", false), ("no", false), ("off", false), ("", false), ("  ", false),
-    ])
+    @Test(
+        "As in Python panza, anything but an explicit false turns a mode on",
+        arguments: [
+            ("1", true), ("true", true), ("True", true), ("yes", true), ("on", true), ("2", true), ("enabled", true),
+            ("0", false), ("false", false), ("FALSE", false), ("no", false), ("off", false), ("", false), ("  ", false),
+        ])
     func flagValues(value: String, on: Bool) {
         let modes = CacheModes.fromEnvironment(["CACHE_ONLY": value, "PRINT_CACHE_MISSES": value, "BUST_CACHE": value])
         #expect(modes.cacheOnly == on)

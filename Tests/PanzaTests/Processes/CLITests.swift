@@ -17,7 +17,9 @@ struct CLITests {
         ChildProcess.workerURL.deletingLastPathComponent().appendingPathComponent("panza")
     }
 
-    func panza(_ arguments: [String], environment extra: [String: String] = [:]) async throws -> (status: Int32, output: String, error: String) {
+    func panza(_ arguments: [String], environment extra: [String: String] = [:]) async throws -> (
+        status: Int32, output: String, error: String
+    ) {
         let process = Process()
         process.executableURL = Self.panzaURL
         process.arguments = arguments
@@ -37,7 +39,10 @@ struct CLITests {
                 let err = error.fileHandleForReading.readDataToEndOfFile()
                 process.waitUntilExit()
                 continuation.resume(
-                    returning: (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+                    returning: (
+                        process.terminationStatus, String(decoding: out, as: UTF8.self),
+                        String(decoding: err, as: UTF8.self)
+                    )
                 )
             }
         }
@@ -49,12 +54,46 @@ struct CLITests {
 
     @Test("demo --json: the cold call reaches the API, the warm one memory, the second process SQLite")
     func demo() async throws {
-        let result = try await self.panza(["demo", "--json", "--latency", "20", "--path", self.directory.path("demo.sqlite")])
+        let result = try await self.panza([
+            "demo", "--json", "--latency", "20", "--path", self.directory.path("demo.sqlite"),
+        ])
         #expect(result.status == 0, "\(result.error)")
         let report = try #require(try self.json(result.output) as? [String: Any])
         let steps = try #require(report["steps"] as? [[String: Any]])
         #expect(steps.map { $0["servedBy"] as? String } == ["api", "memory", "sqlite"])
         #expect(steps.map { $0["apiCalls"] as? Int } == [1, 0, 0])
+    }
+
+    @Test("--version, shell completions, and stats --watch refreshing once a second")
+    func installableTool() async throws {
+        let version = try await self.panza(["--version"])
+        #expect(version.status == 0 && version.output.trimmingCharacters(in: .whitespacesAndNewlines) == "0.1.0-dev")
+        for shell in ["bash", "zsh", "fish"] {
+            let completion = try await self.panza(["--generate-completion-script", shell])
+            #expect(completion.status == 0 && completion.output.contains("panza"), "\(shell)")
+        }
+        let path = self.directory.path("watched.sqlite")
+        let cache = try await makeCache(in: self.directory, file: "watched.sqlite")
+        try await cache.set("v", forKey: "k")
+        try await cache.close()
+
+        let process = Process()
+        process.executableURL = Self.panzaURL
+        process.arguments = ["stats", "--watch", "--json", "--path", path]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        try await Task.sleep(for: .milliseconds(2_500))
+        process.terminate()
+        let text: String = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                let data = output.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                continuation.resume(returning: String(decoding: data, as: UTF8.self))
+            }
+        }
+        let reports = text.components(separatedBy: "\"pendingUploads\"").count - 1
+        #expect(reports >= 2, "stats --watch printed \(reports) reports in 2.5 s: \(text)")
     }
 
     @Test("stats with S3 blackholed says UNREACHABLE within its timeout instead of failing or hanging")
@@ -67,7 +106,10 @@ struct CLITests {
         defer { server.close() }
         let started = ContinuousClock.now
         let result = try await self.panza(
-            ["stats", "--path", path, "--s3-bucket", "dead-bucket", "--s3-endpoint", server.endpoint, "--s3-timeout", "1"],
+            [
+                "stats", "--path", path, "--s3-bucket", "dead-bucket", "--s3-endpoint", server.endpoint, "--s3-timeout",
+                "1",
+            ],
             environment: ["AWS_ACCESS_KEY_ID": "AKIATEST", "AWS_SECRET_ACCESS_KEY": "secret"]
         )
         #expect(result.status == 0, "\(result.error)")
@@ -85,29 +127,38 @@ struct CLITests {
         try await cache.set("plain", forKey: "k")
         try await cache.close()
 
-        let stats = try #require(try self.json(try await self.panza(["stats", "--json", "--path", path]).output) as? [String: Any])
+        let stats = try #require(
+            try self.json(try await self.panza(["stats", "--json", "--path", path]).output) as? [String: Any])
         #expect((stats["usage"] as? [String: Any])?["entries"] as? Int == 4)
-        let list = try #require(try self.json(try await self.panza(["ls", "--json", "--id", "f", "--path", path]).output) as? [[String: Any]])
+        let list = try #require(
+            try self.json(try await self.panza(["ls", "--json", "--id", "f", "--path", path]).output)
+                as? [[String: Any]])
         #expect(list.count == 3)
         let key = try #require(list.first?["key"] as? String)
         let get = try await self.panza(["get", "--path", path, key])
         #expect(get.output.hasPrefix("value "))
-        let verify = try #require(try self.json(try await self.panza(["verify", "--json", "--path", path]).output) as? [String: Any])
+        let verify = try #require(
+            try self.json(try await self.panza(["verify", "--json", "--path", path]).output) as? [String: Any])
         #expect(verify["checked"] as? Int == 4)
         #expect((verify["corruptKeys"] as? [String])?.isEmpty == true)
         #expect(try await self.panza(["rm", "--path", path, "k"]).output.contains("removed 1"))
         #expect(try await self.panza(["bust", "--path", path, "f"]).output.contains("removed 3"))
-        let after = try #require(try self.json(try await self.panza(["stats", "--json", "--path", path]).output) as? [String: Any])
+        let after = try #require(
+            try self.json(try await self.panza(["stats", "--json", "--path", path]).output) as? [String: Any])
         #expect((after["usage"] as? [String: Any])?["entries"] as? Int == 0)
     }
 
-    @Test("Errors are one line on standard error and a non-zero status", arguments: [
-        ["stats", "--path", "MISSING"], ["get", "--path", "GARBAGE", "k"],
-    ])
+    @Test(
+        "Errors are one line on standard error and a non-zero status",
+        arguments: [
+            ["stats", "--path", "MISSING"], ["get", "--path", "GARBAGE", "k"],
+        ])
     func errors(arguments: [String]) async throws {
         let garbage = self.directory.path("garbage.sqlite")
         try Data(repeating: 7, count: 4096).write(to: URL(fileURLWithPath: garbage))
-        let resolved = arguments.map { $0 == "MISSING" ? self.directory.path("missing.sqlite") : $0 == "GARBAGE" ? garbage : $0 }
+        let resolved = arguments.map {
+            $0 == "MISSING" ? self.directory.path("missing.sqlite") : $0 == "GARBAGE" ? garbage : $0
+        }
         let result = try await self.panza(resolved)
         #expect(result.status != 0)
         #expect(result.output.isEmpty)
@@ -154,7 +205,10 @@ struct CLITests {
         let cache = try await makeCache(in: self.directory, sqlite: false) { $0.trace = trace }
         for index in 0..<300 { _ = try await cache.value(forKey: "k\(index % 40)") { "value \(index % 40)" } }
         try await cache.close()
-        let result = try await self.panza(["bench", "--json", "--trace", tracePath, "--memory-sizes", "0,100000", "--chart", self.directory.path("t.svg")])
+        let result = try await self.panza([
+            "bench", "--json", "--trace", tracePath, "--memory-sizes", "0,100000", "--chart",
+            self.directory.path("t.svg"),
+        ])
         #expect(result.status == 0, "\(result.error)")
         let report = try #require(try self.json(result.output) as? [String: Any])
         let workload = try #require(report["workload"] as? [String: Any])

@@ -14,7 +14,9 @@ struct ProcessTests {
 
     @Test("The worker program is built beside the tests")
     func workerExists() {
-        #expect(FileManager.default.isExecutableFile(atPath: ChildProcess.workerURL.path), "\(ChildProcess.workerURL.path) is missing")
+        #expect(
+            FileManager.default.isExecutableFile(atPath: ChildProcess.workerURL.path),
+            "\(ChildProcess.workerURL.path) is missing")
     }
 
     @Test("A memoized result persists across processes")
@@ -90,7 +92,9 @@ struct ProcessTests {
         for worker in workers {
             let result = try await worker.wait()
             #expect(result.status == 0, "worker failed: \(result.error)")
-            loads += Int(result.output.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+            loads +=
+                Int(result.output.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "")
+                ?? 0
         }
         #expect(loads >= 1)
     }

@@ -105,7 +105,8 @@ final class RecordingTier: CacheTier, Sendable {
                 switch operation {
                 case .store(let key, let blob, _): state.blobs[key.rawValue] = (key.namespace, blob)
                 case .remove(let key): state.blobs[key.rawValue] = nil
-                case .removeNamespace(let namespace): state.blobs = state.blobs.filter { $0.value.namespace != namespace }
+                case .removeNamespace(let namespace):
+                    state.blobs = state.blobs.filter { $0.value.namespace != namespace }
                 case .removeAll: state.blobs = [:]
                 }
             }

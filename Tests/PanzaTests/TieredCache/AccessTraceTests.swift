@@ -20,7 +20,9 @@ struct AccessTraceTests {
         _ = try await cache.value(forKey: "missing", as: String.self)  // miss
         try await cache.close()
 
-        let reopened = try await makeCache(in: self.directory, memory: nil) { $0.trace = try? AccessTrace(path: path + "2") }
+        let reopened = try await makeCache(in: self.directory, memory: nil) {
+            $0.trace = try? AccessTrace(path: path + "2")
+        }
         _ = try await reopened.value(forKey: "a", as: String.self)  // SQLite
         try await reopened.close()
 

@@ -58,7 +58,9 @@ struct ReadThroughTests {
     func pendingWritesAreVisible() async throws {
         let cache = try await makeCache(in: self.directory, memory: .init(maxEntries: 1, maxBytes: 1 << 20))
         for index in 0..<200 { try await cache.set("value \(index)", forKey: "k\(index)") }
-        for index in 0..<200 { #expect(try await cache.value(forKey: "k\(index)", as: String.self) == "value \(index)") }
+        for index in 0..<200 {
+            #expect(try await cache.value(forKey: "k\(index)", as: String.self) == "value \(index)")
+        }
         try await cache.close()
     }
 
@@ -67,7 +69,10 @@ struct ReadThroughTests {
         let cache = try await makeCache(in: self.directory)
         let calls = CallCounter()
         for _ in 0..<3 {
-            let value = try await cache.value(forKey: "k") { calls.increment(); return "loaded" }
+            let value = try await cache.value(forKey: "k") {
+                calls.increment()
+                return "loaded"
+            }
             #expect(value == "loaded")
         }
         #expect(calls.value == 1)
@@ -128,11 +133,15 @@ struct ReadThroughTests {
     func typeMismatch() async throws {
         let cache = try await makeCache(in: self.directory)
         try await cache.set(Forecast(city: "Oslo", days: 1, temperatures: []), forKey: "k")
-        let memoryError = try await #require(throws: PanzaError.self) { _ = try await cache.value(forKey: "k", as: Int.self) }
+        let memoryError = try await #require(throws: PanzaError.self) {
+            _ = try await cache.value(forKey: "k", as: Int.self)
+        }
         #expect(memoryError.code == .typeMismatch)
         try await cache.close()
         let reopened = try await makeCache(in: self.directory)
-        let diskError = try await #require(throws: PanzaError.self) { _ = try await reopened.value(forKey: "k", as: [String].self) }
+        let diskError = try await #require(throws: PanzaError.self) {
+            _ = try await reopened.value(forKey: "k", as: [String].self)
+        }
         #expect(diskError.code == .decodingFailed)
         try await reopened.close()
     }

@@ -46,7 +46,10 @@ struct RemoteTierTests {
 
         let second = try await self.cache(remote, file: "second.sqlite")
         let calls = CallCounter()
-        let f2 = second.memoize(id: "f") { (x: Int) async throws -> Int in calls.increment(); return -1 }
+        let f2 = second.memoize(id: "f") { (x: Int) async throws -> Int in
+            calls.increment()
+            return -1
+        }
         #expect(try await f2(4) == 40)
         #expect(calls.value == 0)
         #expect(second.statistics.tiers["remote"]?.hits == 1)
@@ -114,7 +117,12 @@ struct RemoteTierTests {
     @Test("A read-only remote is read but never written; a write-only remote is written but never read")
     func policies() async throws {
         let readOnly = RecordingTier(writable: false)
-        readOnly.state.withLock { $0.blobs["shared"] = ("", BlobEnvelope(contentType: .text, payload: Array("from remote".utf8), createdAtMilliseconds: 1).encoded()) }
+        readOnly.state.withLock {
+            $0.blobs["shared"] = (
+                "",
+                BlobEnvelope(contentType: .text, payload: Array("from remote".utf8), createdAtMilliseconds: 1).encoded()
+            )
+        }
         let cache = try await self.cache(readOnly, file: "read-only.sqlite")
         try await cache.set("local", forKey: "mine")
         try await cache.flush()
@@ -198,7 +206,8 @@ struct RemoteTierTests {
         return bytes
     }
 
-    @Test("An envelope from the bucket that claims more than maxValueBytes is refused before allocating, and left there")
+    @Test(
+        "An envelope from the bucket that claims more than maxValueBytes is refused before allocating, and left there")
     func hostileLength() async throws {
         let hostile = Self.hostileEnvelope(claiming: 512 << 20)
         #expect(throws: PanzaError.self) { try BlobEnvelope.decode(hostile, maxPayloadBytes: 1 << 20) }
@@ -229,10 +238,13 @@ struct RemoteTierTests {
         try await cache.close()
     }
 
-    @Test("The memory tier charges entries their decoded size: a value that compresses well cannot exceed its bytes bound")
+    @Test(
+        "The memory tier charges entries their decoded size: a value that compresses well cannot exceed its bytes bound"
+    )
     func memoryChargesDecodedSize() async throws {
         let big = String(repeating: "a", count: 1 << 20)
-        let compressed = BlobEnvelope(contentType: .text, payload: Array(big.utf8), createdAtMilliseconds: 1).encoded(compress: true)
+        let compressed = BlobEnvelope(contentType: .text, payload: Array(big.utf8), createdAtMilliseconds: 1).encoded(
+            compress: true)
         #expect(compressed.count < 64 << 10, "the fixture must compress well")
         let remote = RecordingTier()
         remote.state.withLock { $0.blobs["big"] = ("", compressed) }

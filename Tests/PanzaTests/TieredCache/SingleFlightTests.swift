@@ -66,7 +66,10 @@ struct SingleFlightTests {
         let calls = CallCounter()
         let task = Task {
             withUnsafeCurrentTask { $0?.cancel() }
-            return try await cache.value(forKey: "k") { calls.increment(); return "x" }
+            return try await cache.value(forKey: "k") {
+                calls.increment()
+                return "x"
+            }
         }
         await #expect(throws: CancellationError.self) { try await task.value }
         try await Task.sleep(for: .milliseconds(20))
@@ -82,11 +85,12 @@ struct SingleFlightTests {
             for _ in 0..<10 {
                 group.addTask {
                     do {
-                        return .success(try await cache.value(forKey: "k") { () async throws -> String in
-                            calls.increment()
-                            _ = await eventually { cache.statistics.coalescedWaits == 9 }
-                            throw TestError(message: "upstream down")
-                        })
+                        return .success(
+                            try await cache.value(forKey: "k") { () async throws -> String in
+                                calls.increment()
+                                _ = await eventually { cache.statistics.coalescedWaits == 9 }
+                                throw TestError(message: "upstream down")
+                            })
                     } catch {
                         return .failure(error)
                     }
@@ -100,7 +104,11 @@ struct SingleFlightTests {
         }
         #expect(cache.statistics.loadFailures == 1)
         #expect(try await cache.value(forKey: "k", as: String.self) == nil)
-        #expect(try await cache.value(forKey: "k") { calls.increment(); return "ok" } == "ok")
+        #expect(
+            try await cache.value(forKey: "k") {
+                calls.increment()
+                return "ok"
+            } == "ok")
         #expect(calls.value == 2)
         try await cache.close()
     }

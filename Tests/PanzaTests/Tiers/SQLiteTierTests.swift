@@ -87,7 +87,9 @@ struct SQLiteTierTests {
     func expiry() async throws {
         let tier = try await SQLiteTier.open(configuration: .init(path: self.directory.path("cache.sqlite")))
         let now = WallClock.nowMilliseconds()
-        try await tier.apply([store("short", blob("s"), expiresAt: now + 1_000), store("long", blob("l"), expiresAt: now + 60_000)])
+        try await tier.apply([
+            store("short", blob("s"), expiresAt: now + 1_000), store("long", blob("l"), expiresAt: now + 60_000),
+        ])
         #expect(try await tier.blob(forKey: CacheKey(rawValue: "short")) != nil)
         try await Task.sleep(for: .milliseconds(1_100))
         #expect(try await tier.blob(forKey: CacheKey(rawValue: "short")) == nil)
@@ -164,7 +166,8 @@ struct SQLiteTierTests {
         if Fixtures.regenerate {
             try? FileManager.default.removeItem(at: fixture)
             let tier = try await SQLiteTier.open(configuration: .init(path: fixture.path))
-            let envelope = BlobEnvelope(contentType: .text, payload: Array("fixture value".utf8), createdAtMilliseconds: 1_764_000_000_000)
+            let envelope = BlobEnvelope(
+                contentType: .text, payload: Array("fixture value".utf8), createdAtMilliseconds: 1_764_000_000_000)
             try await tier.apply([store("fixture-key", envelope.encoded())])
             await tier.close()
             let connection = try SQLiteConnection(path: fixture.path, busyTimeoutMilliseconds: 100)
@@ -185,12 +188,17 @@ struct SQLiteTierTests {
         let path = self.directory.path("v2.sqlite")
         try FileManager.default.copyItem(atPath: Fixtures.url("sqlite/schema-v2.sqlite").path, toPath: path)
         let tier = try await SQLiteTier.open(configuration: .init(path: path))
-        #expect(try await tier.blob(forKey: CacheKey(rawValue: "fixture-key")) == (try Fixtures.bytes("blobs/v1-text-lz4.pnza")))
+        #expect(
+            try await tier.blob(forKey: CacheKey(rawValue: "fixture-key"))
+                == (try Fixtures.bytes("blobs/v1-text-lz4.pnza")))
         #expect(try await tier.outboxCount() == 2)
         #expect(try await tier.deadLetterCount() == 0)
         #expect(try await tier.outboxShadow(forKey: CacheKey(rawValue: "gone")) == .removed)
         let claimed = try await tier.claimOutbox(limit: 10, owner: "test", lease: .seconds(60))
-        #expect(claimed.map(\.operation.summary) == ["store fixture-key (\(try Fixtures.bytes("blobs/v1-text-lz4.pnza").count) bytes)", "remove gone"])
+        #expect(
+            claimed.map(\.operation.summary) == [
+                "store fixture-key (\(try Fixtures.bytes("blobs/v1-text-lz4.pnza").count) bytes)", "remove gone",
+            ])
         #expect(claimed.allSatisfy { $0.attempts == 0 })
         await tier.close()
     }
@@ -258,7 +266,9 @@ struct SQLiteTierTests {
             SQLiteTier.Configuration(path: self.directory.path("a.sqlite"), maxBytes: 0),
             SQLiteTier.Configuration(path: self.directory.path("b.sqlite"), readerCount: 0),
         ] {
-            let error = try await #require(throws: PanzaError.self) { _ = try await SQLiteTier.open(configuration: configuration) }
+            let error = try await #require(throws: PanzaError.self) {
+                _ = try await SQLiteTier.open(configuration: configuration)
+            }
             #expect(error.code == .invalidConfiguration)
         }
     }

@@ -44,7 +44,8 @@ public final class MemoryTier: Sendable {
         guard configuration.maxEntries > 0, configuration.maxBytes > 0 else {
             throw PanzaError(
                 code: .invalidConfiguration,
-                message: "memory tier bounds must be positive (maxEntries \(configuration.maxEntries), maxBytes \(configuration.maxBytes))"
+                message:
+                    "memory tier bounds must be positive (maxEntries \(configuration.maxEntries), maxBytes \(configuration.maxBytes))"
             )
         }
         self.configuration = configuration

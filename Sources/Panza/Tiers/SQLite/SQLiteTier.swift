@@ -121,7 +121,8 @@ public final class SQLiteTier: CacheTier {
             await writer.close()
             throw error
         }
-        return SQLiteTier(configuration: configuration, writer: writer, readers: readers, logger: logger ?? .panzaDisabled)
+        return SQLiteTier(
+            configuration: configuration, writer: writer, readers: readers, logger: logger ?? .panzaDisabled)
     }
 
     /// Entries evicted to keep within ``Configuration/maxBytes`` since the tier opened.
@@ -137,7 +138,8 @@ public final class SQLiteTier: CacheTier {
     /// still find unchanged when it is applied (see ``SQLiteWrite/fillStamp``).
     func lookup(forKey key: CacheKey) async throws -> (blob: [UInt8]?, missStamp: Int64?) {
         try self.checkOpen()
-        let (blob, stamp, requestMaintenance) = try await self.nextReaderConnection().blob(forKey: key, log: self.writer.accessLog)
+        let (blob, stamp, requestMaintenance) = try await self.nextReaderConnection().blob(
+            forKey: key, log: self.writer.accessLog)
         if requestMaintenance { self.writer.scheduleMaintenance() }
         return (blob, stamp)
     }
@@ -262,7 +264,9 @@ public final class SQLiteTier: CacheTier {
     }
 
     /// The stored bytes of `key`, expired or not, without recording an access.
-    public func storedBlob(forKey key: String) async throws -> [UInt8]? { try await self.writer.storedBlob(forKey: key) }
+    public func storedBlob(forKey key: String) async throws -> [UInt8]? {
+        try await self.writer.storedBlob(forKey: key)
+    }
 
     /// Checks the envelope of every entry.
     ///

@@ -22,7 +22,8 @@ struct ContainerCredentialSource: CredentialSource {
             guard Self.isAllowed(full) else {
                 throw S3Error(
                     code: .invalidConfiguration,
-                    message: "AWS_CONTAINER_CREDENTIALS_FULL_URI must be https, or http to a loopback or the ECS/EKS agent address"
+                    message:
+                        "AWS_CONTAINER_CREDENTIALS_FULL_URI must be https, or http to a loopback or the ECS/EKS agent address"
                 )
             }
             self.url = full
@@ -49,7 +50,9 @@ struct ContainerCredentialSource: CredentialSource {
         var headers: [(String, String)] = []
         if let tokenFile {
             guard let token = try? String(contentsOfFile: tokenFile, encoding: .utf8) else {
-                throw S3Error(code: .missingCredentials, message: "the container authorization token file \(tokenFile) cannot be read")
+                throw S3Error(
+                    code: .missingCredentials,
+                    message: "the container authorization token file \(tokenFile) cannot be read")
             }
             headers.append(("authorization", token.trimmingCharacters(in: .whitespacesAndNewlines)))
         } else if let token {
@@ -57,7 +60,10 @@ struct ContainerCredentialSource: CredentialSource {
         }
         let response = try await self.http.send(.GET, self.url, headers: headers)
         guard response.status == 200 else {
-            throw S3Error(code: .missingCredentials, message: "the container credentials endpoint answered HTTP \(response.status)", httpStatus: response.status)
+            throw S3Error(
+                code: .missingCredentials,
+                message: "the container credentials endpoint answered HTTP \(response.status)",
+                httpStatus: response.status)
         }
         return try CredentialJSON.credentials(from: response.body, source: "the container credentials endpoint")
     }

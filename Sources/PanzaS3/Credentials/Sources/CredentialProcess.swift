@@ -20,7 +20,8 @@ struct CredentialProcess: Sendable {
         do {
             try process.run()
         } catch {
-            throw S3Error(code: .missingCredentials, message: "credential_process could not start", underlying: "\(error)")
+            throw S3Error(
+                code: .missingCredentials, message: "credential_process could not start", underlying: "\(error)")
         }
         // Read while it runs (a large output cannot block it on a full pipe), on a thread of its
         // own: a blocking read must not hold a thread of the cooperative pool.

@@ -11,7 +11,9 @@ struct InstanceMetadataCredentialSource: CredentialSource {
 
     init?(environment: [String: String], http: CredentialHTTP) {
         if environment["AWS_EC2_METADATA_DISABLED"]?.lowercased() == "true" { return nil }
-        var endpoint = environment["AWS_EC2_METADATA_SERVICE_ENDPOINT"].flatMap { $0.isEmpty ? nil : $0 } ?? "http://169.254.169.254"
+        var endpoint =
+            environment["AWS_EC2_METADATA_SERVICE_ENDPOINT"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? "http://169.254.169.254"
         while endpoint.hasSuffix("/") { endpoint.removeLast() }
         self.endpoint = endpoint
         var http = http
@@ -36,14 +38,20 @@ struct InstanceMetadataCredentialSource: CredentialSource {
         let base = self.endpoint + "/latest/meta-data/iam/security-credentials/"
         let roles = try await self.http.send(.GET, base, headers: token)
         guard roles.status == 200,
-            let role = roles.text.split(whereSeparator: \.isNewline).first.map({ $0.trimmingCharacters(in: .whitespaces) }),
+            let role = roles.text.split(whereSeparator: \.isNewline).first.map({
+                $0.trimmingCharacters(in: .whitespaces)
+            }),
             !role.isEmpty
         else {
-            throw S3Error(code: .missingCredentials, message: "this EC2 instance has no instance profile (metadata answered HTTP \(roles.status))")
+            throw S3Error(
+                code: .missingCredentials,
+                message: "this EC2 instance has no instance profile (metadata answered HTTP \(roles.status))")
         }
         let answer = try await self.http.send(.GET, base + URIEncoding.encode(role), headers: token)
         guard answer.status == 200 else {
-            throw S3Error(code: .missingCredentials, message: "instance metadata answered HTTP \(answer.status) for role \(role)", httpStatus: answer.status)
+            throw S3Error(
+                code: .missingCredentials, message: "instance metadata answered HTTP \(answer.status) for role \(role)",
+                httpStatus: answer.status)
         }
         return try CredentialJSON.credentials(from: answer.body, source: "EC2 instance metadata")
     }

@@ -20,16 +20,25 @@ struct ProfileCredentialSource: CredentialSource {
     private func credentials(of name: String, visited: [String]) async throws -> S3Credentials {
         let profile = self.files.profile(name)
         guard profile.exists else {
-            throw S3Error(code: .missingCredentials, message: "profile '\(name)' (a source_profile of '\(visited.last ?? name)') is in neither \(self.files.credentialsPath) nor \(self.files.configPath)")
+            throw S3Error(
+                code: .missingCredentials,
+                message:
+                    "profile '\(name)' (a source_profile of '\(visited.last ?? name)') is in neither \(self.files.credentialsPath) nor \(self.files.configPath)"
+            )
         }
-        guard !visited.contains(name) || (visited.last == name && profile.staticCredentials != nil), visited.count < 8 else {
-            throw S3Error(code: .invalidConfiguration, message: "profiles \((visited + [name]).joined(separator: " → ")) form a loop")
+        guard !visited.contains(name) || (visited.last == name && profile.staticCredentials != nil), visited.count < 8
+        else {
+            throw S3Error(
+                code: .invalidConfiguration,
+                message: "profiles \((visited + [name]).joined(separator: " → ")) form a loop")
         }
         let sts = STSClient(http: self.http, region: profile["region"] ?? self.region, environment: self.environment)
         if let roleARN = profile["role_arn"], visited.last != name {
             let sessionName = profile["role_session_name"] ?? WebIdentityCredentialSource.defaultSessionName()
             if let tokenFile = profile["web_identity_token_file"] {
-                return try await WebIdentityCredentialSource(tokenFile: tokenFile, roleARN: roleARN, sessionName: sessionName, sts: sts).load()!
+                return try await WebIdentityCredentialSource(
+                    tokenFile: tokenFile, roleARN: roleARN, sessionName: sessionName, sts: sts
+                ).load()!
             }
             let source: S3Credentials
             if let sourceProfile = profile["source_profile"] {
@@ -38,7 +47,11 @@ struct ProfileCredentialSource: CredentialSource {
             } else if let credentialSource = profile["credential_source"] {
                 source = try await self.credentials(fromCredentialSource: credentialSource, profile: name)
             } else {
-                throw S3Error(code: .invalidConfiguration, message: "profile '\(name)' has role_arn but no source_profile, credential_source or web_identity_token_file")
+                throw S3Error(
+                    code: .invalidConfiguration,
+                    message:
+                        "profile '\(name)' has role_arn but no source_profile, credential_source or web_identity_token_file"
+                )
             }
             return try await sts.assumeRole(
                 roleARN: roleARN,
@@ -52,7 +65,8 @@ struct ProfileCredentialSource: CredentialSource {
             return try await CredentialProcess(command: command).run()
         }
         if let credentials = profile.staticCredentials { return credentials }
-        throw S3Error(code: .missingCredentials, message: "profile '\(name)' has no keys, role_arn or credential_process")
+        throw S3Error(
+            code: .missingCredentials, message: "profile '\(name)' has no keys, role_arn or credential_process")
     }
 
     private func credentials(fromCredentialSource kind: String, profile: String) async throws -> S3Credentials {
@@ -65,10 +79,16 @@ struct ProfileCredentialSource: CredentialSource {
         case "Ec2InstanceMetadata":
             found = try await InstanceMetadataCredentialSource(environment: self.environment, http: self.http)?.load()
         default:
-            throw S3Error(code: .invalidConfiguration, message: "profile '\(profile)' has credential_source '\(kind)'; Environment, EcsContainer and Ec2InstanceMetadata are known")
+            throw S3Error(
+                code: .invalidConfiguration,
+                message:
+                    "profile '\(profile)' has credential_source '\(kind)'; Environment, EcsContainer and Ec2InstanceMetadata are known"
+            )
         }
         guard let found else {
-            throw S3Error(code: .missingCredentials, message: "profile '\(profile)' takes its source credentials from \(kind), which has none")
+            throw S3Error(
+                code: .missingCredentials,
+                message: "profile '\(profile)' takes its source credentials from \(kind), which has none")
         }
         return found
     }

@@ -27,7 +27,8 @@ struct WebIdentityCredentialSource: CredentialSource {
 
     func load() async throws -> S3Credentials? {
         guard let token = try? String(contentsOfFile: self.tokenFile, encoding: .utf8) else {
-            throw S3Error(code: .missingCredentials, message: "the web identity token file \(self.tokenFile) cannot be read")
+            throw S3Error(
+                code: .missingCredentials, message: "the web identity token file \(self.tokenFile) cannot be read")
         }
         return try await self.sts.assumeRoleWithWebIdentity(
             roleARN: self.roleARN,

@@ -111,7 +111,8 @@ final class SQLiteConnection {
             text += "; another connection held the lock past the busy timeout"
         case SQLITE_NOTADB, SQLITE_CORRUPT:
             code = .corruptDatabase
-            text += "; the file is not a SQLite database or is damaged. Delete it (with its -wal and -shm files), "
+            text +=
+                "; the file is not a SQLite database or is damaged. Delete it (with its -wal and -shm files), "
                 + "run `panza purge --rebuild`, or set `SQLiteTier.Configuration.rebuildIfUnreadable`"
         default:
             code = .databaseFailure

@@ -11,7 +11,9 @@ actor SQLiteReader {
 
     nonisolated var unownedExecutor: UnownedSerialExecutor { self.executor.asUnownedSerialExecutor() }
 
-    private init(executor: DispatchQueueExecutor, connection: SQLiteConnection, accessTimeResolution: Int64, path: String) {
+    private init(
+        executor: DispatchQueueExecutor, connection: SQLiteConnection, accessTimeResolution: Int64, path: String
+    ) {
         self.path = path
         self.executor = executor
         self.connection = connection
@@ -32,7 +34,8 @@ actor SQLiteReader {
             try connection.execute("PRAGMA mmap_size = \(memoryMapBytes)")
             return connection
         }
-        return SQLiteReader(executor: executor, connection: connection.value, accessTimeResolution: accessTimeResolution, path: path)
+        return SQLiteReader(
+            executor: executor, connection: connection.value, accessTimeResolution: accessTimeResolution, path: path)
     }
 
     /// The stored blob of `key`, or `nil` when it is missing or expired. Notes accesses and expiries in `log`.

@@ -23,18 +23,20 @@ final class SQLiteStatement {
     }
 
     func bind(_ value: String, at index: Int32) throws {
-        let code = value.utf8.withContiguousStorageIfAvailable { utf8 in
-            utf8.withMemoryRebound(to: CChar.self) { text in
-                cpanza_sqlite3_bind_text_transient(self.handle, index, text.baseAddress, Int32(text.count))
-            }
-        } ?? {
-            var copy = value
-            return copy.withUTF8 { utf8 in
+        let code =
+            value.utf8.withContiguousStorageIfAvailable { utf8 in
                 utf8.withMemoryRebound(to: CChar.self) { text in
                     cpanza_sqlite3_bind_text_transient(self.handle, index, text.baseAddress, Int32(text.count))
                 }
             }
-        }()
+            ?? {
+                var copy = value
+                return copy.withUTF8 { utf8 in
+                    utf8.withMemoryRebound(to: CChar.self) { text in
+                        cpanza_sqlite3_bind_text_transient(self.handle, index, text.baseAddress, Int32(text.count))
+                    }
+                }
+            }()
         try self.check(code, "binding text")
     }
 
@@ -53,7 +55,8 @@ final class SQLiteStatement {
     func bind(_ bytes: [UInt8], at index: Int32) throws {
         let code = bytes.withUnsafeBytes { raw in
             // A zero-length blob still needs a non-null pointer, or SQLite stores NULL.
-            cpanza_sqlite3_bind_blob_transient(self.handle, index, raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(raw.count))
+            cpanza_sqlite3_bind_blob_transient(
+                self.handle, index, raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(raw.count))
         }
         try self.check(code, "binding a blob")
     }

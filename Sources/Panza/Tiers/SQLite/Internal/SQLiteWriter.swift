@@ -211,7 +211,8 @@ actor SQLiteWriter {
     }
 
     func deadLetterOutbox(id: Int64, error: String) throws {
-        try OutboxRecord.deadLetter(id: id, error: error, in: try self.openConnectionOrThrow(), now: WallClock.nowMilliseconds())
+        try OutboxRecord.deadLetter(
+            id: id, error: error, in: try self.openConnectionOrThrow(), now: WallClock.nowMilliseconds())
     }
 
     func outboxWatermark() throws -> (watermark: UInt64, last: UInt64) {
@@ -298,12 +299,15 @@ actor SQLiteWriter {
                     if try current.step() {
                         try storeCurrent(current)
                     } else {
-                        try OutboxRecord.insert(.remove(CacheKey(namespace: letter.namespace ?? "", rawValue: key)), into: connection, now: now)
+                        try OutboxRecord.insert(
+                            .remove(CacheKey(namespace: letter.namespace ?? "", rawValue: key)), into: connection,
+                            now: now)
                     }
                     current.reset()
                 case .removeNamespace, .removeAll:
                     let namespace = letter.kind == OutboxRecord.Kind.removeAll.rawValue ? nil : letter.namespace
-                    try OutboxRecord.insert(namespace.map { .removeNamespace($0) } ?? .removeAll, into: connection, now: now)
+                    try OutboxRecord.insert(
+                        namespace.map { .removeNamespace($0) } ?? .removeAll, into: connection, now: now)
                     scope.reset()
                     if let namespace { try scope.bind(namespace, at: 1) }
                     while try scope.step() { try storeCurrent(scope) }
@@ -338,7 +342,8 @@ actor SQLiteWriter {
         let bytes = Int(statement.int64(at: 0))
         let entries = Int(statement.int64(at: 1))
         statement.reset()
-        let pages = try connection.statement("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
+        let pages = try connection.statement(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
         defer { pages.reset() }
         let fileBytes = try pages.step() ? Int(pages.int64(at: 0)) : 0
         return Usage(bytes: bytes, entries: entries, fileBytes: fileBytes)
@@ -570,7 +575,8 @@ actor SQLiteWriter {
         let (touches, expired) = self.accessLog.drain()
         do {
             if !touches.isEmpty {
-                let statement = try connection.statement("UPDATE entry SET accessed_at = ?1 WHERE key = ?2 AND accessed_at < ?1")
+                let statement = try connection.statement(
+                    "UPDATE entry SET accessed_at = ?1 WHERE key = ?2 AND accessed_at < ?1")
                 for (key, time) in touches {
                     statement.reset()
                     try statement.bind(time, at: 1)
