@@ -140,7 +140,7 @@ public struct BlobEnvelope: Hashable, Sendable {
     }
 
     /// Parses and verifies envelope bytes. See ``decode(_:maxPayloadBytes:)-(Array<UInt8>,_)``.
-    public static func decode(_ raw: UnsafeRawBufferPointer, maxPayloadBytes: Int = .max) throws -> BlobEnvelope {
+    package static func decode(_ raw: UnsafeRawBufferPointer, maxPayloadBytes: Int = .max) throws -> BlobEnvelope {
         let header = try Header(raw)
         guard header.originalLength <= maxPayloadBytes else {
             throw PanzaError(

@@ -37,3 +37,19 @@ public struct LoadLimits: Sendable {
         LoadLimits(concurrencyLimiter: ConcurrencyLimiter(limit: limit))
     }
 }
+
+extension LoadLimits {
+    /// Runs `body` within these limits: a rate token (of ``cost``) first, then a concurrency permit
+    /// held while it runs. The S3 tier's reads and writes go through it.
+    package static func run<Result: Sendable>(
+        within limits: LoadLimits?,
+        _ body: @Sendable () async throws -> Result
+    ) async throws -> Result {
+        guard let limits else { return try await body() }
+        if let rateLimiter = limits.rateLimiter { try await rateLimiter.acquire(cost: limits.cost) }
+        if let concurrencyLimiter = limits.concurrencyLimiter {
+            return try await concurrencyLimiter.withPermit { try await body() }
+        }
+        return try await body()
+    }
+}

@@ -38,19 +38,26 @@ public struct CacheModes: Hashable, Sendable {
 
     /// The modes named by `BUST_CACHE`, `CACHE_ONLY` and `PRINT_CACHE_MISSES` in `environment`
     /// (the process environment when `nil`).
+    @available(*, deprecated, renamed: "init(environment:)")
     public static func fromEnvironment(_ environment: [String: String]? = nil) -> CacheModes {
+        CacheModes(environment: environment)
+    }
+
+    /// The modes named by `BUST_CACHE`, `CACHE_ONLY` and `PRINT_CACHE_MISSES` in `environment`
+    /// (the process environment when `nil`).
+    public init(environment: [String: String]?) {
         let environment = environment ?? ProcessInfo.processInfo.environment
         var modes = CacheModes()
-        if let value = environment["BUST_CACHE"], isOn(value) {
+        if let value = environment["BUST_CACHE"], CacheModes.isOn(value) {
             let ids = Set(
                 value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             )
             let everything: Set<String> = ["1", "true", "yes", "on", "all"]
             modes.bust = ids.contains { everything.contains($0.lowercased()) } ? .all : .ids(ids)
         }
-        modes.cacheOnly = environment["CACHE_ONLY"].map(isOn) ?? false
-        modes.printMisses = environment["PRINT_CACHE_MISSES"].map(isOn) ?? false
-        return modes
+        modes.cacheOnly = environment["CACHE_ONLY"].map(CacheModes.isOn) ?? false
+        modes.printMisses = environment["PRINT_CACHE_MISSES"].map(CacheModes.isOn) ?? false
+        self = modes
     }
 
     /// Whether calls of memoize id `id` (`""` for read-through keys) skip the cache.

@@ -10,9 +10,15 @@ enum WallClock {
 
 extension Duration {
     /// The duration in whole milliseconds, rounded down, at least 0.
-    var wholeMilliseconds: Int64 {
+    package var wholeMilliseconds: Int64 {
         let (seconds, attoseconds) = self.components
         return max(0, seconds &* 1000 &+ attoseconds / 1_000_000_000_000_000)
+    }
+
+    /// The duration in whole nanoseconds, rounded down, at least 0.
+    package var wholeNanoseconds: Int64 {
+        let (seconds, attoseconds) = self.components
+        return max(0, seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000)
     }
 }
 

@@ -112,11 +112,16 @@ extension TieredCache {
         /// limits of each memoized id; `nil` for none.
         public var loadLimits: LoadLimits? = nil
         /// Bust, cache-only and print-misses modes; read from the environment by default.
-        public var modes: CacheModes = .fromEnvironment()
+        public var modes: CacheModes = CacheModes(environment: nil)
         /// Records every access to a trace file, for `panza bench --trace`; `nil` for none.
         public var trace: AccessTrace? = nil
         /// Where Panza logs; by default nowhere.
-        public var logger: Logger? = nil
+        @available(*, deprecated, message: "pass the logger to TieredCache(configuration:logger:)")
+        public var logger: Logger? {
+            get { self.deprecatedLogger }
+            set { self.deprecatedLogger = newValue }
+        }
+        var deprecatedLogger: Logger? = nil
 
         /// The clock of the write-behind drainers (tests drive backoff with a manual clock).
         var drainTiming: QueueDrainer.Timing? = nil

@@ -1,4 +1,4 @@
-import Logging
+public import Logging
 import Synchronization
 
 /// A chain of cache tiers (memory, SQLite, remote) with read-through, write-behind, single-flight
@@ -50,18 +50,20 @@ public final class TieredCache: Sendable {
     /// ```
     ///
     /// - Throws: what ``init(configuration:)`` throws.
-    public convenience init(path: String) async throws {
+    public convenience init(path: String, logger: Logger? = nil) async throws {
         var configuration = Configuration()
         configuration.sqlite = .init(path: path)
-        try await self.init(configuration: configuration)
+        try await self.init(configuration: configuration, logger: logger)
     }
 
     /// Opens the configured tiers.
     ///
+    /// - Parameter logger: where Panza logs (misses at `debug`, retries and fallbacks at `info` and
+    ///   `warning`, lost writes at `error`); by default nothing is logged.
     /// - Throws: ``PanzaError`` when a tier cannot be opened (for SQLite, naming the path).
-    public init(configuration: Configuration) async throws {
+    public init(configuration: Configuration, logger: Logger? = nil) async throws {
         try configuration.validate()
-        let logger = configuration.logger ?? .panzaDisabled
+        let logger = logger ?? configuration.deprecatedLogger ?? .panzaDisabled
         self.configuration = configuration
         self.logger = logger
         self.memory = try configuration.memory.map { try MemoryTier(configuration: $0) }

@@ -67,8 +67,7 @@ struct StatsCommand: AsyncParsableCommand {
                     token = page.continuationToken
                     if summary.answeredInMilliseconds == nil {
                         let elapsed = ContinuousClock.now - started
-                        summary.answeredInMilliseconds = Int(
-                            elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
+                        summary.answeredInMilliseconds = Int(elapsed.wholeMilliseconds)
                     }
                 } while token != nil
                 summary.reachable = true

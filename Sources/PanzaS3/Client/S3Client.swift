@@ -4,6 +4,7 @@ import Foundation
 public import Logging
 import NIOCore
 import NIOHTTP1
+import Panza
 import Synchronization
 
 /// A small S3 client on AsyncHTTPClient, signing with ``SigV4Signer``.
@@ -73,17 +74,13 @@ public final class S3Client: Sendable {
         self.hostHeader = requestHost + portSuffix
         self.baseURL = "\(scheme)://\(requestHost)\(portSuffix)"
         self.pathPrefix = virtualHosted ? "" : "/\(configuration.bucket)"
-        let logger = logger ?? Logger(label: "panza.s3", factory: { _ in SwiftLogNoOpLogHandler() })
+        let logger = logger ?? .panzaDisabled
         self.logger = logger
         self.retryQuota = Mutex(configuration.retryBudget.map { RetryQuota(capacity: $0) })
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.timeout = .init(
-            connect: .nanoseconds(
-                Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000 + configuration.connectTimeout
-                    .components.attoseconds / 1_000_000_000),
-            read: .nanoseconds(
-                Int64(configuration.requestTimeout.components.seconds) * 1_000_000_000 + configuration.requestTimeout
-                    .components.attoseconds / 1_000_000_000)
+            connect: .nanoseconds(configuration.connectTimeout.wholeNanoseconds),
+            read: .nanoseconds(configuration.requestTimeout.wholeNanoseconds)
         )
         httpConfiguration.connectionPool = .init(
             idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConnections)
@@ -542,7 +539,7 @@ public final class S3Client: Sendable {
         let deadline = clock.now + timeout
         let response: HTTPClientResponse
         do {
-            response = try await self.http.execute(request, deadline: .now() + .nanoseconds(Self.nanoseconds(timeout)))
+            response = try await self.http.execute(request, deadline: .now() + .nanoseconds(timeout.wholeNanoseconds))
         } catch {
             throw S3Error(
                 code: .transport, message: "\(method.rawValue) to \(self.baseURL) got no answer", underlying: "\(error)"
@@ -595,10 +592,6 @@ public final class S3Client: Sendable {
             if s3Code == nil, response.status.code == 404, method == .HEAD || method == .GET { s3Code = "NoSuchKey" }
         }
         return Response(status: Int(response.status.code), headers: response.headers, body: bytes, s3Code: s3Code)
-    }
-
-    static func nanoseconds(_ duration: Duration) -> Int64 {
-        duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
     }
 
     /// S3's bucket naming rules, the parts that matter for URLs: 3 to 63 lowercase letters, digits,

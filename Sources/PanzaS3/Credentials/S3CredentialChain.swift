@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 public import Logging
+import Panza
 
 /// The AWS SDKs' credential chain, with caching and refresh.
 ///
@@ -50,7 +51,7 @@ public final class S3CredentialChain: S3CredentialProvider, CustomStringConverti
             region: region,
             environment: environment ?? ProcessInfo.processInfo.environment,
             http: HTTPClient.shared,
-            logger: logger ?? Logger(label: "panza.s3.credentials", factory: { _ in SwiftLogNoOpLogHandler() })
+            logger: logger ?? .panzaDisabled
         )
     }
 

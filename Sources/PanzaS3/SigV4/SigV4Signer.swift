@@ -86,7 +86,7 @@ public struct SigV4Signer: Sendable {
     }
 
     /// Task 1: the canonical request, and the signed header names.
-    public func canonicalRequest(for request: Request) -> (text: String, signedHeaders: String) {
+    package func canonicalRequest(for request: Request) -> (text: String, signedHeaders: String) {
         var path = request.path.isEmpty ? "/" : request.path
         if self.normalizesPath { path = Self.normalize(path) }
         let canonicalPath = URIEncoding.encode(path, keepSlashes: true)
@@ -118,7 +118,7 @@ public struct SigV4Signer: Sendable {
     }
 
     /// Task 2: the string to sign.
-    public func stringToSign(canonicalRequest: String, date: Date) -> String {
+    package func stringToSign(canonicalRequest: String, date: Date) -> String {
         self.stringToSign(canonicalRequest: canonicalRequest, timestamp: SigV4Timestamp(date))
     }
 

@@ -57,7 +57,7 @@ public final class S3Tier: CacheTier {
             )
         }
         self.configuration = configuration
-        self.logger = logger ?? Logger(label: "panza.s3", factory: { _ in SwiftLogNoOpLogHandler() })
+        self.logger = logger ?? .panzaDisabled
         self.client = try S3Client(configuration: clientConfiguration, logger: logger)
     }
 
@@ -79,7 +79,7 @@ public final class S3Tier: CacheTier {
     }
 
     /// The object key of a cache key.
-    public func objectKey(for key: CacheKey) -> String {
+    package func objectKey(for key: CacheKey) -> String {
         let base = self.configuration.prefix.isEmpty ? "" : self.configuration.prefix + "/"
         if key.namespace.isEmpty {
             return base + "_keys/" + URIEncoding.encode(key.rawValue)
@@ -94,7 +94,7 @@ public final class S3Tier: CacheTier {
     }
 
     /// The object-key prefix of a namespace (a memoize id), or of everything for `nil`.
-    public func objectPrefix(namespace: String?) -> String {
+    package func objectPrefix(namespace: String?) -> String {
         let base = self.configuration.prefix.isEmpty ? "" : self.configuration.prefix + "/"
         guard let namespace else { return base }
         return base + (namespace.isEmpty ? "_keys" : namespace) + "/"
@@ -143,7 +143,7 @@ public final class S3Tier: CacheTier {
     }
 
     /// Every object key of entries under the tier's prefix (the prefix marker excluded).
-    public func allObjectKeys() async throws -> [String] {
+    package func allObjectKeys() async throws -> [String] {
         try await self.client.listAll(prefix: self.objectPrefix(namespace: nil)).filter { !self.isPrefixMarker($0) }
     }
 
@@ -271,11 +271,6 @@ public final class S3Tier: CacheTier {
         _ limits: LoadLimits?,
         _ body: @Sendable () async throws -> Result
     ) async throws -> Result {
-        guard let limits else { return try await body() }
-        if let rateLimiter = limits.rateLimiter { try await rateLimiter.acquire(cost: limits.cost) }
-        if let concurrencyLimiter = limits.concurrencyLimiter {
-            return try await concurrencyLimiter.withPermit { try await body() }
-        }
-        return try await body()
+        try await LoadLimits.run(within: limits, body)
     }
 }

@@ -70,10 +70,9 @@ struct SecretsTests {
         let tier = try S3Tier(configuration: configuration, logger: logger)
         var cacheConfiguration = TieredCache.Configuration()
         cacheConfiguration.remote = tier
-        cacheConfiguration.logger = logger
         cacheConfiguration.modes = CacheModes()
         cacheConfiguration.writeBehind.maxAttempts = 1
-        let cache = try await TieredCache(configuration: cacheConfiguration)
+        let cache = try await TieredCache(configuration: cacheConfiguration, logger: logger)
         _ = try await cache.value(forKey: "k") { "loaded" }
         try? await cache.flush()
         let error = try await #require(throws: S3Error.self) { _ = try await tier.client.get(key: "k") }

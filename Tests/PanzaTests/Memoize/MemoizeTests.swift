@@ -213,7 +213,9 @@ struct MemoizeTests {
 
     @Test("BUST_CACHE=all busts every id")
     func bustAllMode() async throws {
-        let cache = try await makeCache(in: self.directory) { $0.modes = .fromEnvironment(["BUST_CACHE": "all"]) }
+        let cache = try await makeCache(in: self.directory) {
+            $0.modes = CacheModes(environment: ["BUST_CACHE": "all"])
+        }
         let calls = CallCounter()
         let f = cache.memoize(id: "f") { (x: Int) async throws -> Int in
             calls.increment()
@@ -227,15 +229,15 @@ struct MemoizeTests {
 
     @Test("Modes are parsed from the environment")
     func environmentParsing() {
-        let modes = CacheModes.fromEnvironment([
+        let modes = CacheModes(environment: [
             "BUST_CACHE": " f, g ,", "CACHE_ONLY": "true", "PRINT_CACHE_MISSES": "1",
         ])
         #expect(modes.bust == .ids(["f", "g"]))
         #expect(modes.cacheOnly)
         #expect(modes.printMisses)
-        let none = CacheModes.fromEnvironment(["CACHE_ONLY": "0", "BUST_CACHE": ""])
+        let none = CacheModes(environment: ["CACHE_ONLY": "0", "BUST_CACHE": ""])
         #expect(none == CacheModes())
-        #expect(CacheModes.fromEnvironment(["BUST_CACHE": "f,all"]).bust == .all)
+        #expect(CacheModes(environment: ["BUST_CACHE": "f,all"]).bust == .all)
     }
 
     @Test(
@@ -245,7 +247,7 @@ struct MemoizeTests {
             ("0", false), ("false", false), ("FALSE", false), ("no", false), ("off", false), ("", false), ("  ", false),
         ])
     func flagValues(value: String, on: Bool) {
-        let modes = CacheModes.fromEnvironment(["CACHE_ONLY": value, "PRINT_CACHE_MISSES": value, "BUST_CACHE": value])
+        let modes = CacheModes(environment: ["CACHE_ONLY": value, "PRINT_CACHE_MISSES": value, "BUST_CACHE": value])
         #expect(modes.cacheOnly == on)
         #expect(modes.printMisses == on)
         let everything = ["1", "true", "True", "yes", "on"].contains(value)

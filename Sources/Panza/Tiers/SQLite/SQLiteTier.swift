@@ -27,7 +27,7 @@ public final class SQLiteTier: CacheTier {
     }
 
     /// Entries and bytes of one namespace.
-    public struct NamespaceSummary: Hashable, Sendable, Codable {
+    package struct NamespaceSummary: Hashable, Sendable, Codable {
         /// The memoize id, or `""` for plain keys.
         public var namespace: String
         public var entries: Int
@@ -35,7 +35,7 @@ public final class SQLiteTier: CacheTier {
     }
 
     /// One stored entry, without its bytes.
-    public struct EntryInfo: Hashable, Sendable, Codable {
+    package struct EntryInfo: Hashable, Sendable, Codable {
         public var key: String
         public var namespace: String
         public var size: Int
@@ -45,7 +45,7 @@ public final class SQLiteTier: CacheTier {
     }
 
     /// The outcome of ``verify(removeCorrupt:)``.
-    public struct VerificationReport: Hashable, Sendable, Codable {
+    package struct VerificationReport: Hashable, Sendable, Codable {
         /// Entries checked.
         public var checked: Int
         /// Keys whose envelopes failed verification.
@@ -197,7 +197,7 @@ public final class SQLiteTier: CacheTier {
     /// Uploads that failed for good, oldest first (see ``DeadLetter``).
     ///
     /// - Parameter limit: at most this many; `nil` for all.
-    public func deadLetters(limit: Int? = nil) async throws -> [DeadLetter] {
+    package func deadLetters(limit: Int? = nil) async throws -> [DeadLetter] {
         try self.checkOpen()
         return try await self.writer.deadLetters(limit: limit)
     }
@@ -212,14 +212,14 @@ public final class SQLiteTier: CacheTier {
     /// current entry, or removed when it has none), so that a retried old write never overwrites a
     /// newer one. Returns how many were retried. An open cache sends them within its poll interval.
     @discardableResult
-    public func retryDeadLetters() async throws -> Int {
+    package func retryDeadLetters() async throws -> Int {
         try self.checkOpen()
         return try await self.writer.retryDeadLetters()
     }
 
     /// Deletes every dead letter. Returns how many.
     @discardableResult
-    public func discardDeadLetters() async throws -> Int {
+    package func discardDeadLetters() async throws -> Int {
         try self.checkOpen()
         return try await self.writer.discardDeadLetters()
     }
@@ -249,42 +249,42 @@ public final class SQLiteTier: CacheTier {
     public func usage() async throws -> Usage { try await self.writer.usage() }
 
     /// Entries and bytes per namespace, largest first.
-    public func namespaceSummaries() async throws -> [NamespaceSummary] { try await self.writer.namespaceSummaries() }
+    package func namespaceSummaries() async throws -> [NamespaceSummary] { try await self.writer.namespaceSummaries() }
 
     /// Rebuilds the file to return free pages to the file system (`VACUUM`).
-    public func compact() async throws { try await self.writer.compact() }
+    package func compact() async throws { try await self.writer.compact() }
 
     /// Lists entries, most recently used first.
     ///
     /// - Parameters:
     ///   - namespace: only the entries of this memoize id (`""` for plain keys); `nil` for all.
     ///   - limit: at most this many; `nil` for all.
-    public func entries(namespace: String? = nil, limit: Int? = nil) async throws -> [EntryInfo] {
+    package func entries(namespace: String? = nil, limit: Int? = nil) async throws -> [EntryInfo] {
         try await self.writer.entries(namespace: namespace, limit: limit)
     }
 
     /// The stored bytes of `key`, expired or not, without recording an access.
-    public func storedBlob(forKey key: String) async throws -> [UInt8]? {
+    package func storedBlob(forKey key: String) async throws -> [UInt8]? {
         try await self.writer.storedBlob(forKey: key)
     }
 
     /// Checks the envelope of every entry.
     ///
     /// - Parameter removeCorrupt: delete the entries that fail.
-    public func verify(removeCorrupt: Bool) async throws -> VerificationReport {
+    package func verify(removeCorrupt: Bool) async throws -> VerificationReport {
         try await self.writer.verify(removeCorrupt: removeCorrupt)
     }
 
     /// Deletes every expired entry now. Returns how many were deleted.
     @discardableResult
-    public func removeExpired() async throws -> Int { try await self.writer.removeExpired() }
+    package func removeExpired() async throws -> Int { try await self.writer.removeExpired() }
 
     /// Moves an unreadable database file (and its `-wal` and `-shm` files) aside, so that the next
     /// open starts a new one. Returns the new path of the old file.
     ///
     /// Refuses a database of another application and a readable Panza file: it exists to recover from
     /// ``PanzaError/Code/corruptDatabase``. To empty a readable cache, apply ``CacheTierOperation/removeAll``.
-    public static func moveAsideUnreadableFile(atPath path: String) throws -> String {
+    package static func moveAsideUnreadableFile(atPath path: String) throws -> String {
         try SQLiteWriter.moveAsideUnreadableFile(atPath: path)
     }
 

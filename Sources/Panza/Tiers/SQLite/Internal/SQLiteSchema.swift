@@ -133,6 +133,20 @@ enum SQLiteSchema {
         }
     }
 
+    /// ``checkOwnership(_:)`` in one read transaction: its three reads see one snapshot. Read one
+    /// by one, they could straddle another process's creation of the file (an application id of 0
+    /// read before it committed, its tables after) and call a new Panza file foreign.
+    static func checkOwnershipInSnapshot(_ connection: SQLiteConnection) throws {
+        try connection.execute("BEGIN")
+        do {
+            try self.checkOwnership(connection)
+            try connection.execute("COMMIT")
+        } catch {
+            try? connection.execute("ROLLBACK")
+            throw error
+        }
+    }
+
     /// Reads the schema table, which fails with ``PanzaError/Code/corruptDatabase`` on a file that
     /// is not a database.
     static func checkReadable(_ connection: SQLiteConnection) throws {

@@ -517,7 +517,7 @@ actor SQLiteWriter {
         let connection = try SQLiteConnection(path: self.configuration.path, busyTimeoutMilliseconds: timeout)
         do {
             // Refuse a foreign or newer file before anything writes to it.
-            try SQLiteSchema.checkOwnership(connection)
+            try SQLiteSchema.checkOwnershipInSnapshot(connection)
             try connection.execute("PRAGMA journal_mode = WAL")
             try connection.execute("PRAGMA journal_size_limit = \(Self.journalSizeLimit)")
             try connection.execute("PRAGMA synchronous = \(self.configuration.synchronous.rawValue)")
