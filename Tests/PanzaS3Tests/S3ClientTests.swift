@@ -1,4 +1,5 @@
 import Foundation
+import MetricsTestKit
 import PanzaS3
 import Testing
 
@@ -163,5 +164,30 @@ struct S3ClientTests {
             try S3Credentials.resolve(profile: "nobody", environment: files)
         }
         #expect(error.code == .missingCredentials)
+    }
+
+    @Test("Requests are counted by operation and status in panza_s3_requests_total")
+    func requestMetrics() async throws {
+        let settings = try S3TestServer.settings()
+        let metrics = TestMetrics()
+        var configuration = S3Client.Configuration(
+            bucket: S3TestServer.uniqueBucket(), endpoint: settings.endpoint, credentials: settings.credentials)
+        configuration.metricsFactory = metrics
+        let client = try S3Client(configuration: configuration)
+        try await client.createBucket()
+        try await client.put(key: "k", body: [1])
+        _ = try await client.get(key: "k")
+        _ = try await client.get(key: "missing")
+        try await client.shutdown()
+        func count(_ operation: String, _ status: String) throws -> Int64 {
+            try metrics.expectCounter(
+                "panza_s3_requests_total",
+                [("bucket", configuration.bucket), ("operation", operation), ("status", status)]
+            ).totalValue
+        }
+        #expect(try count("CreateBucket", "200") == 1)
+        #expect(try count("PutObject", "200") == 1)
+        #expect(try count("GetObject", "200") == 1)
+        #expect(try count("GetObject", "404") == 1)
     }
 }

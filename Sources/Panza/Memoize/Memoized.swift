@@ -20,6 +20,8 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     @usableFromInline let customKey: (@Sendable (repeat each Argument) throws -> String)?
     /// Whether ``customKey``'s output is used as it is (`rawKey:`) instead of hashed (`key:`).
     @usableFromInline let keyIsRaw: Bool
+    /// Calls, loads and failures of this id, for metrics; `nil` when the cache reports none.
+    @usableFromInline let counters: IdCounters?
     @usableFromInline let limits: LoadLimits?
     @usableFromInline let concurrencyKey: (@Sendable (repeat each Argument) -> String)?
 
@@ -40,6 +42,7 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
         self.timeToLive = timeToLive
         self.customKey = customKey
         self.keyIsRaw = keyIsRaw
+        self.counters = cache.metricsReporter == nil ? nil : cache.counters(forID: id)
         self.function = function
     }
 
@@ -48,6 +51,7 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     /// Concurrent identical calls share one function call. Honors ``CacheModes``.
     @inlinable
     public func callAsFunction(_ argument: repeat each Argument) async throws -> Value {
+        self.counters?.recordCall()
         let key = try self.key(repeat each argument)
         let probe = try self.cache.probeMemory(key, as: Value.self)
         if case .hit(let value) = probe { return value }

@@ -1,3 +1,4 @@
+public import CoreMetrics
 public import Logging
 
 extension TieredCache {
@@ -113,6 +114,10 @@ extension TieredCache {
         public var loadLimits: LoadLimits? = nil
         /// Bust, cache-only and print-misses modes; read from the environment by default.
         public var modes: CacheModes = CacheModes(environment: nil)
+        /// How the cache reports through swift-metrics (see `docs/metrics.md`); `nil` for not at all.
+        /// By default every 10 s to `MetricsSystem.factory` (which drops everything until the
+        /// program bootstraps a backend such as swift-prometheus).
+        public var metrics: MetricsReporting? = MetricsReporting()
         /// Records every access to a trace file, for `panza bench --trace`; `nil` for none.
         public var trace: AccessTrace? = nil
         /// Where Panza logs; by default nowhere.
@@ -157,6 +162,25 @@ extension TieredCache {
             guard self.closeTimeout > .zero else {
                 throw PanzaError(code: .invalidConfiguration, message: "closeTimeout must be positive")
             }
+        }
+    }
+}
+
+extension TieredCache.Configuration {
+    /// Where and how often a cache reports its metrics.
+    public struct MetricsReporting: Sendable {
+        /// The value of the `cache` dimension of every metric, to tell several caches apart.
+        public var label: String
+        /// How often counters and gauges are pushed (load latencies are recorded as they happen).
+        public var interval: Duration
+        /// The metrics backend; `nil` for `MetricsSystem.factory`, the one the program bootstrapped.
+        public var factory: (any MetricsFactory)?
+
+        public init(label: String = "default", interval: Duration = .seconds(10), factory: (any MetricsFactory)? = nil)
+        {
+            self.label = label
+            self.interval = interval
+            self.factory = factory
         }
     }
 }

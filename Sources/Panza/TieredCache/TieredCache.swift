@@ -41,6 +41,12 @@ public final class TieredCache: Sendable {
     private let isClosed = Atomic<Bool>(false)
     /// Memoize ids whose unstorable results were already logged.
     private let unstorableWarned = Mutex<Set<String>>([])
+    /// Reports through swift-metrics; `nil` when ``Configuration/metrics`` is `nil`.
+    let metricsReporter: MetricsReporter?
+    /// The counters of each memoized id, made by ``memoize(id:timeToLive:limits:concurrencyKey:key:rawKey:_:)``.
+    private let idCounters = Mutex<[String: IdCounters]>([:])
+    /// The periodic metrics report.
+    private let metricsTask = Mutex<Task<Void, Never>?>(nil)
 
     /// A cache with a memory tier and a SQLite file at `path`, with the default settings: the
     /// counterpart of Python panza's `SQLiteCache(path)`.
@@ -165,9 +171,39 @@ public final class TieredCache: Sendable {
         self.outboxTask = outbox.map { outbox in Task { await outbox.drainer.run() } }
         self.currentModes = Mutex(configuration.modes)
         self.bustModeActive = Atomic(configuration.modes.bust != .none)
+        self.metricsReporter = configuration.metrics.map { MetricsReporter(label: $0.label, factory: $0.factory) }
+        if let interval = configuration.metrics?.interval {
+            let task = Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: interval)
+                    guard let self, !Task.isCancelled else { return }
+                    self.reportMetrics()
+                }
+            }
+            self.metricsTask.withLock { $0 = task }
+        }
+    }
+
+    /// Pushes the counters to swift-metrics now (the cache also does it every
+    /// ``Configuration/MetricsReporting/interval`` and when it closes).
+    public func reportMetrics() {
+        guard let reporter = self.metricsReporter else { return }
+        let ids = self.idCounters.withLock { counters in counters.map { (id: $0.key, counters: $0.value) } }
+        reporter.report(self.statistics, ids: ids)
+    }
+
+    /// The counters of memoized id `id`, made on first use.
+    func counters(forID id: String) -> IdCounters {
+        self.idCounters.withLock { counters in
+            if let existing = counters[id] { return existing }
+            let made = IdCounters()
+            counters[id] = made
+            return made
+        }
     }
 
     deinit {
+        self.metricsTask.withLock { $0?.cancel() }
         for lane in self.lanes {
             lane.queue.close()
             lane.drainer.close()
@@ -306,6 +342,8 @@ public final class TieredCache: Sendable {
     ///   otherwise the first error of a tier's `close()`.
     public func close() async throws {
         guard !self.isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        self.metricsTask.withLock { $0?.cancel() }
+        defer { self.reportMetrics() }
         let clock = ContinuousClock()
         let deadline = clock.now + self.configuration.closeTimeout
         for lane in self.lanes {
@@ -709,13 +747,18 @@ public final class TieredCache: Sendable {
                 }
                 self.logger.debug("panza: cache miss, loading", metadata: ["id": "\(id)", "key": "\(key)"])
                 let loadStart = ContinuousClock.now
+                let idCounters = id.isEmpty || self.metricsReporter == nil ? nil : self.counters(forID: id)
+                idCounters?.loads.add(1, ordering: .relaxed)
                 let value: Value
                 do {
                     value = try await self.limitedLoad(limits: limits, concurrencyKey: concurrencyKey, loader: loader)
                 } catch {
                     self.recorder.add(.loadFailures)
+                    idCounters?.loadFailures.add(1, ordering: .relaxed)
+                    self.metricsReporter?.recordLoad(id: id, duration: ContinuousClock.now - loadStart)
                     throw error
                 }
+                self.metricsReporter?.recordLoad(id: id, duration: ContinuousClock.now - loadStart)
                 let size: Int
                 do {
                     size = try await self.store(value, key: key, timeToLive: timeToLive, replacing: false)

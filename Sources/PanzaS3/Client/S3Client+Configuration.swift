@@ -1,3 +1,4 @@
+public import CoreMetrics
 import Foundation
 
 extension S3Client {
@@ -74,6 +75,9 @@ extension S3Client {
         /// The longest `Retry-After` the client waits for; a server asking for more fails the
         /// request at once. 30 s by default.
         public var maxRetryAfter: Duration = .seconds(30)
+        /// Where the client counts its requests (`panza_s3_requests_total`, dimensions `operation`
+        /// and `status`); `nil` for `MetricsSystem.factory`.
+        public var metricsFactory: (any MetricsFactory)? = nil
         /// The client's retry budget in tokens (the AWS SDKs' standard retry quota): a retry costs
         /// 5 (10 after a timeout or connection failure), a request that succeeds at once earns 1
         /// back. When it runs out, failures are not retried until successes refill it, so that a

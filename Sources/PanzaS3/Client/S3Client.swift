@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import CoreMetrics
 import Crypto
 import Foundation
 public import Logging
@@ -40,6 +41,7 @@ public final class S3Client: Sendable {
     private let clockOffsetMilliseconds = Atomic<Int64>(0)
     private let isShutDown = Atomic(false)
     private let retryQuota: Mutex<RetryQuota?>
+    private let requestCounters = Mutex<[String: Counter]>([:])
 
     /// Creates a client. No request is sent until the first operation.
     ///
@@ -397,8 +399,16 @@ public final class S3Client: Sendable {
             let response: Response
             do {
                 let credentials = try await self.currentCredentials()
-                response = try await self.sendOnce(
-                    method: method, key: key, query: query, headers: headers, body: body, credentials: credentials)
+                do {
+                    response = try await self.sendOnce(
+                        method: method, key: key, query: query, headers: headers, body: body, credentials: credentials)
+                } catch let error as S3Error {
+                    self.countRequest(
+                        method: method, key: key, query: query,
+                        status: error.code == .transport ? "transport" : "invalid")
+                    throw error
+                }
+                self.countRequest(method: method, key: key, query: query, status: "\(response.status)")
                 if acceptedStatuses.contains(response.status) {
                     self.retryQuota.withLock { $0?.recordSuccess(lastRetryCost: lastRetryCost) }
                     return response
@@ -439,6 +449,40 @@ public final class S3Client: Sendable {
             lastRetryCost = cost
             try await self.pause(before: attempt, policy: policy, error: error)
             attempt += 1
+        }
+    }
+
+    /// Counts one request in `panza_s3_requests_total{operation, status}`.
+    private func countRequest(method: HTTPMethod, key: String?, query: [(String, String)], status: String) {
+        let operation = Self.operationName(method: method, key: key, query: query)
+        let id = operation + "|" + status
+        let counter = self.requestCounters.withLock { counters in
+            if let counter = counters[id] { return counter }
+            let made = Counter(
+                label: "panza_s3_requests_total",
+                dimensions: [("bucket", self.configuration.bucket), ("operation", operation), ("status", status)],
+                factory: self.configuration.metricsFactory ?? MetricsSystem.factory
+            )
+            counters[id] = made
+            return made
+        }
+        counter.increment()
+    }
+
+    /// The S3 API name of a request.
+    static func operationName(method: HTTPMethod, key: String?, query: [(String, String)]) -> String {
+        let names = Set(query.map(\.0))
+        switch (method, key != nil) {
+        case (.GET, true): return "GetObject"
+        case (.GET, false): return "ListObjectsV2"
+        case (.PUT, true): return names.contains("partNumber") ? "UploadPart" : "PutObject"
+        case (.PUT, false): return "CreateBucket"
+        case (.HEAD, true): return "HeadObject"
+        case (.HEAD, false): return "HeadBucket"
+        case (.DELETE, true): return names.contains("uploadId") ? "AbortMultipartUpload" : "DeleteObject"
+        case (.POST, false): return "DeleteObjects"
+        case (.POST, true): return names.contains("uploads") ? "CreateMultipartUpload" : "CompleteMultipartUpload"
+        default: return method.rawValue
         }
     }
 

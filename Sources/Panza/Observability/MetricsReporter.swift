@@ -1,0 +1,139 @@
+public import CoreMetrics
+import Synchronization
+
+/// Reports a cache's counters through swift-metrics.
+///
+/// The hot paths only bump the atomic counters behind ``CacheStatistics``; this reporter turns
+/// them into swift-metrics counters and gauges every ``TieredCache/Configuration/MetricsReporting/interval``
+/// (and when the cache closes), so that a memory hit costs no metrics call. Load latencies are
+/// recorded as they happen. Every metric carries the dimension `cache` (the configured label); the
+/// names are listed in `docs/metrics.md`.
+final class MetricsReporter: Sendable {
+    private struct State {
+        var reported: [String: Int] = [:]
+        var counters: [String: Counter] = [:]
+        var gauges: [String: Gauge] = [:]
+        var timers: [String: CoreMetrics.Timer] = [:]
+    }
+
+    let label: String
+    private let factory: any MetricsFactory
+    private let state = Mutex(State())
+
+    init(label: String, factory: (any MetricsFactory)?) {
+        self.label = label
+        self.factory = factory ?? MetricsSystem.factory
+    }
+
+    /// Pushes what changed since the last report.
+    func report(_ statistics: CacheStatistics, ids: [(id: String, counters: IdCounters)]) {
+        var counts: [(name: String, dimensions: [(String, String)], value: Int)] = [
+            ("panza_lookups_total", [("tier", "memory"), ("result", "hit")], statistics.memory.hits),
+            ("panza_lookups_total", [("tier", "memory"), ("result", "miss")], statistics.memory.misses),
+            ("panza_loads_total", [("result", "success")], statistics.loads - statistics.loadFailures),
+            ("panza_loads_total", [("result", "failure")], statistics.loadFailures),
+            ("panza_coalesced_waits_total", [], statistics.coalescedWaits),
+            ("panza_corrupt_blobs_total", [], statistics.corruptBlobs),
+            ("panza_expired_total", [], statistics.expired),
+            ("panza_writes_total", [], statistics.writes),
+            ("panza_write_failures_total", [], statistics.writeFailures),
+            ("panza_dead_letters_total", [], statistics.droppedWrites),
+            ("panza_unstorable_results_total", [], statistics.unstorableResults),
+            ("panza_bytes_written_total", [], statistics.bytesWritten),
+            ("panza_bytes_read_total", [], statistics.bytesRead),
+            ("panza_memory_evictions_total", [], statistics.memoryEvictions),
+            ("panza_throttled_waits_total", [], statistics.throttledWaits),
+        ]
+        for (tier, tierCounts) in statistics.tiers {
+            for (result, value) in [
+                ("hit", tierCounts.hits), ("miss", tierCounts.misses), ("error", tierCounts.errors),
+                ("timeout", tierCounts.timeouts), ("skipped", tierCounts.skipped),
+            ] {
+                counts.append(("panza_lookups_total", [("tier", tier), ("result", result)], value))
+            }
+        }
+        for (id, counters) in ids {
+            let calls = counters.calls.load(ordering: .relaxed)
+            let loads = counters.loads.load(ordering: .relaxed)
+            counts.append(("panza_memoized_calls_total", [("id", id), ("result", "hit")], max(0, calls - loads)))
+            counts.append(("panza_memoized_calls_total", [("id", id), ("result", "miss")], loads))
+            counts.append(
+                ("panza_memoized_load_failures_total", [("id", id)], counters.loadFailures.load(ordering: .relaxed)))
+        }
+        var gauges: [(name: String, dimensions: [(String, String)], value: Int)] = [
+            ("panza_memory_entries", [], statistics.memoryEntries),
+            ("panza_memory_bytes", [], statistics.memoryBytes),
+            ("panza_write_queue_depth", [], statistics.pendingWrites),
+            ("panza_write_queue_bytes", [], statistics.pendingBytes),
+        ]
+        for (tier, tierCounts) in statistics.tiers {
+            if let breaker = tierCounts.breaker {
+                gauges.append(("panza_breaker_open", [("tier", tier)], breaker == .closed ? 0 : 1))
+            }
+        }
+        self.state.withLock { state in
+            for (name, dimensions, value) in counts {
+                let key = Self.key(name, dimensions)
+                let delta = value - state.reported[key, default: 0]
+                guard delta > 0 else { continue }
+                state.reported[key] = value
+                let counter =
+                    state.counters[key]
+                    ?? {
+                        let made = Counter(label: name, dimensions: self.dimensions(dimensions), factory: self.factory)
+                        state.counters[key] = made
+                        return made
+                    }()
+                counter.increment(by: delta)
+            }
+            for (name, dimensions, value) in gauges {
+                let key = Self.key(name, dimensions)
+                let gauge =
+                    state.gauges[key]
+                    ?? {
+                        let made = Gauge(label: name, dimensions: self.dimensions(dimensions), factory: self.factory)
+                        state.gauges[key] = made
+                        return made
+                    }()
+                gauge.record(value)
+            }
+        }
+    }
+
+    /// Records one load of memoized id `id` (`""` for a plain key) that took `duration`.
+    func recordLoad(id: String, duration: Duration) {
+        let dimensions = id.isEmpty ? [] : [("id", id)]
+        let key = Self.key("panza_load_duration_seconds", dimensions)
+        let timer = self.state.withLock { state in
+            if let timer = state.timers[key] { return timer }
+            let made = CoreMetrics.Timer(
+                label: "panza_load_duration_seconds", dimensions: self.dimensions(dimensions), factory: self.factory)
+            state.timers[key] = made
+            return made
+        }
+        timer.recordNanoseconds(duration.wholeNanoseconds)
+    }
+
+    private func dimensions(_ extra: [(String, String)]) -> [(String, String)] {
+        [("cache", self.label)] + extra
+    }
+
+    private static func key(_ name: String, _ dimensions: [(String, String)]) -> String {
+        ([name] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "|")
+    }
+}
+
+/// The counters of one memoized id, bumped without a lock on its calls.
+@usableFromInline
+final class IdCounters: Sendable {
+    /// Calls of the memoized function (hits and misses).
+    let calls = Atomic<Int>(0)
+    /// Calls that ran the function.
+    let loads = Atomic<Int>(0)
+    /// Calls of the function that threw.
+    let loadFailures = Atomic<Int>(0)
+
+    /// Counts one call of the memoized function.
+    @usableFromInline
+    func recordCall() { self.calls.add(1, ordering: .relaxed) }
+}
