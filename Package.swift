@@ -10,12 +10,16 @@ let package = Package(
         .library(name: "Panza", targets: ["Panza"]),
         // The shared S3 tier: the only module that depends on AsyncHTTPClient.
         .library(name: "PanzaS3", targets: ["PanzaS3"]),
+        // TieredCache as a swift-service-lifecycle Service (flush on SIGTERM), kept apart so that
+        // `Panza` itself stays dependency-light.
+        .library(name: "PanzaServiceLifecycle", targets: ["PanzaServiceLifecycle"]),
         .executable(name: "panza", targets: ["PanzaCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
@@ -50,6 +54,13 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
+        .target(
+            name: "PanzaServiceLifecycle",
+            dependencies: [
+                "Panza",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "PanzaCLI",
             dependencies: [
@@ -62,7 +73,12 @@ let package = Package(
         // SIGKILL after flush). It is not a product.
         .executableTarget(
             name: "PanzaTestWorker",
-            dependencies: ["Panza", "PanzaS3", "PanzaTestSupport", "CPanzaSQLite"],
+            dependencies: [
+                "Panza", "PanzaS3", "PanzaServiceLifecycle", "PanzaTestSupport", "CPanzaSQLite",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Tests/PanzaTestWorker"
         ),
         // Helpers shared by the test targets: temporary folders, child processes, gates.

@@ -89,6 +89,11 @@ public struct ChildProcess {
         }
     }
 
+    /// Sends `signal` and returns at once (``wait()`` collects the end).
+    public func send(signal: Int32) {
+        _ = Foundation.kill(self.process.processIdentifier, signal)
+    }
+
     public func kill(signal: Int32) {
         Foundation.kill(self.process.processIdentifier, signal)
         self.process.waitUntilExit()

@@ -5,6 +5,9 @@
 //   PanzaTestWorker write-and-wait DB COUNT PREFIX   set COUNT values, flush, print "flushed", then block
 //   PanzaTestWorker hammer DB COUNT WORKER           interleave writes and reads; print "ok READS"
 //   PanzaTestWorker memo DB CITY                     one memoized call; print "value loads"
+//   PanzaTestWorker service DB REQUESTS              the example service (ExampleService.swift): serve
+//                                    REQUESTS memoized calls, print "served PENDING", run until
+//                                    SIGTERM, shut down gracefully, print "stopped"
 //   PanzaTestWorker s3-write-and-wait DB COUNT ENDPOINT BUCKET
 //                                    set COUNT values with an S3 tier at ENDPOINT (credentials from
 //                                    PANZA_TEST_S3_*); once they are in SQLite and its outbox, print
@@ -77,6 +80,9 @@ do {
             fail("write failures \(statistics.writeFailures), read errors \(statistics.tiers["sqlite"]!.errors)")
         }
         print("ok \(reads)")
+
+    case "service":
+        try await runExampleService(path: path, requests: Int(arguments[3])!)
 
     case "memo":
         let city = arguments[3]
