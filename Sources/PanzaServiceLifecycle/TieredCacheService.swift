@@ -1,7 +1,7 @@
 public import Panza
 public import ServiceLifecycle
 
-/// A ``Panza/TieredCache`` run as a swift-service-lifecycle `Service`, so that a server (Hummingbird,
+/// A `TieredCache` run as a swift-service-lifecycle `Service`, so that a server (Hummingbird,
 /// Vapor) or a batch tool flushes the cache on SIGTERM instead of losing its write-behind queue.
 ///
 /// ```swift
@@ -15,8 +15,8 @@ public import ServiceLifecycle
 /// ```
 ///
 /// `run()` waits for graceful shutdown (or cancellation), then closes the cache: queued writes are
-/// applied within ``Panza/TieredCache/Configuration/closeTimeout`` and uploads still in the SQLite
-/// outbox stay there for the next start (see ``Panza/TieredCache/close()``). The cache's own
+/// applied within `closeTimeout` and uploads still in the SQLite
+/// outbox stay there for the next start (see `TieredCache.close()`). The cache's own
 /// background work runs whether or not the service runs; the service only ends it well.
 public struct TieredCacheService: Service {
     /// The cache this service closes on shutdown.

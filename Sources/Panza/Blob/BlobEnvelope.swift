@@ -130,8 +130,10 @@ public struct BlobEnvelope: Hashable, Sendable {
     /// The checksum is verified before anything else is trusted, then the payload is decompressed
     /// and its length checked against the header.
     ///
-    /// - Parameter maxPayloadBytes: the largest payload accepted; a header that claims more is
-    ///   refused before anything is allocated (bytes from a shared bucket are not trusted).
+    /// - Parameters:
+    ///   - bytes: the envelope, as a tier stored it.
+    ///   - maxPayloadBytes: the largest payload accepted; a header that claims more is refused
+    ///     before anything is allocated (bytes from a shared bucket are not trusted).
     /// - Throws: ``PanzaError/Code/corruptBlob`` when the bytes are damaged,
     ///   ``PanzaError/Code/unsupportedFormat`` when they were written by a newer format version,
     ///   ``PanzaError/Code/valueTooLarge`` when the payload would exceed `maxPayloadBytes`.

@@ -3,7 +3,7 @@ internal import Crypto
 /// The keys of memoized calls: `{id}/{hex SHA-256}` of the id and the canonical arguments.
 ///
 /// The hash input is `"PNZK"`, the encoding version byte, the id as a canonical string, the
-/// argument count, and each argument's canonical bytes (``CanonicalEncoder``). It depends on no
+/// argument count, and each argument's canonical bytes (`CanonicalEncoder`). It depends on no
 /// per-process hash seed, so it is the same in every process, on every machine, and in every
 /// release that keeps ``encodingVersion``.
 public enum MemoizeKey {

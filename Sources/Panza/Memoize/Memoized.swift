@@ -1,5 +1,5 @@
 /// An async function whose results are cached in a ``TieredCache``, made by
-/// ``TieredCache/memoize(id:timeToLive:limits:concurrencyKey:key:_:)``.
+/// ``TieredCache/memoize(id:timeToLive:limits:concurrencyKey:key:rawKey:_:)``.
 ///
 /// ```swift
 /// let forecast = cache.memoize(id: "forecast") { (city: String, days: Int) async throws -> Forecast in

@@ -55,7 +55,7 @@ public final class TieredCache: Sendable {
     /// let cache = try await TieredCache(path: "cache.sqlite")
     /// ```
     ///
-    /// - Throws: what ``init(configuration:)`` throws.
+    /// - Throws: what ``init(configuration:logger:)`` throws.
     public convenience init(path: String, logger: Logger? = nil) async throws {
         var configuration = Configuration()
         configuration.sqlite = .init(path: path)
@@ -64,8 +64,10 @@ public final class TieredCache: Sendable {
 
     /// Opens the configured tiers.
     ///
-    /// - Parameter logger: where Panza logs (misses at `debug`, retries and fallbacks at `info` and
-    ///   `warning`, lost writes at `error`); by default nothing is logged.
+    /// - Parameters:
+    ///   - configuration: the tiers and their settings.
+    ///   - logger: where Panza logs (misses at `debug`, retries and fallbacks at `info` and
+    ///     `warning`, lost writes at `error`); by default nothing is logged.
     /// - Throws: ``PanzaError`` when a tier cannot be opened (for SQLite, naming the path).
     public init(configuration: Configuration, logger: Logger? = nil) async throws {
         try configuration.validate()
@@ -249,6 +251,8 @@ public final class TieredCache: Sendable {
     /// (``Configuration/WriteBehind``), `set` waits for room; cancelling the task ends the wait.
     ///
     /// - Parameters:
+    ///   - value: any `Encodable` value; its declared type picks how it is stored.
+    ///   - key: 1 to ``maximumKeyLength`` UTF-8 bytes.
     ///   - timeToLive: how long the entry lives; `nil` for ``Configuration/defaultTimeToLive``.
     ///     Zero or less means "do not reuse": nothing is stored, and the value that `key` held
     ///     before is removed, since it was replaced. Below a millisecond rounds up to 1 ms.
@@ -278,8 +282,12 @@ public final class TieredCache: Sendable {
     /// Concurrent calls for the same key share one lookup and one loader call. A loader error
     /// reaches every waiting caller and is not stored.
     ///
-    /// - Parameter limits: rate and concurrency limits on the loader call, on top of
-    ///   ``Configuration/loadLimits``.
+    /// - Parameters:
+    ///   - key: 1 to ``maximumKeyLength`` UTF-8 bytes.
+    ///   - timeToLive: how long the loaded value lives; `nil` for ``Configuration/defaultTimeToLive``.
+    ///   - limits: rate and concurrency limits on the loader call, on top of
+    ///     ``Configuration/loadLimits``.
+    ///   - loader: the expensive call; its result is returned even when it cannot be stored.
     /// - Throws: the loader's error, or ``PanzaError/Code/cacheOnlyMiss`` in cache-only mode.
     public func value<Value: Codable & Sendable>(
         forKey key: String,

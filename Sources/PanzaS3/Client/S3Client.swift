@@ -130,7 +130,9 @@ public final class S3Client: Sendable {
 
     /// The object's bytes, or `nil` when it does not exist.
     ///
-    /// - Parameter retry: the retries of this request; the configuration's by default.
+    /// - Parameters:
+    ///   - key: the object key.
+    ///   - retry: the retries of this request; the configuration's by default.
     public func get(key: String, retry: Configuration.RetryPolicy? = nil) async throws -> [UInt8]? {
         let response = try await self.send(method: .GET, key: key, acceptedStatuses: [200, 404], retry: retry)
         if response.status == 404 {
@@ -144,6 +146,8 @@ public final class S3Client: Sendable {
     /// Stores `body` under `key`; bodies of ``Configuration/multipartThreshold`` bytes or more go in parts.
     ///
     /// - Parameters:
+    ///   - key: the object key.
+    ///   - body: the object's bytes.
     ///   - contentType: always sent explicitly.
     ///   - ifNoneMatch: send `If-None-Match: *`, so that an existing object is kept; then an existing
     ///     object throws ``S3Error/Code/preconditionFailed``.

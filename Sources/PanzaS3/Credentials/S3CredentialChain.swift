@@ -37,6 +37,9 @@ public final class S3CredentialChain: S3CredentialProvider, CustomStringConverti
     /// - Parameters:
     ///   - profile: the only profile to read; `nil` for the whole chain with `AWS_PROFILE` or `default`.
     ///   - region: the region of STS requests when neither the environment nor the profile gives one.
+    ///   - environment: the variables to read (its `AWS_*` ones and `HOME` are kept); the process's
+    ///     when `nil`.
+    ///   - logger: where the chain logs which source answered and failed refreshes.
     /// - Throws: ``S3Error/Code/missingCredentials`` when no source can be set up at all here
     ///   (instance metadata, when not disabled, is always a candidate: it is asked at the first
     ///   request); ``S3Error/Code/invalidConfiguration`` for a container URI that is not allowed.

@@ -14,7 +14,7 @@ import Synchronization
 /// Objects hold the same envelope bytes as SQLite, under `{prefix}/{id}/{hash}` for memoized calls
 /// (Python panza's `{prefix}/{fn_id}/{arg_hash}`) and `{prefix}/_keys/{percent-encoded key}` for
 /// plain keys. A read is one GET (a 404 is a miss). With a SQLite tier above it, writes reach S3
-/// from the SQLite outbox, so they survive crashes; ``TieredCache/flush()`` waits for them.
+/// from the SQLite outbox, so they survive crashes; `TieredCache.flush()` waits for them.
 /// By default S3 failures never reach callers (reads fall back to the loader, uploads stay queued);
 /// set ``Configuration/strict`` to see them.
 public final class S3Tier: CacheTier {
@@ -100,6 +100,10 @@ public final class S3Tier: CacheTier {
         return base + (namespace.isEmpty ? "_keys" : namespace) + "/"
     }
 
+    /// One GET of the key's object (at most one retry: ``Configuration/readRetry``); a 404 is `nil`.
+    ///
+    /// - Complexity: one request; the first call also checks the prefix's ancestors (one HEAD per
+    ///   level of the prefix).
     public func blob(forKey key: CacheKey) async throws -> [UInt8]? {
         try await self.checkLayout()
         return try await Self.limited(self.configuration.readLimits) {
@@ -109,6 +113,9 @@ public final class S3Tier: CacheTier {
 
     /// Applies operations in order. Between removals of a namespace or of everything, only the last
     /// operation of each key matters, and those run concurrently (``Configuration/maxConcurrentWrites``).
+    ///
+    /// - Complexity: one request per key (PUT or DELETE); removing a namespace or everything lists
+    ///   its objects (one request per 1,000) and deletes them 1,000 per request.
     public func apply(_ operations: [CacheTierOperation]) async throws {
         try await self.ensureBucket()
         try await self.checkLayout()

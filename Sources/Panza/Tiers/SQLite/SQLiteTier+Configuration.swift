@@ -49,6 +49,12 @@ extension SQLiteTier {
         /// - Parameters:
         ///   - path: the database file.
         ///   - maxBytes: the bound on stored bytes; 1 GiB by default.
+        ///   - busyTimeout: see ``busyTimeout``.
+        ///   - accessTimeResolution: see ``accessTimeResolution``.
+        ///   - synchronous: see ``synchronous``.
+        ///   - rebuildIfUnreadable: see ``rebuildIfUnreadable``.
+        ///   - readerCount: see ``readerCount``.
+        ///   - memoryMapBytes: see ``memoryMapBytes``.
         public init(
             path: String,
             maxBytes: Int = 1 << 30,

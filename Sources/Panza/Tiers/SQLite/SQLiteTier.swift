@@ -130,6 +130,9 @@ public final class SQLiteTier: CacheTier {
 
     // MARK: CacheTier
 
+    /// The stored envelope of `key`, read on one of the reader connections (never behind a write).
+    ///
+    /// - Complexity: O(log *n*) for *n* entries (a primary-key lookup), plus the blob's size.
     public func blob(forKey key: CacheKey) async throws -> [UInt8]? {
         try await self.lookup(forKey: key).blob
     }
@@ -144,6 +147,11 @@ public final class SQLiteTier: CacheTier {
         return (blob, stamp)
     }
 
+    /// Applies `operations` in one write transaction, evicting least recently used entries when the
+    /// file passes ``Configuration/maxBytes``.
+    ///
+    /// - Complexity: O(*k* log *n*) for *k* operations on *n* entries; removing a namespace or
+    ///   everything is O(*m*) in the entries removed.
     public func apply(_ operations: [CacheTierOperation]) async throws {
         try self.checkOpen()
         try await self.writer.apply(operations)
