@@ -79,6 +79,7 @@ public struct PanzaError: Error, Hashable, Sendable, CustomStringConvertible {
         /// An operation did not finish within its time limit.
         public static let timedOut = Code(.timedOut)
 
+        /// `PanzaError.code: message`, with the key or path.
         public var description: String { "\(self.value)" }
     }
 
@@ -93,6 +94,7 @@ public struct PanzaError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The error that caused this one, if any.
     public let underlying: (any Error & Sendable)?
 
+    /// An error with `code`, a one-line `message`, the `key` or `path` concerned, and what caused it.
     public init(
         code: Code,
         message: String,
@@ -107,6 +109,7 @@ public struct PanzaError: Error, Hashable, Sendable, CustomStringConvertible {
         self.underlying = underlying
     }
 
+    /// `PanzaError.code: message`, with the key or path.
     public var description: String {
         var text = "PanzaError.\(self.code): \(self.message)"
         if let path { text += " (path: \(path))" }
@@ -115,10 +118,12 @@ public struct PanzaError: Error, Hashable, Sendable, CustomStringConvertible {
         return text
     }
 
+    /// Errors are equal when their code, message, key and path are (the underlying error is not compared).
     public static func == (lhs: PanzaError, rhs: PanzaError) -> Bool {
         lhs.code == rhs.code && lhs.message == rhs.message && lhs.key == rhs.key && lhs.path == rhs.path
     }
 
+    /// Hashes what `==` compares.
     public func hash(into hasher: inout Hasher) {
         hasher.combine(self.code)
         hasher.combine(self.message)

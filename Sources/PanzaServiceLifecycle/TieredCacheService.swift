@@ -22,10 +22,12 @@ public struct TieredCacheService: Service {
     /// The cache this service closes on shutdown.
     public let cache: TieredCache
 
+    /// A service that closes `cache` on graceful shutdown.
     public init(cache: TieredCache) {
         self.cache = cache
     }
 
+    /// Waits for graceful shutdown (or cancellation), then closes the cache.
     public func run() async throws {
         // Suspends until graceful shutdown; throws when the task is cancelled instead. Either way
         // the cache is closed.

@@ -24,6 +24,7 @@ public struct BlobEnvelope: Hashable, Sendable {
         /// An LZ4 block (liblz4 `LZ4_compress_default`).
         case lz4 = 1
 
+        /// The name used in `panza get` and logs.
         public var description: String { self == .none ? "none" : "lz4" }
     }
 
@@ -39,6 +40,7 @@ public struct BlobEnvelope: Hashable, Sendable {
         /// in the declared type (0 for `T?.none`, 1 for `T??.some(.none)`).
         case null = 3
 
+        /// The name used in `panza get` and logs.
         public var description: String {
             switch self {
             case .bytes: "bytes"
@@ -71,6 +73,7 @@ public struct BlobEnvelope: Hashable, Sendable {
     /// The codec the envelope was decoded from (``Codec/none`` for envelopes built in memory).
     public private(set) var storedCodec: Codec = .none
 
+    /// An envelope of `payload`, meaning `contentType`, written at `createdAtMilliseconds`, to live `timeToLiveMilliseconds` (0 for ever).
     public init(
         contentType: ContentType,
         payload: [UInt8],
@@ -182,11 +185,17 @@ public struct BlobEnvelope: Hashable, Sendable {
 
     /// The fixed-size header, parsed without touching the payload.
     public struct Header: Hashable, Sendable {
+        /// How the payload is stored.
         public var codec: Codec
+        /// What the payload means.
         public var contentType: ContentType
+        /// Bytes of the stored (possibly compressed) payload.
         public var storedLength: Int
+        /// Bytes of the payload once decompressed.
         public var originalLength: Int
+        /// When the value was stored, in milliseconds since 1970.
         public var createdAtMilliseconds: Int64
+        /// How long it lives, in milliseconds; 0 for ever.
         public var timeToLiveMilliseconds: Int64
 
         /// When the value expires, in milliseconds since 1970, or `nil` when it never does.

@@ -16,6 +16,7 @@ public struct CircuitBreaker: Sendable {
         /// The longest it stays open after failed probes; 30 s by default.
         public var maxOpenDuration: Duration
 
+        /// A breaker that opens after `failureThreshold` consecutive failures for `openDuration`, doubling up to `maxOpenDuration`.
         public init(
             failureThreshold: Int = 5, openDuration: Duration = .seconds(1), maxOpenDuration: Duration = .seconds(30)
         ) {

@@ -15,6 +15,7 @@ public struct LoadLimits: Sendable {
     /// the callers.
     public var maxRateLimitRetries: Int
 
+    /// Limits from a rate limiter and/or a concurrency limiter; `cost` tokens per call, `maxRateLimitRetries` retries after a `RateLimitedError`.
     public init(
         rateLimiter: RateLimiter? = nil,
         cost: Int = 1,

@@ -9,11 +9,13 @@ public struct RateLimitedError: Error, Hashable, Sendable, CustomStringConvertib
     /// A short explanation for logs.
     public var message: String
 
+    /// An error saying the API refused for rate, to be retried after `retryAfter` (or a backoff when `nil`).
     public init(retryAfter: Duration? = nil, message: String = "rate limited by the upstream") {
         self.retryAfter = retryAfter
         self.message = message
     }
 
+    /// A one-line description, with the pause asked for.
     public var description: String {
         "RateLimitedError: \(self.message)" + (self.retryAfter.map { " (retry after \($0))" } ?? "")
     }

@@ -30,6 +30,7 @@ public struct CacheModes: Hashable, Sendable {
     /// When `true`, misses that call a loader are printed to standard error (and logged at `info`).
     public var printMisses: Bool
 
+    /// Modes set in code; all off by default.
     public init(bust: Bust = .none, cacheOnly: Bool = false, printMisses: Bool = false) {
         self.bust = bust
         self.cacheOnly = cacheOnly

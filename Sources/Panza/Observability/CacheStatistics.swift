@@ -18,6 +18,7 @@ public struct CacheStatistics: Hashable, Sendable, Codable {
         /// The tier's circuit breaker, for the remote tier; `nil` for SQLite.
         public var breaker: CircuitBreaker.State? = nil
 
+        /// Counts of one tier; all zero by default.
         public init(hits: Int = 0, misses: Int = 0, errors: Int = 0, timeouts: Int = 0, skipped: Int = 0) {
             self.hits = hits
             self.misses = misses

@@ -47,6 +47,7 @@ extension TieredCache {
             /// 2 s by default.
             public var outboxPollInterval: Duration
 
+            /// Settings with defaults; see each property.
             public init(
                 maxPendingWrites: Int = 10_000,
                 maxBatchSize: Int = 512,
@@ -131,6 +132,7 @@ extension TieredCache {
         /// The clock of the write-behind drainers (tests drive backoff with a manual clock).
         var drainTiming: QueueDrainer.Timing? = nil
 
+        /// Settings with defaults; see each property.
         public init() {}
 
         func validate() throws {
@@ -176,6 +178,7 @@ extension TieredCache.Configuration {
         /// The metrics backend; `nil` for `MetricsSystem.factory`, the one the program bootstrapped.
         public var factory: (any MetricsFactory)?
 
+        /// Settings with defaults; see each property.
         public init(label: String = "default", interval: Duration = .seconds(10), factory: (any MetricsFactory)? = nil)
         {
             self.label = label

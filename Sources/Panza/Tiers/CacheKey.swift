@@ -15,5 +15,6 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
         self.rawValue = rawValue
     }
 
+    /// The raw key.
     public var description: String { self.rawValue }
 }

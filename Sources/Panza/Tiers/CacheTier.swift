@@ -43,9 +43,13 @@ public protocol CacheTier: Sendable {
 }
 
 extension CacheTier {
+    /// Whether lookups may read this tier; `true` by default.
     public var isReadable: Bool { true }
+    /// Whether writes reach this tier; `true` by default.
     public var isWritable: Bool { true }
+    /// Whether this tier's failures reach callers instead of being misses; `false` by default.
     public var failuresReachCallers: Bool { false }
+    /// Whether `error` will fail the same way on every retry; `false` by default (retried up to `maxAttempts`).
     public func isPermanentFailure(_ error: any Error) -> Bool { false }
 }
 

@@ -50,6 +50,7 @@ public final class AccessTrace: Sendable {
         public var keyHash: UInt64
         /// Stored (envelope) bytes of the value; 0 when unknown.
         public var size: UInt32
+        /// Who served the access.
         public var source: Source
         /// Microseconds the access took, at most 16,777,215.
         public var latency: UInt32

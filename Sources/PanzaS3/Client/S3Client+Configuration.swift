@@ -24,6 +24,7 @@ extension S3Client {
             /// The longest backoff.
             public var maxDelay: Duration
 
+            /// A policy of `maxAttempts` attempts in all, backing off from `baseDelay` doubling to `maxDelay`.
             public init(
                 maxAttempts: Int = 4, baseDelay: Duration = .milliseconds(100), maxDelay: Duration = .seconds(5)
             ) {
@@ -36,12 +37,14 @@ extension S3Client {
             public static let none = RetryPolicy(maxAttempts: 1)
         }
 
+        /// The bucket's name.
         public var bucket: String
         /// The region; given `nil` at creation, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's
         /// `region`, then `us-east-1`.
         public var region: String
         /// The endpoint URL; `nil` for `AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`, then AWS.
         public var endpoint: String?
+        /// How the bucket appears in URLs.
         public var addressing: Addressing
         /// Fixed credentials; `nil` to use ``credentialProvider``.
         public var credentials: S3Credentials?
@@ -58,6 +61,7 @@ extension S3Client {
         public var requestTimeout: Duration
         /// The longest a connection may take to open.
         public var connectTimeout: Duration
+        /// Retries of failed requests.
         public var retry: RetryPolicy
         /// Whether PUT bodies are hashed into the signature (`false`: `UNSIGNED-PAYLOAD`, over https
         /// only: over plain http bodies are always signed, since nothing else protects them).
@@ -92,6 +96,7 @@ extension S3Client {
         /// descriptions, dumps and mirrors.
         public var environment: [String: String]
 
+        /// Settings with defaults for everything but the bucket; see each property.
         public init(
             bucket: String,
             region: String? = nil,
@@ -153,11 +158,13 @@ extension S3Client.Configuration: CustomStringConvertible, CustomDebugStringConv
         )
     }
 
+    /// The bucket, region, endpoint and credentials' source; never a secret.
     public var description: String {
         "S3Client.Configuration(bucket: \(self.bucket), region: \(self.region), "
             + "endpoint: \(self.endpoint ?? "AWS"), credentials: \(self.credentials.map { "\($0)" } ?? self.credentialProvider.map { "\($0)" } ?? "the AWS credential chain"))"
     }
 
+    /// Same as `description`.
     public var debugDescription: String { self.description }
 }
 

@@ -17,18 +17,23 @@ import Synchronization
 public final class S3Client: Sendable {
     /// What ``head(key:)`` reports.
     public struct ObjectInfo: Hashable, Sendable {
+        /// The object's size in bytes.
         public var size: Int
+        /// The object's ETag, as S3 sent it.
         public var eTag: String?
     }
 
     /// One page of ``list(prefix:continuationToken:maxKeys:)``.
     public struct ListPage: Hashable, Sendable {
+        /// The keys of this page, decoded.
         public var keys: [String]
+        /// The size of each key's object, in the same order.
         public var sizes: [Int]
         /// Pass it to the next call; `nil` on the last page.
         public var continuationToken: String?
     }
 
+    /// The settings the client was made with.
     public let configuration: Configuration
     private let credentialProvider: any S3CredentialProvider
     private let http: HTTPClient

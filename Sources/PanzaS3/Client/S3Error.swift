@@ -30,10 +30,13 @@ public struct S3Error: Error, Hashable, Sendable, CustomStringConvertible {
         /// A conditional request's condition failed (`If-None-Match: *` on an existing key).
         public static let preconditionFailed = Code(.preconditionFailed)
 
+        /// `S3Error.code: message`, with S3's code, the HTTP status and the request id; never a secret.
         public var description: String { "\(self.value)" }
     }
 
+    /// What went wrong.
     public let code: Code
+    /// One line for people: what failed and why.
     public let message: String
     /// The S3 error code, such as `NoSuchBucket` or `SlowDown`.
     public let s3Code: String?
@@ -46,6 +49,7 @@ public struct S3Error: Error, Hashable, Sendable, CustomStringConvertible {
     /// How long the server asked the client to wait (`Retry-After`), if it did.
     public var retryAfter: Duration?
 
+    /// An error with `code` and a one-line `message`, and what S3 said when it answered.
     public init(
         code: Code,
         message: String,
@@ -64,6 +68,7 @@ public struct S3Error: Error, Hashable, Sendable, CustomStringConvertible {
         self.underlying = underlying
     }
 
+    /// `S3Error.code: message`, with S3's code, the HTTP status and the request id; never a secret.
     public var description: String {
         var text = "S3Error.\(self.code): \(self.message)"
         if let s3Code { text += " (S3 code \(s3Code))" }

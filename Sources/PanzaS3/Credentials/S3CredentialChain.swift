@@ -110,6 +110,7 @@ public final class S3CredentialChain: S3CredentialProvider, CustomStringConverti
         }
     }
 
+    /// Cached credentials while they are fresh; otherwise the first source's, fetched once for every caller waiting.
     public func credentials() async throws -> S3Credentials {
         try await self.cache.credentials { [sources, logger] in
             for source in sources {
@@ -123,6 +124,7 @@ public final class S3CredentialChain: S3CredentialProvider, CustomStringConverti
         }
     }
 
+    /// Forgets the cached credentials: the next call walks the chain again.
     public func invalidate() async {
         await self.cache.invalidate()
     }
@@ -132,6 +134,7 @@ public final class S3CredentialChain: S3CredentialProvider, CustomStringConverti
         "S3CredentialChain(\(self.sources.map(\.name).joined(separator: ", ")))"
     }
 
+    /// Same as `description`.
     public var debugDescription: String { self.description }
 
     /// The sources by name only: their settings hold secrets.

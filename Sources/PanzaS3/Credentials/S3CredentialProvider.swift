@@ -14,6 +14,7 @@ public protocol S3CredentialProvider: Sendable {
 }
 
 extension S3CredentialProvider {
+    /// Does nothing: a provider without a cache has nothing to forget.
     public func invalidate() async {}
 }
 

@@ -6,13 +6,17 @@ public import Foundation
 public struct S3Credentials: Hashable, Sendable, CustomStringConvertible, CustomDebugStringConvertible,
     CustomReflectable
 {
+    /// The access key id (not a secret; shown in descriptions).
     public var accessKeyID: String
+    /// The secret access key; redacted in every description.
     public var secretAccessKey: String
+    /// The session token of temporary credentials; redacted in every description.
     public var sessionToken: String?
     /// When temporary credentials stop working; `nil` for long-term keys. An ``S3CredentialChain``
     /// fetches new ones before this moment.
     public var expiration: Date?
 
+    /// Credentials from their parts.
     public init(accessKeyID: String, secretAccessKey: String, sessionToken: String? = nil, expiration: Date? = nil) {
         self.accessKeyID = accessKeyID
         self.secretAccessKey = secretAccessKey
@@ -20,6 +24,7 @@ public struct S3Credentials: Hashable, Sendable, CustomStringConvertible, Custom
         self.expiration = expiration
     }
 
+    /// The access key id and expiration; the secret and token redacted.
     public var description: String {
         var text = "S3Credentials(accessKeyID: \(self.accessKeyID), secretAccessKey: \(S3Redaction.placeholder)"
         if self.sessionToken != nil { text += ", sessionToken: \(S3Redaction.placeholder)" }
@@ -27,8 +32,10 @@ public struct S3Credentials: Hashable, Sendable, CustomStringConvertible, Custom
         return text + ")"
     }
 
+    /// Same as `description`.
     public var debugDescription: String { self.description }
 
+    /// A mirror with the secret and token redacted, for `dump`.
     public var customMirror: Mirror {
         Mirror(
             self,

@@ -34,6 +34,7 @@ public struct SigV4Signer: Sendable {
         /// The hex SHA-256 of the body, or ``SigV4Signer/unsignedPayload``.
         public var payloadHash: String
 
+        /// A request to sign, as it will be sent.
         public init(
             method: String,
             host: String,
@@ -51,14 +52,18 @@ public struct SigV4Signer: Sendable {
         }
     }
 
+    /// The credentials that sign.
     public var credentials: S3Credentials
+    /// The region of the signing scope.
     public var region: String
+    /// The service of the signing scope (`s3`, `sts`).
     public var service: String
     /// Whether to remove `.`/`..` segments and repeated slashes from paths (never for S3).
     public var normalizesPath: Bool
     /// Whether to send and sign `x-amz-content-sha256` (S3 requires it).
     public var sendsPayloadHashHeader: Bool
 
+    /// A signer for `service` in `region` with `credentials`.
     public init(credentials: S3Credentials, region: String, service: String = "s3") {
         self.credentials = credentials
         self.region = region

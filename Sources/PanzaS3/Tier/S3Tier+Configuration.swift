@@ -14,6 +14,7 @@ extension S3Tier {
 
     /// Settings of an ``S3Tier``.
     public struct Configuration: Sendable {
+        /// The bucket's name.
         public var bucket: String
         /// Prefix of every object key: objects are `{prefix}/{id}/{hash}` (see ``S3Tier``).
         public var prefix: String
@@ -27,7 +28,9 @@ extension S3Tier {
         /// Where credentials come from when ``credentials`` is `nil`; `nil` for the AWS credential
         /// chain (``S3CredentialChain``: environment, web identity, profile, container, EC2).
         public var credentialProvider: (any S3CredentialProvider)?
+        /// The only profile of the shared AWS files to read; `nil` for the whole credential chain.
         public var profile: String?
+        /// Whether the tier is read, written, or both.
         public var policy: Policy
         /// When `true`, S3 failures reach callers; by default a failed read is a miss and a failed
         /// upload stays queued.
@@ -47,6 +50,7 @@ extension S3Tier {
         /// cache also bounds the wait with `remoteReadTimeout`).
         public var readRetry = S3Client.Configuration.RetryPolicy(maxAttempts: 2, baseDelay: .milliseconds(50))
 
+        /// Settings with defaults for everything but the bucket; see each property.
         public init(
             bucket: String,
             prefix: String = "panza",

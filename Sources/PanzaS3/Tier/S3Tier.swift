@@ -18,7 +18,9 @@ import Synchronization
 /// By default S3 failures never reach callers (reads fall back to the loader, uploads stay queued);
 /// set ``Configuration/strict`` to see them.
 public final class S3Tier: CacheTier {
+    /// `"s3"`, in statistics and logs.
     public let name = "s3"
+    /// The settings the tier was made with.
     public let configuration: Configuration
     /// The client, for operations the tier does not offer.
     public let client: S3Client
@@ -61,8 +63,11 @@ public final class S3Tier: CacheTier {
         self.client = try S3Client(configuration: clientConfiguration, logger: logger)
     }
 
+    /// `false` for the write-only policy.
     public var isReadable: Bool { self.configuration.policy != .writeOnly }
+    /// `false` for the read-only policy.
     public var isWritable: Bool { self.configuration.policy != .readOnly }
+    /// ``Configuration/strict``.
     public var failuresReachCallers: Bool { self.configuration.strict }
 
     /// A request that S3 refused for what it is (a 4xx other than a timeout, throttling, a skewed
@@ -145,6 +150,7 @@ public final class S3Tier: CacheTier {
         try await flushSegment()
     }
 
+    /// Closes the client's connections.
     public func close() async throws {
         try await self.client.shutdown()
     }

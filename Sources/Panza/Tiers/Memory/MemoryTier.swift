@@ -13,6 +13,7 @@ public final class MemoryTier: Sendable {
         /// encoded bytes before compression) plus its key.
         public var maxBytes: Int
 
+        /// Bounds of `maxEntries` entries and `maxBytes` bytes.
         public init(maxEntries: Int = 10_000, maxBytes: Int = 64 << 20) {
             self.maxEntries = maxEntries
             self.maxBytes = maxBytes
@@ -40,6 +41,9 @@ public final class MemoryTier: Sendable {
     let configuration: Configuration
     private let state: Mutex<LRUList<String, Entry>>
 
+    /// A memory tier within `configuration`'s bounds.
+    ///
+    /// - Throws: ``PanzaError/Code/invalidConfiguration`` for bounds that are not positive.
     public init(configuration: Configuration) throws {
         guard configuration.maxEntries > 0, configuration.maxBytes > 0 else {
             throw PanzaError(

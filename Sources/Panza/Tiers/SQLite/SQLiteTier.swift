@@ -30,17 +30,25 @@ public final class SQLiteTier: CacheTier {
     package struct NamespaceSummary: Hashable, Sendable, Codable {
         /// The memoize id, or `""` for plain keys.
         public var namespace: String
+        /// Entries of the namespace.
         public var entries: Int
+        /// Bytes they count against the tier's `maxBytes`.
         public var bytes: Int
     }
 
     /// One stored entry, without its bytes.
     package struct EntryInfo: Hashable, Sendable, Codable {
+        /// The entry's key.
         public var key: String
+        /// The memoize id of the entry, `""` for a plain key.
         public var namespace: String
+        /// Bytes it counts against `maxBytes`.
         public var size: Int
+        /// When it was written, in milliseconds since 1970.
         public var createdAtMilliseconds: Int64
+        /// When it expires, in milliseconds since 1970; `nil` for never.
         public var expiresAtMilliseconds: Int64?
+        /// When it was last read (to the tier's access-time resolution), in milliseconds since 1970.
         public var accessedAtMilliseconds: Int64
     }
 
@@ -54,6 +62,7 @@ public final class SQLiteTier: CacheTier {
         public var removed: Bool
     }
 
+    /// `"sqlite"`, in statistics and logs.
     public let name = "sqlite"
     /// The configuration the tier was opened with.
     public let configuration: Configuration
