@@ -1,6 +1,7 @@
 public import Foundation
 
-/// Runs `PanzaTestWorker`, the helper program built beside the test bundle, as a real process.
+/// Runs `PanzaTestWorker` (the helper program built beside the test bundle), or another program
+/// such as `panza`, as a real process.
 public struct ChildProcess {
     public let process: Process
     let output: Pipe
@@ -12,12 +13,18 @@ public struct ChildProcess {
         return testBinary.deletingLastPathComponent().appendingPathComponent("PanzaTestWorker")
     }
 
-    public static func start(_ arguments: [String], environment: [String: String] = [:]) throws -> ChildProcess {
+    /// Starts `executable` (the worker by default) with `arguments`, in this process's environment
+    /// without the variables that change Panza's behaviour, plus `environment`.
+    public static func start(
+        _ arguments: [String],
+        executable: URL = workerURL,
+        environment: [String: String] = [:]
+    ) throws -> ChildProcess {
         let process = Process()
-        process.executableURL = workerURL
+        process.executableURL = executable
         process.arguments = arguments
         var merged = ProcessInfo.processInfo.environment
-        for name in ["BUST_CACHE", "CACHE_ONLY", "PRINT_CACHE_MISSES"] { merged[name] = nil }
+        for name in ["BUST_CACHE", "CACHE_ONLY", "PRINT_CACHE_MISSES", "PANZA_S3_BUCKET"] { merged[name] = nil }
         merged.merge(environment) { $1 }
         process.environment = merged
         let output = Pipe()

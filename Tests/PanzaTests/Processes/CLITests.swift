@@ -20,32 +20,7 @@ struct CLITests {
     func panza(_ arguments: [String], environment extra: [String: String] = [:]) async throws -> (
         status: Int32, output: String, error: String
     ) {
-        let process = Process()
-        process.executableURL = Self.panzaURL
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["PANZA_S3_BUCKET"] = nil
-        environment.merge(extra) { $1 }
-        process.environment = environment
-        let output = Pipe()
-        let error = Pipe()
-        process.standardOutput = output
-        process.standardError = error
-        try process.run()
-        // Blocking reads stay off the cooperative pool (2 threads here): other tests keep running.
-        return await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                let out = output.fileHandleForReading.readDataToEndOfFile()
-                let err = error.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
-                continuation.resume(
-                    returning: (
-                        process.terminationStatus, String(decoding: out, as: UTF8.self),
-                        String(decoding: err, as: UTF8.self)
-                    )
-                )
-            }
-        }
+        try await ChildProcess.start(arguments, executable: Self.panzaURL, environment: extra).wait()
     }
 
     func json(_ text: String) throws -> Any {
