@@ -23,6 +23,7 @@ struct S3TierTests {
         // These tests are about what S3 answers, not about how fast: a loaded CI machine must not
         // turn an answer into a read timeout (the blackhole test sets its own).
         configuration.remoteReadTimeout = .seconds(30)
+        configuration.remoteBreaker.skipsTiersSlowerThanLoads = false
         // Two caches on one file take turns at the outbox; the second looks again this often.
         configuration.writeBehind.outboxPollInterval = .milliseconds(100)
         configuration.memory = memory ? .init() : nil

@@ -15,8 +15,18 @@ public struct CircuitBreaker: Sendable {
         public var openDuration: Duration
         /// The longest it stays open after failed probes; 30 s by default.
         public var maxOpenDuration: Duration
+        /// Whether a read that answers, but more slowly than this cache's loads typically take (an
+        /// average of recent load times, and at least ``minimumSlowRead``), counts toward opening
+        /// the breaker, as a failure does; its answer is still used. A remote tier slower than
+        /// calling the API directly is then skipped until a probe is fast again, while one faster
+        /// than the API (an LLM call of seconds, S3 in hundreds of milliseconds) stays in use.
+        /// Nothing counts as slow before the first load. `true` by default.
+        public var skipsTiersSlowerThanLoads: Bool = true
+        /// Reads faster than this never count as slow; 10 ms by default.
+        public var minimumSlowRead: Duration = .milliseconds(10)
 
-        /// A breaker that opens after `failureThreshold` consecutive failures for `openDuration`, doubling up to `maxOpenDuration`.
+        /// A breaker that opens after `failureThreshold` consecutive failures for `openDuration`,
+        /// doubling up to `maxOpenDuration`.
         public init(
             failureThreshold: Int = 5, openDuration: Duration = .seconds(1), maxOpenDuration: Duration = .seconds(30)
         ) {

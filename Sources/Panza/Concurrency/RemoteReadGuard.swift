@@ -21,14 +21,29 @@ final class RemoteReadGuard: Sendable {
     let tierName: String
     let timeout: Duration?
     private let breaker: Mutex<CircuitBreaker>
+    private let slowerThan: @Sendable () -> Duration?
+    private let onSlowRead: @Sendable () -> Void
     private let clock = ContinuousClock()
     private let start: ContinuousClock.Instant
     private let logger: Logger
 
-    init(tierName: String, timeout: Duration?, breaker: CircuitBreaker.Configuration, logger: Logger) {
+    /// - Parameters:
+    ///   - slowerThan: how long a read may take before it counts as slow (a failure for the
+    ///     breaker, its answer still used); `nil` when there is no such bound yet.
+    ///   - onSlowRead: called for each slow read (statistics).
+    init(
+        tierName: String,
+        timeout: Duration?,
+        breaker: CircuitBreaker.Configuration,
+        logger: Logger,
+        slowerThan: @escaping @Sendable () -> Duration? = { nil },
+        onSlowRead: @escaping @Sendable () -> Void = {}
+    ) {
         self.tierName = tierName
         self.timeout = timeout
         self.breaker = Mutex(CircuitBreaker(configuration: breaker))
+        self.slowerThan = slowerThan
+        self.onSlowRead = onSlowRead
         self.start = self.clock.now
         self.logger = logger
     }
@@ -43,6 +58,7 @@ final class RemoteReadGuard: Sendable {
         let now = self.now
         guard self.breaker.withLock({ $0.allowsRead(now: now) }) else { return .skipped }
         let outcome: Outcome<Value>
+        let started = self.clock.now
         do {
             if let timeout = self.timeout {
                 if let value = try await Deadline.value(within: timeout, read) {
@@ -56,15 +72,20 @@ final class RemoteReadGuard: Sendable {
         } catch {
             outcome = .failed(error)
         }
+        var slow = false
+        if case .value = outcome, let bound = self.slowerThan(), started.duration(to: self.clock.now) > bound {
+            slow = true
+            self.onSlowRead()
+        }
         let transition: CircuitBreaker.Transition? = self.breaker.withLock { breaker in
-            if case .value = outcome { return breaker.recordSuccess() }
+            if case .value = outcome, !slow { return breaker.recordSuccess() }
             return breaker.recordFailure(now: self.now)
         }
         switch transition {
         case .opened(let duration):
             self.logger.warning(
                 "panza: circuit breaker opened; reads skip the tier",
-                metadata: ["tier": "\(self.tierName)", "for": "\(duration)"]
+                metadata: ["tier": "\(self.tierName)", "for": "\(duration)", "slow": "\(slow)"]
             )
         case .closed:
             self.logger.info(

@@ -15,16 +15,21 @@ public struct CacheStatistics: Hashable, Sendable, Codable {
         public var timeouts: Int = 0
         /// Lookups that skipped the tier because its circuit breaker was open.
         public var skipped: Int = 0
+        /// Reads that answered, but more slowly than the cache's loads typically take (counted
+        /// toward opening the breaker; see ``CircuitBreaker/Configuration/skipsTiersSlowerThanLoads``).
+        public var slow: Int = 0
         /// The tier's circuit breaker, for the remote tier; `nil` for SQLite.
         public var breaker: CircuitBreaker.State? = nil
 
         /// Counts of one tier; all zero by default.
-        public init(hits: Int = 0, misses: Int = 0, errors: Int = 0, timeouts: Int = 0, skipped: Int = 0) {
+        public init(hits: Int = 0, misses: Int = 0, errors: Int = 0, timeouts: Int = 0, skipped: Int = 0, slow: Int = 0)
+        {
             self.hits = hits
             self.misses = misses
             self.errors = errors
             self.timeouts = timeouts
             self.skipped = skipped
+            self.slow = slow
         }
 
         /// `hits / (hits + misses)`, or 0 before the first lookup.
@@ -104,7 +109,7 @@ final class StatisticsRecorder: Sendable {
     init(tierNames: [String]) {
         self.tierNames = tierNames
         self.counters = Counter.allCases.map { _ in Cell() }
-        self.tierCounters = tierNames.map { _ in [Cell(), Cell(), Cell(), Cell(), Cell()] }
+        self.tierCounters = tierNames.map { _ in [Cell(), Cell(), Cell(), Cell(), Cell(), Cell()] }
     }
 
     @inline(__always)
@@ -117,6 +122,7 @@ final class StatisticsRecorder: Sendable {
     func tierError(_ tier: Int) { self.tierCounters[tier][2].add(1) }
     func tierTimeout(_ tier: Int) { self.tierCounters[tier][3].add(1) }
     func tierSkip(_ tier: Int) { self.tierCounters[tier][4].add(1) }
+    func tierSlow(_ tier: Int) { self.tierCounters[tier][5].add(1) }
 
     func value(_ counter: Counter) -> Int { self.counters[counter.rawValue].load() }
 
@@ -130,7 +136,8 @@ final class StatisticsRecorder: Sendable {
                 misses: counters[1].load(),
                 errors: counters[2].load(),
                 timeouts: counters[3].load(),
-                skipped: counters[4].load()
+                skipped: counters[4].load(),
+                slow: counters[5].load()
             )
         }
         statistics.unstorableResults = self.value(.unstorableResults)

@@ -51,6 +51,7 @@ final class MetricsReporter: Sendable {
             ] {
                 counts.append(("panza_lookups_total", [("tier", tier), ("result", result)], value))
             }
+            counts.append(("panza_slow_reads_total", [("tier", tier)], tierCounts.slow))
         }
         for (id, counters) in ids {
             let calls = counters.calls.load(ordering: .relaxed)

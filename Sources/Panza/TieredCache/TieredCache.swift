@@ -47,6 +47,8 @@ public final class TieredCache: Sendable {
     private let idCounters = Mutex<[String: IdCounters]>([:])
     /// The periodic metrics report.
     private let metricsTask = Mutex<Task<Void, Never>?>(nil)
+    /// How long loads take, against which remote reads are judged slow.
+    private let loaderLatency: LoaderLatency
 
     /// A cache with a memory tier and a SQLite file at `path`, with the default settings: the
     /// counterpart of Python panza's `SQLiteCache(path)`.
@@ -134,12 +136,21 @@ public final class TieredCache: Sendable {
                 }
             )
         }
+        let loaderLatency = LoaderLatency()
+        self.loaderLatency = loaderLatency
         if let remote {
+            let breaker = configuration.remoteBreaker
+            let remoteIndex = slots.count
             let readGuard = RemoteReadGuard(
                 tierName: remote.name,
                 timeout: configuration.remoteReadTimeout,
-                breaker: configuration.remoteBreaker,
-                logger: logger
+                breaker: breaker,
+                logger: logger,
+                slowerThan: {
+                    guard breaker.skipsTiersSlowerThanLoads, let typical = loaderLatency.typical else { return nil }
+                    return max(typical, breaker.minimumSlowRead)
+                },
+                onSlowRead: { recorder.tierSlow(remoteIndex) }
             )
             if let outbox {
                 slots.append(
@@ -767,6 +778,7 @@ public final class TieredCache: Sendable {
                     throw error
                 }
                 self.metricsReporter?.recordLoad(id: id, duration: ContinuousClock.now - loadStart)
+                self.loaderLatency.record(ContinuousClock.now - loadStart)
                 let size: Int
                 do {
                     size = try await self.store(value, key: key, timeToLive: timeToLive, replacing: false)

@@ -38,7 +38,12 @@ struct FaultInjectionTests {
         _ file: String,
         memory: Bool = false,
         readTimeout: Duration = .seconds(1),
-        breaker: CircuitBreaker.Configuration = .init()
+        breaker: CircuitBreaker.Configuration = {
+            // A slow moment of a loaded machine must not open the breaker, but in the test of slow tiers.
+            var breaker = CircuitBreaker.Configuration()
+            breaker.skipsTiersSlowerThanLoads = false
+            return breaker
+        }()
     ) async throws -> TieredCache {
         var configuration = TieredCache.Configuration()
         configuration.memory = memory ? .init() : nil
@@ -99,7 +104,12 @@ struct FaultInjectionTests {
         try await self.seed(["warm": "from S3"])
         let cache = try await self.cache(
             "blackhole.sqlite",
-            breaker: .init(failureThreshold: 3, openDuration: .milliseconds(300), maxOpenDuration: .seconds(1))
+            breaker: {
+                var breaker = CircuitBreaker.Configuration(
+                    failureThreshold: 3, openDuration: .milliseconds(300), maxOpenDuration: .seconds(1))
+                breaker.skipsTiersSlowerThanLoads = false
+                return breaker
+            }()
         )
         self.proxy.inject(.blackhole)
         for index in 0..<3 {
@@ -171,10 +181,29 @@ struct FaultInjectionTests {
         try await cache.close()
     }
 
+    @Test("S3 slower than the API (300 ms per answer, instant loads): after a few slow reads misses skip it")
+    func slowerThanTheAPI() async throws {
+        defer { self.proxy.close() }
+        try await self.seed(["warm": "from S3"])
+        self.proxy.inject(.delay(.milliseconds(300)))
+        var breaker = CircuitBreaker.Configuration(failureThreshold: 3, openDuration: .seconds(60))
+        breaker.skipsTiersSlowerThanLoads = true
+        let cache = try await self.cache("slower.sqlite", breaker: breaker)
+        for index in 0..<4 { _ = try await cache.value(forKey: "miss\(index)") { "loaded" } }
+        #expect(cache.statistics.tiers["s3"]?.breaker == .open)
+        #expect(cache.statistics.tiers["s3"]?.slow == 3)
+        let started = ContinuousClock.now
+        #expect(try await cache.value(forKey: "another") { "at once" } == "at once")
+        #expect(ContinuousClock.now - started < .milliseconds(250), "an open breaker skips the slow tier")
+        try await cache.close()
+    }
+
     @Test("Reset connections: misses go to the loader, uploads are retried and land once the network heals")
     func resets() async throws {
         defer { self.proxy.close() }
-        let cache = try await self.cache("reset.sqlite", breaker: .init(failureThreshold: 100))
+        var lenient = CircuitBreaker.Configuration(failureThreshold: 100)
+        lenient.skipsTiersSlowerThanLoads = false
+        let cache = try await self.cache("reset.sqlite", breaker: lenient)
         self.proxy.inject(.reset)
         #expect(try await cache.value(forKey: "a") { "loaded" } == "loaded")
         #expect((cache.statistics.tiers["s3"]?.errors ?? 0) + (cache.statistics.tiers["s3"]?.timeouts ?? 0) >= 1)

@@ -18,6 +18,8 @@ func makeCache(
     // Tests of consistency must not see a slow moment of a loaded machine as a read timeout; the
     // tests of timeouts set their own.
     configuration.remoteReadTimeout = .seconds(30)
+    // Likewise a slow moment must not open the breaker; the tests of slow tiers turn it back on.
+    configuration.remoteBreaker.skipsTiersSlowerThanLoads = false
     configure(&configuration)
     return try await TieredCache(configuration: configuration)
 }

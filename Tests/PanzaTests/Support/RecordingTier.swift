@@ -23,6 +23,8 @@ final class RecordingTier: CacheTier, Sendable {
         var appliesStarted = 0
         /// Applies never return.
         var hangs = false
+        /// How long each read takes.
+        var readDelay: Duration? = nil
         /// Stores of these keys are refused for good (``RejectedOperation``, a permanent failure).
         var rejectedKeys: Set<String> = []
         /// Removals of these keys are refused for good.
@@ -59,10 +61,11 @@ final class RecordingTier: CacheTier, Sendable {
     func storedBlob(_ key: String) -> [UInt8]? { self.state.withLock { $0.blobs[key]?.blob } }
 
     func blob(forKey key: CacheKey) async throws -> [UInt8]? {
-        let gate = self.state.withLock { state in
+        let (gate, delay) = self.state.withLock { state in
             state.readsStarted += 1
-            return state.readGate
+            return (state.readGate, state.readDelay)
         }
+        if let delay { try await Task.sleep(for: delay) }
         // The value is taken before waiting: a slow read returns what the tier held when it started.
         let before = self.state.withLock { $0.blobs[key.rawValue]?.blob }
         if let gate {

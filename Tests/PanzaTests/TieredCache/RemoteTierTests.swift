@@ -259,4 +259,34 @@ struct RemoteTierTests {
         #expect(cache.statistics.memoryBytes >= 100 << 10)
         try await cache.close()
     }
+
+    @Test("A remote tier slower than the loads is skipped after a few reads; one faster than the loads stays in use")
+    func slowerThanLoads() async throws {
+        for (loadTime, stays) in [(Duration.milliseconds(1), false), (.milliseconds(400), true)] {
+            let remote = RecordingTier()
+            remote.state.withLock { $0.readDelay = .milliseconds(100) }
+            let cache = try await makeCache(in: self.directory, sqlite: false) {
+                $0.remote = remote
+                $0.remoteReadTimeout = .seconds(5)
+                $0.remoteBreaker = .init(failureThreshold: 3, openDuration: .seconds(60))
+                $0.remoteBreaker.skipsTiersSlowerThanLoads = true
+            }
+            for index in 0..<5 {
+                _ = try await cache.value(forKey: "k\(index)") {
+                    try await Task.sleep(for: loadTime)
+                    return index
+                }
+            }
+            let counts = try #require(cache.statistics.tiers["remote"])
+            if stays {
+                #expect(counts.breaker == .closed, "S3 faster than the API must stay in use")
+                #expect(counts.slow == 0 && counts.skipped == 0)
+            } else {
+                #expect(counts.slow == 3, "the first read precedes any load; the next three are slower than loads")
+                #expect(counts.breaker == .open)
+                #expect(counts.skipped == 1)
+            }
+            try await cache.close()
+        }
+    }
 }
