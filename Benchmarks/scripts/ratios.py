@@ -28,7 +28,8 @@ PAIRS = [
     ("miss.latency.s3-healthy.loader-20ms", "baseline.loader.20ms", "latency"),
     ("miss.latency.s3-blackholed.breaker-closed.loader-20ms", "baseline.loader.20ms", "latency"),
     ("miss.latency.s3-blackholed.breaker-open.loader-20ms", "baseline.loader.20ms", "latency"),
-    ("miss.latency.s3-slow-500ms.loader-20ms", "baseline.loader.20ms", "latency"),
+    ("miss.latency.s3-slow-500ms.breaker-closed.loader-20ms", "baseline.loader.20ms", "latency"),
+    ("miss.latency.s3-slow-500ms.breaker-open.loader-20ms", "baseline.loader.20ms", "latency"),
 ]
 
 

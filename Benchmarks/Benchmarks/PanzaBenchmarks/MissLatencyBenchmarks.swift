@@ -40,7 +40,8 @@ let missLatencyBenchmarks: @Sendable () -> Void = {
         ("s3-healthy", .none, false, 100),
         ("s3-blackholed.breaker-closed", .blackhole, false, 5),
         ("s3-blackholed.breaker-open", .blackhole, true, 100),
-        ("s3-slow-500ms", .delay(.milliseconds(500)), false, 5),
+        ("s3-slow-500ms.breaker-closed", .delay(.milliseconds(500)), false, 5),
+        ("s3-slow-500ms.breaker-open", .delay(.milliseconds(500)), true, 100),
     ]
     for scenario in scenarios {
         Benchmark(
@@ -82,8 +83,9 @@ final class MissFixtures: @unchecked Sendable {
         tier.client.requestTimeout = .seconds(5)
         configuration.remote = try S3Tier(configuration: tier)
         configuration.modes = CacheModes()
-        // The defaults (1 s read timeout, breaker after 5 failures); "closed" keeps it closed.
-        if !breakerOpen, fault == .blackhole { configuration.remoteBreaker.failureThreshold = .max }
+        // The defaults (1 s read timeout, breaker after 5 failures or reads slower than the loads);
+        // "closed" keeps it closed, "open" warms it up to open before measuring.
+        if !breakerOpen { configuration.remoteBreaker.failureThreshold = .max }
         configuration.remoteBreaker.openDuration = .seconds(3_600)
         configuration.remoteBreaker.maxOpenDuration = .seconds(3_600)
         let cache = try await TieredCache(configuration: configuration)
