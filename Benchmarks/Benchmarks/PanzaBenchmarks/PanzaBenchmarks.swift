@@ -35,20 +35,23 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: Memory
 
-    Benchmark("memory.hit.memoized-call") { benchmark in
-        var configuration = TieredCache.Configuration()
-        configuration.sqlite = nil
-        configuration.modes = CacheModes()
-        let cache = try await TieredCache(configuration: configuration)
-        let value = Workload.json(seed: 1)
-        let forecast = cache.memoize(id: "forecast") { (city: String, days: Int) async throws -> String in value }
-        _ = try await forecast("Oslo", 3)
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            blackHole(try await forecast("Oslo", 3))
+    for metrics in [true, false] {
+        Benchmark("memory.hit.memoized-call\(metrics ? "" : ".metrics-off")") { benchmark in
+            var configuration = TieredCache.Configuration()
+            configuration.sqlite = nil
+            configuration.modes = CacheModes()
+            if !metrics { configuration.metrics = nil }
+            let cache = try await TieredCache(configuration: configuration)
+            let value = Workload.json(seed: 1)
+            let forecast = cache.memoize(id: "forecast") { (city: String, days: Int) async throws -> String in value }
+            _ = try await forecast("Oslo", 3)
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                blackHole(try await forecast("Oslo", 3))
+            }
+            benchmark.stopMeasurement()
+            try await cache.close()
         }
-        benchmark.stopMeasurement()
-        try await cache.close()
     }
 
     Benchmark("baseline.mutex-dictionary.lookup") { benchmark in

@@ -124,6 +124,25 @@ final class MetricsReporter: Sendable {
     }
 }
 
+/// The counters of every memoized id of a cache.
+final class IdCounterRegistry: Sendable {
+    private let counters = Mutex<[String: IdCounters]>([:])
+
+    /// The counters of `id`, made on first use.
+    func counters(forID id: String) -> IdCounters {
+        self.counters.withLock { counters in
+            if let existing = counters[id] { return existing }
+            let made = IdCounters()
+            counters[id] = made
+            return made
+        }
+    }
+
+    var all: [(id: String, counters: IdCounters)] {
+        self.counters.withLock { counters in counters.map { (id: $0.key, counters: $0.value) } }
+    }
+}
+
 /// The counters of one memoized id, bumped without a lock on its calls.
 @usableFromInline
 final class IdCounters: Sendable {

@@ -44,11 +44,13 @@ public final class TieredCache: Sendable {
     /// Reports through swift-metrics; `nil` when ``Configuration/metrics`` is `nil`.
     let metricsReporter: MetricsReporter?
     /// The counters of each memoized id, made by ``memoize(id:timeToLive:limits:concurrencyKey:key:rawKey:_:)``.
-    private let idCounters = Mutex<[String: IdCounters]>([:])
+    private let idCounters = IdCounterRegistry()
     /// The periodic metrics report.
     private let metricsTask = Mutex<Task<Void, Never>?>(nil)
     /// How long loads take, against which remote reads are judged slow.
     private let loaderLatency: LoaderLatency
+    /// ``Configuration/trace``, kept apart: the memory hit path reads it.
+    private let trace: AccessTrace?
 
     /// A cache with a memory tier and a SQLite file at `path`, with the default settings: the
     /// counterpart of Python panza's `SQLiteCache(path)`.
@@ -75,6 +77,7 @@ public final class TieredCache: Sendable {
         try configuration.validate()
         let logger = logger ?? configuration.deprecatedLogger ?? .panzaDisabled
         self.configuration = configuration
+        self.trace = configuration.trace
         self.logger = logger
         self.memory = try configuration.memory.map { try MemoryTier(configuration: $0) }
         var sqlite: SQLiteTier?
@@ -185,12 +188,16 @@ public final class TieredCache: Sendable {
         self.currentModes = Mutex(configuration.modes)
         self.bustModeActive = Atomic(configuration.modes.bust != .none)
         self.metricsReporter = configuration.metrics.map { MetricsReporter(label: $0.label, factory: $0.factory) }
-        if let interval = configuration.metrics?.interval {
-            let task = Task { [weak self] in
+        if let reporter = self.metricsReporter, let interval = configuration.metrics?.interval {
+            // The task holds what it reports from, never the cache: a weak reference would give the
+            // cache a side table, and every retain of it on the hit path would take the slow path.
+            let source = self.statisticsSource
+            let registry = self.idCounters
+            let task = Task {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: interval)
-                    guard let self, !Task.isCancelled else { return }
-                    self.reportMetrics()
+                    guard !Task.isCancelled else { return }
+                    reporter.report(source.snapshot(), ids: registry.all)
                 }
             }
             self.metricsTask.withLock { $0 = task }
@@ -200,19 +207,17 @@ public final class TieredCache: Sendable {
     /// Pushes the counters to swift-metrics now (the cache also does it every
     /// ``Configuration/MetricsReporting/interval`` and when it closes).
     public func reportMetrics() {
-        guard let reporter = self.metricsReporter else { return }
-        let ids = self.idCounters.withLock { counters in counters.map { (id: $0.key, counters: $0.value) } }
-        reporter.report(self.statistics, ids: ids)
+        self.metricsReporter?.report(self.statistics, ids: self.idCounters.all)
     }
 
     /// The counters of memoized id `id`, made on first use.
     func counters(forID id: String) -> IdCounters {
-        self.idCounters.withLock { counters in
-            if let existing = counters[id] { return existing }
-            let made = IdCounters()
-            counters[id] = made
-            return made
-        }
+        self.idCounters.counters(forID: id)
+    }
+
+    /// What ``statistics`` reads.
+    private var statisticsSource: StatisticsSource {
+        StatisticsSource(recorder: self.recorder, lanes: self.lanes, slots: self.slots, memory: self.memory)
     }
 
     deinit {
@@ -240,17 +245,7 @@ public final class TieredCache: Sendable {
 
     /// What the cache has done since it opened.
     public var statistics: CacheStatistics {
-        var statistics = self.recorder.snapshot()
-        statistics.pendingWrites = self.lanes.reduce(0) { $0 + $1.queue.pendingCount }
-        statistics.pendingBytes = self.lanes.reduce(0) { $0 + $1.queue.pendingBytes }
-        for slot in self.slots {
-            if let readGuard = slot.readGuard { statistics.tiers[slot.tier.name]?.breaker = readGuard.state }
-        }
-        if let memory = self.memory {
-            statistics.memoryEntries = memory.count
-            statistics.memoryBytes = memory.bytes
-        }
-        return statistics
+        self.statisticsSource.snapshot()
     }
 
     // MARK: Plain keys
@@ -577,7 +572,7 @@ public final class TieredCache: Sendable {
         switch memory.lookup(key.rawValue, nowMilliseconds: WallClock.nowMilliseconds()) {
         case .hit(let stored, let storedBytes):
             self.recorder.add(.memoryHits)
-            self.configuration.trace?.record(key: key.rawValue, size: storedBytes, source: .memory, latency: .zero)
+            self.trace?.record(key: key.rawValue, size: storedBytes, source: .memory, latency: .zero)
             return stored
         case .expired:
             self.recorder.add(.expired)
@@ -923,5 +918,27 @@ public final class TieredCache: Sendable {
             message: "the value in memory is a \(type(of: stored)), not a \(expected)",
             key: key.rawValue
         )
+    }
+}
+
+/// What ``TieredCache/statistics`` reads, apart from the cache itself.
+struct StatisticsSource: Sendable {
+    let recorder: StatisticsRecorder
+    let lanes: [Lane]
+    let slots: [TierSlot]
+    let memory: MemoryTier?
+
+    func snapshot() -> CacheStatistics {
+        var statistics = self.recorder.snapshot()
+        statistics.pendingWrites = self.lanes.reduce(0) { $0 + $1.queue.pendingCount }
+        statistics.pendingBytes = self.lanes.reduce(0) { $0 + $1.queue.pendingBytes }
+        for slot in self.slots {
+            if let readGuard = slot.readGuard { statistics.tiers[slot.tier.name]?.breaker = readGuard.state }
+        }
+        if let memory = self.memory {
+            statistics.memoryEntries = memory.count
+            statistics.memoryBytes = memory.bytes
+        }
+        return statistics
     }
 }
