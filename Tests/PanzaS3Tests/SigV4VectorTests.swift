@@ -212,4 +212,23 @@ struct SigV4VectorTests {
     func timestamps(seconds: Double, expected: String) {
         #expect(SigV4Timestamp(Date(timeIntervalSince1970: seconds)).dateTime == expected)
     }
+
+    @Test("A cached signing key signs exactly as a fresh one, and a new secret or day is derived anew")
+    func signingKeyCache() {
+        let request = SigV4Signer.Request(method: "GET", host: "b.s3.amazonaws.com", path: "/k")
+        let date = Date(timeIntervalSince1970: 1_700_000_000)
+        let cache = SigningKeyCache()
+        for (secret, day) in [("one", 0.0), ("one", 0.0), ("two", 0.0), ("two", 86_400.0)] {
+            let credentials = S3Credentials(accessKeyID: "AKID", secretAccessKey: secret)
+            var cached = SigV4Signer(credentials: credentials, region: "us-east-1")
+            cached.keyCache = cache
+            let fresh = SigV4Signer(credentials: credentials, region: "us-east-1")
+            let when = date.addingTimeInterval(day)
+            #expect(
+                cached.signedHeaders(for: request, date: when).map(\.value)
+                    == fresh.signedHeaders(for: request, date: when).map(\.value),
+                "secret \(secret), day +\(day)"
+            )
+        }
+    }
 }

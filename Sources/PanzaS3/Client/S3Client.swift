@@ -47,6 +47,7 @@ public final class S3Client: Sendable {
     private let isShutDown = Atomic(false)
     private let retryQuota: Mutex<RetryQuota?>
     private let requestCounters = Mutex<[String: Counter]>([:])
+    private let signingKeys = SigningKeyCache()
 
     /// Creates a client. No request is sent until the first operation.
     ///
@@ -564,8 +565,9 @@ public final class S3Client: Sendable {
             payloadHash: payloadHash
         )
         let now = Date().addingTimeInterval(Double(self.clockOffsetMilliseconds.load(ordering: .relaxed)) / 1000)
-        let signed = SigV4Signer(credentials: credentials, region: self.configuration.region).signedHeaders(
-            for: signable, date: now)
+        var signer = SigV4Signer(credentials: credentials, region: self.configuration.region)
+        signer.keyCache = self.signingKeys
+        let signed = signer.signedHeaders(for: signable, date: now)
         var url = self.baseURL + URIEncoding.encode(path, keepSlashes: true)
         if !query.isEmpty {
             url += "?" + query.map { "\(URIEncoding.encode($0.0))=\(URIEncoding.encode($0.1))" }.joined(separator: "&")

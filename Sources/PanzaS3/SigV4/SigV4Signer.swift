@@ -62,6 +62,8 @@ public struct SigV4Signer: Sendable {
     public var normalizesPath: Bool
     /// Whether to send and sign `x-amz-content-sha256` (S3 requires it).
     public var sendsPayloadHashHeader: Bool
+    /// Keeps the day's signing key between requests (four HMACs saved per request).
+    var keyCache: SigningKeyCache?
 
     /// A signer for `service` in `region` with `credentials`.
     public init(credentials: S3Credentials, region: String, service: String = "s3") {
@@ -149,10 +151,16 @@ public struct SigV4Signer: Sendable {
 
     /// Task 3: the signing key, `HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request")`.
     func signingKey(_ timestamp: SigV4Timestamp) -> SymmetricKey {
+        let scope = SigningKeyCache.Scope(
+            date: timestamp.date, region: self.region, service: self.service,
+            secret: self.credentials.secretAccessKey
+        )
+        if let cached = self.keyCache?.key(for: scope) { return cached }
         var key = SymmetricKey(data: Array(("AWS4" + self.credentials.secretAccessKey).utf8))
         for part in [timestamp.date, self.region, self.service, "aws4_request"] {
             key = SymmetricKey(data: HMAC<SHA256>.authenticationCode(for: Array(part.utf8), using: key))
         }
+        self.keyCache?.store(key, for: scope)
         return key
     }
 
