@@ -250,7 +250,7 @@ struct RemoteTierTests {
         remote.state.withLock { $0.blobs["big"] = ("", compressed) }
         let cache = try await makeCache(in: self.directory, sqlite: false) {
             $0.remote = remote
-            $0.memory = .init(maxEntries: 100, maxBytes: 512 << 10)
+            $0.memory = .init(maxEntries: 100, maxBytes: 512 << 10, maxEntryBytes: 512 << 10)
         }
         #expect(try await cache.value(forKey: "big", as: String.self) == big)
         #expect(cache.statistics.memoryBytes == 0, "a 1 MiB value was charged its compressed size")

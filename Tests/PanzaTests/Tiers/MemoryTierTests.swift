@@ -26,7 +26,7 @@ struct MemoryTierTests {
 
     @Test("The byte bound evicts until the total fits")
     func byteBound() throws {
-        let tier = try MemoryTier(configuration: .init(maxEntries: 100, maxBytes: 100))
+        let tier = try MemoryTier(configuration: .init(maxEntries: 100, maxBytes: 100, maxEntryBytes: 100))
         for index in 0..<5 { tier.insert(entry(index, cost: 20), forKey: "k\(index)") }
         #expect(tier.bytes == 100)
         let evicted = tier.insert(entry(5, cost: 50), forKey: "big")
@@ -38,7 +38,7 @@ struct MemoryTierTests {
 
     @Test("An entry larger than the byte bound is not held, and drops its older version")
     func oversizedEntry() throws {
-        let tier = try MemoryTier(configuration: .init(maxEntries: 10, maxBytes: 100))
+        let tier = try MemoryTier(configuration: .init(maxEntries: 10, maxBytes: 100, maxEntryBytes: 100))
         tier.insert(entry(1, cost: 10), forKey: "k")
         tier.insert(entry(2, cost: 101), forKey: "k")
         #expect(value(tier, "k") == nil)
@@ -48,7 +48,7 @@ struct MemoryTierTests {
 
     @Test("Replacing an entry updates its cost")
     func replacement() throws {
-        let tier = try MemoryTier(configuration: .init(maxEntries: 10, maxBytes: 100))
+        let tier = try MemoryTier(configuration: .init(maxEntries: 10, maxBytes: 100, maxEntryBytes: 100))
         tier.insert(entry(1, cost: 10), forKey: "k")
         tier.insert(entry(2, cost: 30), forKey: "k")
         #expect(tier.bytes == 30)
@@ -100,5 +100,18 @@ struct MemoryTierTests {
     @Test("Bounds must be positive")
     func invalidBounds() {
         #expect(throws: PanzaError.self) { try MemoryTier(configuration: .init(maxEntries: 0, maxBytes: 1)) }
+    }
+
+    @Test("An entry over maxEntryBytes (an eighth of maxBytes by default) is not held and evicts nothing")
+    func entryLimit() throws {
+        let tier = try MemoryTier(configuration: .init(maxEntries: 100, maxBytes: 800))
+        #expect(tier.configuration.entryLimit == 100)
+        for index in 0..<7 { tier.insert(self.entry(index, cost: 100), forKey: "small\(index)") }
+        tier.insert(self.entry(99, cost: 101), forKey: "large")
+        #expect(self.value(tier, "large") == nil)
+        #expect((0..<7).allSatisfy { self.value(tier, "small\($0)") != nil }, "a large value evicted small ones")
+        let roomy = try MemoryTier(configuration: .init(maxEntries: 100, maxBytes: 800, maxEntryBytes: 500))
+        roomy.insert(self.entry(1, cost: 400), forKey: "large")
+        #expect(self.value(roomy, "large") == 1)
     }
 }

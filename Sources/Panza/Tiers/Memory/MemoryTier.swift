@@ -12,11 +12,20 @@ public final class MemoryTier: Sendable {
         /// The most bytes held at once, counting each entry as its decoded payload (the value's
         /// encoded bytes before compression) plus its key.
         public var maxBytes: Int
+        /// The largest entry held: a larger value is served from the tiers below and never evicts
+        /// the many small entries it would displace. `nil` (the default) for an eighth of
+        /// ``maxBytes``.
+        public var maxEntryBytes: Int?
 
-        /// Bounds of `maxEntries` entries and `maxBytes` bytes.
-        public init(maxEntries: Int = 10_000, maxBytes: Int = 64 << 20) {
+        /// The largest entry held, ``maxEntryBytes`` or an eighth of ``maxBytes``.
+        public var entryLimit: Int { self.maxEntryBytes ?? max(1, self.maxBytes / 8) }
+
+        /// Bounds of `maxEntries` entries and `maxBytes` bytes, and entries of at most
+        /// `maxEntryBytes` (an eighth of `maxBytes` when `nil`).
+        public init(maxEntries: Int = 10_000, maxBytes: Int = 64 << 20, maxEntryBytes: Int? = nil) {
             self.maxEntries = maxEntries
             self.maxBytes = maxBytes
+            self.maxEntryBytes = maxEntryBytes
         }
     }
 
@@ -72,12 +81,12 @@ public final class MemoryTier: Sendable {
 
     /// Inserts or replaces an entry, then evicts least recently used entries until within bounds.
     ///
-    /// An entry larger than ``Configuration/maxBytes`` is not held (and any older one is dropped).
+    /// An entry larger than ``Configuration/entryLimit`` is not held (and any older one is dropped).
     /// - Returns: how many entries were evicted.
     @discardableResult
     func insert(_ entry: Entry, forKey key: String) -> Int {
         self.state.withLock { list in
-            guard entry.cost <= self.configuration.maxBytes else {
+            guard entry.cost <= min(self.configuration.entryLimit, self.configuration.maxBytes) else {
                 if let index = list.index(forKey: key) { list.remove(at: index) }
                 return 0
             }
