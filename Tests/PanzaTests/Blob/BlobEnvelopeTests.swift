@@ -119,6 +119,12 @@ struct BlobEnvelopeTests {
                 createdAtMilliseconds: 1_764_000_000_002, timeToLiveMilliseconds: 86_400_000),
             codec: .none
         ),
+        // A nil inside one Optional layer (`String??.some(.none)`): content type 3, one byte of depth.
+        Golden(
+            file: "blobs/v1-null-depth1.pnza",
+            envelope: BlobEnvelope(contentType: .null, payload: [1], createdAtMilliseconds: 1_764_000_000_003),
+            codec: .none
+        ),
     ]
 
     @Test("Golden blobs of format version 1 still decode", arguments: goldens)
