@@ -78,25 +78,15 @@ final class MetricsReporter: Sendable {
                 let delta = value - state.reported[key, default: 0]
                 guard delta > 0 else { continue }
                 state.reported[key] = value
-                let counter =
-                    state.counters[key]
-                    ?? {
-                        let made = Counter(label: name, dimensions: self.dimensions(dimensions), factory: self.factory)
-                        state.counters[key] = made
-                        return made
-                    }()
-                counter.increment(by: delta)
+                Self.cached(key, in: &state.counters) {
+                    Counter(label: name, dimensions: self.dimensions(dimensions), factory: self.factory)
+                }.increment(by: delta)
             }
             for (name, dimensions, value) in gauges {
                 let key = Self.key(name, dimensions)
-                let gauge =
-                    state.gauges[key]
-                    ?? {
-                        let made = Gauge(label: name, dimensions: self.dimensions(dimensions), factory: self.factory)
-                        state.gauges[key] = made
-                        return made
-                    }()
-                gauge.record(value)
+                Self.cached(key, in: &state.gauges) {
+                    Gauge(label: name, dimensions: self.dimensions(dimensions), factory: self.factory)
+                }.record(value)
             }
         }
     }
@@ -106,13 +96,22 @@ final class MetricsReporter: Sendable {
         let dimensions = id.isEmpty ? [] : [("id", id)]
         let key = Self.key("panza_load_duration_seconds", dimensions)
         let timer = self.state.withLock { state in
-            if let timer = state.timers[key] { return timer }
-            let made = CoreMetrics.Timer(
-                label: "panza_load_duration_seconds", dimensions: self.dimensions(dimensions), factory: self.factory)
-            state.timers[key] = made
-            return made
+            Self.cached(key, in: &state.timers) {
+                CoreMetrics.Timer(
+                    label: "panza_load_duration_seconds", dimensions: self.dimensions(dimensions), factory: self.factory
+                )
+            }
         }
         timer.recordNanoseconds(duration.wholeNanoseconds)
+    }
+
+    /// The metric under `key`, made by `make` the first time.
+    private static func cached<Metric>(_ key: String, in metrics: inout [String: Metric], make: () -> Metric) -> Metric
+    {
+        if let metric = metrics[key] { return metric }
+        let made = make()
+        metrics[key] = made
+        return made
     }
 
     private func dimensions(_ extra: [(String, String)]) -> [(String, String)] {

@@ -772,8 +772,9 @@ public final class TieredCache: Sendable {
                     self.metricsReporter?.recordLoad(id: id, duration: ContinuousClock.now - loadStart)
                     throw error
                 }
-                self.metricsReporter?.recordLoad(id: id, duration: ContinuousClock.now - loadStart)
-                self.loaderLatency.record(ContinuousClock.now - loadStart)
+                let loadDuration = ContinuousClock.now - loadStart
+                self.metricsReporter?.recordLoad(id: id, duration: loadDuration)
+                self.loaderLatency.record(loadDuration)
                 let size: Int
                 do {
                     size = try await self.store(value, key: key, timeToLive: timeToLive, replacing: false)

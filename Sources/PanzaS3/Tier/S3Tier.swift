@@ -111,7 +111,7 @@ public final class S3Tier: CacheTier {
     ///   level of the prefix).
     public func blob(forKey key: CacheKey) async throws -> [UInt8]? {
         try await self.checkLayout()
-        return try await Self.limited(self.configuration.readLimits) {
+        return try await LoadLimits.run(within: self.configuration.readLimits) {
             try await self.client.get(key: self.objectKey(for: key), retry: self.configuration.readRetry)
         }
     }
@@ -178,7 +178,7 @@ public final class S3Tier: CacheTier {
                     running -= 1
                 }
                 group.addTask {
-                    try await Self.limited(self.configuration.writeLimits) {
+                    try await LoadLimits.run(within: self.configuration.writeLimits) {
                         switch operation {
                         case .store(let key, let blob, _):
                             try await self.client.put(key: self.objectKey(for: key), body: blob)
@@ -209,7 +209,7 @@ public final class S3Tier: CacheTier {
             )
         }
         let keys = listed.filter { key in key != ownMarker && !nested.contains { key.hasPrefix($0) } }
-        try await Self.limited(self.configuration.writeLimits) {
+        try await LoadLimits.run(within: self.configuration.writeLimits) {
             try await self.client.delete(keys: keys)
         }
     }
@@ -278,12 +278,5 @@ public final class S3Tier: CacheTier {
             try await self.client.put(key: marker, body: Array("panza cache prefix\n".utf8), contentType: "text/plain")
         }
         self.markerWritten.withLock { $0 = true }
-    }
-
-    private static func limited<Result: Sendable>(
-        _ limits: LoadLimits?,
-        _ body: @Sendable () async throws -> Result
-    ) async throws -> Result {
-        try await LoadLimits.run(within: limits, body)
     }
 }
