@@ -89,20 +89,44 @@ struct S3ClientTests {
         try await client.shutdown()
     }
 
-    @Test("Large bodies go up in parts and come back whole")
+    @Test("Large bodies go up in parallel parts and come back whole in parallel ranges")
     func multipart() async throws {
         let settings = try S3TestServer.settings()
+        let metrics = TestMetrics()
         var configuration = S3Client.Configuration(
             bucket: S3TestServer.uniqueBucket(), endpoint: settings.endpoint, credentials: settings.credentials)
         configuration.multipartThreshold = 6 << 20
         configuration.multipartPartSize = 5 << 20
+        configuration.metricsFactory = metrics
         let client = try S3Client(configuration: configuration)
         try await client.createBucket()
         var generator = SystemRandomNumberGenerator()
         let body = (0..<(12 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) }
         try await client.put(key: "big", body: body)
         #expect(try await client.get(key: "big") == body)
+        func count(_ operation: String, _ status: String) throws -> Int64 {
+            try metrics.expectCounter(
+                "panza_s3_requests_total",
+                [("bucket", configuration.bucket), ("operation", operation), ("status", status)]
+            ).totalValue
+        }
+        #expect(try count("UploadPart", "200") == 3)
+        #expect(try count("GetObject", "206") == 3, "one GET per 5 MiB range")
+        // Edge sizes: exactly one range, one byte more, and an empty object.
+        for size in [5 << 20, (5 << 20) + 1, 0, 1] {
+            let object = Array(body.prefix(size))
+            try await client.put(key: "edge-\(size)", body: object)
+            #expect(try await client.get(key: "edge-\(size)") == object, "\(size) bytes")
+        }
         try await client.shutdown()
+    }
+
+    @Test("The Content-Range total is parsed, and nonsense is refused")
+    func contentRange() {
+        #expect(S3Client.totalLength(contentRange: "bytes 0-5242879/12582912") == 12_582_912)
+        #expect(S3Client.totalLength(contentRange: "bytes 0-0/1") == 1)
+        #expect(S3Client.totalLength(contentRange: "bytes 0-9/*") == nil)
+        #expect(S3Client.totalLength(contentRange: nil) == nil)
     }
 
     @Test("A dead endpoint gives a transport error after the configured retries")
@@ -187,7 +211,7 @@ struct S3ClientTests {
         }
         #expect(try count("CreateBucket", "200") == 1)
         #expect(try count("PutObject", "200") == 1)
-        #expect(try count("GetObject", "200") == 1)
+        #expect(try count("GetObject", "206") == 1, "a GET asks for the first range")
         #expect(try count("GetObject", "404") == 1)
     }
 }

@@ -1,27 +1,35 @@
 /// The self-describing, checksummed container around every value Panza stores below memory.
 ///
 /// The same bytes are written to SQLite and to remote tiers, so any tier can serve any other.
-/// The layout (all integers little-endian) is documented in `docs/blob-format.md`:
+/// This release writes format version 2 and reads versions 1 and 2; both layouts are documented in
+/// `docs/blob-format.md`. Version 2 (all integers little-endian):
 ///
 /// | offset | size | field |
 /// |-------:|-----:|-------|
 /// | 0 | 4 | magic `PNZA` |
-/// | 4 | 1 | format version (1) |
-/// | 5 | 1 | codec: 0 none, 1 LZ4 block |
-/// | 6 | 1 | content type: 0 bytes, 1 UTF-8 text, 2 JSON, 3 null (a `nil`) |
-/// | 7 | 1 | flags, reserved (0) |
-/// | 8 | 4 | stored payload length |
-/// | 12 | 4 | original payload length (before compression) |
+/// | 4 | 1 | format version (2) |
+/// | 5 | 1 | content type: 0 bytes, 1 UTF-8 text, 2 JSON, 3 null (a `nil`) |
+/// | 6 | 1 | flags, reserved (0) |
+/// | 7 | 1 | signature scheme: 0 none |
+/// | 8 | 8 | payload length (before compression) |
 /// | 16 | 8 | creation time, milliseconds since 1970 |
 /// | 24 | 8 | time to live in milliseconds, 0 for none |
-/// | 32 | n | payload |
-/// | 32 + n | 8 | XXH64 (seed 0) of bytes 0 ..< 32 + n |
+/// | 32 | 8 | stale period in milliseconds after expiry (0) |
+/// | 40 | 4 | frame size: payload bytes per frame (1 MiB) |
+/// | 44 | 4 | signature length (0 for scheme 0) |
+/// | 48 | … | frames: a 4-byte word (bit 31: stored raw; bits 0–30: stored length), then the bytes |
+/// | end | 8 | XXH64 (seed 0) of every byte before it |
+/// | end + 8 | s | signature (none yet) |
+///
+/// The payload is cut into frames of one frame size (the last one shorter), each LZ4-compressed on
+/// its own, so that tiers can store and fetch a large value in pieces and a reader decompresses
+/// straight into the value's buffer.
 public struct BlobEnvelope: Hashable, Sendable {
     /// How the payload is stored.
     public enum Codec: UInt8, Hashable, Sendable, CustomStringConvertible {
         /// Stored as is (compression would not have made it smaller).
         case none = 0
-        /// An LZ4 block (liblz4 `LZ4_compress_default`).
+        /// An LZ4 block (liblz4 `LZ4_compress_default`); in version 2, at least one frame is.
         case lz4 = 1
 
         /// The name used in `panza get` and logs.
@@ -54,11 +62,17 @@ public struct BlobEnvelope: Hashable, Sendable {
     /// The four bytes every envelope starts with: `PNZA`.
     public static let magic: [UInt8] = [0x50, 0x4E, 0x5A, 0x41]
     /// The format version this release writes and the newest it reads.
-    public static let formatVersion: UInt8 = 1
-    /// Bytes before the payload.
-    public static let headerSize = 32
-    /// Bytes after the payload (the checksum).
+    public static let formatVersion: UInt8 = 2
+    /// Bytes before the first frame (format version 2).
+    public static let headerSize = 48
+    /// Bytes after the last frame (the checksum), when the envelope is not signed.
     public static let trailerSize = 8
+    /// Payload bytes per frame, as this release writes them.
+    public static let frameSize = 1 << 20
+    /// The frame sizes a reader accepts: 4 KiB to 64 MiB.
+    static let acceptedFrameSizes = (4 << 10)...(64 << 20)
+    /// Bytes of the word before each frame.
+    static let frameHeaderSize = 4
     /// Payloads shorter than this are never compressed: LZ4 cannot win on them.
     static let minimumCompressibleSize = 64
 
@@ -70,8 +84,13 @@ public struct BlobEnvelope: Hashable, Sendable {
     public var createdAtMilliseconds: Int64
     /// How long the value lives, in milliseconds; `0` means forever.
     public var timeToLiveMilliseconds: Int64
+    /// How long after its expiry the value may still be served as stale, in milliseconds (format
+    /// version 2; `0`, and not used by this release's reads).
+    public var staleForMilliseconds: Int64 = 0
     /// The codec the envelope was decoded from (``Codec/none`` for envelopes built in memory).
     public private(set) var storedCodec: Codec = .none
+    /// The format version the envelope was decoded from (``formatVersion`` for envelopes built in memory).
+    public private(set) var storedVersion: UInt8 = Self.formatVersion
 
     /// An envelope of `payload`, meaning `contentType`, written at `createdAtMilliseconds`, to live `timeToLiveMilliseconds` (0 for ever).
     public init(
@@ -97,36 +116,78 @@ public struct BlobEnvelope: Hashable, Sendable {
         return nowMilliseconds >= expiresAt
     }
 
-    /// Serializes the envelope, LZ4-compressing the payload when that makes it smaller.
+    /// Serializes the envelope in format version 2, LZ4-compressing each frame of the payload when
+    /// that makes it smaller.
     ///
     /// - Parameter compress: pass `false` to store the payload as is.
+    /// - Complexity: O(*n*) in the payload's length; the result is the only allocation.
     public func encoded(compress: Bool = true) -> [UInt8] {
-        let compressed: [UInt8]? =
-            compress && self.payload.count >= Self.minimumCompressibleSize
-            ? self.payload.withUnsafeBytes { LZ4.compress($0) } : nil
-        let codec: Codec = compressed == nil ? .none : .lz4
-        let stored = compressed ?? self.payload
-        let total = Self.headerSize + stored.count + Self.trailerSize
-        return [UInt8](unsafeUninitializedCapacity: total) { buffer, initialized in
+        self.payload.withUnsafeBytes { payload in
+            Self.encode(
+                payload: payload, contentType: self.contentType, createdAtMilliseconds: self.createdAtMilliseconds,
+                timeToLiveMilliseconds: self.timeToLiveMilliseconds, staleForMilliseconds: self.staleForMilliseconds,
+                compress: compress)
+        }
+    }
+
+    /// Serializes an envelope of `payload` without copying it first: what ``encoded(compress:)``
+    /// does, for payloads that live elsewhere (the bytes of a `Data` or a `String`).
+    package static func encode(
+        payload: UnsafeRawBufferPointer,
+        contentType: ContentType,
+        createdAtMilliseconds: Int64,
+        timeToLiveMilliseconds: Int64,
+        staleForMilliseconds: Int64 = 0,
+        compress: Bool
+    ) -> [UInt8] {
+        let frameSize = Self.frameSize
+        let frameCount = (payload.count + frameSize - 1) / frameSize
+        let compresses = compress && payload.count >= Self.minimumCompressibleSize
+        // Room for the worst case; pages never written are never touched.
+        let worstFrame = compresses ? max(LZ4.compressBound(frameSize) ?? frameSize, frameSize) : frameSize
+        let capacity =
+            Self.headerSize + payload.count + frameCount * Self.frameHeaderSize + Self.trailerSize
+            + (compresses ? frameCount * (worstFrame - frameSize) : 0)
+        return [UInt8](unsafeUninitializedCapacity: capacity) { buffer, initialized in
             let raw = UnsafeMutableRawBufferPointer(buffer)
             raw.copyBytes(from: Self.magic)
             raw[4] = Self.formatVersion
-            raw[5] = codec.rawValue
-            raw[6] = self.contentType.rawValue
+            raw[5] = contentType.rawValue
+            raw[6] = 0
             raw[7] = 0
-            raw.storeBytes(of: UInt32(stored.count).littleEndian, toByteOffset: 8, as: UInt32.self)
-            raw.storeBytes(of: UInt32(self.payload.count).littleEndian, toByteOffset: 12, as: UInt32.self)
-            raw.storeBytes(of: self.createdAtMilliseconds.littleEndian, toByteOffset: 16, as: Int64.self)
-            raw.storeBytes(of: self.timeToLiveMilliseconds.littleEndian, toByteOffset: 24, as: Int64.self)
-            stored.withUnsafeBytes { source in
-                UnsafeMutableRawBufferPointer(rebasing: raw[Self.headerSize..<(Self.headerSize + stored.count)])
-                    .copyMemory(from: source)
+            raw.storeBytes(of: UInt64(payload.count).littleEndian, toByteOffset: 8, as: UInt64.self)
+            raw.storeBytes(of: createdAtMilliseconds.littleEndian, toByteOffset: 16, as: Int64.self)
+            raw.storeBytes(of: max(0, timeToLiveMilliseconds).littleEndian, toByteOffset: 24, as: Int64.self)
+            raw.storeBytes(of: max(0, staleForMilliseconds).littleEndian, toByteOffset: 32, as: Int64.self)
+            raw.storeBytes(of: UInt32(frameSize).littleEndian, toByteOffset: 40, as: UInt32.self)
+            raw.storeBytes(of: UInt32(0).littleEndian, toByteOffset: 44, as: UInt32.self)
+            var offset = Self.headerSize
+            var start = 0
+            while start < payload.count {
+                let frame = UnsafeRawBufferPointer(rebasing: payload[start..<min(start + frameSize, payload.count)])
+                let bodyStart = offset + Self.frameHeaderSize
+                let body = UnsafeMutableRawBufferPointer(
+                    rebasing: raw[bodyStart..<min(bodyStart + worstFrame, raw.count - Self.trailerSize)])
+                let word: UInt32
+                if compresses, let written = LZ4.compress(frame, into: body) {
+                    word = UInt32(written)
+                } else {
+                    UnsafeMutableRawBufferPointer(rebasing: body[body.startIndex..<(body.startIndex + frame.count)])
+                        .copyMemory(from: frame)
+                    word = UInt32(frame.count) | Self.rawFrameBit
+                }
+                raw.storeBytes(of: word.littleEndian, toByteOffset: offset, as: UInt32.self)
+                offset += Self.frameHeaderSize + Int(word & ~Self.rawFrameBit)
+                start += frame.count
             }
-            let checksum = XXHash64.hash(UnsafeRawBufferPointer(rebasing: raw[0..<(Self.headerSize + stored.count)]))
-            raw.storeBytes(of: checksum.littleEndian, toByteOffset: Self.headerSize + stored.count, as: UInt64.self)
-            initialized = total
+            let checksum = XXHash64.hash(UnsafeRawBufferPointer(rebasing: raw[0..<offset]))
+            raw.storeBytes(of: checksum.littleEndian, toByteOffset: offset, as: UInt64.self)
+            initialized = offset + Self.trailerSize
         }
     }
+
+    /// Bit 31 of a frame's word: the frame is stored raw.
+    static let rawFrameBit: UInt32 = 1 << 31
 
     /// Parses and verifies envelope bytes.
     ///
@@ -153,25 +214,17 @@ public struct BlobEnvelope: Hashable, Sendable {
                 message: "the envelope holds \(header.originalLength) bytes, more than the \(maxPayloadBytes) accepted"
             )
         }
-        let end = headerSize + header.storedLength
-        let expected = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: end, as: UInt64.self))
-        let actual = XXHash64.hash(UnsafeRawBufferPointer(rebasing: raw[0..<end]))
+        let expected = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: header.checksumOffset, as: UInt64.self))
+        let actual = XXHash64.hash(UnsafeRawBufferPointer(rebasing: raw[0..<header.checksumOffset]))
         guard expected == actual else {
             throw PanzaError(code: .corruptBlob, message: "blob checksum mismatch")
         }
-        let stored = UnsafeRawBufferPointer(rebasing: raw[headerSize..<end])
         let payload: [UInt8]
-        switch header.codec {
-        case .none:
-            guard header.storedLength == header.originalLength else {
-                throw PanzaError(code: .corruptBlob, message: "uncompressed blob has inconsistent lengths")
-            }
-            payload = Array(stored)
-        case .lz4:
-            guard let decompressed = LZ4.decompress(stored, originalSize: header.originalLength) else {
-                throw PanzaError(code: .corruptBlob, message: "LZ4 payload does not decompress to its stated length")
-            }
-            payload = decompressed
+        var codec = header.codec
+        if header.version == 1 {
+            payload = try Self.payloadOfVersion1(raw, header: header)
+        } else {
+            (payload, codec) = try Self.payload(raw, header: header)
         }
         var envelope = BlobEnvelope(
             contentType: header.contentType,
@@ -179,68 +232,51 @@ public struct BlobEnvelope: Hashable, Sendable {
             createdAtMilliseconds: header.createdAtMilliseconds,
             timeToLiveMilliseconds: header.timeToLiveMilliseconds
         )
-        envelope.storedCodec = header.codec
+        envelope.staleForMilliseconds = header.staleForMilliseconds
+        envelope.storedCodec = codec
+        envelope.storedVersion = header.version
         return envelope
     }
 
-    /// The fixed-size header, parsed without touching the payload.
-    public struct Header: Hashable, Sendable {
-        /// How the payload is stored.
-        public var codec: Codec
-        /// What the payload means.
-        public var contentType: ContentType
-        /// Bytes of the stored (possibly compressed) payload.
-        public var storedLength: Int
-        /// Bytes of the payload once decompressed.
-        public var originalLength: Int
-        /// When the value was stored, in milliseconds since 1970.
-        public var createdAtMilliseconds: Int64
-        /// How long it lives, in milliseconds; 0 for ever.
-        public var timeToLiveMilliseconds: Int64
+    /// The payload of a version 2 envelope whose header and checksum were verified: the frames are
+    /// walked once to check their lengths before the payload is allocated, then decompressed
+    /// straight into it.
+    private static func payload(_ raw: UnsafeRawBufferPointer, header: Header) throws -> ([UInt8], Codec) {
+        let frames = try header.frames(in: raw)
+        let codec: Codec = frames.contains { !$0.isRaw } ? .lz4 : .none
+        return (
+            try [UInt8](unsafeUninitializedCapacity: header.originalLength) { buffer, initialized in
+                let output = UnsafeMutableRawBufferPointer(buffer)
+                var start = 0
+                for frame in frames {
+                    let target = UnsafeMutableRawBufferPointer(rebasing: output[start..<(start + frame.length)])
+                    let stored = UnsafeRawBufferPointer(rebasing: raw[frame.stored])
+                    if frame.isRaw {
+                        target.copyMemory(from: stored)
+                    } else if !LZ4.decompress(stored, into: target) {
+                        throw PanzaError(code: .corruptBlob, message: "an LZ4 frame does not decompress to its length")
+                    }
+                    start += frame.length
+                }
+                initialized = header.originalLength
+            }, codec
+        )
+    }
 
-        /// When the value expires, in milliseconds since 1970, or `nil` when it never does.
-        public var expiresAtMilliseconds: Int64? {
-            self.timeToLiveMilliseconds > 0 ? self.createdAtMilliseconds &+ self.timeToLiveMilliseconds : nil
-        }
-
-        /// Parses the header of `raw` and checks that the buffer is as long as the header says.
-        public init(_ raw: UnsafeRawBufferPointer) throws {
-            guard raw.count >= BlobEnvelope.headerSize + BlobEnvelope.trailerSize else {
-                throw PanzaError(code: .corruptBlob, message: "blob is \(raw.count) bytes, shorter than an envelope")
+    /// The payload of a version 1 envelope (one LZ4 block or raw bytes).
+    private static func payloadOfVersion1(_ raw: UnsafeRawBufferPointer, header: Header) throws -> [UInt8] {
+        let stored = UnsafeRawBufferPointer(rebasing: raw[Header.version1Size..<header.checksumOffset])
+        switch header.codec {
+        case .none:
+            guard stored.count == header.originalLength else {
+                throw PanzaError(code: .corruptBlob, message: "uncompressed blob has inconsistent lengths")
             }
-            guard raw[0] == magic[0], raw[1] == magic[1], raw[2] == magic[2], raw[3] == magic[3] else {
-                throw PanzaError(code: .corruptBlob, message: "blob does not start with the PNZA magic")
+            return Array(stored)
+        case .lz4:
+            guard let decompressed = LZ4.decompress(stored, originalSize: header.originalLength) else {
+                throw PanzaError(code: .corruptBlob, message: "LZ4 payload does not decompress to its stated length")
             }
-            guard raw[4] <= BlobEnvelope.formatVersion, raw[4] > 0 else {
-                throw PanzaError(
-                    code: .unsupportedFormat,
-                    message: "blob format version \(raw[4]) is newer than \(BlobEnvelope.formatVersion)"
-                )
-            }
-            guard let codec = Codec(rawValue: raw[5]) else {
-                throw PanzaError(code: .unsupportedFormat, message: "unknown blob codec \(raw[5])")
-            }
-            guard let contentType = ContentType(rawValue: raw[6]) else {
-                throw PanzaError(code: .unsupportedFormat, message: "unknown blob content type \(raw[6])")
-            }
-            let storedLength = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
-            let originalLength = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
-            guard BlobEnvelope.headerSize + storedLength + BlobEnvelope.trailerSize == raw.count else {
-                throw PanzaError(
-                    code: .corruptBlob,
-                    message: "blob is \(raw.count) bytes but its header announces a \(storedLength)-byte payload"
-                )
-            }
-            self.codec = codec
-            self.contentType = contentType
-            self.storedLength = storedLength
-            self.originalLength = originalLength
-            self.createdAtMilliseconds = Int64(
-                littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: Int64.self)
-            )
-            self.timeToLiveMilliseconds = Int64(
-                littleEndian: raw.loadUnaligned(fromByteOffset: 24, as: Int64.self)
-            )
+            return decompressed
         }
     }
 }

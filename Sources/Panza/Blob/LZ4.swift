@@ -47,3 +47,43 @@ enum LZ4 {
         return result == Int32(originalSize) ? output : nil
     }
 }
+
+extension LZ4 {
+    /// The most bytes LZ4 can turn `count` input bytes into (`LZ4_compressBound`), or `nil` when
+    /// liblz4 does not take inputs that long.
+    static func compressBound(_ count: Int) -> Int? {
+        guard count >= 0, count <= maximumInputSize else { return nil }
+        return Int(LZ4_compressBound(Int32(count)))
+    }
+
+    /// Compresses `input` into `output`.
+    ///
+    /// - Returns: the bytes written, or `nil` when compression fails or would not make the input
+    ///   smaller (the caller stores it raw then).
+    static func compress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Int? {
+        guard input.count > 0, input.count <= maximumInputSize, output.count > 0 else { return nil }
+        let written = LZ4_compress_default(
+            input.baseAddress!.assumingMemoryBound(to: CChar.self),
+            output.baseAddress!.assumingMemoryBound(to: CChar.self),
+            Int32(input.count),
+            Int32(min(output.count, Int(Int32.max)))
+        )
+        guard written > 0, Int(written) < input.count else { return nil }
+        return Int(written)
+    }
+
+    /// Decompresses `input` into exactly all of `output`.
+    ///
+    /// - Returns: `false` when the input is malformed or does not decompress to `output.count` bytes.
+    static func decompress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Bool {
+        guard output.count > 0, output.count <= maximumInputSize, input.count > 0, input.count <= Int(Int32.max)
+        else { return false }
+        let result = LZ4_decompress_safe(
+            input.baseAddress!.assumingMemoryBound(to: CChar.self),
+            output.baseAddress!.assumingMemoryBound(to: CChar.self),
+            Int32(input.count),
+            Int32(output.count)
+        )
+        return result == Int32(output.count)
+    }
+}

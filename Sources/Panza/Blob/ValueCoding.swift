@@ -10,6 +10,47 @@ import Foundation
 /// number of Optional layers around it, so that `String?`, `Data??` and `nil` results round-trip
 /// (Python panza caches `None`).
 enum ValueCoding {
+    /// The envelope bytes of `value`, encoded straight from the value's own storage when it is
+    /// `Data`, `[UInt8]` or a native `String` (no intermediate copy of a large value).
+    ///
+    /// - Throws: ``PanzaError/Code/encodingFailed``; ``PanzaError/Code/valueTooLarge`` when the
+    ///   payload is longer than `maxPayloadBytes`, before the envelope is built.
+    /// - Returns: the payload's length (what the memory tier is charged) and the envelope.
+    static func envelope<Value: Encodable>(
+        of value: Value,
+        createdAtMilliseconds: Int64,
+        timeToLiveMilliseconds: Int64,
+        compress: Bool,
+        maxPayloadBytes: Int
+    ) throws -> (payloadCount: Int, expiresAtMilliseconds: Int64?, blob: [UInt8]) {
+        func seal(_ contentType: BlobEnvelope.ContentType, _ payload: UnsafeRawBufferPointer) throws -> [UInt8] {
+            guard payload.count <= maxPayloadBytes else {
+                throw PanzaError(
+                    code: .valueTooLarge,
+                    message: "the value encodes to \(payload.count) bytes, more than maxValueBytes (\(maxPayloadBytes))"
+                )
+            }
+            return BlobEnvelope.encode(
+                payload: payload, contentType: contentType, createdAtMilliseconds: createdAtMilliseconds,
+                timeToLiveMilliseconds: timeToLiveMilliseconds, compress: compress)
+        }
+        let expiresAt = timeToLiveMilliseconds > 0 ? createdAtMilliseconds &+ timeToLiveMilliseconds : nil
+        if Value.self == Data.self {
+            let data = value as! Data
+            return (data.count, expiresAt, try data.withUnsafeBytes { try seal(.bytes, $0) })
+        }
+        if Value.self == [UInt8].self {
+            let bytes = value as! [UInt8]
+            return (bytes.count, expiresAt, try bytes.withUnsafeBytes { try seal(.bytes, $0) })
+        }
+        if Value.self == String.self {
+            var string = value as! String
+            return (string.utf8.count, expiresAt, try string.withUTF8 { try seal(.text, UnsafeRawBufferPointer($0)) })
+        }
+        let (contentType, payload) = try self.encode(value)
+        return (payload.count, expiresAt, try payload.withUnsafeBytes { try seal(contentType, $0) })
+    }
+
     static func encode<Value: Encodable>(_ value: Value) throws -> (BlobEnvelope.ContentType, [UInt8]) {
         if Value.self == Data.self { return (.bytes, Array(value as! Data)) }
         if Value.self == [UInt8].self { return (.bytes, value as! [UInt8]) }

@@ -85,6 +85,9 @@ public struct CacheStatistics: Hashable, Sendable, Codable {
     /// Loader results that were returned to their callers but could not be stored (they could
     /// not be encoded, or exceeded ``TieredCache/Configuration/maxValueBytes``).
     public var unstorableResults = 0
+    /// Stored values that did not decode as the type asked for (written by another program, or
+    /// under another type): each was a miss, and was removed from the local tiers.
+    public var undecodableValues = 0
 }
 
 /// Lock-free counters behind ``CacheStatistics``.
@@ -93,6 +96,7 @@ final class StatisticsRecorder: Sendable {
         case memoryHits, memoryMisses, loads, loadFailures, coalescedWaits, corruptBlobs, expired, writes
         case writeBatches, writeFailures, bytesWritten, bytesRead, memoryEvictions
         case throttledWaits, throttledNanoseconds, rateLimitRetries, droppedWrites, unstorableResults
+        case undecodableValues
     }
 
     /// One counter; a class because `Atomic` cannot live in an array.
@@ -141,6 +145,7 @@ final class StatisticsRecorder: Sendable {
             )
         }
         statistics.unstorableResults = self.value(.unstorableResults)
+        statistics.undecodableValues = self.value(.undecodableValues)
         statistics.loads = self.value(.loads)
         statistics.loadFailures = self.value(.loadFailures)
         statistics.coalescedWaits = self.value(.coalescedWaits)

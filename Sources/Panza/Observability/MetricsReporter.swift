@@ -39,6 +39,7 @@ final class MetricsReporter: Sendable {
             ("panza_write_failures_total", [], statistics.writeFailures),
             ("panza_dead_letters_total", [], statistics.droppedWrites),
             ("panza_unstorable_results_total", [], statistics.unstorableResults),
+            ("panza_undecodable_values_total", [], statistics.undecodableValues),
             ("panza_bytes_written_total", [], statistics.bytesWritten),
             ("panza_bytes_read_total", [], statistics.bytesRead),
             ("panza_memory_evictions_total", [], statistics.memoryEvictions),

@@ -105,9 +105,16 @@ extension TieredCache {
         /// ``closeTimeout``); what is not sent by then stays in the SQLite outbox and is sent by the
         /// next cache that opens the file.
         public var remoteCloseTimeout: Duration = .seconds(10)
-        /// The largest encoded value (before compression) accepted; larger ones throw
-        /// ``PanzaError/Code/valueTooLarge``. 16 MiB by default, at most 1 GiB.
-        public var maxValueBytes: Int = 16 << 20
+        /// The largest encoded value (before compression) stored, a safety limit: 1 GiB by default,
+        /// at most 64 GiB.
+        ///
+        /// Values are stored in pieces (1 MiB rows in SQLite, multipart objects in S3), so the limit
+        /// is about memory, not about the tiers: a value is held whole while it is encoded and
+        /// decoded. A loader's larger result is returned to its caller and not stored (counted in
+        /// ``CacheStatistics/unstorableResults``); ``TieredCache/set(_:forKey:timeToLive:)`` of a larger value throws
+        /// ``PanzaError/Code/valueTooLarge``. A stored envelope that announces more is refused before
+        /// anything is allocated.
+        public var maxValueBytes: Int = 1 << 30
         /// Whether envelopes are LZ4-compressed (when that makes them smaller).
         public var compression = true
         /// Limits on every loader call of this cache (read-through and memoized), on top of the
@@ -136,10 +143,10 @@ extension TieredCache {
         public init() {}
 
         func validate() throws {
-            guard self.maxValueBytes > 0, self.maxValueBytes <= 1 << 30 else {
+            guard self.maxValueBytes > 0, self.maxValueBytes <= 64 << 30 else {
                 throw PanzaError(
                     code: .invalidConfiguration,
-                    message: "maxValueBytes must be between 1 and 1 GiB, not \(self.maxValueBytes)"
+                    message: "maxValueBytes must be between 1 and 64 GiB, not \(self.maxValueBytes)"
                 )
             }
             let writeBehind = self.writeBehind

@@ -274,8 +274,11 @@ public final class TieredCache: Sendable {
 
     /// Returns the value stored under `key`, or `nil` on a miss.
     ///
-    /// - Throws: ``PanzaError/Code/decodingFailed`` or ``PanzaError/Code/typeMismatch`` when the
-    ///   stored value is not a `Value`.
+    /// A value below memory that does not decode as `Value` is a miss: it is counted in
+    /// ``CacheStatistics/undecodableValues`` and removed from the local tiers.
+    ///
+    /// - Throws: ``PanzaError/Code/typeMismatch`` when the memory tier holds a value of another type
+    ///   under `key` (this process stored it as another type).
     public func value<Value: Decodable & Sendable>(
         forKey key: String,
         as type: Value.Type = Value.self
@@ -476,29 +479,22 @@ public final class TieredCache: Sendable {
             }
             return 0
         }
-        let (contentType, payload) = try ValueCoding.encode(value)
-        guard payload.count <= self.configuration.maxValueBytes else {
+        let (payloadCount, expiresAt, blob): (Int, Int64?, [UInt8])
+        do {
+            (payloadCount, expiresAt, blob) = try ValueCoding.envelope(
+                of: value, createdAtMilliseconds: WallClock.nowMilliseconds(),
+                timeToLiveMilliseconds: timeToLiveMilliseconds, compress: self.configuration.compression,
+                maxPayloadBytes: self.configuration.maxValueBytes)
+        } catch let error as PanzaError where error.code == .valueTooLarge {
             throw PanzaError(
-                code: .valueTooLarge,
-                message: "the value encodes to \(payload.count) bytes, more than maxValueBytes "
-                    + "(\(self.configuration.maxValueBytes)); Panza does not split values: "
-                    + "raise the limit or store less",
-                key: key.rawValue
-            )
+                code: error.code, message: error.message + ", the safety limit of the cache's configuration",
+                key: key.rawValue)
         }
-        let envelope = BlobEnvelope(
-            contentType: contentType,
-            payload: payload,
-            createdAtMilliseconds: WallClock.nowMilliseconds(),
-            timeToLiveMilliseconds: timeToLiveMilliseconds
-        )
-        let blob = envelope.encoded(compress: self.configuration.compression)
         self.recorder.add(.writes)
-        let expiresAt = envelope.expiresAtMilliseconds
         let operation = CacheTierOperation.store(key: key, blob: blob, expiresAtMilliseconds: expiresAt)
         let sequences = try await self.submit(operation) { memory in
             self.putInMemory(
-                memory, value, key: key, cost: Self.memoryCost(payload: payload.count, key: key),
+                memory, value, key: key, cost: Self.memoryCost(payload: payloadCount, key: key),
                 storedBytes: blob.count, expiresAtMilliseconds: expiresAt)
         }
         if self.configuration.writeMode == .writeThrough {
@@ -672,7 +668,21 @@ public final class TieredCache: Sendable {
                 self.repair(key, in: slot, ticket: ticket)
                 continue
             }
-            let value = try ValueCoding.decode(type, from: envelope, key: key.rawValue)
+            let value: Value
+            do {
+                value = try ValueCoding.decode(type, from: envelope, key: key.rawValue)
+            } catch {
+                // Not this type's value (another program's, or the type changed): a miss, and the
+                // local copy goes; a shared tier's object is left to its writers.
+                self.recorder.add(.undecodableValues)
+                self.recorder.tierMiss(index)
+                self.logger.warning(
+                    "panza: stored value does not decode as \(Value.self); treated as a miss",
+                    metadata: ["tier": "\(slot.tier.name)", "key": "\(key)", "error": "\(error)"]
+                )
+                self.repair(key, in: slot, ticket: ticket)
+                continue
+            }
             self.recorder.tierHit(index)
             if let trace = self.configuration.trace {
                 trace.record(

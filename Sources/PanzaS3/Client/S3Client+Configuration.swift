@@ -70,8 +70,14 @@ extension S3Client {
         public var maxConnections: Int
         /// Bodies of at least this many bytes are uploaded in parts.
         public var multipartThreshold: Int
-        /// The size of each part (S3's minimum is 5 MiB).
+        /// The size of each part (S3's minimum is 5 MiB), and of each range of a large object's GET.
         public var multipartPartSize: Int
+        /// How many parts of one object are uploaded, or ranges of one object fetched, at once: 4 by default.
+        ///
+        /// A GET asks for the first ``multipartPartSize`` bytes; when the object is longer, the rest is
+        /// fetched in ranges of that size, this many at a time, each bound to the first answer's
+        /// ETag (`If-Match`), so that an object replaced meanwhile is never stitched from two versions.
+        public var multipartConcurrency: Int = 4
         /// The largest object body a GET reads; a larger one (by `Content-Length`, or as it
         /// streams) fails with ``S3Error/Code/invalidResponse`` and is not retried. Error and
         /// listing bodies are capped at 16 MiB. 1 GiB plus 1 MiB by default.
@@ -149,6 +155,7 @@ extension S3Client.Configuration: CustomStringConvertible, CustomDebugStringConv
                 "requestTimeout": self.requestTimeout, "connectTimeout": self.connectTimeout, "retry": self.retry,
                 "signsPayload": self.signsPayload, "maxConnections": self.maxConnections,
                 "multipartThreshold": self.multipartThreshold, "multipartPartSize": self.multipartPartSize,
+                "multipartConcurrency": self.multipartConcurrency,
                 "maxResponseBytes": self.maxResponseBytes, "maxRetryAfter": self.maxRetryAfter,
                 "retryBudget": self.retryBudget as Any,
                 "expectedBucketOwner": self.expectedBucketOwner as Any,

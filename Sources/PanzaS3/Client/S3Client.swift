@@ -140,13 +140,100 @@ public final class S3Client: Sendable {
     ///   - key: the object key.
     ///   - retry: the retries of this request; the configuration's by default.
     public func get(key: String, retry: Configuration.RetryPolicy? = nil) async throws -> [UInt8]? {
-        let response = try await self.send(method: .GET, key: key, acceptedStatuses: [200, 404], retry: retry)
-        if response.status == 404 {
+        do {
+            return try await self.rangedGet(key: key, retry: retry)
+        } catch let error as S3Error where error.code == .preconditionFailed {
+            // The object was replaced between two ranges: read the new one from the start, once.
+            return try await self.rangedGet(key: key, retry: retry)
+        }
+    }
+
+    /// A GET of the first part; when the object is longer, the other parts in parallel ranges.
+    private func rangedGet(key: String, retry: Configuration.RetryPolicy?) async throws -> [UInt8]? {
+        let partSize = self.configuration.multipartPartSize
+        let response = try await self.send(
+            method: .GET, key: key, headers: [("range", "bytes=0-\(partSize - 1)")],
+            acceptedStatuses: [200, 206, 404, 416], retry: retry)
+        switch response.status {
+        case 404:
             // A 404 about the bucket is an error, not a miss.
             if let code = response.s3Code, code != "NoSuchKey" { throw response.error(message: "GetObject failed") }
             return nil
+        case 416:
+            // An empty object has no byte 0.
+            let whole = try await self.send(method: .GET, key: key, acceptedStatuses: [200, 404], retry: retry)
+            return whole.status == 404 ? nil : whole.body
+        case 200:
+            return response.body  // the server sent the whole object
+        default:
+            break
         }
-        return response.body
+        guard let total = Self.totalLength(contentRange: response.headers.first(name: "content-range")),
+            total >= response.body.count
+        else {
+            throw S3Error(
+                code: .invalidResponse, message: "a ranged GET answered without a valid Content-Range",
+                httpStatus: response.status, requestID: response.requestID)
+        }
+        if total == response.body.count { return response.body }
+        guard total <= self.configuration.maxResponseBytes else {
+            throw S3Error(
+                code: .invalidResponse,
+                message: "the object is \(total) bytes, more than the \(self.configuration.maxResponseBytes) accepted",
+                httpStatus: response.status, requestID: response.requestID)
+        }
+        guard response.body.count == min(partSize, total) else {
+            throw S3Error(
+                code: .invalidResponse, message: "the first range of the object is \(response.body.count) bytes",
+                httpStatus: response.status, requestID: response.requestID)
+        }
+        let eTag = response.headers.first(name: "etag")
+        var object = [UInt8](repeating: 0, count: total)
+        object.withUnsafeMutableBytes { $0.copyBytes(from: response.body) }
+        let starts = Array(stride(from: partSize, to: total, by: partSize))
+        try await withThrowingTaskGroup(of: (Int, [UInt8]).self) { group in
+            var next = 0
+            func startNext() {
+                guard next < starts.count else { return }
+                let start = starts[next]
+                next += 1
+                let end = min(start + partSize, total) - 1
+                group.addTask {
+                    var headers = [("range", "bytes=\(start)-\(end)")]
+                    if let eTag { headers.append(("if-match", eTag)) }
+                    let part = try await self.send(
+                        method: .GET, key: key, headers: headers, acceptedStatuses: [206, 404, 412], retry: retry)
+                    guard part.status == 206 else {
+                        throw S3Error(
+                            code: .preconditionFailed, message: "the object changed while it was read in ranges",
+                            httpStatus: part.status, requestID: part.requestID)
+                    }
+                    guard part.body.count == end - start + 1,
+                        Self.totalLength(contentRange: part.headers.first(name: "content-range")) == total
+                    else {
+                        throw S3Error(
+                            code: .invalidResponse,
+                            message: "the range \(start)-\(end) of the object came back as \(part.body.count) bytes",
+                            httpStatus: part.status, requestID: part.requestID)
+                    }
+                    return (start, part.body)
+                }
+            }
+            for _ in 0..<max(1, self.configuration.multipartConcurrency) { startNext() }
+            while let (start, bytes) = try await group.next() {
+                object.withUnsafeMutableBytes { raw in
+                    UnsafeMutableRawBufferPointer(rebasing: raw[start..<(start + bytes.count)]).copyBytes(from: bytes)
+                }
+                startNext()
+            }
+        }
+        return object
+    }
+
+    /// The total of a `Content-Range: bytes a-b/total` header.
+    package static func totalLength(contentRange: String?) -> Int? {
+        guard let contentRange, let slash = contentRange.lastIndex(of: "/") else { return nil }
+        return Int(contentRange[contentRange.index(after: slash)...])
     }
 
     /// Stores `body` under `key`; bodies of ``Configuration/multipartThreshold`` bytes or more go in parts.
@@ -310,27 +397,40 @@ public final class S3Client: Sendable {
                 httpStatus: created.status, requestID: created.requestID)
         }
         do {
+            let partSize = self.configuration.multipartPartSize
+            let starts = Array(stride(from: 0, to: body.count, by: partSize))
             var parts: [(number: Int, eTag: String)] = []
-            var offset = 0
-            var number = 1
-            while offset < body.count {
-                let end = min(offset + self.configuration.multipartPartSize, body.count)
-                let part = try await self.send(
-                    method: .PUT,
-                    key: key,
-                    query: [("partNumber", "\(number)"), ("uploadId", uploadID)],
-                    body: Array(body[offset..<end]),
-                    acceptedStatuses: [200]
-                )
-                guard let eTag = part.headers.first(name: "etag") else {
-                    throw S3Error(
-                        code: .invalidResponse, message: "UploadPart returned no ETag", httpStatus: part.status,
-                        requestID: part.requestID)
+            try await withThrowingTaskGroup(of: (Int, String).self) { group in
+                var next = 0
+                func startNext() {
+                    guard next < starts.count else { return }
+                    let start = starts[next]
+                    next += 1
+                    let number = next
+                    let slice = Array(body[start..<min(start + partSize, body.count)])
+                    group.addTask {
+                        let part = try await self.send(
+                            method: .PUT,
+                            key: key,
+                            query: [("partNumber", "\(number)"), ("uploadId", uploadID)],
+                            body: slice,
+                            acceptedStatuses: [200]
+                        )
+                        guard let eTag = part.headers.first(name: "etag") else {
+                            throw S3Error(
+                                code: .invalidResponse, message: "UploadPart returned no ETag", httpStatus: part.status,
+                                requestID: part.requestID)
+                        }
+                        return (number, eTag)
+                    }
                 }
-                parts.append((number, eTag))
-                offset = end
-                number += 1
+                for _ in 0..<max(1, self.configuration.multipartConcurrency) { startNext() }
+                while let part = try await group.next() {
+                    parts.append(part)
+                    startNext()
+                }
             }
+            parts.sort { $0.number < $1.number }
             let completion = Array(
                 ("<CompleteMultipartUpload>"
                     + parts.map {

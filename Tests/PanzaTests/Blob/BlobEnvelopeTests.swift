@@ -11,7 +11,7 @@ struct BlobEnvelopeTests {
         let envelope = BlobEnvelope(
             contentType: .json, payload: Self.compressibleText, createdAtMilliseconds: 1_700_000_000_000)
         let bytes = envelope.encoded()
-        #expect(bytes[5] == BlobEnvelope.Codec.lz4.rawValue)
+        #expect(bytes[4] == 2)
         #expect(bytes.count < Self.compressibleText.count / 4)
         let decoded = try BlobEnvelope.decode(bytes)
         #expect(decoded.payload == Self.compressibleText)
@@ -26,9 +26,12 @@ struct BlobEnvelopeTests {
         var generator = SystemRandomNumberGenerator()
         let random = (0..<4096).map { _ in UInt8.random(in: 0...255, using: &generator) }
         let bytes = BlobEnvelope(contentType: .bytes, payload: random, createdAtMilliseconds: 1).encoded()
-        #expect(bytes[5] == BlobEnvelope.Codec.none.rawValue)
-        #expect(bytes.count == random.count + BlobEnvelope.headerSize + BlobEnvelope.trailerSize)
-        #expect(try BlobEnvelope.decode(bytes).payload == random)
+        #expect(
+            bytes.count
+                == random.count + BlobEnvelope.headerSize + BlobEnvelope.frameHeaderSize + BlobEnvelope.trailerSize)
+        let decoded = try BlobEnvelope.decode(bytes)
+        #expect(decoded.payload == random)
+        #expect(decoded.storedCodec == .none)
     }
 
     @Test("An empty payload round-trips")
@@ -85,60 +88,122 @@ struct BlobEnvelopeTests {
     func lyingLength() throws {
         var bytes = BlobEnvelope(contentType: .text, payload: Self.compressibleText, createdAtMilliseconds: 42)
             .encoded()
-        // Claim a huge original length: decompression must not be attempted with it.
+        // Claim a huge original length, with a checksum that matches (anyone can compute XXH64):
+        // the frames do not add up, and that is found before the payload is allocated.
         bytes.withUnsafeMutableBytes {
-            $0.storeBytes(of: UInt32(0x7000_0000).littleEndian, toByteOffset: 12, as: UInt32.self)
+            $0.storeBytes(of: UInt64(0x7000_0000).littleEndian, toByteOffset: 8, as: UInt64.self)
         }
+        Self.reseal(&bytes)
         let error = try #require(throws: PanzaError.self) { try BlobEnvelope.decode(bytes) }
         #expect(error.code == .corruptBlob)
+        // With a limit, the claim is refused before the checksum is even computed.
+        let limited = try #require(throws: PanzaError.self) { try BlobEnvelope.decode(bytes, maxPayloadBytes: 1 << 20) }
+        #expect(limited.code == .valueTooLarge)
+    }
+
+    @Test("A payload of several frames round-trips, compressible and incompressible frames mixed")
+    func severalFrames() throws {
+        var generator = SystemRandomNumberGenerator()
+        let frame = BlobEnvelope.frameSize
+        var payload = [UInt8](repeating: 7, count: frame)  // compresses
+        payload += (0..<frame).map { _ in UInt8.random(in: 0...255, using: &generator) }  // does not
+        payload += Array(Self.compressibleText.prefix(1000))  // a short last frame
+        let bytes = BlobEnvelope(contentType: .bytes, payload: payload, createdAtMilliseconds: 9).encoded()
+        #expect(bytes.count < payload.count)
+        let decoded = try BlobEnvelope.decode(bytes)
+        #expect(decoded.payload == payload)
+        #expect(decoded.storedCodec == .lz4)
+        // A frame cut short is caught by the frame walk, even with a matching checksum.
+        var damaged = Array(bytes.prefix(bytes.count - BlobEnvelope.trailerSize - 10)) + [UInt8](repeating: 0, count: 8)
+        Self.reseal(&damaged)
+        let error = try #require(throws: PanzaError.self) { try BlobEnvelope.decode(damaged) }
+        #expect(error.code == .corruptBlob)
+    }
+
+    @Test("An unknown signature scheme is an unsupported format, never an unverified hit")
+    func unknownSignatureScheme() throws {
+        var bytes = BlobEnvelope(contentType: .text, payload: [1, 2, 3], createdAtMilliseconds: 42).encoded()
+        bytes[7] = 1
+        Self.reseal(&bytes)
+        let error = try #require(throws: PanzaError.self) { try BlobEnvelope.decode(bytes) }
+        #expect(error.code == .unsupportedFormat)
+    }
+
+    /// Recomputes the checksum of a version 2 envelope, as a forger would.
+    static func reseal(_ bytes: inout [UInt8]) {
+        let end = bytes.count - BlobEnvelope.trailerSize
+        let checksum = bytes.withUnsafeBytes { XXHash64.hash(UnsafeRawBufferPointer(rebasing: $0[0..<end])) }
+        bytes.withUnsafeMutableBytes { $0.storeBytes(of: checksum.littleEndian, toByteOffset: end, as: UInt64.self) }
     }
 
     // MARK: Golden blobs
 
     struct Golden: Sendable, CustomTestStringConvertible {
         var file: String
+        var version: UInt8
         var envelope: BlobEnvelope
         var codec: BlobEnvelope.Codec
         var testDescription: String { self.file }
     }
 
-    static let goldens: [Golden] = [
-        Golden(
-            file: "blobs/v1-text-lz4.pnza",
-            envelope: BlobEnvelope(
-                contentType: .text, payload: compressibleText, createdAtMilliseconds: 1_764_000_000_000), codec: .lz4),
-        Golden(
-            file: "blobs/v1-bytes-raw.pnza",
-            envelope: BlobEnvelope(
+    static let goldenEnvelopes: [(name: String, envelope: BlobEnvelope, codec: BlobEnvelope.Codec)] = [
+        (
+            "text-lz4",
+            BlobEnvelope(contentType: .text, payload: compressibleText, createdAtMilliseconds: 1_764_000_000_000),
+            .lz4
+        ),
+        (
+            "bytes-raw",
+            BlobEnvelope(
                 contentType: .bytes, payload: [0, 1, 2, 3, 254, 255], createdAtMilliseconds: 1_764_000_000_001),
-            codec: .none),
-        Golden(
-            file: "blobs/v1-json-ttl.pnza",
-            envelope: BlobEnvelope(
+            .none
+        ),
+        (
+            "json-ttl",
+            BlobEnvelope(
                 contentType: .json, payload: Array("{\"city\":\"Oslo\",\"days\":3}".utf8),
                 createdAtMilliseconds: 1_764_000_000_002, timeToLiveMilliseconds: 86_400_000),
-            codec: .none
+            .none
         ),
         // A nil inside one Optional layer (`String??.some(.none)`): content type 3, one byte of depth.
-        Golden(
-            file: "blobs/v1-null-depth1.pnza",
-            envelope: BlobEnvelope(contentType: .null, payload: [1], createdAtMilliseconds: 1_764_000_000_003),
-            codec: .none
+        (
+            "null-depth1", BlobEnvelope(contentType: .null, payload: [1], createdAtMilliseconds: 1_764_000_000_003),
+            .none
         ),
     ]
 
-    @Test("Golden blobs of format version 1 still decode", arguments: goldens)
+    static let goldens: [Golden] =
+        goldenEnvelopes.map {
+            Golden(file: "blobs/v1-\($0.name).pnza", version: 1, envelope: $0.envelope, codec: $0.codec)
+        }
+        + goldenEnvelopes.map {
+            Golden(file: "blobs/v2-\($0.name).pnza", version: 2, envelope: $0.envelope, codec: $0.codec)
+        } + [
+            // Three frames (two full, one short) of text that compresses.
+            Golden(
+                file: "blobs/v2-text-3frames.pnza", version: 2,
+                envelope: BlobEnvelope(
+                    contentType: .text,
+                    payload: Array(repeating: compressibleText, count: (5 * BlobEnvelope.frameSize / 2) / 1440)
+                        .flatMap { $0 },
+                    createdAtMilliseconds: 1_764_000_000_004, timeToLiveMilliseconds: 3_600_000),
+                codec: .lz4)
+        ]
+
+    @Test("Golden blobs of format versions 1 and 2 decode", arguments: goldens)
     func goldenBlobsDecode(golden: Golden) throws {
-        if Fixtures.regenerate {
+        // Version 1 files can no longer be written: this release writes version 2.
+        if Fixtures.regenerate, golden.version == BlobEnvelope.formatVersion {
             try Data(golden.envelope.encoded()).write(to: Fixtures.url(golden.file))
         }
         let decoded = try BlobEnvelope.decode(try Fixtures.bytes(golden.file))
+        #expect(decoded.storedVersion == golden.version)
         #expect(decoded.payload == golden.envelope.payload)
         #expect(decoded.storedCodec == golden.codec)
         #expect(decoded.contentType == golden.envelope.contentType)
         #expect(decoded.createdAtMilliseconds == golden.envelope.createdAtMilliseconds)
         #expect(decoded.timeToLiveMilliseconds == golden.envelope.timeToLiveMilliseconds)
-        if decoded.storedCodec == .none {
+        if decoded.storedCodec == .none, golden.version == BlobEnvelope.formatVersion {
             // Raw envelopes are byte-stable; LZ4 output may differ between liblz4 releases.
             #expect(golden.envelope.encoded() == (try Fixtures.bytes(golden.file)))
         }

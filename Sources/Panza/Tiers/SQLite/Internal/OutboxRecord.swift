@@ -16,15 +16,19 @@ enum OutboxRecord {
 
     static func insert(_ operation: CacheTierOperation, into connection: SQLiteConnection, now: Int64) throws {
         let statement = try connection.statement(
-            "INSERT INTO outbox (kind, key, namespace, blob, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO outbox (kind, key, namespace, blob, expires_at, created_at, chunks) VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
+        var tail: [UInt8]?
+        try statement.bind(Int64(0), at: 7)
         switch operation {
         case .store(let key, let blob, let expiresAt):
             try statement.bind(Kind.store.rawValue, at: 1)
             try statement.bind(key.rawValue, at: 2)
             try statement.bind(key.namespace, at: 3)
-            try statement.bind(blob, at: 4)
+            try BlobChunks.bindHead(of: blob, to: statement, at: 4)
             try statement.bind(expiresAt, at: 5)
+            try statement.bind(Int64(BlobChunks.chunkCount(of: blob)), at: 7)
+            tail = blob
         case .remove(let key):
             try statement.bind(Kind.remove.rawValue, at: 1)
             try statement.bind(key.rawValue, at: 2)
@@ -37,19 +41,26 @@ enum OutboxRecord {
         }
         try statement.bind(now, at: 6)
         try statement.run()
+        if let tail {
+            try BlobChunks.writeTail(
+                of: tail, owner: BlobChunks.owner(outbox: connection.lastInsertRowID), in: connection)
+        }
     }
 
-    /// Reads the operation of the current row of a `SELECT id, kind, key, namespace, blob, expires_at`.
+    /// Reads the operation of the current row of a `SELECT id, kind, key, namespace, blob, expires_at`
+    /// whose column 9 is `chunks`, in the snapshot that read the row.
     ///
     /// - Throws: ``PanzaError/Code/unsupportedFormat`` for a kind this version does not know (a
     ///   newer Panza wrote it): it is never guessed.
-    static func operation(of statement: SQLiteStatement, path: String) throws -> CacheTierOperation {
+    static func operation(of statement: SQLiteStatement, in connection: SQLiteConnection) throws -> CacheTierOperation {
         let kind = statement.int64(at: 1)
         switch Kind(rawValue: kind) {
         case .store:
             return .store(
                 key: CacheKey(namespace: statement.text(at: 3), rawValue: statement.text(at: 2)),
-                blob: statement.bytes(at: 4),
+                blob: try BlobChunks.assemble(
+                    head: statement, column: 4, chunks: statement.int64(at: 9),
+                    owner: BlobChunks.owner(outbox: statement.int64(at: 0)), in: connection),
                 expiresAtMilliseconds: statement.optionalInt64(at: 5)
             )
         case .remove:
@@ -62,7 +73,7 @@ enum OutboxRecord {
             throw PanzaError(
                 code: .unsupportedFormat,
                 message: "outbox record \(statement.int64(at: 0)) has kind \(kind), unknown to this Panza",
-                path: path
+                path: connection.path
             )
         }
     }
@@ -84,7 +95,7 @@ enum OutboxRecord {
         return try connection.writeTransaction {
             let select = try connection.statement(
                 """
-                SELECT id, kind, key, namespace, blob, expires_at, attempts, lease_owner, lease_expires_at
+                SELECT id, kind, key, namespace, blob, expires_at, attempts, lease_owner, lease_expires_at, chunks
                 FROM outbox ORDER BY id LIMIT ?
                 """
             )
@@ -99,7 +110,7 @@ enum OutboxRecord {
                 }
                 let id = select.int64(at: 0)
                 do {
-                    let operation = try self.operation(of: select, path: connection.path)
+                    let operation = try self.operation(of: select, in: connection)
                     claimed.append(
                         QueuedWrite(
                             sequence: UInt64(id),
@@ -185,8 +196,8 @@ enum OutboxRecord {
             let move = try connection.statement(
                 """
                 INSERT OR REPLACE INTO dead_letter
-                    (id, kind, key, namespace, blob, expires_at, created_at, attempts, error, failed_at)
-                SELECT id, kind, key, namespace, blob, expires_at, created_at, attempts + 1, ?2, ?3
+                    (id, kind, key, namespace, blob, expires_at, created_at, attempts, error, failed_at, chunks)
+                SELECT id, kind, key, namespace, blob, expires_at, created_at, attempts + 1, ?2, ?3, chunks
                 FROM outbox WHERE id = ?1
                 """
             )
@@ -194,6 +205,11 @@ enum OutboxRecord {
             try move.bind(error, at: 2)
             try move.bind(now, at: 3)
             try move.run()
+            // The chunks change owner before the outbox row goes (its trigger would delete them).
+            let chunks = try connection.statement("UPDATE blob_chunk SET owner = ?2 WHERE owner = ?1")
+            try chunks.bind(BlobChunks.owner(outbox: id), at: 1)
+            try chunks.bind(BlobChunks.owner(deadLetter: id), at: 2)
+            try chunks.run()
             let delete = try connection.statement("DELETE FROM outbox WHERE id = ?")
             try delete.bind(id, at: 1)
             try delete.run()
@@ -227,11 +243,17 @@ enum OutboxRecord {
             guard try statement.step(), let id = statement.optionalInt64(at: 0) else { return }
             if id > newest?.id ?? 0 {
                 let isStore = hasBlob && statement.int64(at: 1) == Kind.store.rawValue
-                newest = (id, isStore ? statement.bytes(at: 2) : nil)
+                newest = (
+                    id,
+                    isStore
+                        ? try BlobChunks.assemble(
+                            head: statement, column: 2, chunks: statement.int64(at: 3),
+                            owner: BlobChunks.owner(outbox: id), in: connection) : nil
+                )
             }
         }
         try consider(
-            "SELECT id, kind, blob FROM outbox WHERE key = ?1 ORDER BY id DESC LIMIT 1",
+            "SELECT id, kind, blob, chunks FROM outbox WHERE key = ?1 ORDER BY id DESC LIMIT 1",
             bind: { try $0.bind(key.rawValue, at: 1) },
             hasBlob: true
         )

@@ -42,6 +42,9 @@ final class SQLiteConnection {
         sqlite3_close_v2(self.handle)
     }
 
+    /// The rowid of the last row inserted (`sqlite3_last_insert_rowid`).
+    var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(self.handle) }
+
     /// Runs one or more SQL statements that return no rows.
     func execute(_ sql: String) throws {
         var errorMessage: UnsafeMutablePointer<CChar>?

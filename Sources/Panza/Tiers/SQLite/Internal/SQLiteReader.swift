@@ -72,7 +72,8 @@ actor SQLiteReader {
     }
 
     private func entry(_ key: String, now: Int64, log: AccessLog) throws -> EntryLookup {
-        let statement = try self.connection.statement("SELECT blob, expires_at, accessed_at FROM entry WHERE key = ?")
+        let statement = try self.connection.statement(
+            "SELECT blob, expires_at, accessed_at, chunks FROM entry WHERE key = ?")
         defer { statement.reset() }
         try statement.bind(key, at: 1)
         guard try statement.step() else { return .miss }
@@ -83,7 +84,11 @@ actor SQLiteReader {
         if now - statement.int64(at: 2) >= self.accessTimeResolution {
             request = log.recordAccess(key, at: now)
         }
-        return .hit(statement.bytes(at: 0), requestMaintenance: request)
+        // The chunks are read while the entry's statement still holds its snapshot.
+        let blob = try BlobChunks.assemble(
+            head: statement, column: 0, chunks: statement.int64(at: 3), owner: BlobChunks.owner(entry: key),
+            in: self.connection)
+        return .hit(blob, requestMaintenance: request)
     }
 
     /// What the outbox holds for `key`.

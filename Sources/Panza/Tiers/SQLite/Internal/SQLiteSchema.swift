@@ -81,6 +81,32 @@ enum SQLiteSchema {
         CREATE INDEX dead_letter_all_removals ON dead_letter(id) WHERE kind = 3;
         CREATE TABLE write_stamp (scope TEXT NOT NULL PRIMARY KEY, stamp INTEGER NOT NULL) WITHOUT ROWID;
         """,
+        // Version 4: blobs longer than 1 MiB keep their head in their row and the rest in chunk
+        // rows (see BlobChunks), deleted with their owner by triggers. An update of an entry's
+        // blob drops the old chunks; the writer then inserts the new ones.
+        """
+        CREATE TABLE blob_chunk (
+            owner TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            bytes BLOB NOT NULL,
+            PRIMARY KEY (owner, seq)
+        );
+        ALTER TABLE entry ADD COLUMN chunks INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE outbox ADD COLUMN chunks INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE dead_letter ADD COLUMN chunks INTEGER NOT NULL DEFAULT 0;
+        CREATE TRIGGER entry_chunks_after_delete AFTER DELETE ON entry WHEN OLD.chunks > 0 BEGIN
+            DELETE FROM blob_chunk WHERE owner = 'entry:' || OLD.key;
+        END;
+        CREATE TRIGGER entry_chunks_after_update AFTER UPDATE OF blob ON entry WHEN OLD.chunks > 0 BEGIN
+            DELETE FROM blob_chunk WHERE owner = 'entry:' || OLD.key;
+        END;
+        CREATE TRIGGER outbox_chunks_after_delete AFTER DELETE ON outbox WHEN OLD.chunks > 0 BEGIN
+            DELETE FROM blob_chunk WHERE owner = 'outbox:' || OLD.id;
+        END;
+        CREATE TRIGGER dead_letter_chunks_after_delete AFTER DELETE ON dead_letter WHEN OLD.chunks > 0 BEGIN
+            DELETE FROM blob_chunk WHERE owner = 'dead_letter:' || OLD.id;
+        END;
+        """,
     ]
 
     /// Creates or migrates the schema of the file behind `connection`.

@@ -53,13 +53,31 @@ final class SQLiteStatement {
     }
 
     func bind(_ bytes: [UInt8], at index: Int32) throws {
-        let code = bytes.withUnsafeBytes { raw in
-            // A zero-length blob still needs a non-null pointer, or SQLite stores NULL.
-            cpanza_sqlite3_bind_blob_transient(
-                self.handle, index, raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(raw.count))
+        try bytes.withUnsafeBytes { try self.bind($0, at: index) }
+    }
+
+    /// Binds a copy of `raw` (SQLite copies it before returning).
+    func bind(_ raw: UnsafeRawBufferPointer, at index: Int32) throws {
+        guard raw.count <= Int(Int32.max) else {
+            throw PanzaError(
+                code: .valueTooLarge, message: "a blob of \(raw.count) bytes is too long for one SQLite value")
         }
+        // A zero-length blob still needs a non-null pointer, or SQLite stores NULL.
+        let code = cpanza_sqlite3_bind_blob_transient(
+            self.handle, index, raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(raw.count))
         try self.check(code, "binding a blob")
     }
+
+    /// Appends the blob of `column` to `buffer`, without an intermediate array.
+    func appendBytes(at column: Int32, to buffer: inout [UInt8]) {
+        // The pointer first, then the length: that order is the one SQLite documents as safe.
+        guard let pointer = sqlite3_column_blob(self.handle, column) else { return }
+        let count = Int(sqlite3_column_bytes(self.handle, column))
+        buffer.append(contentsOf: UnsafeRawBufferPointer(start: pointer, count: count))
+    }
+
+    /// The length in bytes of the blob of `column`.
+    func byteCount(at column: Int32) -> Int { Int(sqlite3_column_bytes(self.handle, column)) }
 
     /// Advances to the next row. Returns `false` when the statement is done.
     func step() throws -> Bool {

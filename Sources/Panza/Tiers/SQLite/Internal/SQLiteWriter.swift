@@ -74,26 +74,31 @@ actor SQLiteWriter {
                     let statement = try connection.statement(
                         write.fillStamp != nil
                             ? """
-                            INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at)
-                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)
+                            INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at, chunks)
+                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7)
                             ON CONFLICT (key) DO NOTHING
                             """
                             : """
-                            INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at)
-                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)
+                            INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at, chunks)
+                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7)
                             ON CONFLICT (key) DO UPDATE SET
                                 namespace = excluded.namespace, blob = excluded.blob, size = excluded.size,
                                 created_at = excluded.created_at, expires_at = excluded.expires_at,
-                                accessed_at = excluded.accessed_at
+                                accessed_at = excluded.accessed_at, chunks = excluded.chunks
                             """
                     )
                     try statement.bind(key.rawValue, at: 1)
                     try statement.bind(key.namespace, at: 2)
-                    try statement.bind(blob, at: 3)
+                    try BlobChunks.bindHead(of: blob, to: statement, at: 3)
                     try statement.bind(Int64(Self.size(key: key.rawValue, blob: blob)), at: 4)
                     try statement.bind(now, at: 5)
                     try statement.bind(expiresAt, at: 6)
+                    try statement.bind(Int64(BlobChunks.chunkCount(of: blob)), at: 7)
                     try statement.run()
+                    // A fill that found the row taken changed nothing; its chunks must not land.
+                    if connection.changes > 0 {
+                        try BlobChunks.writeTail(of: blob, owner: BlobChunks.owner(entry: key.rawValue), in: connection)
+                    }
                     self.accessLog.forget(key.rawValue)
                 case .remove(let key):
                     let statement = try connection.statement("DELETE FROM entry WHERE key = ?")
@@ -230,7 +235,8 @@ actor SQLiteWriter {
     func deadLetters(limit: Int?) throws -> [DeadLetter] {
         let statement = try self.openConnectionOrThrow().statement(
             """
-            SELECT id, kind, key, namespace, blob, expires_at, attempts, error, failed_at
+            SELECT id, kind, key, namespace, length(blob), expires_at, attempts, error, failed_at,
+                (SELECT coalesce(sum(length(bytes)), 0) FROM blob_chunk WHERE owner = 'dead_letter:' || id)
             FROM dead_letter ORDER BY id LIMIT ?
             """
         )
@@ -245,7 +251,7 @@ actor SQLiteWriter {
                     operation: kind.map { "\($0)" } ?? "unknown(\(statement.int64(at: 1)))",
                     key: statement.optionalText(at: 2),
                     namespace: statement.optionalText(at: 3),
-                    bytes: statement.bytes(at: 4).count,
+                    bytes: Int(statement.int64(at: 4) + statement.int64(at: 9)),
                     attempts: Int(statement.int64(at: 6)),
                     error: statement.text(at: 7),
                     failedAtMilliseconds: statement.int64(at: 8)
@@ -275,15 +281,21 @@ actor SQLiteWriter {
             }
             select.reset()
             let now = WallClock.nowMilliseconds()
-            let current = try connection.statement("SELECT key, namespace, blob, expires_at FROM entry WHERE key = ?")
+            let current = try connection.statement(
+                "SELECT key, namespace, blob, expires_at, chunks FROM entry WHERE key = ?")
             let scope = try connection.statement(
-                "SELECT key, namespace, blob, expires_at FROM entry WHERE ?1 IS NULL OR namespace = ?1 ORDER BY key"
+                """
+                SELECT key, namespace, blob, expires_at, chunks FROM entry WHERE ?1 IS NULL OR namespace = ?1
+                ORDER BY key
+                """
             )
             func storeCurrent(_ statement: SQLiteStatement) throws {
                 try OutboxRecord.insert(
                     .store(
                         key: CacheKey(namespace: statement.text(at: 1), rawValue: statement.text(at: 0)),
-                        blob: statement.bytes(at: 2),
+                        blob: try BlobChunks.assemble(
+                            head: statement, column: 2, chunks: statement.int64(at: 4),
+                            owner: BlobChunks.owner(entry: statement.text(at: 0)), in: connection),
                         expiresAtMilliseconds: statement.optionalInt64(at: 3)
                     ),
                     into: connection,
@@ -409,10 +421,13 @@ actor SQLiteWriter {
     /// The stored bytes of `key`, expired or not, without recording an access.
     func storedBlob(forKey key: String) throws -> [UInt8]? {
         let connection = try self.openConnectionOrThrow()
-        let statement = try connection.statement("SELECT blob FROM entry WHERE key = ?")
+        let statement = try connection.statement("SELECT blob, chunks FROM entry WHERE key = ?")
         defer { statement.reset() }
         try statement.bind(key, at: 1)
-        return try statement.step() ? statement.bytes(at: 0) : nil
+        guard try statement.step() else { return nil }
+        return try BlobChunks.assemble(
+            head: statement, column: 0, chunks: statement.int64(at: 1), owner: BlobChunks.owner(entry: key),
+            in: connection)
     }
 
     /// Checks the envelope of every entry.
@@ -420,7 +435,7 @@ actor SQLiteWriter {
     /// - Parameter removeCorrupt: delete the entries that fail.
     func verify(removeCorrupt: Bool) throws -> VerificationReport {
         let connection = try self.openConnectionOrThrow()
-        let statement = try connection.statement("SELECT key, blob FROM entry ORDER BY key")
+        let statement = try connection.statement("SELECT key, blob, chunks FROM entry ORDER BY key")
         var checked = 0
         var corrupt: [String] = []
         do {
@@ -428,7 +443,10 @@ actor SQLiteWriter {
             while try statement.step() {
                 checked += 1
                 do {
-                    _ = try BlobEnvelope.decode(statement.bytes(at: 1))
+                    _ = try BlobEnvelope.decode(
+                        try BlobChunks.assemble(
+                            head: statement, column: 1, chunks: statement.int64(at: 2),
+                            owner: BlobChunks.owner(entry: statement.text(at: 0)), in: connection))
                 } catch {
                     corrupt.append(statement.text(at: 0))
                 }

@@ -1,0 +1,82 @@
+/// Blobs longer than one SQLite row should hold, stored as a head in their own row plus numbered
+/// chunk rows in `blob_chunk`.
+///
+/// SQLite keeps a value whole in memory while it reads or writes it and refuses values over
+/// `SQLITE_MAX_LENGTH` (10⁹ bytes by default), so an entry, an outbox record or a dead letter keeps
+/// at most ``chunkSize`` bytes in its own `blob` column and the rest in chunk rows owned by it
+/// (`owner` is `entry:<key>`, `outbox:<id>` or `dead_letter:<id>`; `seq` counts from 1). The owning
+/// row's `chunks` column says how many there are. Chunks are written in the owner's transaction,
+/// read back in `seq` order in the owner's snapshot, and deleted with the owner by triggers (see
+/// schema version 4), so an entry is evicted whole and counted once in the usage totals.
+enum BlobChunks {
+    /// The most bytes of a blob in one row: 1 MiB.
+    static let chunkSize = 1 << 20
+
+    /// The owner name of an entry's chunks.
+    static func owner(entry key: String) -> String { "entry:" + key }
+    /// The owner name of an outbox record's chunks.
+    static func owner(outbox id: Int64) -> String { "outbox:\(id)" }
+    /// The owner name of a dead letter's chunks.
+    static func owner(deadLetter id: Int64) -> String { "dead_letter:\(id)" }
+
+    /// The number of chunk rows `blob` needs beyond its head.
+    static func chunkCount(of blob: [UInt8]) -> Int {
+        max(0, (blob.count - 1) / chunkSize)
+    }
+
+    /// Binds the head of `blob` (its first ``chunkSize`` bytes) at `index`.
+    static func bindHead(of blob: [UInt8], to statement: SQLiteStatement, at index: Int32) throws {
+        try blob.withUnsafeBytes { raw in
+            try statement.bind(UnsafeRawBufferPointer(rebasing: raw.prefix(chunkSize)), at: index)
+        }
+    }
+
+    /// Writes the chunk rows of `blob` beyond its head, for `owner`, replacing any it had.
+    static func writeTail(of blob: [UInt8], owner: String, in connection: SQLiteConnection) throws {
+        let count = self.chunkCount(of: blob)
+        guard count > 0 else { return }
+        let insert = try connection.statement(
+            "INSERT OR REPLACE INTO blob_chunk (owner, seq, bytes) VALUES (?1, ?2, ?3)")
+        try blob.withUnsafeBytes { raw in
+            for seq in 1...count {
+                let start = seq * chunkSize
+                insert.reset()
+                try insert.bind(owner, at: 1)
+                try insert.bind(Int64(seq), at: 2)
+                try insert.bind(UnsafeRawBufferPointer(rebasing: raw[start..<min(start + chunkSize, raw.count)]), at: 3)
+                try insert.run()
+            }
+        }
+    }
+
+    /// The whole blob: `head` followed by the `chunks` chunk rows of `owner`, in order.
+    ///
+    /// Run it in the snapshot that read the head (while the head's statement is still stepping, or
+    /// inside a transaction). A missing chunk leaves the blob short, which the envelope's checksum
+    /// catches like any other damage.
+    static func assemble(
+        head: SQLiteStatement, column: Int32, chunks: Int64, owner: String, in connection: SQLiteConnection
+    ) throws -> [UInt8] {
+        guard chunks > 0 else { return head.bytes(at: column) }
+        var blob: [UInt8] = []
+        blob.reserveCapacity(head.byteCount(at: column) + Int(chunks) * chunkSize)
+        head.appendBytes(at: column, to: &blob)
+        let select = try connection.statement(
+            "SELECT bytes FROM blob_chunk WHERE owner = ?1 AND seq BETWEEN 1 AND ?2 ORDER BY seq")
+        defer { select.reset() }
+        try select.bind(owner, at: 1)
+        try select.bind(chunks, at: 2)
+        while try select.step() {
+            select.appendBytes(at: 0, to: &blob)
+        }
+        return blob
+    }
+
+    /// The bytes of `owner`'s chunk rows, for sizes shown to users.
+    static func tailByteCount(owner: String, in connection: SQLiteConnection) throws -> Int {
+        let select = try connection.statement("SELECT coalesce(sum(length(bytes)), 0) FROM blob_chunk WHERE owner = ?1")
+        defer { select.reset() }
+        try select.bind(owner, at: 1)
+        return try select.step() ? Int(select.int64(at: 0)) : 0
+    }
+}

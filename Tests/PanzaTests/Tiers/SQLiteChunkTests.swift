@@ -1,0 +1,150 @@
+import Foundation
+import Synchronization
+import Testing
+
+@testable import Panza
+
+/// Blobs over 1 MiB in the SQLite tier: a head row plus chunk rows, written, read, replaced and
+/// deleted together (entries, outbox records and dead letters alike).
+struct SQLiteChunkTests {
+    let directory: TemporaryDirectory
+
+    init() throws {
+        self.directory = try TemporaryDirectory()
+    }
+
+    /// An envelope of `megabytes` MiB of seeded random bytes (incompressible: the blob is as long).
+    static func largeBlob(megabytes: Double, seed: UInt64 = 1) -> [UInt8] {
+        var random = SplitMix64(seed: seed)
+        let count = Int(megabytes * Double(1 << 20))
+        var payload = [UInt8](repeating: 0, count: count)
+        payload.withUnsafeMutableBytes { raw in
+            for index in stride(from: 0, to: count - 7, by: 8) {
+                raw.storeBytes(of: random.next(), toByteOffset: index, as: UInt64.self)
+            }
+        }
+        return BlobEnvelope(contentType: .bytes, payload: payload, createdAtMilliseconds: WallClock.nowMilliseconds())
+            .encoded()
+    }
+
+    func chunkRows(_ path: String, owner: String? = nil) throws -> Int {
+        let connection = try SQLiteConnection(path: path, busyTimeoutMilliseconds: 1000)
+        defer { connection.close() }
+        let statement = try connection.statement(
+            "SELECT count(*) FROM blob_chunk WHERE ?1 IS NULL OR owner = ?1")
+        defer { statement.reset() }
+        if let owner { try statement.bind(owner, at: 1) }
+        return try statement.step() ? Int(statement.int64(at: 0)) : -1
+    }
+
+    func store(_ key: String, _ blob: [UInt8], namespace: String = "") -> CacheTierOperation {
+        .store(key: CacheKey(namespace: namespace, rawValue: key), blob: blob, expiresAtMilliseconds: nil)
+    }
+
+    @Test("A 3.5 MiB blob is a head row plus three chunk rows, read back whole and counted once")
+    func largeBlobRoundTrips() async throws {
+        let path = self.directory.path("cache.sqlite")
+        let large = Self.largeBlob(megabytes: 3.5)
+        let tier = try await SQLiteTier.open(configuration: .init(path: path))
+        try await tier.apply([store("big", large)])
+        #expect(try self.chunkRows(path, owner: "entry:big") == 3)
+        #expect(try await tier.blob(forKey: CacheKey(rawValue: "big")) == large)
+        #expect(try await tier.storedBlob(forKey: "big") == large)
+        #expect(try await tier.usage().bytes == SQLiteTier.size(key: "big", blob: large))
+        #expect(try await tier.verify(removeCorrupt: false).corruptKeys.isEmpty)
+        await tier.close()
+        // And from another connection (a new process sees the same rows).
+        let reopened = try await SQLiteTier.open(configuration: .init(path: path))
+        #expect(try await reopened.blob(forKey: CacheKey(rawValue: "big")) == large)
+        await reopened.close()
+    }
+
+    @Test("Blobs of exactly 1 MiB and one byte more: no chunk row, then one")
+    func chunkBoundary() async throws {
+        let path = self.directory.path("cache.sqlite")
+        let tier = try await SQLiteTier.open(configuration: .init(path: path))
+        for (extra, rows) in [(0, 0), (1, 1)] {
+            let blob = [UInt8](repeating: UInt8(extra), count: BlobChunks.chunkSize + extra)
+            try await tier.apply([store("k", blob)])
+            #expect(try self.chunkRows(path) == rows)
+            #expect(try await tier.blob(forKey: CacheKey(rawValue: "k")) == blob)
+        }
+        await tier.close()
+    }
+
+    @Test("Replacing, removing, busting a namespace or everything, and evicting leave no chunk behind")
+    func chunksGoWithTheirEntry() async throws {
+        let path = self.directory.path("cache.sqlite")
+        let large = Self.largeBlob(megabytes: 2.5)
+        let tier = try await SQLiteTier.open(configuration: .init(path: path, maxBytes: 6 << 20))
+        let key = CacheKey(rawValue: "k")
+        try await tier.apply([store("k", large)])
+        try await tier.apply([store("k", Array("small".utf8))])
+        #expect(try self.chunkRows(path) == 0)
+        #expect(try await tier.blob(forKey: key) == Array("small".utf8))
+        // Replaced by another large value: only the new chunks remain.
+        try await tier.apply([store("k", large), store("k", Self.largeBlob(megabytes: 1.5, seed: 2))])
+        #expect(try self.chunkRows(path) == 1)
+        try await tier.apply([.remove(key)])
+        #expect(try self.chunkRows(path) == 0)
+        try await tier.apply([store("f/1", large, namespace: "f")])
+        try await tier.apply([.removeNamespace("f")])
+        #expect(try self.chunkRows(path) == 0)
+        try await tier.apply([store("a", large)])
+        try await tier.apply([.removeAll])
+        #expect(try self.chunkRows(path) == 0)
+        // Three 2.5 MiB entries under a 6 MiB bound: the oldest is evicted with its chunks.
+        for name in ["x", "y", "z"] { try await tier.apply([store(name, large)]) }
+        let keys = try await tier.entries().map(\.key)
+        #expect(!keys.contains("x"))
+        #expect(try self.chunkRows(path) == keys.count * 2)
+        #expect(try self.chunkRows(path, owner: "entry:x") == 0)
+        await tier.close()
+    }
+
+    @Test("A large upload waits in the outbox in chunks, reaches the remote tier whole, and its dead letter keeps it")
+    func outboxAndDeadLetters() async throws {
+        let path = self.directory.path("cache.sqlite")
+        let remote = RecordingTier()
+        remote.state.withLock { $0.rejectedKeys = ["refused"] }
+        let value = Data(Self.largeBlob(megabytes: 2.5, seed: 3))
+        let cache = try await makeCache(in: self.directory) { $0.remote = remote }
+        try await cache.set(value, forKey: "accepted")
+        try await cache.set(value, forKey: "refused")
+        #expect(await eventually { remote.keys.contains("accepted") })
+        let stored = try #require(remote.storedBlob("accepted"))
+        #expect(try BlobEnvelope.decode(stored).payload == Array(value))
+        #expect(await eventually { cache.statistics.droppedWrites == 1 })
+        let sqlite = try #require(cache.tiers.first as? SQLiteTier)
+        #expect(await eventually { (try? await sqlite.deadLetters().count) == 1 })
+        let letter = try #require(try await sqlite.deadLetters().first)
+        #expect(letter.key == "refused")
+        #expect(letter.bytes > 2 << 20)
+        // Retried, the dead letter is uploaded again from the local entry (whole); discarded, its
+        // chunks go with it.
+        remote.state.withLock { $0.rejectedKeys = [] }
+        #expect(try await sqlite.retryDeadLetters() == 1)
+        #expect(await eventually { remote.keys.contains("refused") })
+        #expect(try BlobEnvelope.decode(try #require(remote.storedBlob("refused"))).payload == Array(value))
+        try await cache.flush()
+        try await cache.close()
+        // Only the two entries' chunks are left (the outbox and the dead letters are empty).
+        #expect(try self.chunkRows(path) == 4)
+    }
+
+    @Test("A file of schema version 2 migrates to version 4 and keeps its entries")
+    func migrationFromVersion2() async throws {
+        let path = self.directory.path("cache.sqlite")
+        try FileManager.default.copyItem(atPath: Fixtures.url("sqlite/schema-v2.sqlite").path, toPath: path)
+        let tier = try await SQLiteTier.open(configuration: .init(path: path))
+        let large = Self.largeBlob(megabytes: 1.5)
+        try await tier.apply([store("after-migration", large)])
+        #expect(try await tier.blob(forKey: CacheKey(rawValue: "after-migration")) == large)
+        await tier.close()
+        let connection = try SQLiteConnection(path: path, busyTimeoutMilliseconds: 1000)
+        defer { connection.close() }
+        let version = try connection.statement("PRAGMA user_version")
+        defer { version.reset() }
+        #expect(try version.step() && version.int64(at: 0) == 4)
+    }
+}
