@@ -12,6 +12,12 @@
 //                                    set COUNT values with an S3 tier at ENDPOINT (credentials from
 //                                    PANZA_TEST_S3_*); once they are in SQLite and its outbox, print
 //                                    "persisted", then block
+//   PanzaTestWorker large DB write|read MIB SEED [ENDPOINT BUCKET]
+//                                    memoized call returning MIB MiB of seeded random bytes, with
+//                                    memory (64 MiB), SQLite and, given ENDPOINT, S3 tiers: "write"
+//                                    calls it and flushes; "read" calls it with a loader that fails,
+//                                    so the value must come from a tier, and checks every byte.
+//                                    Prints "ok LOADS PEAK_RSS_BYTES"
 //   PanzaTestWorker hold-lock DB MILLISECONDS
 //                                    take the SQLite write lock (BEGIN IMMEDIATE), print "locked",
 //                                    hold it that long, commit, print "released"
@@ -126,6 +132,9 @@ do {
         } catch {}
         FileHandle.standardOutput.write(Data("persisted\n".utf8))
         while true { try await Task.sleep(for: .seconds(60)) }
+
+    case "large":
+        try await LargeValueWorker.run(arguments: Array(arguments.dropFirst(2)))
 
     case "hold-lock":
         let milliseconds = UInt32(arguments[3])!
