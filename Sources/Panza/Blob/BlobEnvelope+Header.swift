@@ -73,6 +73,26 @@ extension BlobEnvelope {
             guard raw.count >= BlobEnvelope.headerSize + BlobEnvelope.trailerSize else {
                 throw PanzaError(code: .corruptBlob, message: "blob is \(raw.count) bytes, shorter than an envelope")
             }
+            self = try Header(version2Prefix: UnsafeRawBufferPointer(rebasing: raw[0..<BlobEnvelope.headerSize]))
+            self.checksumOffset = raw.count - BlobEnvelope.trailerSize
+        }
+
+        /// Parses the 48 header bytes of a version 2 envelope whose length may not be known yet (it
+        /// arrives in pieces); ``checksumOffset`` is left at -1.
+        init(version2Prefix raw: UnsafeRawBufferPointer) throws {
+            precondition(raw.count == BlobEnvelope.headerSize)
+            guard raw[0] == magic[0], raw[1] == magic[1], raw[2] == magic[2], raw[3] == magic[3] else {
+                throw PanzaError(code: .corruptBlob, message: "blob does not start with the PNZA magic")
+            }
+            guard raw[4] == 2 else {
+                throw PanzaError(
+                    code: raw[4] > BlobEnvelope.formatVersion ? .unsupportedFormat : .corruptBlob,
+                    message: "blob format version \(raw[4]) where version 2 was expected"
+                )
+            }
+            self.version = 2
+            self.createdAtMilliseconds = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: Int64.self))
+            self.timeToLiveMilliseconds = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 24, as: Int64.self))
             self.contentType = try Self.contentType(raw[5])
             guard raw[6] == 0 else {
                 throw PanzaError(code: .unsupportedFormat, message: "unknown blob flags \(raw[6])")
@@ -96,8 +116,24 @@ extension BlobEnvelope {
             guard signatureLength == 0 else {
                 throw PanzaError(code: .corruptBlob, message: "an unsigned blob announces a signature")
             }
-            self.checksumOffset = raw.count - BlobEnvelope.trailerSize
+            self.checksumOffset = -1
             self.codec = .none
+        }
+
+        /// The number of frames of a version 2 payload.
+        var frameCount: Int { (self.originalLength + self.frameSize - 1) / self.frameSize }
+
+        /// Checks the word of a version 2 frame whose payload is `length` bytes.
+        ///
+        /// - Returns: the frame's stored length and whether it is stored raw.
+        func checkFrame(word: UInt32, length: Int) throws -> (storedLength: Int, isRaw: Bool) {
+            let isRaw = word & BlobEnvelope.rawFrameBit != 0
+            let storedLength = Int(word & ~BlobEnvelope.rawFrameBit)
+            let worst = LZ4.compressBound(self.frameSize) ?? self.frameSize
+            guard storedLength > 0, isRaw ? storedLength == length : storedLength <= worst else {
+                throw PanzaError(code: .corruptBlob, message: "a frame of the blob has an impossible length")
+            }
+            return (storedLength, isRaw)
         }
 
         private static func contentType(_ byte: UInt8) throws -> ContentType {
@@ -118,8 +154,7 @@ extension BlobEnvelope {
         /// length needs, that each is no longer than LZ4 could make its frame, and that they end
         /// exactly at the checksum. Nothing is allocated for the payload before this succeeds.
         func frames(in raw: UnsafeRawBufferPointer) throws -> [Frame] {
-            let count = (self.originalLength + self.frameSize - 1) / self.frameSize
-            let worst = LZ4.compressBound(self.frameSize) ?? self.frameSize
+            let count = self.frameCount
             var frames: [Frame] = []
             frames.reserveCapacity(count)
             var offset = BlobEnvelope.headerSize
@@ -129,13 +164,10 @@ extension BlobEnvelope {
                     throw PanzaError(code: .corruptBlob, message: "blob ends inside its frames")
                 }
                 let word = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-                let isRaw = word & BlobEnvelope.rawFrameBit != 0
-                let storedLength = Int(word & ~BlobEnvelope.rawFrameBit)
                 let length = min(self.frameSize, remaining)
+                let (storedLength, isRaw) = try self.checkFrame(word: word, length: length)
                 let start = offset + BlobEnvelope.frameHeaderSize
-                guard storedLength > 0, isRaw ? storedLength == length : storedLength <= worst,
-                    start + storedLength <= self.checksumOffset
-                else {
+                guard start + storedLength <= self.checksumOffset else {
                     throw PanzaError(code: .corruptBlob, message: "a frame of the blob has an impossible length")
                 }
                 frames.append(Frame(stored: start..<(start + storedLength), length: length, isRaw: isRaw))

@@ -80,8 +80,27 @@ enum ValueCoding {
         from envelope: BlobEnvelope,
         key: String
     ) throws -> Value {
-        if !(Value.self is any OptionalRepresentable.Type), envelope.contentType != .null {
-            return try self.decodeInnermost(Value.self, from: envelope, key: key) as! Value
+        try self.decode(type, contentType: envelope.contentType, payload: .bytes(envelope.payload), key: key)
+    }
+
+    static func decode<Value: Decodable>(
+        _ type: Value.Type,
+        from envelope: DecodedEnvelope,
+        key: String
+    ) throws -> Value {
+        try self.decode(type, contentType: envelope.contentType, payload: envelope.payload, key: key)
+    }
+
+    /// Decodes `payload`, stored as `contentType`, as the declared type `Value`. A `Data` result
+    /// takes a ``DecodedEnvelope/Payload/data(_:)`` payload as it is, without a copy.
+    static func decode<Value: Decodable>(
+        _ type: Value.Type,
+        contentType: BlobEnvelope.ContentType,
+        payload: DecodedEnvelope.Payload,
+        key: String
+    ) throws -> Value {
+        if !(Value.self is any OptionalRepresentable.Type), contentType != .null {
+            return try self.decodeInnermost(Value.self, contentType: contentType, payload: payload, key: key) as! Value
         }
         var layers: [any OptionalRepresentable.Type] = []
         var inner: Any.Type = Value.self
@@ -90,16 +109,17 @@ enum ValueCoding {
             inner = optionalType.wrappedType
         }
         var depth: Int?
-        if envelope.contentType == .null {
-            guard envelope.payload.count == 1, Int(envelope.payload[0]) < layers.count else {
+        if contentType == .null {
+            let bytes = payload.array
+            guard bytes.count == 1, Int(bytes[0]) < layers.count else {
                 throw PanzaError(
                     code: .decodingFailed,
                     message: "a stored nil cannot be read as \(Value.self)",
                     key: key
                 )
             }
-            depth = Int(envelope.payload[0])
-        } else if envelope.contentType == .json, envelope.payload == Array("null".utf8) {
+            depth = Int(bytes[0])
+        } else if contentType == .json, payload.count == 4, payload.array == Array("null".utf8) {
             depth = 0  // a nil stored before content type `none` existed
         }
         var result: Any
@@ -108,7 +128,7 @@ enum ValueCoding {
             result = layers[depth].wrap(nil)
             layer = depth - 1
         } else {
-            result = try self.decodeInnermost(inner, from: envelope, key: key)
+            result = try self.decodeInnermost(inner, contentType: contentType, payload: payload, key: key)
             layer = layers.count - 1
         }
         while layer >= 0 {
@@ -120,17 +140,24 @@ enum ValueCoding {
 
     // MARK: Internals
 
-    private static func decodeInnermost(_ type: Any.Type, from envelope: BlobEnvelope, key: String) throws -> Any {
-        switch envelope.contentType {
+    private static func decodeInnermost(
+        _ type: Any.Type, contentType: BlobEnvelope.ContentType, payload: DecodedEnvelope.Payload, key: String
+    ) throws -> Any {
+        switch contentType {
         case .bytes:
-            if type == Data.self { return Data(envelope.payload) }
-            if type == [UInt8].self { return envelope.payload }
+            if type == Data.self { return payload.data }
+            if type == [UInt8].self { return payload.array }
         case .text:
-            if type == String.self { return String(decoding: envelope.payload, as: UTF8.self) }
+            if type == String.self {
+                switch payload {
+                case .bytes(let bytes): return String(decoding: bytes, as: UTF8.self)
+                case .data(let data): return String(decoding: data, as: UTF8.self)
+                }
+            }
         case .json:
             if let decodable = type as? any Decodable.Type {
                 do {
-                    return try Self.decodeJSON(decodable, from: envelope.payload)
+                    return try Self.decodeJSON(decodable, from: payload.data)
                 } catch {
                     throw PanzaError(
                         code: .decodingFailed,
@@ -145,13 +172,13 @@ enum ValueCoding {
         }
         throw PanzaError(
             code: .decodingFailed,
-            message: "stored \(envelope.contentType) value cannot be read as \(type)",
+            message: "stored \(contentType) value cannot be read as \(type)",
             key: key
         )
     }
 
-    private static func decodeJSON<Value: Decodable>(_ type: Value.Type, from payload: [UInt8]) throws -> Value {
-        try JSONDecoder().decode(Value.self, from: Data(payload))
+    private static func decodeJSON<Value: Decodable>(_ type: Value.Type, from payload: Data) throws -> Value {
+        try JSONDecoder().decode(Value.self, from: payload)
     }
 
     private static func json(_ value: some Encodable, as declared: Any.Type) throws -> (

@@ -79,18 +79,121 @@ enum XXHash64 {
         return Array(bytes).withUnsafeBytes { hash($0) }
     }
 
+    /// XXH64 of bytes that arrive in pieces: ``update(_:)`` with each, in order, then ``finalize()``.
+    /// The digest equals ``hash(_:seed:)-(UnsafeRawBufferPointer,_)`` of the pieces joined.
+    struct Streaming {
+        private var v1 = prime1 &+ prime2
+        private var v2 = prime2
+        private var v3: UInt64 = 0
+        private var v4: UInt64 = 0 &- prime1
+        private var total = 0
+        /// Bytes of an unfinished 32-byte stripe.
+        private var pending = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        private var pendingCount = 0
+
+        init() {}
+
+        mutating func update(_ bytes: UnsafeRawBufferPointer) {
+            self.total += bytes.count
+            var offset = 0
+            if self.pendingCount > 0 {
+                let take = min(32 - self.pendingCount, bytes.count)
+                withUnsafeMutableBytes(of: &self.pending) { stripe in
+                    UnsafeMutableRawBufferPointer(rebasing: stripe[self.pendingCount..<(self.pendingCount + take)])
+                        .copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<take]))
+                }
+                self.pendingCount += take
+                offset = take
+                guard self.pendingCount == 32 else { return }
+                let stripe = self.pending
+                self.consume(
+                    UInt64(littleEndian: stripe.0), UInt64(littleEndian: stripe.1), UInt64(littleEndian: stripe.2),
+                    UInt64(littleEndian: stripe.3))
+                self.pendingCount = 0
+            }
+            while offset + 32 <= bytes.count {
+                self.consume(
+                    UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)),
+                    UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)),
+                    UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 16, as: UInt64.self)),
+                    UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self)))
+                offset += 32
+            }
+            if offset < bytes.count {
+                let rest = bytes.count - offset
+                withUnsafeMutableBytes(of: &self.pending) { stripe in
+                    UnsafeMutableRawBufferPointer(rebasing: stripe[0..<rest])
+                        .copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+                }
+                self.pendingCount = rest
+            }
+        }
+
+        @inline(__always)
+        private mutating func consume(_ a: UInt64, _ b: UInt64, _ c: UInt64, _ d: UInt64) {
+            self.v1 = XXHash64.round(self.v1, a)
+            self.v2 = XXHash64.round(self.v2, b)
+            self.v3 = XXHash64.round(self.v3, c)
+            self.v4 = XXHash64.round(self.v4, d)
+        }
+
+        func finalize() -> UInt64 {
+            var hash: UInt64
+            if self.total >= 32 {
+                hash =
+                    rotateLeft(self.v1, 1) &+ rotateLeft(self.v2, 7) &+ rotateLeft(self.v3, 12)
+                    &+ rotateLeft(self.v4, 18)
+                hash = mergeRound(hash, self.v1)
+                hash = mergeRound(hash, self.v2)
+                hash = mergeRound(hash, self.v3)
+                hash = mergeRound(hash, self.v4)
+            } else {
+                hash = prime5
+            }
+            hash &+= UInt64(self.total)
+            var stripe = self.pending
+            let count = self.pendingCount
+            return withUnsafeBytes(of: &stripe) { bytes in
+                var offset = 0
+                while offset + 8 <= count {
+                    hash ^= round(0, UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)))
+                    hash = rotateLeft(hash, 27) &* prime1 &+ prime4
+                    offset += 8
+                }
+                if offset + 4 <= count {
+                    hash ^=
+                        UInt64(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+                        &* prime1
+                    hash = rotateLeft(hash, 23) &* prime2 &+ prime3
+                    offset += 4
+                }
+                while offset < count {
+                    hash ^= UInt64(bytes[offset]) &* prime5
+                    hash = rotateLeft(hash, 11) &* prime1
+                    offset += 1
+                }
+                hash ^= hash >> 33
+                hash &*= prime2
+                hash ^= hash >> 29
+                hash &*= prime3
+                hash ^= hash >> 32
+                return hash
+            }
+        }
+    }
+
     @inline(__always)
-    private static func rotateLeft(_ value: UInt64, _ count: UInt64) -> UInt64 {
+    fileprivate static func rotateLeft(_ value: UInt64, _ count: UInt64) -> UInt64 {
         (value << count) | (value >> (64 - count))
     }
 
     @inline(__always)
-    private static func round(_ accumulator: UInt64, _ input: UInt64) -> UInt64 {
+    fileprivate static func round(_ accumulator: UInt64, _ input: UInt64) -> UInt64 {
         rotateLeft(accumulator &+ input &* prime2, 31) &* prime1
     }
 
     @inline(__always)
-    private static func mergeRound(_ accumulator: UInt64, _ value: UInt64) -> UInt64 {
+    fileprivate static func mergeRound(_ accumulator: UInt64, _ value: UInt64) -> UInt64 {
         (accumulator ^ round(0, value)) &* prime1 &+ prime4
     }
 }

@@ -1,5 +1,16 @@
 import Logging
 
+/// What reading a tier found for a key.
+enum TierFound: Sendable {
+    /// The stored envelope bytes, to verify and decode.
+    case blob([UInt8])
+    /// An entry the tier verified and decoded piece by piece as it read it (a SQLite entry stored
+    /// in chunks): there are no whole bytes to fill other tiers with.
+    case decoded(DecodedEnvelope)
+    /// The tier's entry failed verification while it was decoded piece by piece.
+    case decodingFailed(any Error & Sendable)
+}
+
 /// A tier below memory, and how the cache writes it.
 struct TierSlot: Sendable {
     let tier: any CacheTier
@@ -11,8 +22,8 @@ struct TierSlot: Sendable {
     /// The queue whose pending operations decide before the tier is asked: the lane, the outbox,
     /// or none for a read-only tier.
     let pending: (any WriteQueue)?
-    /// Reads the tier: the blob, and on a miss the write stamp a fill must find unchanged (SQLite).
-    let read: @Sendable (CacheKey) async throws -> (blob: [UInt8]?, missStamp: Int64?)
+    /// Reads the tier: what it holds, and on a miss the write stamp a fill must find unchanged (SQLite).
+    let read: @Sendable (CacheKey) async throws -> (found: TierFound?, missStamp: Int64?)
     /// The deadline and circuit breaker of a remote (shared) tier's reads; `nil` for SQLite, the
     /// one local tier, which is also the only one a reader repairs.
     let readGuard: RemoteReadGuard?
@@ -23,14 +34,14 @@ struct TierSlot: Sendable {
         lane: Lane?,
         pending: (any WriteQueue)?,
         readGuard: RemoteReadGuard? = nil,
-        read: (@Sendable (CacheKey) async throws -> (blob: [UInt8]?, missStamp: Int64?))? = nil
+        read: (@Sendable (CacheKey) async throws -> (found: TierFound?, missStamp: Int64?))? = nil
     ) {
         self.tier = tier
         self.index = index
         self.lane = lane
         self.pending = pending
         self.readGuard = readGuard
-        self.read = read ?? { key in (try await tier.blob(forKey: key), nil) }
+        self.read = read ?? { key in (try await tier.blob(forKey: key).map { .blob($0) }, nil) }
     }
 }
 

@@ -135,7 +135,9 @@ public final class TieredCache: Sendable {
             lanes.append(lane)
             slots.append(
                 TierSlot(tier: sqlite, index: slots.count, lane: lane, pending: lane.queue) { key in
-                    try await sqlite.lookup(forKey: key)
+                    // Only memory is above SQLite: a large entry is decoded chunk by chunk on the
+                    // reader, never joined into one blob.
+                    try await sqlite.lookup(forKey: key, decodingChunkedUpTo: configuration.maxValueBytes)
                 }
             )
         }
@@ -593,24 +595,24 @@ public final class TieredCache: Sendable {
         var missStamps: [Int: Int64] = [:]
         for slot in self.slots where slot.tier.isReadable {
             let index = slot.index
-            let blob: [UInt8]?
+            let found: TierFound?
             do {
                 switch try await slot.pending?.shadow(forKey: key) ?? .none {
                 case .stored(let queued):
-                    blob = queued
+                    found = .blob(queued)
                 case .removed:
                     self.recorder.tierMiss(index)
                     return nil
                 case .none:
                     guard let readGuard = slot.readGuard else {
                         let read = try await slot.read(key)
-                        blob = read.blob
+                        found = read.found
                         missStamps[index] = read.missStamp
                         break
                     }
                     switch await readGuard.read({ try await slot.read(key) }) {
                     case .value(let read):
-                        blob = read.blob
+                        found = read.found
                     case .skipped:
                         self.recorder.tierSkip(index)
                         self.recorder.tierMiss(index)
@@ -645,13 +647,22 @@ public final class TieredCache: Sendable {
                 if slot.tier.failuresReachCallers { throw error }
                 continue
             }
-            guard let blob else {
+            guard let found else {
                 self.recorder.tierMiss(index)
                 continue
             }
-            let envelope: BlobEnvelope
+            let envelope: DecodedEnvelope
+            var blob: [UInt8]?
             do {
-                envelope = try BlobEnvelope.decode(blob, maxPayloadBytes: self.configuration.maxValueBytes)
+                switch found {
+                case .blob(let bytes):
+                    blob = bytes
+                    envelope = try DecodedEnvelope.decode(bytes, maxPayloadBytes: self.configuration.maxValueBytes)
+                case .decoded(let decoded):
+                    envelope = decoded
+                case .decodingFailed(let error):
+                    throw error
+                }
             } catch {
                 self.recorder.add(.corruptBlobs)
                 self.recorder.tierMiss(index)
@@ -687,12 +698,12 @@ public final class TieredCache: Sendable {
             if let trace = self.configuration.trace {
                 trace.record(
                     key: key.rawValue,
-                    size: blob.count,
+                    size: envelope.storedBytes,
                     source: .tier(index),
                     latency: ContinuousClock.now - lookupStart
                 )
             }
-            self.recorder.add(.bytesRead, blob.count)
+            self.recorder.add(.bytesRead, envelope.storedBytes)
             let expiresAt = envelope.expiresAtMilliseconds
             let upper = self.slots[..<index].compactMap { slot in
                 slot.lane.map { (lane: $0, stamp: missStamps[slot.index]) }
@@ -701,8 +712,11 @@ public final class TieredCache: Sendable {
                 if let memory = self.memory {
                     self.putInMemory(
                         memory, value, key: key, cost: Self.memoryCost(payload: envelope.payload.count, key: key),
-                        storedBytes: blob.count, expiresAtMilliseconds: expiresAt)
+                        storedBytes: envelope.storedBytes, expiresAtMilliseconds: expiresAt)
                 }
+                // A tier that decoded as it read has no whole bytes to fill with; it has no tier
+                // with a queue above it (SQLite is the first below memory).
+                guard let blob else { return }
                 for (lane, stamp) in upper where stamp != nil || !lane.guardsFills {
                     // A fill is not replicated (the entry came from below), is dropped when the
                     // queue is full, and lands in SQLite only if no process wrote the key since

@@ -143,17 +143,23 @@ public final class SQLiteTier: CacheTier {
     ///
     /// - Complexity: O(log *n*) for *n* entries (a primary-key lookup), plus the blob's size.
     public func blob(forKey key: CacheKey) async throws -> [UInt8]? {
-        try await self.lookup(forKey: key).blob
+        guard case .blob(let blob) = try await self.lookup(forKey: key).found else { return nil }
+        return blob
     }
 
-    /// The stored blob of `key`; on a miss, the key's write stamp, which a fill of the key must
+    /// The stored entry of `key`; on a miss, the key's write stamp, which a fill of the key must
     /// still find unchanged when it is applied (see ``SQLiteWrite/fillStamp``).
-    func lookup(forKey key: CacheKey) async throws -> (blob: [UInt8]?, missStamp: Int64?) {
+    ///
+    /// - Parameter decodingChunkedUpTo: decode an entry stored in chunks on the reader, chunk by
+    ///   chunk (see ``SQLiteReader/lookup(forKey:log:decodingChunkedUpTo:)``).
+    func lookup(forKey key: CacheKey, decodingChunkedUpTo maxPayloadBytes: Int? = nil) async throws -> (
+        found: SQLiteReader.Found?, missStamp: Int64?
+    ) {
         try self.checkOpen()
-        let (blob, stamp, requestMaintenance) = try await self.nextReaderConnection().blob(
-            forKey: key, log: self.writer.accessLog)
+        let (found, stamp, requestMaintenance) = try await self.nextReaderConnection().lookup(
+            forKey: key, log: self.writer.accessLog, decodingChunkedUpTo: maxPayloadBytes)
         if requestMaintenance { self.writer.scheduleMaintenance() }
-        return (blob, stamp)
+        return (found, stamp)
     }
 
     /// Applies `operations` in one write transaction, evicting least recently used entries when the

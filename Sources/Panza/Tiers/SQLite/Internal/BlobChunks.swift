@@ -72,6 +72,24 @@ enum BlobChunks {
         return blob
     }
 
+    /// Feeds `head` and then the `chunks` chunk rows of `owner`, in order, to `decoder`, straight
+    /// from SQLite's buffers: no copy of the whole blob is made. Same snapshot rule as
+    /// ``assemble(head:column:chunks:owner:in:)``.
+    static func stream(
+        head: SQLiteStatement, column: Int32, chunks: Int64, owner: String, in connection: SQLiteConnection,
+        into decoder: EnvelopeStreamDecoder
+    ) throws {
+        try head.withBytes(at: column) { try decoder.append($0) }
+        let select = try connection.statement(
+            "SELECT bytes FROM blob_chunk WHERE owner = ?1 AND seq BETWEEN 1 AND ?2 ORDER BY seq")
+        defer { select.reset() }
+        try select.bind(owner, at: 1)
+        try select.bind(chunks, at: 2)
+        while try select.step() {
+            try select.withBytes(at: 0) { try decoder.append($0) }
+        }
+    }
+
     /// The bytes of `owner`'s chunk rows, for sizes shown to users.
     static func tailByteCount(owner: String, in connection: SQLiteConnection) throws -> Int {
         let select = try connection.statement("SELECT coalesce(sum(length(bytes)), 0) FROM blob_chunk WHERE owner = ?1")

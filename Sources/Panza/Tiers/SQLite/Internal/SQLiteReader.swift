@@ -38,27 +38,33 @@ actor SQLiteReader {
             executor: executor, connection: connection.value, accessTimeResolution: accessTimeResolution, path: path)
     }
 
-    /// The stored blob of `key`, or `nil` when it is missing or expired. Notes accesses and expiries in `log`.
+    typealias Found = TierFound
+
+    /// The stored entry of `key`, or `nil` when it is missing or expired. Notes accesses and
+    /// expiries in `log`.
     ///
-    /// - Returns: the blob, and whether the writer should be asked for maintenance.
-    /// - Returns: the blob; on a miss, the write stamp of the key (see ``WriteStamp``), read in
+    /// - Parameter decodingChunkedUpTo: when set, an entry stored in chunks is decoded here, chunk
+    ///   by chunk, into its payload (the limit is the largest payload accepted), instead of being
+    ///   joined into one blob first.
+    /// - Returns: the entry; on a miss, the write stamp of the key (see ``WriteStamp``), read in
     ///   the same snapshot as the miss; and whether the writer should be asked for maintenance.
-    func blob(
+    func lookup(
         forKey key: CacheKey,
-        log: AccessLog
-    ) throws -> (blob: [UInt8]?, missStamp: Int64?, requestMaintenance: Bool) {
+        log: AccessLog,
+        decodingChunkedUpTo maxPayloadBytes: Int? = nil
+    ) throws -> (found: Found?, missStamp: Int64?, requestMaintenance: Bool) {
         try self.checkOpen()
         let now = WallClock.nowMilliseconds()
-        switch try self.entry(key.rawValue, now: now, log: log) {
-        case .hit(let blob, let request):
-            return (blob, nil, request)
+        switch try self.entry(key.rawValue, now: now, log: log, decodingUpTo: maxPayloadBytes) {
+        case .hit(let found, let request):
+            return (found, nil, request)
         case .miss, .expired:
             // The miss again, with the stamp, in one read transaction: hits never pay for it.
             try self.connection.execute("BEGIN")
             defer { try? self.connection.execute("COMMIT") }
             let stamp = try WriteStamp.read(for: key, in: self.connection)
-            switch try self.entry(key.rawValue, now: now, log: log) {
-            case .hit(let blob, let request): return (blob, nil, request)
+            switch try self.entry(key.rawValue, now: now, log: log, decodingUpTo: maxPayloadBytes) {
+            case .hit(let found, let request): return (found, nil, request)
             case .miss: return (nil, stamp, false)
             case .expired(let request): return (nil, stamp, request)
             }
@@ -66,12 +72,14 @@ actor SQLiteReader {
     }
 
     private enum EntryLookup {
-        case hit([UInt8], requestMaintenance: Bool)
+        case hit(Found, requestMaintenance: Bool)
         case miss
         case expired(requestMaintenance: Bool)
     }
 
-    private func entry(_ key: String, now: Int64, log: AccessLog) throws -> EntryLookup {
+    private func entry(_ key: String, now: Int64, log: AccessLog, decodingUpTo maxPayloadBytes: Int?) throws
+        -> EntryLookup
+    {
         let statement = try self.connection.statement(
             "SELECT blob, expires_at, accessed_at, chunks FROM entry WHERE key = ?")
         defer { statement.reset() }
@@ -85,10 +93,23 @@ actor SQLiteReader {
             request = log.recordAccess(key, at: now)
         }
         // The chunks are read while the entry's statement still holds its snapshot.
+        let chunks = statement.int64(at: 3)
+        let owner = BlobChunks.owner(entry: key)
+        if chunks > 0, let maxPayloadBytes {
+            let decoder = EnvelopeStreamDecoder(maxPayloadBytes: maxPayloadBytes)
+            do {
+                try BlobChunks.stream(
+                    head: statement, column: 0, chunks: chunks, owner: owner, in: self.connection, into: decoder)
+                return .hit(.decoded(try decoder.finish()), requestMaintenance: request)
+            } catch let error as PanzaError
+                where [.corruptBlob, .unsupportedFormat, .valueTooLarge].contains(error.code)
+            {
+                return .hit(.decodingFailed(error), requestMaintenance: request)
+            }
+        }
         let blob = try BlobChunks.assemble(
-            head: statement, column: 0, chunks: statement.int64(at: 3), owner: BlobChunks.owner(entry: key),
-            in: self.connection)
-        return .hit(blob, requestMaintenance: request)
+            head: statement, column: 0, chunks: chunks, owner: owner, in: self.connection)
+        return .hit(.blob(blob), requestMaintenance: request)
     }
 
     /// What the outbox holds for `key`.

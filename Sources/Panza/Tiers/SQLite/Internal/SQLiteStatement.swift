@@ -76,6 +76,14 @@ final class SQLiteStatement {
         buffer.append(contentsOf: UnsafeRawBufferPointer(start: pointer, count: count))
     }
 
+    /// Calls `body` with the blob of `column` where SQLite holds it (valid until the next step).
+    func withBytes<Result>(at column: Int32, _ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        guard let pointer = sqlite3_column_blob(self.handle, column) else {
+            return try body(UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+        return try body(UnsafeRawBufferPointer(start: pointer, count: Int(sqlite3_column_bytes(self.handle, column))))
+    }
+
     /// The length in bytes of the blob of `column`.
     func byteCount(at column: Int32) -> Int { Int(sqlite3_column_bytes(self.handle, column)) }
 
