@@ -31,6 +31,15 @@ PAIRS = [
     ("miss.latency.s3-blackholed.breaker-open.loader-20ms", "baseline.loader.20ms", "latency"),
     ("miss.latency.s3-slow-500ms.breaker-closed.loader-20ms", "baseline.loader.20ms", "latency"),
     ("miss.latency.s3-slow-500ms.breaker-open.loader-20ms", "baseline.loader.20ms", "latency"),
+] + [
+    pair
+    for size in ("1mib", "64mib", "512mib")
+    for pair in (
+        (f"large.sqlite.write.{size}", f"baseline.sqlite-c.blob-write.{size}", "latency"),
+        (f"large.sqlite.read.{size}", f"baseline.sqlite-c.blob-read.{size}", "latency"),
+        (f"large.s3.write.{size}", f"baseline.s3-client.put.{size}", "latency"),
+        (f"large.s3.read.{size}", f"baseline.http.get.unsigned.{size}", "latency"),
+    )
 ]
 
 
@@ -59,6 +68,8 @@ def parse(text):
             entry["throughput"] = value * UNITS.get(throughput.group(1), 1)
         elif wall:
             entry["latency"] = value * TIME_UNITS.get(wall.group(1), 1)
+        elif label.startswith("Memory"):
+            entry["memory"] = value  # process-wide peak; not compared
         else:
             entry["custom"] = value
     return results

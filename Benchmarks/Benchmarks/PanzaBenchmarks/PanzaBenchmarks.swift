@@ -191,6 +191,7 @@ let benchmarks: @Sendable () -> Void = {
     limiterBenchmarks()
     s3Benchmarks()
     missLatencyBenchmarks()
+    largeValueBenchmarks()
 }
 
 /// State built once and shared by every iteration of a benchmark, so that setup stays out of
