@@ -186,6 +186,62 @@ public struct BlobEnvelope: Hashable, Sendable {
         }
     }
 
+    /// Serializes an envelope of `payload` in pieces: the header, each frame (its word and bytes),
+    /// then the checksum, in order, into `sink`. Only one frame is held at a time; the pieces
+    /// joined are what ``encode(payload:contentType:createdAtMilliseconds:timeToLiveMilliseconds:staleForMilliseconds:compress:)``
+    /// returns.
+    static func encode(
+        payload: UnsafeRawBufferPointer,
+        contentType: ContentType,
+        createdAtMilliseconds: Int64,
+        timeToLiveMilliseconds: Int64,
+        staleForMilliseconds: Int64 = 0,
+        compress: Bool,
+        into sink: (UnsafeRawBufferPointer) throws -> Void
+    ) rethrows {
+        var hasher = XXHash64.Streaming()
+        var header = [UInt8](repeating: 0, count: Self.headerSize)
+        header.withUnsafeMutableBytes { raw in
+            raw.copyBytes(from: Self.magic)
+            raw[4] = Self.formatVersion
+            raw[5] = contentType.rawValue
+            raw.storeBytes(of: UInt64(payload.count).littleEndian, toByteOffset: 8, as: UInt64.self)
+            raw.storeBytes(of: createdAtMilliseconds.littleEndian, toByteOffset: 16, as: Int64.self)
+            raw.storeBytes(of: max(0, timeToLiveMilliseconds).littleEndian, toByteOffset: 24, as: Int64.self)
+            raw.storeBytes(of: max(0, staleForMilliseconds).littleEndian, toByteOffset: 32, as: Int64.self)
+            raw.storeBytes(of: UInt32(Self.frameSize).littleEndian, toByteOffset: 40, as: UInt32.self)
+        }
+        try header.withUnsafeBytes { raw in
+            hasher.update(raw)
+            try sink(raw)
+        }
+        let compresses = compress && payload.count >= Self.minimumCompressibleSize
+        let worstFrame = max(LZ4.compressBound(Self.frameSize) ?? Self.frameSize, Self.frameSize)
+        let scratch = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: Self.frameHeaderSize + worstFrame, alignment: 16)
+        defer { scratch.deallocate() }
+        var start = 0
+        while start < payload.count {
+            let frame = UnsafeRawBufferPointer(rebasing: payload[start..<min(start + Self.frameSize, payload.count)])
+            let body = UnsafeMutableRawBufferPointer(rebasing: scratch[Self.frameHeaderSize...])
+            let word: UInt32
+            if compresses, let written = LZ4.compress(frame, into: body) {
+                word = UInt32(written)
+            } else {
+                UnsafeMutableRawBufferPointer(rebasing: body[body.startIndex..<(body.startIndex + frame.count)])
+                    .copyMemory(from: frame)
+                word = UInt32(frame.count) | Self.rawFrameBit
+            }
+            scratch.storeBytes(of: word.littleEndian, toByteOffset: 0, as: UInt32.self)
+            let piece = UnsafeRawBufferPointer(
+                rebasing: scratch[0..<(Self.frameHeaderSize + Int(word & ~Self.rawFrameBit))])
+            hasher.update(piece)
+            try sink(piece)
+            start += frame.count
+        }
+        try withUnsafeBytes(of: hasher.finalize().littleEndian) { try sink($0) }
+    }
+
     /// Bit 31 of a frame's word: the frame is stored raw.
     static let rawFrameBit: UInt32 = 1 << 31
 

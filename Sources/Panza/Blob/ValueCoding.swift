@@ -15,40 +15,51 @@ enum ValueCoding {
     ///
     /// - Throws: ``PanzaError/Code/encodingFailed``; ``PanzaError/Code/valueTooLarge`` when the
     ///   payload is longer than `maxPayloadBytes`, before the envelope is built.
-    /// - Returns: the payload's length (what the memory tier is charged) and the envelope.
-    static func envelope<Value: Encodable>(
+    /// - Parameter pendingAbove: a payload longer than this is not encoded here but returned as a
+    ///   ``PendingEnvelope`` that holds it as the value does, to be encoded frame by frame where it
+    ///   is stored; `nil` to always encode.
+    /// - Returns: the payload's length (what the memory tier is charged) and the stored form.
+    static func storedForm<Value: Encodable>(
         of value: Value,
         createdAtMilliseconds: Int64,
         timeToLiveMilliseconds: Int64,
         compress: Bool,
-        maxPayloadBytes: Int
-    ) throws -> (payloadCount: Int, expiresAtMilliseconds: Int64?, blob: [UInt8]) {
-        func seal(_ contentType: BlobEnvelope.ContentType, _ payload: UnsafeRawBufferPointer) throws -> [UInt8] {
-            guard payload.count <= maxPayloadBytes else {
-                throw PanzaError(
-                    code: .valueTooLarge,
-                    message: "the value encodes to \(payload.count) bytes, more than maxValueBytes (\(maxPayloadBytes))"
-                )
-            }
-            return BlobEnvelope.encode(
-                payload: payload, contentType: contentType, createdAtMilliseconds: createdAtMilliseconds,
-                timeToLiveMilliseconds: timeToLiveMilliseconds, compress: compress)
-        }
-        let expiresAt = timeToLiveMilliseconds > 0 ? createdAtMilliseconds &+ timeToLiveMilliseconds : nil
+        maxPayloadBytes: Int,
+        pendingAbove: Int? = nil
+    ) throws -> (payloadCount: Int, expiresAtMilliseconds: Int64?, form: StoredForm) {
+        var pending = PendingEnvelope(
+            payload: .bytes([]), contentType: .bytes, createdAtMilliseconds: createdAtMilliseconds,
+            timeToLiveMilliseconds: timeToLiveMilliseconds, compress: compress)
         if Value.self == Data.self {
-            let data = value as! Data
-            return (data.count, expiresAt, try data.withUnsafeBytes { try seal(.bytes, $0) })
+            pending.payload = .data(value as! Data)
+        } else if Value.self == [UInt8].self {
+            pending.payload = .bytes(value as! [UInt8])
+        } else if Value.self == String.self {
+            pending.payload = .text(value as! String)
+            pending.contentType = .text
+        } else {
+            let (contentType, payload) = try self.encode(value)
+            pending.payload = .bytes(payload)
+            pending.contentType = contentType
         }
-        if Value.self == [UInt8].self {
-            let bytes = value as! [UInt8]
-            return (bytes.count, expiresAt, try bytes.withUnsafeBytes { try seal(.bytes, $0) })
+        let count = pending.payloadCount
+        guard count <= maxPayloadBytes else {
+            throw PanzaError(
+                code: .valueTooLarge,
+                message: "the value encodes to \(count) bytes, more than maxValueBytes (\(maxPayloadBytes))"
+            )
         }
-        if Value.self == String.self {
-            var string = value as! String
-            return (string.utf8.count, expiresAt, try string.withUTF8 { try seal(.text, UnsafeRawBufferPointer($0)) })
+        if let pendingAbove, count > pendingAbove {
+            return (count, pending.expiresAtMilliseconds, .pending(pending))
         }
-        let (contentType, payload) = try self.encode(value)
-        return (payload.count, expiresAt, try payload.withUnsafeBytes { try seal(contentType, $0) })
+        return (count, pending.expiresAtMilliseconds, .blob(pending.encoded()))
+    }
+
+    /// How a value goes to the tiers: its envelope, or the value itself to be encoded where it is
+    /// stored (large values).
+    enum StoredForm {
+        case blob([UInt8])
+        case pending(PendingEnvelope)
     }
 
     static func encode<Value: Encodable>(_ value: Value) throws -> (BlobEnvelope.ContentType, [UInt8]) {

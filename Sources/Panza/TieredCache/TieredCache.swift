@@ -124,7 +124,9 @@ public final class TieredCache: Sendable {
                 applier: { batch in
                     try await sqlite.applyWrites(
                         batch.map {
-                            SQLiteWrite(operation: $0.operation, replicate: $0.replicate, fillStamp: $0.fillStamp)
+                            SQLiteWrite(
+                                operation: $0.operation, replicate: $0.replicate, fillStamp: $0.fillStamp,
+                                pending: $0.pending)
                         }
                     )
                 },
@@ -170,7 +172,7 @@ public final class TieredCache: Sendable {
                     timing: timing,
                     statistics: recorder,
                     logger: logger,
-                    applier: { batch in try await remote.apply(batch.map(\.operation)) },
+                    applier: { batch in try await remote.apply(batch.map(\.materialized)) },
                     onApplied: { _ in }
                 )
                 lanes.append(lane)
@@ -447,6 +449,7 @@ public final class TieredCache: Sendable {
     /// - Returns: the operation's sequence in each lane, for waiting until applied.
     private func submit(
         _ operation: CacheTierOperation,
+        pending: PendingEnvelope? = nil,
         inMemory: (MemoryTier) -> Void
     ) async throws -> [(Lane, UInt64)] {
         for lane in self.lanes { try await lane.queue.waitForRoom() }
@@ -454,7 +457,9 @@ public final class TieredCache: Sendable {
         let sequences = self.fence.write(operation) { version in
             if let memory = self.memory { inMemory(memory) }
             return self.lanes.compactMap { lane in
-                lane.queue.enqueue(operation, version: version, replicate: lane.replicates).map { (lane, $0) }
+                lane.queue.enqueue(operation, version: version, replicate: lane.replicates, pending: pending).map {
+                    (lane, $0)
+                }
             }
         }
         for lane in self.lanes { lane.drainer.notify() }
@@ -481,30 +486,39 @@ public final class TieredCache: Sendable {
             }
             return 0
         }
-        let (payloadCount, expiresAt, blob): (Int, Int64?, [UInt8])
+        let (payloadCount, expiresAt, form): (Int, Int64?, ValueCoding.StoredForm)
         do {
-            (payloadCount, expiresAt, blob) = try ValueCoding.envelope(
+            // A value that SQLite will keep in chunks goes down as it is and is encoded there,
+            // frame by frame: the queue never holds a second copy of it.
+            (payloadCount, expiresAt, form) = try ValueCoding.storedForm(
                 of: value, createdAtMilliseconds: WallClock.nowMilliseconds(),
                 timeToLiveMilliseconds: timeToLiveMilliseconds, compress: self.configuration.compression,
-                maxPayloadBytes: self.configuration.maxValueBytes)
+                maxPayloadBytes: self.configuration.maxValueBytes,
+                pendingAbove: self.configuration.sqlite == nil ? nil : BlobChunks.chunkSize)
         } catch let error as PanzaError where error.code == .valueTooLarge {
             throw PanzaError(
                 code: error.code, message: error.message + ", the safety limit of the cache's configuration",
                 key: key.rawValue)
         }
         self.recorder.add(.writes)
+        let blob: [UInt8]
+        let pending: PendingEnvelope?
+        switch form {
+        case .blob(let bytes): (blob, pending) = (bytes, nil)
+        case .pending(let value): (blob, pending) = ([], value)
+        }
         let operation = CacheTierOperation.store(key: key, blob: blob, expiresAtMilliseconds: expiresAt)
-        let sequences = try await self.submit(operation) { memory in
+        let sequences = try await self.submit(operation, pending: pending) { memory in
             self.putInMemory(
                 memory, value, key: key, cost: Self.memoryCost(payload: payloadCount, key: key),
-                storedBytes: blob.count, expiresAtMilliseconds: expiresAt)
+                storedBytes: pending == nil ? blob.count : payloadCount, expiresAtMilliseconds: expiresAt)
         }
         if self.configuration.writeMode == .writeThrough {
             for (lane, sequence) in sequences {
                 try await lane.drainer.waitUntilApplied(sequence)
             }
         }
-        return blob.count
+        return pending == nil ? blob.count : payloadCount
     }
 
     /// Removes from memory at once, then from every tier below; returns when they applied it.
@@ -600,6 +614,8 @@ public final class TieredCache: Sendable {
                 switch try await slot.pending?.shadow(forKey: key) ?? .none {
                 case .stored(let queued):
                     found = .blob(queued)
+                case .pending(let pending):
+                    found = .decoded(pending.decoded)
                 case .removed:
                     self.recorder.tierMiss(index)
                     return nil

@@ -21,6 +21,7 @@ final class MemoryWriteQueue: WriteQueue {
         var version: UInt64
         var namespace: String
         var blob: [UInt8]?
+        var pending: PendingEnvelope?
     }
 
     private struct State {
@@ -127,7 +128,8 @@ final class MemoryWriteQueue: WriteQueue {
         version: UInt64,
         replicate: Bool,
         isFill: Bool = false,
-        fillStamp: Int64? = nil
+        fillStamp: Int64? = nil,
+        pending: PendingEnvelope? = nil
     ) -> UInt64? {
         self.state.withLock { state in
             if isFill, !self.hasRoom(state) { return nil }
@@ -137,12 +139,14 @@ final class MemoryWriteQueue: WriteQueue {
                 operation: operation,
                 replicate: replicate,
                 attempts: 0,
-                fillStamp: fillStamp
+                fillStamp: fillStamp,
+                pending: pending
             )
             var namespace: String?
             switch operation {
             case .store(let key, let blob, _):
-                state.keys[key.rawValue] = KeyShadow(version: version, namespace: key.namespace, blob: blob)
+                state.keys[key.rawValue] = KeyShadow(
+                    version: version, namespace: key.namespace, blob: blob, pending: pending)
             case .remove(let key):
                 state.keys[key.rawValue] = KeyShadow(version: version, namespace: key.namespace, blob: nil)
             case .removeNamespace(let removed):
@@ -182,6 +186,7 @@ final class MemoryWriteQueue: WriteQueue {
                 if poison > state.writtenAfterPoison[key.rawValue] ?? 0 { scopeRemoval = max(scopeRemoval, poison) }
             }
             if let entry, entry.version >= scopeRemoval {
+                if let pending = entry.pending { return .pending(pending) }
                 return entry.blob.map { .stored($0) } ?? .removed
             }
             return scopeRemoval > 0 ? .removed : .none

@@ -9,11 +9,21 @@ struct QueuedWrite: Sendable {
     var attempts: Int
     /// For a fill into SQLite: the write stamp its lookup read (see ``SQLiteWrite/fillStamp``).
     var fillStamp: Int64? = nil
+    /// For a store of a large value: the value not yet encoded (the operation's blob is then
+    /// empty); see ``materialized``.
+    var pending: PendingEnvelope? = nil
 
-    /// The envelope bytes the operation carries.
+    /// The bytes the operation carries (the payload of a pending envelope).
     var byteCount: Int {
+        if let pending { return pending.payloadCount }
         if case .store(_, let blob, _) = self.operation { return blob.count }
         return 0
+    }
+
+    /// The operation with its envelope encoded whole, for a tier that takes bytes.
+    var materialized: CacheTierOperation {
+        guard let pending, case .store(let key, _, let expiresAt) = self.operation else { return self.operation }
+        return .store(key: key, blob: pending.encoded(), expiresAtMilliseconds: expiresAt)
     }
 }
 
@@ -23,6 +33,8 @@ enum WriteShadow: Sendable, Equatable {
     case none
     /// A store is queued: these are the bytes the tier will hold.
     case stored([UInt8])
+    /// A store of a large value is queued, not yet encoded: this is the value the tier will hold.
+    case pending(PendingEnvelope)
     /// A removal of the key, its namespace or everything is queued: the tier will not hold it,
     /// and the tiers below must not be asked either.
     case removed

@@ -120,6 +120,59 @@ struct BlobEnvelopeTests {
         #expect(error.code == .corruptBlob)
     }
 
+    @Test("Encoding in pieces gives the same bytes as encoding whole", arguments: [0, 5, 100, 3 << 19, 5 << 20])
+    func piecesMatchWhole(count: Int) throws {
+        var random = SplitMix64(seed: UInt64(count))
+        // Half compressible, half not, so that both kinds of frame appear.
+        let payload = (0..<count).map { $0 % 2 == 0 ? UInt8(truncatingIfNeeded: random.next()) : UInt8($0 % 7) }
+        let whole = BlobEnvelope(
+            contentType: .bytes, payload: payload, createdAtMilliseconds: 77, timeToLiveMilliseconds: 9
+        )
+        .encoded()
+        var pieces: [UInt8] = []
+        payload.withUnsafeBytes { raw in
+            BlobEnvelope.encode(
+                payload: raw, contentType: .bytes, createdAtMilliseconds: 77, timeToLiveMilliseconds: 9, compress: true
+            ) { pieces.append(contentsOf: $0) }
+        }
+        #expect(pieces == whole)
+        // And the stream decoder, fed in uneven pieces, gives the payload back.
+        let decoder = EnvelopeStreamDecoder(maxPayloadBytes: .max)
+        var offset = 0
+        var step = 1
+        while offset < whole.count {
+            let end = min(offset + step, whole.count)
+            try decoder.append(Array(whole[offset..<end]))
+            offset = end
+            step = step * 3 + 1
+        }
+        let decoded = try decoder.finish()
+        #expect(decoded.payload.array == payload)
+        #expect(decoded.timeToLiveMilliseconds == 9)
+    }
+
+    @Test("The stream decoder refuses a damaged, cut or overlong stream, and a payload over its limit")
+    func streamDecoderRefuses() throws {
+        let payload = [UInt8](repeating: 3, count: 3 << 20)
+        let whole = BlobEnvelope(contentType: .bytes, payload: payload, createdAtMilliseconds: 1).encoded()
+        func decode(_ bytes: [UInt8], limit: Int = .max) throws {
+            let decoder = EnvelopeStreamDecoder(maxPayloadBytes: limit)
+            try decoder.append(bytes)
+            _ = try decoder.finish()
+        }
+        var flipped = whole
+        flipped[whole.count / 2] ^= 1
+        for (bytes, code) in [
+            (flipped, PanzaError.Code.corruptBlob), (Array(whole.dropLast()), .corruptBlob),
+            (whole + [0], .corruptBlob),
+        ] {
+            let error = try #require(throws: PanzaError.self) { try decode(bytes) }
+            #expect(error.code == code)
+        }
+        let error = try #require(throws: PanzaError.self) { try decode(whole, limit: 1 << 20) }
+        #expect(error.code == .valueTooLarge)
+    }
+
     @Test("An unknown signature scheme is an unsupported format, never an unverified hit")
     func unknownSignatureScheme() throws {
         var bytes = BlobEnvelope(contentType: .text, payload: [1, 2, 3], createdAtMilliseconds: 42).encoded()

@@ -132,6 +132,37 @@ struct SQLiteChunkTests {
         #expect(try self.chunkRows(path) == 4)
     }
 
+    @Test(
+        "A large set goes down unencoded and is encoded into chunk rows by the writer; reads before and after the write agree"
+    )
+    func largeSetIsEncodedWhereItIsStored() async throws {
+        let path = self.directory.path("cache.sqlite")
+        let remote = RecordingTier()
+        let value = Data(Self.largeBlob(megabytes: 3.2, seed: 9))
+        let text = String(repeating: "a large transcript line\n", count: 100_000)  // 2.3 MB, compresses
+        let cache = try await makeCache(in: self.directory, memory: nil) { $0.remote = remote }
+        try await cache.set(value, forKey: "data")
+        try await cache.set(text, forKey: "text")
+        // Served from the write queue (the pending value itself), or from SQLite once written.
+        #expect(try await cache.value(forKey: "data", as: Data.self) == value)
+        #expect(try await cache.value(forKey: "text", as: String.self) == text)
+        try await cache.flush()
+        #expect(try self.chunkRows(path, owner: "entry:data") == 3)
+        #expect(try await cache.value(forKey: "data", as: Data.self) == value)
+        #expect(try await cache.value(forKey: "text", as: String.self) == text)
+        // The outbox had its own copy, uploaded whole.
+        #expect(await eventually { remote.keys == ["data", "text"] })
+        #expect(try BlobEnvelope.decode(try #require(remote.storedBlob("data"))).payload == Array(value))
+        #expect(try BlobEnvelope.decode(try #require(remote.storedBlob("text"))).payload == Array(text.utf8))
+        try await cache.close()
+        let reopened = try await makeCache(in: self.directory, memory: nil)
+        #expect(try await reopened.value(forKey: "data", as: Data.self) == value)
+        let sqlite = try #require(reopened.tiers.first as? SQLiteTier)
+        #expect(try await sqlite.verify(removeCorrupt: false).corruptKeys.isEmpty)
+        #expect(try await sqlite.usage().bytes > value.count)
+        try await reopened.close()
+    }
+
     @Test("A file of schema version 2 migrates to version 4 and keeps its entries")
     func migrationFromVersion2() async throws {
         let path = self.directory.path("cache.sqlite")

@@ -49,6 +49,92 @@ enum BlobChunks {
         }
     }
 
+    /// Stores `pending` as the entry of `key` (and, with `replicate`, as an outbox record for the
+    /// remote tier), encoding it frame by frame into 1 MiB rows as it goes: the head in the row,
+    /// the rest in chunk rows, each written for both owners. Only one MiB of the envelope is ever
+    /// held. Runs inside the caller's write transaction.
+    static func writeEncoding(
+        _ pending: PendingEnvelope,
+        key: CacheKey,
+        expiresAtMilliseconds: Int64?,
+        replicate: Bool,
+        in connection: SQLiteConnection,
+        now: Int64
+    ) throws {
+        let entryOwner = self.owner(entry: key.rawValue)
+        var outboxOwner: String?
+        var outboxID: Int64?
+        var buffer = [UInt8]()
+        buffer.reserveCapacity(chunkSize)
+        var seq = 0
+        var total = 0
+        let insertChunk = try connection.statement(
+            "INSERT OR REPLACE INTO blob_chunk (owner, seq, bytes) VALUES (?1, ?2, ?3)")
+        func emit() throws {
+            if seq == 0 {
+                // The head: the rows exist from here on. Replacing the entry's row drops the
+                // chunks of the value it held (trigger), before the new ones are written.
+                let entry = try connection.statement(
+                    """
+                    INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at, chunks)
+                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, 0)
+                    ON CONFLICT (key) DO UPDATE SET
+                        namespace = excluded.namespace, blob = excluded.blob, size = excluded.size,
+                        created_at = excluded.created_at, expires_at = excluded.expires_at,
+                        accessed_at = excluded.accessed_at, chunks = 0
+                    """
+                )
+                try entry.bind(key.rawValue, at: 1)
+                try entry.bind(key.namespace, at: 2)
+                try entry.bind(buffer, at: 3)
+                try entry.bind(Int64(buffer.count + key.rawValue.utf8.count), at: 4)
+                try entry.bind(now, at: 5)
+                try entry.bind(expiresAtMilliseconds, at: 6)
+                try entry.run()
+                if replicate {
+                    try OutboxRecord.insert(
+                        .store(key: key, blob: buffer, expiresAtMilliseconds: expiresAtMilliseconds), into: connection,
+                        now: now)
+                    outboxID = connection.lastInsertRowID
+                    outboxOwner = self.owner(outbox: connection.lastInsertRowID)
+                }
+            } else {
+                for owner in [entryOwner, outboxOwner].compactMap({ $0 }) {
+                    insertChunk.reset()
+                    try insertChunk.bind(owner, at: 1)
+                    try insertChunk.bind(Int64(seq), at: 2)
+                    try insertChunk.bind(buffer, at: 3)
+                    try insertChunk.run()
+                }
+            }
+            total += buffer.count
+            seq += 1
+            buffer.removeAll(keepingCapacity: true)
+        }
+        try pending.encode { piece in
+            var rest = piece[...]
+            while !rest.isEmpty {
+                let take = min(chunkSize - buffer.count, rest.count)
+                buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: rest.prefix(take)))
+                rest = rest.dropFirst(take)
+                if buffer.count == chunkSize { try emit() }
+            }
+        }
+        if !buffer.isEmpty || seq == 0 { try emit() }
+        let chunks = Int64(seq - 1)
+        let finish = try connection.statement("UPDATE entry SET size = ?2, chunks = ?3 WHERE key = ?1")
+        try finish.bind(key.rawValue, at: 1)
+        try finish.bind(Int64(total + key.rawValue.utf8.count), at: 2)
+        try finish.bind(chunks, at: 3)
+        try finish.run()
+        if let outboxID {
+            let outbox = try connection.statement("UPDATE outbox SET chunks = ?2 WHERE id = ?1")
+            try outbox.bind(outboxID, at: 1)
+            try outbox.bind(chunks, at: 2)
+            try outbox.run()
+        }
+    }
+
     /// The whole blob: `head` followed by the `chunks` chunk rows of `owner`, in order.
     ///
     /// Run it in the snapshot that read the head (while the head's statement is still stepping, or

@@ -68,6 +68,13 @@ actor SQLiteWriter {
                 } else {
                     try WriteStamp.bump(for: operation, in: connection)
                 }
+                if let pending = write.pending, case .store(let key, _, let expiresAt) = operation {
+                    try BlobChunks.writeEncoding(
+                        pending, key: key, expiresAtMilliseconds: expiresAt, replicate: write.replicate,
+                        in: connection, now: now)
+                    self.accessLog.forget(key.rawValue)
+                    continue
+                }
                 if write.replicate { try OutboxRecord.insert(operation, into: connection, now: now) }
                 switch operation {
                 case .store(let key, let blob, let expiresAt):
@@ -118,6 +125,7 @@ actor SQLiteWriter {
             try self.evictIfNeeded(connection)
         }
         self.bytesSinceCheckpoint += writes.reduce(0) { total, item in
+            if let pending = item.pending { return total + pending.payloadCount }
             if case .store(_, let blob, _) = item.operation { return total + blob.count }
             return total
         }

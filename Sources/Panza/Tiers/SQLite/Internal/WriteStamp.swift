@@ -63,4 +63,7 @@ struct SQLiteWrite: Sendable {
     /// For a fill (a copy from a lower tier): the stamp its lookup read when SQLite missed; the
     /// fill is applied only if the stamp is unchanged. `nil` for a write of the cache's own.
     var fillStamp: Int64? = nil
+    /// For a store of a large value: the value, encoded frame by frame into chunk rows as it is
+    /// written (the operation's blob is then empty).
+    var pending: PendingEnvelope? = nil
 }

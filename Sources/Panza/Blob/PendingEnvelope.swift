@@ -1,0 +1,74 @@
+import Foundation
+
+/// A large value on its way to the tiers: its payload as the caller's value holds it, and the
+/// header of its envelope. It is encoded where it is stored, frame by frame (the SQLite tier writes
+/// each MiB as it is produced), so that a write-behind queue never holds a second copy of a large
+/// value, and a read of the pending write needs no decoding at all.
+struct PendingEnvelope: Sendable, Equatable {
+    /// The payload, in the storage the value came in (no copy).
+    enum Payload: Sendable, Equatable {
+        case data(Data)
+        case bytes([UInt8])
+        case text(String)
+    }
+
+    var payload: Payload
+    var contentType: BlobEnvelope.ContentType
+    var createdAtMilliseconds: Int64
+    var timeToLiveMilliseconds: Int64
+    var compress: Bool
+
+    /// Bytes of the payload.
+    var payloadCount: Int {
+        switch self.payload {
+        case .data(let data): data.count
+        case .bytes(let bytes): bytes.count
+        case .text(let text): text.utf8.count
+        }
+    }
+
+    var expiresAtMilliseconds: Int64? {
+        self.timeToLiveMilliseconds > 0 ? self.createdAtMilliseconds &+ self.timeToLiveMilliseconds : nil
+    }
+
+    /// Calls `body` with the payload's bytes where they are.
+    func withPayload<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        switch self.payload {
+        case .data(let data): return try data.withUnsafeBytes(body)
+        case .bytes(let bytes): return try bytes.withUnsafeBytes(body)
+        case .text(var text): return try text.withUTF8 { try body(UnsafeRawBufferPointer($0)) }
+        }
+    }
+
+    /// The whole envelope, for a tier that takes bytes.
+    func encoded() -> [UInt8] {
+        self.withPayload { payload in
+            BlobEnvelope.encode(
+                payload: payload, contentType: self.contentType, createdAtMilliseconds: self.createdAtMilliseconds,
+                timeToLiveMilliseconds: self.timeToLiveMilliseconds, compress: self.compress)
+        }
+    }
+
+    /// Encodes the envelope in pieces (the header, each frame, the checksum), in order, into
+    /// `sink`; the pieces joined are ``encoded()``.
+    func encode(into sink: (UnsafeRawBufferPointer) throws -> Void) rethrows {
+        try self.withPayload { payload in
+            try BlobEnvelope.encode(
+                payload: payload, contentType: self.contentType, createdAtMilliseconds: self.createdAtMilliseconds,
+                timeToLiveMilliseconds: self.timeToLiveMilliseconds, compress: self.compress, into: sink)
+        }
+    }
+
+    /// The value as a read of the pending write sees it: no encoding, no copy of bytes payloads.
+    var decoded: DecodedEnvelope {
+        let payload: DecodedEnvelope.Payload
+        switch self.payload {
+        case .data(let data): payload = .data(data)
+        case .bytes(let bytes): payload = .bytes(bytes)
+        case .text(let text): payload = .data(Data(text.utf8))
+        }
+        return DecodedEnvelope(
+            contentType: self.contentType, payload: payload, createdAtMilliseconds: self.createdAtMilliseconds,
+            timeToLiveMilliseconds: self.timeToLiveMilliseconds, storedBytes: self.payloadCount)
+    }
+}
