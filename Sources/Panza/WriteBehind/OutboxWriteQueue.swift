@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The durable write-behind queue of a remote tier below SQLite: the SQLite outbox.
 ///
@@ -28,30 +29,71 @@ final class OutboxWriteQueue: WriteQueue {
         try await self.outbox.claimOutbox(limit: limit, owner: self.owner, lease: self.lease)
     }
 
+    /// Uploads `batch` in order. A large store (kept in chunk rows) is read one chunk at a time and
+    /// handed to a ``PieceWiseStoring`` tier in pieces (to another tier, joined).
+    ///
+    /// The batch must finish within 3/4 of its lease, unless it makes progress: each chunk read
+    /// renews the lease of the whole batch (at most every quarter lease), so a large upload over
+    /// a slow link completes, while a stalled one is abandoned and retried.
     func apply(_ batch: [QueuedWrite]) async throws {
-        let operations = batch.map(\.operation)
+        guard let first = batch.first, let last = batch.last else { return }
         let remote = self.remote
+        let keeper = LeaseKeeper(
+            outbox: self.outbox, ids: Int64(first.sequence)...Int64(last.sequence), owner: self.owner,
+            lease: self.lease)
         // Leave a margin: the upload must be over before another process may take the lease over.
         let budget = self.lease * 3 / 4
         try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask {
-                try await remote.apply(operations)
+                try await Self.upload(batch, to: remote, outbox: self.outbox, keeper: keeper)
                 return true
             }
             group.addTask {
-                try await Task.sleep(for: budget)
-                return false
+                while true {
+                    let idle = keeper.sinceProgress
+                    if idle >= budget { return false }
+                    try await Task.sleep(for: budget - idle)
+                }
             }
             let finished = try await group.next() ?? false
             group.cancelAll()
             guard finished else {
                 throw PanzaError(
                     code: .timedOut,
-                    message: "an upload batch to the \(remote.name) tier outlived its outbox lease (\(budget)); "
-                        + "it stays in the outbox and will be retried"
+                    message: "an upload batch to the \(remote.name) tier made no progress for \(budget), 3/4 of its "
+                        + "outbox lease; it stays in the outbox and will be retried"
                 )
             }
         }
+    }
+
+    private static func upload(
+        _ batch: [QueuedWrite], to remote: any CacheTier, outbox: SQLiteTier, keeper: LeaseKeeper
+    ) async throws {
+        var run: [CacheTierOperation] = []
+        for write in batch {
+            guard let upload = write.outboxUpload, case .store(let key, _, let expiresAt) = write.operation else {
+                run.append(write.operation)
+                continue
+            }
+            if !run.isEmpty {
+                try await remote.apply(run)
+                run = []
+            }
+            let pieces = BlobPieces(count: upload.chunks + 1) { index in
+                let piece = try await outbox.outboxPiece(id: upload.id, index: index)
+                try await keeper.progress()
+                return piece
+            }
+            if let streaming = remote as? any PieceWiseStoring {
+                try await streaming.store(
+                    key: key, byteCount: upload.byteCount, expiresAtMilliseconds: expiresAt, pieces: pieces)
+            } else {
+                let blob = try await pieces.joined(byteCount: upload.byteCount)
+                try await remote.apply([.store(key: key, blob: blob, expiresAtMilliseconds: expiresAt)])
+            }
+        }
+        if !run.isEmpty { try await remote.apply(run) }
     }
 
     func complete(_ batch: [QueuedWrite]) async throws -> UInt64 {
@@ -87,6 +129,41 @@ final class OutboxWriteQueue: WriteQueue {
 
     func shadow(forKey key: CacheKey) async throws -> WriteShadow {
         try await self.outbox.outboxShadow(forKey: key)
+    }
+}
+
+/// Renews an upload batch's outbox lease while the upload makes progress.
+final class LeaseKeeper: Sendable {
+    private let outbox: SQLiteTier
+    private let ids: ClosedRange<Int64>
+    private let owner: String
+    private let lease: Duration
+    private let clock = ContinuousClock()
+    private let lastProgress: Mutex<ContinuousClock.Instant>
+    private let lastRenewal: Mutex<ContinuousClock.Instant>
+
+    init(outbox: SQLiteTier, ids: ClosedRange<Int64>, owner: String, lease: Duration) {
+        self.outbox = outbox
+        self.ids = ids
+        self.owner = owner
+        self.lease = lease
+        self.lastProgress = Mutex(self.clock.now)
+        self.lastRenewal = Mutex(self.clock.now)
+    }
+
+    /// How long since the upload last made progress.
+    var sinceProgress: Duration { self.lastProgress.withLock { $0.duration(to: self.clock.now) } }
+
+    /// Notes progress; renews the lease when a quarter of it has passed since the last renewal.
+    func progress() async throws {
+        let now = self.clock.now
+        self.lastProgress.withLock { $0 = now }
+        let due = self.lastRenewal.withLock { last in
+            guard last.duration(to: now) >= self.lease / 4 else { return false }
+            last = now
+            return true
+        }
+        if due { try await self.outbox.renewOutboxLease(ids: self.ids, owner: self.owner, lease: self.lease) }
     }
 }
 

@@ -12,10 +12,14 @@ struct QueuedWrite: Sendable {
     /// For a store of a large value: the value not yet encoded (the operation's blob is then
     /// empty); see ``materialized``.
     var pending: PendingEnvelope? = nil
+    /// For a large store claimed from the SQLite outbox: where its chunks are (the operation's
+    /// blob is then empty); the uploader reads them one at a time.
+    var outboxUpload: OutboxUpload? = nil
 
     /// The bytes the operation carries (the payload of a pending envelope).
     var byteCount: Int {
         if let pending { return pending.payloadCount }
+        if let outboxUpload { return outboxUpload.byteCount }
         if case .store(_, let blob, _) = self.operation { return blob.count }
         return 0
     }
@@ -25,6 +29,14 @@ struct QueuedWrite: Sendable {
         guard let pending, case .store(let key, _, let expiresAt) = self.operation else { return self.operation }
         return .store(key: key, blob: pending.encoded(), expiresAtMilliseconds: expiresAt)
     }
+}
+
+/// A large outbox record: its head in the row, the rest in `chunks` chunk rows.
+struct OutboxUpload: Sendable {
+    var id: Int64
+    var chunks: Int
+    /// The envelope's whole length.
+    var byteCount: Int
 }
 
 /// What a queue holds for a key, which decides before the tier below it is asked.

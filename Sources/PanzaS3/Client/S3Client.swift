@@ -5,7 +5,7 @@ import Foundation
 public import Logging
 import NIOCore
 import NIOHTTP1
-import Panza
+public import Panza
 import Synchronization
 
 /// A small S3 client on AsyncHTTPClient, signing with ``SigV4Signer``.
@@ -384,6 +384,58 @@ public final class S3Client: Sendable {
     // MARK: Multipart
 
     private func multipartPut(key: String, body: [UInt8], contentType: String, ifNoneMatch: Bool) async throws {
+        let partSize = self.configuration.multipartPartSize
+        var start = 0
+        try await self.multipartPut(key: key, contentType: contentType, ifNoneMatch: ifNoneMatch) {
+            guard start < body.count else { return nil }
+            defer { start += partSize }
+            return Array(body[start..<min(start + partSize, body.count)])
+        }
+    }
+
+    /// Stores the object whose bytes `pieces` yields, `byteCount` in all, reading the pieces in
+    /// order as parts are uploaded: at most ``Configuration/multipartConcurrency`` parts are held at
+    /// once, never the whole object. Small objects are joined and sent in one PUT.
+    public func put(
+        key: String, byteCount: Int, pieces: BlobPieces, contentType: String = "application/octet-stream"
+    ) async throws {
+        guard byteCount >= self.configuration.multipartThreshold else {
+            try await self.put(key: key, body: try await pieces.joined(byteCount: byteCount), contentType: contentType)
+            return
+        }
+        let partSize = self.configuration.multipartPartSize
+        var index = 0
+        var carry: [UInt8] = []
+        var total = 0
+        try await self.multipartPut(key: key, contentType: contentType, ifNoneMatch: false) {
+            var part = carry
+            carry = []
+            part.reserveCapacity(partSize)
+            while part.count < partSize, index < pieces.count {
+                let piece = try await pieces.piece(index)
+                index += 1
+                let room = partSize - part.count
+                part += piece.prefix(room)
+                if piece.count > room { carry = Array(piece.dropFirst(room)) }
+            }
+            total += part.count
+            if part.isEmpty {
+                guard total == byteCount else {
+                    throw S3Error(
+                        code: .invalidConfiguration,
+                        message: "the pieces of the object add up to \(total) bytes, not the \(byteCount) announced")
+                }
+                return nil
+            }
+            return part
+        }
+    }
+
+    /// A multipart upload of the parts `nextPart` yields in order (`nil` after the last), uploaded
+    /// ``Configuration/multipartConcurrency`` at a time; aborted on failure.
+    private func multipartPut(
+        key: String, contentType: String, ifNoneMatch: Bool, nextPart: () async throws -> [UInt8]?
+    ) async throws {
         let created = try await self.send(
             method: .POST,
             key: key,
@@ -397,23 +449,23 @@ public final class S3Client: Sendable {
                 httpStatus: created.status, requestID: created.requestID)
         }
         do {
-            let partSize = self.configuration.multipartPartSize
-            let starts = Array(stride(from: 0, to: body.count, by: partSize))
             var parts: [(number: Int, eTag: String)] = []
             try await withThrowingTaskGroup(of: (Int, String).self) { group in
-                var next = 0
-                func startNext() {
-                    guard next < starts.count else { return }
-                    let start = starts[next]
-                    next += 1
-                    let number = next
-                    let slice = Array(body[start..<min(start + partSize, body.count)])
+                var number = 0
+                var running = 0
+                while let body = try await nextPart() {
+                    if running >= max(1, self.configuration.multipartConcurrency), let done = try await group.next() {
+                        parts.append(done)
+                        running -= 1
+                    }
+                    number += 1
+                    let partNumber = number
                     group.addTask {
                         let part = try await self.send(
                             method: .PUT,
                             key: key,
-                            query: [("partNumber", "\(number)"), ("uploadId", uploadID)],
-                            body: slice,
+                            query: [("partNumber", "\(partNumber)"), ("uploadId", uploadID)],
+                            body: body,
                             acceptedStatuses: [200]
                         )
                         guard let eTag = part.headers.first(name: "etag") else {
@@ -421,14 +473,11 @@ public final class S3Client: Sendable {
                                 code: .invalidResponse, message: "UploadPart returned no ETag", httpStatus: part.status,
                                 requestID: part.requestID)
                         }
-                        return (number, eTag)
+                        return (partNumber, eTag)
                     }
+                    running += 1
                 }
-                for _ in 0..<max(1, self.configuration.multipartConcurrency) { startNext() }
-                while let part = try await group.next() {
-                    parts.append(part)
-                    startNext()
-                }
+                while let done = try await group.next() { parts.append(done) }
             }
             parts.sort { $0.number < $1.number }
             let completion = Array(

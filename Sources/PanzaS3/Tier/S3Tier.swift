@@ -17,7 +17,7 @@ import Synchronization
 /// from the SQLite outbox, so they survive crashes; `TieredCache.flush()` waits for them.
 /// By default S3 failures never reach callers (reads fall back to the loader, uploads stay queued);
 /// set ``Configuration/strict`` to see them.
-public final class S3Tier: CacheTier {
+public final class S3Tier: CacheTier, PieceWiseStoring {
     /// `"s3"`, in statistics and logs.
     public let name = "s3"
     /// The settings the tier was made with.
@@ -148,6 +148,21 @@ public final class S3Tier: CacheTier {
             }
         }
         try await flushSegment()
+    }
+
+    /// Uploads a large envelope from its pieces as a multipart object, holding at most
+    /// ``S3Client/Configuration/multipartConcurrency`` parts at once (``PieceWiseStoring``).
+    ///
+    /// - Complexity: one request per part, plus two.
+    public func store(
+        key: CacheKey, byteCount: Int, expiresAtMilliseconds: Int64?, pieces: BlobPieces
+    ) async throws {
+        try await self.ensureBucket()
+        try await self.checkLayout()
+        try await self.ensureMarker()
+        try await LoadLimits.run(within: self.configuration.writeLimits) {
+            try await self.client.put(key: self.objectKey(for: key), byteCount: byteCount, pieces: pieces)
+        }
     }
 
     /// Closes the client's connections.

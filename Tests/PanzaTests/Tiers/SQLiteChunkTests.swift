@@ -163,6 +163,32 @@ struct SQLiteChunkTests {
         try await reopened.close()
     }
 
+    @Test("A large upload reaches a piece-wise tier one chunk at a time, and its lease is renewed while it progresses")
+    func pieceWiseUpload() async throws {
+        let remote = PieceRecordingTier(
+            delayPerPiece: .milliseconds(300), databasePath: self.directory.path("cache.sqlite"))
+        let value = Data(Self.largeBlob(megabytes: 3.5, seed: 4))
+        let cache = try await makeCache(in: self.directory, memory: nil) {
+            $0.remote = remote
+            // 4 pieces of 300 ms: longer than 3/4 of the lease, which progress renews.
+            $0.writeBehind.outboxLease = .seconds(1)
+        }
+        try await cache.set("small", forKey: "before")
+        try await cache.set(value, forKey: "large")
+        try await cache.set("small", forKey: "after")
+        try await cache.flush()
+        let state = remote.state.withLock { $0 }
+        #expect(state.pieceCounts == [4], "pieces per upload: \(state.pieceCounts)")
+        #expect(state.largestPiece <= BlobChunks.chunkSize)
+        #expect(state.order == ["before", "large", "after"], "uploads out of order: \(state.order)")
+        let stored = try #require(state.blobs["large"])
+        #expect(try BlobEnvelope.decode(stored).payload == Array(value))
+        #expect(cache.statistics.writeFailures == 0, "the upload was abandoned and retried")
+        // At its last piece, over a second after the claim, the 1 s lease was still held: renewed.
+        #expect(state.leaseHeldAtLastPiece == true)
+        try await cache.close()
+    }
+
     @Test("A file of schema version 2 migrates to version 4 and keeps its entries")
     func migrationFromVersion2() async throws {
         let path = self.directory.path("cache.sqlite")
@@ -178,4 +204,69 @@ struct SQLiteChunkTests {
         defer { version.reset() }
         #expect(try version.step() && version.int64(at: 0) == 4)
     }
+}
+
+/// A remote tier that takes large envelopes in pieces and records how they came (unit-test double
+/// behind the protocol; the S3 tier's real-server twin is `LargeValueTests`).
+final class PieceRecordingTier: PieceWiseStoring, Sendable {
+    struct State {
+        var blobs: [String: [UInt8]] = [:]
+        var order: [String] = []
+        var pieceCounts: [Int] = []
+        var largestPiece = 0
+        var leaseHeldAtLastPiece: Bool?
+    }
+
+    let name = "pieces"
+    let state = Mutex(State())
+    let delayPerPiece: Duration
+    let databasePath: String
+
+    init(delayPerPiece: Duration, databasePath: String) {
+        self.delayPerPiece = delayPerPiece
+        self.databasePath = databasePath
+    }
+
+    /// Whether some outbox record is leased beyond now.
+    func leaseHeld() throws -> Bool {
+        let connection = try SQLiteConnection(path: self.databasePath, busyTimeoutMilliseconds: 1000)
+        defer { connection.close() }
+        let statement = try connection.statement("SELECT max(lease_expires_at) FROM outbox")
+        defer { statement.reset() }
+        guard try statement.step(), let expiry = statement.optionalInt64(at: 0) else { return false }
+        return expiry > WallClock.nowMilliseconds()
+    }
+
+    func blob(forKey key: CacheKey) async throws -> [UInt8]? { self.state.withLock { $0.blobs[key.rawValue] } }
+
+    func apply(_ operations: [CacheTierOperation]) async throws {
+        self.state.withLock { state in
+            for operation in operations {
+                if case .store(let key, let blob, _) = operation {
+                    state.blobs[key.rawValue] = blob
+                    state.order.append(key.rawValue)
+                }
+            }
+        }
+    }
+
+    func store(key: CacheKey, byteCount: Int, expiresAtMilliseconds: Int64?, pieces: BlobPieces) async throws {
+        var bytes: [UInt8] = []
+        for index in 0..<pieces.count {
+            try await Task.sleep(for: self.delayPerPiece)
+            let piece = try await pieces.piece(index)
+            self.state.withLock { $0.largestPiece = max($0.largestPiece, piece.count) }
+            bytes += piece
+        }
+        #expect(bytes.count == byteCount)
+        let held = try self.leaseHeld()
+        self.state.withLock { $0.leaseHeldAtLastPiece = held }
+        self.state.withLock { state in
+            state.blobs[key.rawValue] = bytes
+            state.order.append(key.rawValue)
+            state.pieceCounts.append(pieces.count)
+        }
+    }
+
+    func close() async throws {}
 }

@@ -196,6 +196,17 @@ public final class SQLiteTier: CacheTier {
         try await self.writer.recordOutboxFailure(batch, owner: owner)
     }
 
+    func renewOutboxLease(ids: ClosedRange<Int64>, owner: String, lease: Duration) async throws {
+        try self.checkOpen()
+        try await self.writer.renewOutboxLease(ids: ids, owner: owner, lease: lease)
+    }
+
+    /// Piece `index` of the large outbox record `id` (its head, then its chunk rows).
+    func outboxPiece(id: Int64, index: Int) async throws -> [UInt8] {
+        try self.checkOpen()
+        return try await self.writer.outboxPiece(id: id, index: index)
+    }
+
     func releaseOutboxLeases(owner: String) async throws {
         try self.checkOpen()
         try await self.writer.releaseOutboxLeases(owner: owner)

@@ -52,15 +52,23 @@ enum OutboxRecord {
     ///
     /// - Throws: ``PanzaError/Code/unsupportedFormat`` for a kind this version does not know (a
     ///   newer Panza wrote it): it is never guessed.
-    static func operation(of statement: SQLiteStatement, in connection: SQLiteConnection) throws -> CacheTierOperation {
+    ///
+    /// - Parameter assemblesChunks: `false` to leave a store kept in chunks unread: its operation
+    ///   then has an empty blob, and the caller reads the chunks when it needs them.
+    static func operation(
+        of statement: SQLiteStatement, in connection: SQLiteConnection, assemblesChunks: Bool = true
+    ) throws -> CacheTierOperation {
         let kind = statement.int64(at: 1)
         switch Kind(rawValue: kind) {
         case .store:
+            let chunks = statement.int64(at: 9)
             return .store(
                 key: CacheKey(namespace: statement.text(at: 3), rawValue: statement.text(at: 2)),
-                blob: try BlobChunks.assemble(
-                    head: statement, column: 4, chunks: statement.int64(at: 9),
-                    owner: BlobChunks.owner(outbox: statement.int64(at: 0)), in: connection),
+                blob: chunks > 0 && !assemblesChunks
+                    ? []
+                    : try BlobChunks.assemble(
+                        head: statement, column: 4, chunks: chunks,
+                        owner: BlobChunks.owner(outbox: statement.int64(at: 0)), in: connection),
                 expiresAtMilliseconds: statement.optionalInt64(at: 5)
             )
         case .remove:
@@ -110,15 +118,22 @@ enum OutboxRecord {
                 }
                 let id = select.int64(at: 0)
                 do {
-                    let operation = try self.operation(of: select, in: connection)
-                    claimed.append(
-                        QueuedWrite(
-                            sequence: UInt64(id),
-                            operation: operation,
-                            replicate: false,
-                            attempts: Int(select.int64(at: 6))
-                        )
+                    // A large upload is not read here: the uploader reads its chunks one at a time.
+                    let operation = try self.operation(of: select, in: connection, assemblesChunks: false)
+                    var write = QueuedWrite(
+                        sequence: UInt64(id),
+                        operation: operation,
+                        replicate: false,
+                        attempts: Int(select.int64(at: 6))
                     )
+                    let chunks = select.int64(at: 9)
+                    if case .store = operation, chunks > 0 {
+                        write.outboxUpload = OutboxUpload(
+                            id: id, chunks: Int(chunks),
+                            byteCount: select.byteCount(at: 4)
+                                + (try BlobChunks.tailByteCount(owner: BlobChunks.owner(outbox: id), in: connection)))
+                    }
+                    claimed.append(write)
                 } catch let error as PanzaError {
                     unreadable.append((id, error))
                     break
@@ -177,6 +192,37 @@ enum OutboxRecord {
             try statement.bind(owner, at: 3)
             try statement.run()
         }
+    }
+
+    /// Extends the lease of `owner` on the records `ids` (a batch whose upload is making progress).
+    static func renewLease(
+        ids: ClosedRange<Int64>, owner: String, leaseMilliseconds: Int64, now: Int64, in connection: SQLiteConnection
+    ) throws {
+        try connection.writeTransaction {
+            let statement = try connection.statement(
+                "UPDATE outbox SET lease_expires_at = ?1 WHERE id BETWEEN ?2 AND ?3 AND lease_owner = ?4")
+            try statement.bind(now + leaseMilliseconds, at: 1)
+            try statement.bind(ids.lowerBound, at: 2)
+            try statement.bind(ids.upperBound, at: 3)
+            try statement.bind(owner, at: 4)
+            try statement.run()
+        }
+    }
+
+    /// Piece `index` of the large outbox record `id`: its head (0), then its chunk rows.
+    static func piece(id: Int64, index: Int, in connection: SQLiteConnection) throws -> [UInt8] {
+        let statement = try connection.statement(
+            index == 0
+                ? "SELECT blob FROM outbox WHERE id = ?1"
+                : "SELECT bytes FROM blob_chunk WHERE owner = 'outbox:' || ?1 AND seq = ?2")
+        defer { statement.reset() }
+        try statement.bind(id, at: 1)
+        if index > 0 { try statement.bind(Int64(index), at: 2) }
+        guard try statement.step() else {
+            throw PanzaError(
+                code: .corruptDatabase, message: "outbox record \(id) has no piece \(index)", path: connection.path)
+        }
+        return statement.bytes(at: 0)
     }
 
     /// Gives back every lease of `owner` (its cache is closing).

@@ -219,6 +219,16 @@ actor SQLiteWriter {
         try OutboxRecord.recordFailure(batch, owner: owner, in: try self.openConnectionOrThrow())
     }
 
+    func renewOutboxLease(ids: ClosedRange<Int64>, owner: String, lease: Duration) throws {
+        try OutboxRecord.renewLease(
+            ids: ids, owner: owner, leaseMilliseconds: lease.wholeMilliseconds, now: WallClock.nowMilliseconds(),
+            in: try self.openConnectionOrThrow())
+    }
+
+    func outboxPiece(id: Int64, index: Int) throws -> [UInt8] {
+        try OutboxRecord.piece(id: id, index: index, in: try self.openConnectionOrThrow())
+    }
+
     func releaseOutboxLeases(owner: String) throws {
         try OutboxRecord.releaseLeases(owner: owner, in: try self.openConnectionOrThrow())
     }

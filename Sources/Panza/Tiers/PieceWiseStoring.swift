@@ -1,0 +1,48 @@
+/// A tier that can take a large envelope in pieces, so that what it uploads is never held whole:
+/// the SQLite outbox hands it a large upload one chunk row at a time. ``S3Tier`` (PanzaS3) is one:
+/// it sends the pieces as the parts of a multipart upload.
+///
+/// The cache calls ``store(key:byteCount:expiresAtMilliseconds:pieces:)`` for uploads of more than
+/// one chunk, in order with the other operations (those before it are applied first); a tier that
+/// does not adopt this protocol receives the envelope whole through ``CacheTier/apply(_:)``.
+public protocol PieceWiseStoring: CacheTier {
+    /// Stores the envelope that `pieces` yields under `key`, replacing any previous entry.
+    ///
+    /// - Parameters:
+    ///   - byteCount: the envelope's length, the sum of the pieces' lengths.
+    ///   - pieces: the envelope's bytes, in order; read each piece once, in order.
+    /// - Throws: as ``CacheTier/apply(_:)``: the upload stays queued and is retried.
+    func store(
+        key: CacheKey,
+        byteCount: Int,
+        expiresAtMilliseconds: Int64?,
+        pieces: BlobPieces
+    ) async throws
+}
+
+/// The bytes of a large envelope, read one piece (at most 1 MiB) at a time from where it is kept.
+public struct BlobPieces: Sendable {
+    /// How many pieces there are.
+    public let count: Int
+    private let read: @Sendable (Int) async throws -> [UInt8]
+
+    /// Pieces read by `read(index)` for each index in `0 ..< count`.
+    public init(count: Int, read: @escaping @Sendable (Int) async throws -> [UInt8]) {
+        self.count = count
+        self.read = read
+    }
+
+    /// The piece at `index` (`0 ..< count`).
+    public func piece(_ index: Int) async throws -> [UInt8] {
+        precondition(index >= 0 && index < self.count, "piece \(index) of \(self.count)")
+        return try await self.read(index)
+    }
+
+    /// Every piece joined: for a tier that needs the whole envelope.
+    public func joined(byteCount: Int) async throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(byteCount)
+        for index in 0..<self.count { bytes += try await self.piece(index) }
+        return bytes
+    }
+}
