@@ -32,13 +32,16 @@ struct LargeValueTests {
         let written = try await self.run("writer.sqlite", "write", megabytes: megabytes, bucket: bucket)
         let fromSQLite = try await self.run("writer.sqlite", "read", megabytes: megabytes, bucket: bucket)
         let fromS3 = try await self.run("reader.sqlite", "read", megabytes: megabytes, bucket: bucket)
-        // Peak memory stays a small multiple of the value (the value itself, its stored form while
-        // it is encoded or decoded, one chunk), whatever the tier: never the unbounded growth of a
-        // whole-object copy per layer.
+        // Peak memory stays near the value's own size when SQLite is written or read (the value,
+        // one frame, the runtime, and SQLite's memory-mapped pages), and within the value plus
+        // its stored form when S3 is read (the object is filled into SQLite whole).
         let value = megabytes << 20
-        for (step, peak) in [("write", written), ("read from SQLite", fromSQLite), ("read from S3", fromS3)] {
+        for (step, peak, copies) in [
+            ("write", written, 2), ("read from SQLite", fromSQLite, 2), ("read from S3", fromS3, 3),
+        ] {
             #expect(peak > 0)
-            #expect(peak < 4 * value + (160 << 20), "\(step): peak RSS \(peak >> 20) MiB for a \(megabytes) MiB value")
+            #expect(
+                peak < copies * value + (192 << 20), "\(step): peak RSS \(peak >> 20) MiB for a \(megabytes) MiB value")
         }
         print(
             "large value \(megabytes) MiB: peak RSS write \(written >> 20) MiB, read SQLite \(fromSQLite >> 20) MiB, read S3 \(fromS3 >> 20) MiB"
