@@ -9,10 +9,14 @@ import Foundation
 /// until then nothing decoded is trusted (LZ4's safe decoder keeps hostile frames inside their
 /// buffers). Version 1 envelopes, which are not framed, are gathered whole and decoded at the end.
 ///
-/// A decoder is used synchronously by the code that reads the pieces (a SQLite reader on its
-/// queue); it is not `Sendable`.
-final class EnvelopeStreamDecoder {
+/// `@unchecked Sendable`: a decoder has one user at a time. A SQLite reader uses it on its queue;
+/// a remote tier's read feeds it from the task of the read and the lookup calls ``finish()`` after
+/// that read returned (a read abandoned at its deadline keeps feeding a decoder nobody will finish,
+/// which then frees its buffer). It is never touched by two threads at once.
+final class EnvelopeStreamDecoder: @unchecked Sendable {
     private var state: State
+    /// The error that stopped decoding, if any (a tier reports it as its own failure).
+    private(set) var failure: (any Error)?
 
     /// A decoder that refuses payloads longer than `maxPayloadBytes`.
     init(maxPayloadBytes: Int) {
@@ -24,7 +28,12 @@ final class EnvelopeStreamDecoder {
     /// - Throws: ``PanzaError/Code/corruptBlob``, ``PanzaError/Code/unsupportedFormat`` or
     ///   ``PanzaError/Code/valueTooLarge`` as soon as the bytes seen so far show it.
     func append(_ piece: UnsafeRawBufferPointer) throws {
-        try self.state.append(piece)
+        do {
+            try self.state.append(piece)
+        } catch {
+            self.failure = error
+            throw error
+        }
     }
 
     /// Feeds the next piece of the envelope.

@@ -18,6 +18,30 @@ struct PendingEnvelope: Sendable, Equatable {
     var timeToLiveMilliseconds: Int64
     var compress: Bool
 
+    init(
+        payload: Payload, contentType: BlobEnvelope.ContentType, createdAtMilliseconds: Int64,
+        timeToLiveMilliseconds: Int64, compress: Bool
+    ) {
+        self.payload = payload
+        self.contentType = contentType
+        self.createdAtMilliseconds = createdAtMilliseconds
+        self.timeToLiveMilliseconds = timeToLiveMilliseconds
+        self.compress = compress
+    }
+
+    /// The value of a decoded envelope, to be encoded again where it is stored (a fill of a value
+    /// that was decoded as it streamed in).
+    init(decoded: DecodedEnvelope, compress: Bool) {
+        switch decoded.payload {
+        case .data(let data): self.payload = .data(data)
+        case .bytes(let bytes): self.payload = .bytes(bytes)
+        }
+        self.contentType = decoded.contentType
+        self.createdAtMilliseconds = decoded.createdAtMilliseconds
+        self.timeToLiveMilliseconds = decoded.timeToLiveMilliseconds
+        self.compress = compress
+    }
+
     /// Bytes of the payload.
     var payloadCount: Int {
         switch self.payload {

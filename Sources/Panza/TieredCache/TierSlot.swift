@@ -45,6 +45,32 @@ struct TierSlot: Sendable {
     }
 }
 
+extension TierSlot {
+    /// A read of a tier that hands envelopes over in pieces: decoded as they arrive.
+    static func piecewiseRead(
+        _ tier: any PieceWiseReading, maxPayloadBytes: Int
+    ) -> @Sendable (CacheKey) async throws -> (found: TierFound?, missStamp: Int64?) {
+        { key in
+            let decoder = EnvelopeStreamDecoder(maxPayloadBytes: maxPayloadBytes)
+            do {
+                guard try await tier.readBlob(forKey: key, into: BlobSink { try decoder.append($0) }) else {
+                    return (nil, nil)
+                }
+                return (.decoded(try decoder.finish()), nil)
+            } catch {
+                // The envelope failed verification (the decoder's error), or the tier failed.
+                if let failure = decoder.failure as? PanzaError { return (.decodingFailed(failure), nil) }
+                if let failure = error as? PanzaError,
+                    [.corruptBlob, .unsupportedFormat, .valueTooLarge].contains(failure.code)
+                {
+                    return (.decodingFailed(failure), nil)
+                }
+                throw error
+            }
+        }
+    }
+}
+
 /// An in-memory write-behind queue and the drainer that applies it to its tier.
 struct Lane: Sendable {
     let queue: MemoryWriteQueue

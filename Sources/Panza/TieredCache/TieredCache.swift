@@ -159,9 +159,16 @@ public final class TieredCache: Sendable {
                 },
                 onSlowRead: { recorder.tierSlow(remoteIndex) }
             )
+            // A tier that hands envelopes over in pieces is decoded as they arrive (large values are
+            // never held in their stored form); any other is read whole.
+            let remoteRead = (remote as? any PieceWiseReading).map {
+                TierSlot.piecewiseRead($0, maxPayloadBytes: configuration.maxValueBytes)
+            }
             if let outbox {
                 slots.append(
-                    TierSlot(tier: remote, index: slots.count, lane: nil, pending: outbox.queue, readGuard: readGuard)
+                    TierSlot(
+                        tier: remote, index: slots.count, lane: nil, pending: outbox.queue, readGuard: readGuard,
+                        read: remoteRead)
                 )
             } else if remote.isWritable {
                 let lane = Lane(
@@ -177,11 +184,15 @@ public final class TieredCache: Sendable {
                 )
                 lanes.append(lane)
                 slots.append(
-                    TierSlot(tier: remote, index: slots.count, lane: lane, pending: lane.queue, readGuard: readGuard)
+                    TierSlot(
+                        tier: remote, index: slots.count, lane: lane, pending: lane.queue, readGuard: readGuard,
+                        read: remoteRead)
                 )
             } else {
                 slots.append(
-                    TierSlot(tier: remote, index: slots.count, lane: nil, pending: nil, readGuard: readGuard)
+                    TierSlot(
+                        tier: remote, index: slots.count, lane: nil, pending: nil, readGuard: readGuard,
+                        read: remoteRead)
                 )
             }
         }
@@ -730,19 +741,19 @@ public final class TieredCache: Sendable {
                         memory, value, key: key, cost: Self.memoryCost(payload: envelope.payload.count, key: key),
                         storedBytes: envelope.storedBytes, expiresAtMilliseconds: expiresAt)
                 }
-                // A tier that decoded as it read has no whole bytes to fill with; it has no tier
-                // with a queue above it (SQLite is the first below memory).
-                guard let blob else { return }
                 for (lane, stamp) in upper where stamp != nil || !lane.guardsFills {
                     // A fill is not replicated (the entry came from below), is dropped when the
                     // queue is full, and lands in SQLite only if no process wrote the key since
-                    // SQLite missed it.
+                    // SQLite missed it. A value decoded as it streamed in has no stored bytes:
+                    // SQLite (the one lane above a remote tier) encodes it again, frame by frame.
                     lane.queue.enqueue(
-                        .store(key: key, blob: blob, expiresAtMilliseconds: expiresAt),
+                        .store(key: key, blob: blob ?? [], expiresAtMilliseconds: expiresAt),
                         version: ticket.snapshot,
                         replicate: false,
                         isFill: true,
-                        fillStamp: stamp
+                        fillStamp: stamp,
+                        pending: blob == nil
+                            ? PendingEnvelope(decoded: envelope, compress: self.configuration.compression) : nil
                     )
                 }
             }

@@ -46,3 +46,35 @@ public struct BlobPieces: Sendable {
         return bytes
     }
 }
+
+/// A tier that can hand a stored envelope over in pieces as they arrive, so that a large value is
+/// decoded as it streams in and never held whole in its stored form. ``S3Tier`` (PanzaS3) is one:
+/// it feeds the ranges of its parallel ranged GET in order.
+public protocol PieceWiseReading: CacheTier {
+    /// Feeds the stored envelope of `key` to `sink`, in order, in pieces; returns `false` (having
+    /// fed nothing) when the tier does not hold `key`.
+    ///
+    /// - Throws: the tier's failure, or the sink's (the envelope failed verification): the cache
+    ///   treats both as a miss.
+    func readBlob(forKey key: CacheKey, into sink: BlobSink) async throws -> Bool
+}
+
+/// Where a ``PieceWiseReading`` tier puts the pieces of an envelope, in order.
+public struct BlobSink: Sendable {
+    private let consume: @Sendable (UnsafeRawBufferPointer) throws -> Void
+
+    /// A sink that passes each piece to `consume`.
+    public init(_ consume: @escaping @Sendable (UnsafeRawBufferPointer) throws -> Void) {
+        self.consume = consume
+    }
+
+    /// Takes the next piece; it is copied or consumed before this returns.
+    public func append(_ piece: UnsafeRawBufferPointer) throws {
+        try self.consume(piece)
+    }
+
+    /// Takes the next piece.
+    public func append(_ piece: [UInt8]) throws {
+        try piece.withUnsafeBytes { try self.consume($0) }
+    }
+}

@@ -141,15 +141,41 @@ public final class S3Client: Sendable {
     ///   - retry: the retries of this request; the configuration's by default.
     public func get(key: String, retry: Configuration.RetryPolicy? = nil) async throws -> [UInt8]? {
         do {
-            return try await self.rangedGet(key: key, retry: retry)
+            return try await self.collectedGet(key: key, retry: retry)
         } catch let error as S3Error where error.code == .preconditionFailed {
             // The object was replaced between two ranges: read the new one from the start, once.
-            return try await self.rangedGet(key: key, retry: retry)
+            return try await self.collectedGet(key: key, retry: retry)
         }
     }
 
-    /// A GET of the first part; when the object is longer, the other parts in parallel ranges.
-    private func rangedGet(key: String, retry: Configuration.RetryPolicy?) async throws -> [UInt8]? {
+    private func collectedGet(key: String, retry: Configuration.RetryPolicy?) async throws -> [UInt8]? {
+        var object: [UInt8]?
+        let found = try await self.rangedGet(key: key, retry: retry) { piece in
+            if object == nil {
+                object = piece
+            } else {
+                object! += piece
+            }
+        }
+        return found ? (object ?? []) : nil
+    }
+
+    /// The object's bytes fed to `sink` in order, as its ranges arrive; `false` when it does not
+    /// exist (nothing fed). Ranges are fetched ``Configuration/multipartConcurrency`` at a time; one
+    /// that arrives early waits for those before it, so at most that many ranges are held, never
+    /// the whole object.
+    ///
+    /// - Throws: ``S3Error`` (``S3Error/Code/preconditionFailed`` when the object was replaced
+    ///   while it was read), or what `sink` throws.
+    public func get(key: String, retry: Configuration.RetryPolicy? = nil, into sink: BlobSink) async throws -> Bool {
+        try await self.rangedGet(key: key, retry: retry) { try sink.append($0) }
+    }
+
+    /// A GET of the first part; when the object is longer, the other parts in parallel ranges,
+    /// each fed to `consume` in order.
+    private func rangedGet(
+        key: String, retry: Configuration.RetryPolicy?, consume: ([UInt8]) throws -> Void
+    ) async throws -> Bool {
         let partSize = self.configuration.multipartPartSize
         let response = try await self.send(
             method: .GET, key: key, headers: [("range", "bytes=0-\(partSize - 1)")],
@@ -158,13 +184,16 @@ public final class S3Client: Sendable {
         case 404:
             // A 404 about the bucket is an error, not a miss.
             if let code = response.s3Code, code != "NoSuchKey" { throw response.error(message: "GetObject failed") }
-            return nil
+            return false
         case 416:
             // An empty object has no byte 0.
             let whole = try await self.send(method: .GET, key: key, acceptedStatuses: [200, 404], retry: retry)
-            return whole.status == 404 ? nil : whole.body
+            guard whole.status == 200 else { return false }
+            try consume(whole.body)
+            return true
         case 200:
-            return response.body  // the server sent the whole object
+            try consume(response.body)  // the server sent the whole object
+            return true
         default:
             break
         }
@@ -175,7 +204,6 @@ public final class S3Client: Sendable {
                 code: .invalidResponse, message: "a ranged GET answered without a valid Content-Range",
                 httpStatus: response.status, requestID: response.requestID)
         }
-        if total == response.body.count { return response.body }
         guard total <= self.configuration.maxResponseBytes else {
             throw S3Error(
                 code: .invalidResponse,
@@ -187,14 +215,15 @@ public final class S3Client: Sendable {
                 code: .invalidResponse, message: "the first range of the object is \(response.body.count) bytes",
                 httpStatus: response.status, requestID: response.requestID)
         }
+        try consume(response.body)
+        if total == response.body.count { return true }
         let eTag = response.headers.first(name: "etag")
-        var object = [UInt8](repeating: 0, count: total)
-        object.withUnsafeMutableBytes { $0.copyBytes(from: response.body) }
         let starts = Array(stride(from: partSize, to: total, by: partSize))
         try await withThrowingTaskGroup(of: (Int, [UInt8]).self) { group in
             var next = 0
             func startNext() {
                 guard next < starts.count else { return }
+                let index = next
                 let start = starts[next]
                 next += 1
                 let end = min(start + partSize, total) - 1
@@ -216,18 +245,23 @@ public final class S3Client: Sendable {
                             message: "the range \(start)-\(end) of the object came back as \(part.body.count) bytes",
                             httpStatus: part.status, requestID: part.requestID)
                     }
-                    return (start, part.body)
+                    return (index, part.body)
                 }
             }
             for _ in 0..<max(1, self.configuration.multipartConcurrency) { startNext() }
-            while let (start, bytes) = try await group.next() {
-                object.withUnsafeMutableBytes { raw in
-                    UnsafeMutableRawBufferPointer(rebasing: raw[start..<(start + bytes.count)]).copyBytes(from: bytes)
+            // Ranges that arrived before their turn, by index.
+            var early: [Int: [UInt8]] = [:]
+            var due = 0
+            while let (index, bytes) = try await group.next() {
+                early[index] = bytes
+                while let ready = early.removeValue(forKey: due) {
+                    try consume(ready)
+                    due += 1
+                    startNext()
                 }
-                startNext()
             }
         }
-        return object
+        return true
     }
 
     /// The total of a `Content-Range: bytes a-b/total` header.

@@ -17,7 +17,7 @@ import Synchronization
 /// from the SQLite outbox, so they survive crashes; `TieredCache.flush()` waits for them.
 /// By default S3 failures never reach callers (reads fall back to the loader, uploads stay queued);
 /// set ``Configuration/strict`` to see them.
-public final class S3Tier: CacheTier, PieceWiseStoring {
+public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
     /// `"s3"`, in statistics and logs.
     public let name = "s3"
     /// The settings the tier was made with.
@@ -148,6 +148,17 @@ public final class S3Tier: CacheTier, PieceWiseStoring {
             }
         }
         try await flushSegment()
+    }
+
+    /// Feeds the key's object to `sink` as its ranges arrive (``PieceWiseReading``): one GET, then
+    /// parallel ranged GETs for a large object, at most one retry (``Configuration/readRetry``).
+    ///
+    /// - Complexity: one request per ``S3Client/Configuration/multipartPartSize`` of the object.
+    public func readBlob(forKey key: CacheKey, into sink: BlobSink) async throws -> Bool {
+        try await self.checkLayout()
+        return try await LoadLimits.run(within: self.configuration.readLimits) {
+            try await self.client.get(key: self.objectKey(for: key), retry: self.configuration.readRetry, into: sink)
+        }
     }
 
     /// Uploads a large envelope from its pieces as a multipart object, holding at most

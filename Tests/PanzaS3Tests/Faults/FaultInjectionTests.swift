@@ -244,6 +244,9 @@ struct FaultInjectionTests {
         let provider = CountingProvider(settings.credentials)
         var configuration = try self.tier(provider: provider).client
         configuration.retry = .none
+        // Not a test of deadlines: a loaded machine (large-value tests run beside it) must not cut
+        // the answers short.
+        configuration.requestTimeout = .seconds(15)
         let client = try S3Client(configuration: configuration)
         self.proxy.inject(.answer(status: 400, code: "ExpiredToken", count: 1))
         let put = await Result(catching: {

@@ -50,7 +50,7 @@ enum BlobChunks {
     }
 
     /// Stores `pending` as the entry of `key` (and, with `replicate`, as an outbox record for the
-    /// remote tier), encoding it frame by frame into 1 MiB rows as it goes: the head in the row,
+    /// remote tier; with `onlyIfAbsent`, only if the key has no entry), encoding it frame by frame into 1 MiB rows as it goes: the head in the row,
     /// the rest in chunk rows, each written for both owners. Only one MiB of the envelope is ever
     /// held. Runs inside the caller's write transaction.
     static func writeEncoding(
@@ -58,9 +58,17 @@ enum BlobChunks {
         key: CacheKey,
         expiresAtMilliseconds: Int64?,
         replicate: Bool,
+        onlyIfAbsent: Bool = false,
         in connection: SQLiteConnection,
         now: Int64
     ) throws {
+        if onlyIfAbsent {
+            // A fill: a row written since its lookup missed is newer, and stays.
+            let exists = try connection.statement("SELECT EXISTS (SELECT 1 FROM entry WHERE key = ?1)")
+            defer { exists.reset() }
+            try exists.bind(key.rawValue, at: 1)
+            if try exists.step(), exists.int64(at: 0) == 1 { return }
+        }
         let entryOwner = self.owner(entry: key.rawValue)
         var outboxOwner: String?
         var outboxID: Int64?

@@ -71,7 +71,7 @@ actor SQLiteWriter {
                 if let pending = write.pending, case .store(let key, _, let expiresAt) = operation {
                     try BlobChunks.writeEncoding(
                         pending, key: key, expiresAtMilliseconds: expiresAt, replicate: write.replicate,
-                        in: connection, now: now)
+                        onlyIfAbsent: write.fillStamp != nil, in: connection, now: now)
                     self.accessLog.forget(key.rawValue)
                     continue
                 }
