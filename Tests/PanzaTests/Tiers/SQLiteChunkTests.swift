@@ -189,6 +189,58 @@ struct SQLiteChunkTests {
         try await cache.close()
     }
 
+    @Test("A large value read piece by piece from the remote tier is served and filled into SQLite in chunks")
+    func piecewiseReadFillsSQLite() async throws {
+        let path = self.directory.path("cache.sqlite")
+        let remote = PieceRecordingTier(delayPerPiece: .zero, databasePath: path)
+        let value = Data(Self.largeBlob(megabytes: 2.5, seed: 12))
+        let envelope = BlobEnvelope(
+            contentType: .bytes, payload: Array(value), createdAtMilliseconds: WallClock.nowMilliseconds(),
+            timeToLiveMilliseconds: 3_600_000)
+        remote.state.withLock { $0.blobs["shared"] = envelope.encoded() }
+        let cache = try await makeCache(in: self.directory, memory: nil) { $0.remote = remote }
+        #expect(try await cache.value(forKey: "shared", as: Data.self) == value)
+        #expect(remote.state.withLock { $0.piecewiseReads } == 1)
+        try await cache.flush()
+        #expect(try self.chunkRows(path, owner: "entry:shared") == 2)
+        try await cache.close()
+        // Served from SQLite alone now, with the remote copy's expiry.
+        let local = try await makeCache(in: self.directory, memory: nil)
+        #expect(try await local.value(forKey: "shared", as: Data.self) == value)
+        let sqlite = try #require(local.tiers.first as? SQLiteTier)
+        let expiresAt = try #require(try await sqlite.entries().first?.expiresAtMilliseconds)
+        #expect(expiresAt == envelope.expiresAtMilliseconds)
+        try await local.close()
+    }
+
+    @Test("A fill of a value decoded as it streamed in never replaces a newer write")
+    func pendingFillNeverReplacesNewerWrite() async throws {
+        let path = self.directory.path("cache.sqlite")
+        let tier = try await SQLiteTier.open(configuration: .init(path: path))
+        let key = CacheKey(rawValue: "k")
+        let stale = PendingEnvelope(
+            payload: .data(Data(Self.largeBlob(megabytes: 1.5, seed: 1))), contentType: .bytes,
+            createdAtMilliseconds: 1, timeToLiveMilliseconds: 0, compress: true)
+        // The lookup misses, a newer value is written, then the fill arrives: it is dropped.
+        let stamp = try #require(try await tier.lookup(forKey: key).missStamp)
+        let newer = Self.largeBlob(megabytes: 1.2, seed: 2)
+        try await tier.apply([store("k", newer)])
+        try await tier.applyWrites([
+            SQLiteWrite(
+                operation: .store(key: key, blob: [], expiresAtMilliseconds: nil), fillStamp: stamp, pending: stale)
+        ])
+        #expect(try await tier.blob(forKey: key) == newer)
+        // Without a write in between, the fill lands, encoded in chunks.
+        try await tier.apply([.remove(key)])
+        let fresh = try #require(try await tier.lookup(forKey: key).missStamp)
+        try await tier.applyWrites([
+            SQLiteWrite(
+                operation: .store(key: key, blob: [], expiresAtMilliseconds: nil), fillStamp: fresh, pending: stale)
+        ])
+        #expect(try await tier.blob(forKey: key) == stale.encoded())
+        await tier.close()
+    }
+
     @Test("A file of schema version 2 migrates to version 4 and keeps its entries")
     func migrationFromVersion2() async throws {
         let path = self.directory.path("cache.sqlite")
@@ -208,13 +260,14 @@ struct SQLiteChunkTests {
 
 /// A remote tier that takes large envelopes in pieces and records how they came (unit-test double
 /// behind the protocol; the S3 tier's real-server twin is `LargeValueTests`).
-final class PieceRecordingTier: PieceWiseStoring, Sendable {
+final class PieceRecordingTier: PieceWiseStoring, PieceWiseReading, Sendable {
     struct State {
         var blobs: [String: [UInt8]] = [:]
         var order: [String] = []
         var pieceCounts: [Int] = []
         var largestPiece = 0
         var leaseHeldAtLastPiece: Bool?
+        var piecewiseReads = 0
     }
 
     let name = "pieces"
@@ -266,6 +319,17 @@ final class PieceRecordingTier: PieceWiseStoring, Sendable {
             state.order.append(key.rawValue)
             state.pieceCounts.append(pieces.count)
         }
+    }
+
+    func readBlob(forKey key: CacheKey, into sink: BlobSink) async throws -> Bool {
+        guard let blob = self.state.withLock({ $0.blobs[key.rawValue] }) else { return false }
+        self.state.withLock { $0.piecewiseReads += 1 }
+        var start = 0
+        while start < blob.count {
+            try sink.append(Array(blob[start..<min(start + 700_000, blob.count)]))
+            start += 700_000
+        }
+        return true
     }
 
     func close() async throws {}
