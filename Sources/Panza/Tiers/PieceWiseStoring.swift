@@ -1,5 +1,5 @@
 /// A tier that can take a large envelope in pieces, so that what it uploads is never held whole:
-/// the SQLite outbox hands it a large upload one chunk row at a time. ``S3Tier`` (PanzaS3) is one:
+/// the SQLite outbox hands it a large upload one chunk row at a time. `S3Tier` (PanzaS3) is one:
 /// it sends the pieces as the parts of a multipart upload.
 ///
 /// The cache calls ``store(key:byteCount:expiresAtMilliseconds:pieces:)`` for uploads of more than
@@ -9,7 +9,9 @@ public protocol PieceWiseStoring: CacheTier {
     /// Stores the envelope that `pieces` yields under `key`, replacing any previous entry.
     ///
     /// - Parameters:
+    ///   - key: the entry's key.
     ///   - byteCount: the envelope's length, the sum of the pieces' lengths.
+    ///   - expiresAtMilliseconds: when the entry expires (milliseconds since 1970), `nil` for never.
     ///   - pieces: the envelope's bytes, in order; read each piece once, in order.
     /// - Throws: as ``CacheTier/apply(_:)``: the upload stays queued and is retried.
     func store(
@@ -48,12 +50,15 @@ public struct BlobPieces: Sendable {
 }
 
 /// A tier that can hand a stored envelope over in pieces as they arrive, so that a large value is
-/// decoded as it streams in and never held whole in its stored form. ``S3Tier`` (PanzaS3) is one:
+/// decoded as it streams in and never held whole in its stored form. `S3Tier` (PanzaS3) is one:
 /// it feeds the ranges of its parallel ranged GET in order.
 public protocol PieceWiseReading: CacheTier {
-    /// Feeds the stored envelope of `key` to `sink`, in order, in pieces; returns `false` (having
-    /// fed nothing) when the tier does not hold `key`.
+    /// Feeds the stored envelope of `key` to `sink`, in order, in pieces.
     ///
+    /// - Parameters:
+    ///   - key: the entry's key.
+    ///   - sink: where the pieces go.
+    /// - Returns: `false` (having fed nothing) when the tier does not hold `key`.
     /// - Throws: the tier's failure, or the sink's (the envelope failed verification): the cache
     ///   treats both as a miss.
     func readBlob(forKey key: CacheKey, into sink: BlobSink) async throws -> Bool

@@ -150,9 +150,13 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
         try await flushSegment()
     }
 
-    /// Feeds the key's object to `sink` as its ranges arrive (``PieceWiseReading``): one GET, then
+    /// Feeds the key's object to `sink` as its ranges arrive (`PieceWiseReading`): one GET, then
     /// parallel ranged GETs for a large object, at most one retry (``Configuration/readRetry``).
     ///
+    /// - Parameters:
+    ///   - key: the entry's key.
+    ///   - sink: where the object's bytes go, in order.
+    /// - Returns: `false` when the bucket holds no object for `key`.
     /// - Complexity: one request per ``S3Client/Configuration/multipartPartSize`` of the object.
     public func readBlob(forKey key: CacheKey, into sink: BlobSink) async throws -> Bool {
         try await self.checkLayout()
@@ -162,8 +166,13 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
     }
 
     /// Uploads a large envelope from its pieces as a multipart object, holding at most
-    /// ``S3Client/Configuration/multipartConcurrency`` parts at once (``PieceWiseStoring``).
+    /// ``S3Client/Configuration/multipartConcurrency`` parts at once (`PieceWiseStoring`).
     ///
+    /// - Parameters:
+    ///   - key: the entry's key.
+    ///   - byteCount: the envelope's length.
+    ///   - expiresAtMilliseconds: when the entry expires; S3 keeps no expiry (readers check the envelope).
+    ///   - pieces: the envelope's bytes, in order.
     /// - Complexity: one request per part, plus two.
     public func store(
         key: CacheKey, byteCount: Int, expiresAtMilliseconds: Int64?, pieces: BlobPieces
