@@ -41,7 +41,7 @@ enum OutboxRecord {
         }
         try statement.bind(now, at: 6)
         try statement.run()
-        if let tail {
+        if let tail, tail.count > BlobChunks.chunkSize {
             try BlobChunks.writeTail(
                 of: tail, owner: BlobChunks.owner(outbox: connection.lastInsertRowID), in: connection)
         }

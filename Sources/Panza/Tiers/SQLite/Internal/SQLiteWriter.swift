@@ -103,7 +103,7 @@ actor SQLiteWriter {
                     try statement.bind(Int64(BlobChunks.chunkCount(of: blob)), at: 7)
                     try statement.run()
                     // A fill that found the row taken changed nothing; its chunks must not land.
-                    if connection.changes > 0 {
+                    if blob.count > BlobChunks.chunkSize, connection.changes > 0 {
                         try BlobChunks.writeTail(of: blob, owner: BlobChunks.owner(entry: key.rawValue), in: connection)
                     }
                     self.accessLog.forget(key.rawValue)
