@@ -166,12 +166,13 @@ struct SQLiteChunkTests {
     @Test("A large upload reaches a piece-wise tier one chunk at a time, and its lease is renewed while it progresses")
     func pieceWiseUpload() async throws {
         let remote = PieceRecordingTier(
-            delayPerPiece: .milliseconds(300), databasePath: self.directory.path("cache.sqlite"))
+            delayPerPiece: .milliseconds(600), databasePath: self.directory.path("cache.sqlite"))
         let value = Data(Self.largeBlob(megabytes: 3.5, seed: 4))
         let cache = try await makeCache(in: self.directory, memory: nil) {
             $0.remote = remote
-            // 4 pieces of 300 ms: longer than 3/4 of the lease, which progress renews.
-            $0.writeBehind.outboxLease = .seconds(1)
+            // 4 pieces of 600 ms: longer than the 2 s lease, which progress renews; each gap (600 ms)
+            // well within 3/4 of it, even on a loaded machine.
+            $0.writeBehind.outboxLease = .seconds(2)
         }
         try await cache.set("small", forKey: "before")
         try await cache.set(value, forKey: "large")
@@ -184,7 +185,7 @@ struct SQLiteChunkTests {
         let stored = try #require(state.blobs["large"])
         #expect(try BlobEnvelope.decode(stored).payload == Array(value))
         #expect(cache.statistics.writeFailures == 0, "the upload was abandoned and retried")
-        // At its last piece, over a second after the claim, the 1 s lease was still held: renewed.
+        // At its last piece, over 2 s after the claim, the 2 s lease was still held: renewed.
         #expect(state.leaseHeldAtLastPiece == true)
         try await cache.close()
     }
