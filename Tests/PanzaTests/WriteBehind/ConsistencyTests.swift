@@ -163,7 +163,9 @@ struct ConsistencyTests {
             guard let error = error as? PanzaError, error.code == .closeTimedOut else { return false }
             return error.message.contains("1 for remote")
         }
-        #expect(ContinuousClock.now - start < .seconds(3))
+        // The tier never returns: any bound tells "bounded" from "hangs". Wide, because the
+        // large-value tests load the machine while this runs (3.3 s seen in a CI run).
+        #expect(ContinuousClock.now - start < .seconds(10))
     }
 
     @Test(
