@@ -168,14 +168,7 @@ public struct BlobEnvelope: Hashable, Sendable {
                 let bodyStart = offset + Self.frameHeaderSize
                 let body = UnsafeMutableRawBufferPointer(
                     rebasing: raw[bodyStart..<min(bodyStart + worstFrame, raw.count - Self.trailerSize)])
-                let word: UInt32
-                if compresses, let written = LZ4.compress(frame, into: body) {
-                    word = UInt32(written)
-                } else {
-                    UnsafeMutableRawBufferPointer(rebasing: body[body.startIndex..<(body.startIndex + frame.count)])
-                        .copyMemory(from: frame)
-                    word = UInt32(frame.count) | Self.rawFrameBit
-                }
+                let word = Self.storeFrame(frame, into: body, compresses: compresses)
                 raw.storeBytes(of: word.littleEndian, toByteOffset: offset, as: UInt32.self)
                 offset += Self.frameHeaderSize + Int(word & ~Self.rawFrameBit)
                 start += frame.count
@@ -224,14 +217,7 @@ public struct BlobEnvelope: Hashable, Sendable {
         while start < payload.count {
             let frame = UnsafeRawBufferPointer(rebasing: payload[start..<min(start + Self.frameSize, payload.count)])
             let body = UnsafeMutableRawBufferPointer(rebasing: scratch[Self.frameHeaderSize...])
-            let word: UInt32
-            if compresses, let written = LZ4.compress(frame, into: body) {
-                word = UInt32(written)
-            } else {
-                UnsafeMutableRawBufferPointer(rebasing: body[body.startIndex..<(body.startIndex + frame.count)])
-                    .copyMemory(from: frame)
-                word = UInt32(frame.count) | Self.rawFrameBit
-            }
+            let word = Self.storeFrame(frame, into: body, compresses: compresses)
             scratch.storeBytes(of: word.littleEndian, toByteOffset: 0, as: UInt32.self)
             let piece = UnsafeRawBufferPointer(
                 rebasing: scratch[0..<(Self.frameHeaderSize + Int(word & ~Self.rawFrameBit))])
@@ -240,6 +226,17 @@ public struct BlobEnvelope: Hashable, Sendable {
             start += frame.count
         }
         try withUnsafeBytes(of: hasher.finalize().littleEndian) { try sink($0) }
+    }
+
+    /// Writes one frame's stored bytes into `body`: LZ4 when `compresses` and that makes it smaller,
+    /// else raw. Returns the frame's word (its stored length, bit 31 set for a raw frame).
+    private static func storeFrame(
+        _ frame: UnsafeRawBufferPointer, into body: UnsafeMutableRawBufferPointer, compresses: Bool
+    ) -> UInt32 {
+        if compresses, let written = LZ4.compress(frame, into: body) { return UInt32(written) }
+        UnsafeMutableRawBufferPointer(rebasing: body[body.startIndex..<(body.startIndex + frame.count)])
+            .copyMemory(from: frame)
+        return UInt32(frame.count) | Self.rawFrameBit
     }
 
     /// Bit 31 of a frame's word: the frame is stored raw.

@@ -154,14 +154,8 @@ enum BlobChunks {
         guard chunks > 0 else { return head.bytes(at: column) }
         var blob: [UInt8] = []
         blob.reserveCapacity(head.byteCount(at: column) + Int(chunks) * chunkSize)
-        head.appendBytes(at: column, to: &blob)
-        let select = try connection.statement(
-            "SELECT bytes FROM blob_chunk WHERE owner = ?1 AND seq BETWEEN 1 AND ?2 ORDER BY seq")
-        defer { select.reset() }
-        try select.bind(owner, at: 1)
-        try select.bind(chunks, at: 2)
-        while try select.step() {
-            select.appendBytes(at: 0, to: &blob)
+        try self.forEachPiece(head: head, column: column, chunks: chunks, owner: owner, in: connection) {
+            blob.append(contentsOf: $0)
         }
         return blob
     }
@@ -173,14 +167,26 @@ enum BlobChunks {
         head: SQLiteStatement, column: Int32, chunks: Int64, owner: String, in connection: SQLiteConnection,
         into decoder: EnvelopeStreamDecoder
     ) throws {
-        try head.withBytes(at: column) { try decoder.append($0) }
+        try self.forEachPiece(head: head, column: column, chunks: chunks, owner: owner, in: connection) {
+            try decoder.append($0)
+        }
+    }
+
+    /// Calls `body` with the head and then each chunk row of `owner`, in order, where SQLite holds
+    /// them (each valid only during its call).
+    private static func forEachPiece(
+        head: SQLiteStatement, column: Int32, chunks: Int64, owner: String, in connection: SQLiteConnection,
+        _ body: (UnsafeRawBufferPointer) throws -> Void
+    ) throws {
+        try head.withBytes(at: column, body)
+        guard chunks > 0 else { return }
         let select = try connection.statement(
             "SELECT bytes FROM blob_chunk WHERE owner = ?1 AND seq BETWEEN 1 AND ?2 ORDER BY seq")
         defer { select.reset() }
         try select.bind(owner, at: 1)
         try select.bind(chunks, at: 2)
         while try select.step() {
-            try select.withBytes(at: 0) { try decoder.append($0) }
+            try select.withBytes(at: 0, body)
         }
     }
 

@@ -68,14 +68,6 @@ final class SQLiteStatement {
         try self.check(code, "binding a blob")
     }
 
-    /// Appends the blob of `column` to `buffer`, without an intermediate array.
-    func appendBytes(at column: Int32, to buffer: inout [UInt8]) {
-        // The pointer first, then the length: that order is the one SQLite documents as safe.
-        guard let pointer = sqlite3_column_blob(self.handle, column) else { return }
-        let count = Int(sqlite3_column_bytes(self.handle, column))
-        buffer.append(contentsOf: UnsafeRawBufferPointer(start: pointer, count: count))
-    }
-
     /// Calls `body` with the blob of `column` where SQLite holds it (valid until the next step).
     func withBytes<Result>(at column: Int32, _ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
         guard let pointer = sqlite3_column_blob(self.handle, column) else {
