@@ -22,9 +22,6 @@ enum XXHash64 {
         @inline(__always) func load64(_ at: Int) -> UInt64 {
             UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self))
         }
-        @inline(__always) func load32(_ at: Int) -> UInt32 {
-            UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self))
-        }
 
         if count >= 32 {
             var v1 = seed &+ prime1 &+ prime2
@@ -49,23 +46,29 @@ enum XXHash64 {
         }
 
         hash &+= UInt64(count)
+        return finish(hash, tail: UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+    }
 
-        while offset + 8 <= count {
-            hash ^= round(0, load64(offset))
+    /// The last steps of XXH64: the fewer than 32 bytes after the last stripe, then the avalanche.
+    @inline(__always)
+    fileprivate static func finish(_ start: UInt64, tail bytes: UnsafeRawBufferPointer) -> UInt64 {
+        var hash = start
+        var offset = 0
+        while offset + 8 <= bytes.count {
+            hash ^= round(0, UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)))
             hash = rotateLeft(hash, 27) &* prime1 &+ prime4
             offset += 8
         }
-        if offset + 4 <= count {
-            hash ^= UInt64(load32(offset)) &* prime1
+        if offset + 4 <= bytes.count {
+            hash ^= UInt64(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))) &* prime1
             hash = rotateLeft(hash, 23) &* prime2 &+ prime3
             offset += 4
         }
-        while offset < count {
+        while offset < bytes.count {
             hash ^= UInt64(bytes[offset]) &* prime5
             hash = rotateLeft(hash, 11) &* prime1
             offset += 1
         }
-
         hash ^= hash >> 33
         hash &*= prime2
         hash ^= hash >> 29
@@ -153,31 +156,8 @@ enum XXHash64 {
             hash &+= UInt64(self.total)
             var stripe = self.pending
             let count = self.pendingCount
-            return withUnsafeBytes(of: &stripe) { bytes in
-                var offset = 0
-                while offset + 8 <= count {
-                    hash ^= round(0, UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)))
-                    hash = rotateLeft(hash, 27) &* prime1 &+ prime4
-                    offset += 8
-                }
-                if offset + 4 <= count {
-                    hash ^=
-                        UInt64(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
-                        &* prime1
-                    hash = rotateLeft(hash, 23) &* prime2 &+ prime3
-                    offset += 4
-                }
-                while offset < count {
-                    hash ^= UInt64(bytes[offset]) &* prime5
-                    hash = rotateLeft(hash, 11) &* prime1
-                    offset += 1
-                }
-                hash ^= hash >> 33
-                hash &*= prime2
-                hash ^= hash >> 29
-                hash &*= prime3
-                hash ^= hash >> 32
-                return hash
+            return withUnsafeBytes(of: &stripe) {
+                XXHash64.finish(hash, tail: UnsafeRawBufferPointer(rebasing: $0[0..<count]))
             }
         }
     }
