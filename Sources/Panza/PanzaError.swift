@@ -34,6 +34,7 @@ public struct PanzaError: Error, Hashable, Sendable, CustomStringConvertible {
             case writeDropped
             case closeTimedOut
             case timedOut
+            case untrustedBlob
         }
 
         private let value: Value
@@ -78,6 +79,10 @@ public struct PanzaError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let closeTimedOut = Code(.closeTimedOut)
         /// An operation did not finish within its time limit.
         public static let timedOut = Code(.timedOut)
+        /// An object of a shared tier failed signature verification: unsigned where signatures are
+        /// required, signed with an unknown key, or for another object key or bucket. Lookups
+        /// treat it as a miss and count it in ``CacheStatistics/untrustedBlobs``.
+        public static let untrustedBlob = Code(.untrustedBlob)
 
         /// `PanzaError.code: message`, with the key or path.
         public var description: String { "\(self.value)" }

@@ -19,7 +19,7 @@ struct PanzaCommand: AsyncParsableCommand {
         subcommands: [
             DemoCommand.self, StatsCommand.self, ListCommand.self, GetCommand.self,
             RemoveCommand.self, BustCommand.self, PurgeCommand.self, VerifyCommand.self, SyncCommand.self,
-            OutboxCommand.self,
+            OutboxCommand.self, KeysCommand.self, GCCommand.self,
             BenchCommand.self,
         ]
     )

@@ -46,7 +46,7 @@ struct S3LayoutTests {
         try await inner.apply([self.store("kept"), self.store("h1", namespace: "llm")])
         let outer = try self.tier(bucket: bucket, prefix: "team")
         try await outer.apply([self.store("gone"), self.store("h2", namespace: "forecast")])
-        try await outer.apply([.removeAll])
+        try await outer.purgeAll()
         #expect(try await outer.allObjectKeys().sorted() == ["team/v1/_keys/kept", "team/v1/llm/h1"])
         #expect(try await inner.allObjectKeys().sorted() == ["team/v1/_keys/kept", "team/v1/llm/h1"])
         #expect(try await outer.client.head(key: "team/_panza") != nil, "a purge keeps the prefix's own marker")

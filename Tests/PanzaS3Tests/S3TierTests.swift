@@ -78,10 +78,10 @@ struct S3TierTests {
         try await cache.close()
     }
 
-    @Test("bust and bustAll reach S3")
+    @Test("bust and bustAll reach S3 as invalidations: one request each, whatever the number of objects")
     func busting() async throws {
-        let cache = try await self.cache(
-            file: "cache.sqlite", tier: try S3TestServer.tierConfiguration(bucket: S3TestServer.uniqueBucket()))
+        let tierConfiguration = try S3TestServer.tierConfiguration(bucket: S3TestServer.uniqueBucket())
+        let cache = try await self.cache(file: "cache.sqlite", tier: tierConfiguration)
         let f = cache.memoize(id: "f") { (x: Int) async throws -> Int in x }
         let g = cache.memoize(id: "g") { (x: Int) async throws -> Int in x }
         for x in 0..<5 { _ = try await f(x) }
@@ -89,15 +89,34 @@ struct S3TierTests {
         try await cache.flush()
         let tier = try #require(cache.tiers.last as? S3Tier)
         #expect(try await tier.allObjectKeys().count == 6)
+        // A reader on another file sees what is shared, and stops seeing what is busted.
+        let reader = try S3Tier(configuration: tierConfiguration)
+        func shared(_ memoized: Memoized<Int, Int>, _ x: Int) async throws -> Bool {
+            _ = try await reader.newInvalidations()
+            return try await reader.blob(forKey: try memoized.key(x)) != nil
+        }
+        #expect(try await shared(f, 0))
+        #expect(try await shared(f, 1))
+        #expect(try await shared(g, 1))
         try await f.bust(0)
         try await cache.flush()
-        #expect(try await tier.allObjectKeys().count == 5)
+        #expect(try await tier.allObjectKeys().count == 5, "a key bust deletes its object")
+        #expect(try await !shared(f, 0))
+        #expect(try await shared(f, 1))
         try await f.bustAll()
         try await cache.flush()
-        #expect(try await tier.allObjectKeys().count == 1)
+        #expect(try await !shared(f, 1), "an id bust hides the id's objects")
+        #expect(try await shared(g, 1), "and no other id's")
+        _ = try await f(1)
+        try await cache.flush()
+        #expect(try await shared(f, 1), "the id's new generation is shared")
         try await cache.bustAll()
         try await cache.flush()
-        #expect(try await tier.allObjectKeys().isEmpty)
+        #expect(try await !shared(f, 1))
+        #expect(try await !shared(g, 1))
+        let log = try await tier.client.listAll(prefix: "v1/_invalidations/")
+        #expect(log.count == 3, "one log entry per bust: \(log)")
+        try await reader.close()
         try await cache.close()
     }
 

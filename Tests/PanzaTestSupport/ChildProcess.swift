@@ -6,6 +6,7 @@ public struct ChildProcess {
     public let process: Process
     let output: Pipe
     let error: Pipe
+    let input: Pipe
 
     /// The worker binary: it sits in the same build folder as the test bundle.
     public static var workerURL: URL {
@@ -29,10 +30,12 @@ public struct ChildProcess {
         process.environment = merged
         let output = Pipe()
         let error = Pipe()
+        let input = Pipe()
         process.standardOutput = output
         process.standardError = error
+        process.standardInput = input
         try process.run()
-        return ChildProcess(process: process, output: output, error: error)
+        return ChildProcess(process: process, output: output, error: error, input: input)
     }
 
     /// Runs the worker to completion; returns its exit status, standard output and standard error.
@@ -94,6 +97,18 @@ public struct ChildProcess {
                 }
             }
         }
+    }
+
+    /// Writes `line` and a newline to the child's standard input.
+    public func send(line: String) {
+        self.input.fileHandleForWriting.write(Data((line + "\n").utf8))
+    }
+
+    /// Sends `line` and returns the next answer line, which starts with `= ` (without it); `nil`
+    /// when the child's output ends first.
+    public func ask(_ line: String) async -> String? {
+        self.send(line: line)
+        return await self.waitForLine(startingWith: "= ").map { String($0.dropFirst(2)) }
     }
 
     /// Sends `signal` and returns at once (``wait()`` collects the end).

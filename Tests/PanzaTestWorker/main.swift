@@ -18,6 +18,11 @@
 //                                    calls it and flushes; "read" calls it with a loader that fails,
 //                                    so the value must come from a tier, and checks every byte.
 //                                    Prints "ok LOADS PEAK_RSS_BYTES"
+//   PanzaTestWorker shared DB ENDPOINT BUCKET POLL_MS [SIGNING_KEYS]
+//                                    a cache on DB (memory, SQLite) and an S3 tier (prefix "v1",
+//                                    polling invalidations every POLL_MS, 0 for never), reading
+//                                    commands from standard input and answering each with one line
+//                                    "= ...": see SharedCacheWorker.swift
 //   PanzaTestWorker hold-lock DB MILLISECONDS
 //                                    take the SQLite write lock (BEGIN IMMEDIATE), print "locked",
 //                                    hold it that long, commit, print "released"
@@ -132,6 +137,9 @@ do {
         } catch {}
         FileHandle.standardOutput.write(Data("persisted\n".utf8))
         while true { try await Task.sleep(for: .seconds(60)) }
+
+    case "shared":
+        try await SharedCacheWorker.run(arguments: arguments)
 
     case "large":
         try await LargeValueWorker.run(arguments: Array(arguments.dropFirst(2)))

@@ -239,6 +239,13 @@ public struct BlobEnvelope: Hashable, Sendable {
         return UInt32(frame.count) | Self.rawFrameBit
     }
 
+    /// The creation time in the header of stored envelope bytes (versions 1 and 2 keep it at
+    /// offset 16), without verifying anything else; `nil` when the bytes are no envelope.
+    package static func createdAtMilliseconds(ofStored bytes: [UInt8]) -> Int64? {
+        guard bytes.count >= 24, bytes[0..<4].elementsEqual(Self.magic) else { return nil }
+        return bytes.withUnsafeBytes { Int64(littleEndian: $0.loadUnaligned(fromByteOffset: 16, as: Int64.self)) }
+    }
+
     /// Bit 31 of a frame's word: the frame is stored raw.
     static let rawFrameBit: UInt32 = 1 << 31
 

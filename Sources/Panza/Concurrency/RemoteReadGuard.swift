@@ -79,6 +79,10 @@ final class RemoteReadGuard: Sendable {
         }
         let transition: CircuitBreaker.Transition? = self.breaker.withLock { breaker in
             if case .value = outcome, !slow { return breaker.recordSuccess() }
+            // The tier answered, with an object that is refused: not an outage.
+            if case .failed(let error) = outcome, (error as? PanzaError)?.code == .untrustedBlob {
+                return breaker.recordSuccess()
+            }
             return breaker.recordFailure(now: self.now)
         }
         switch transition {

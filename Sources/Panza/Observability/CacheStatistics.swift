@@ -88,6 +88,14 @@ public struct CacheStatistics: Hashable, Sendable, Codable {
     /// Stored values that did not decode as the type asked for (written by another program, or
     /// under another type): each was a miss, and was removed from the local tiers.
     public var undecodableValues = 0
+    /// Objects of a shared tier refused because their signature did not verify (unsigned, signed
+    /// with an unknown key, for another object key or bucket, or tampered with): each was a miss,
+    /// was never copied into the local tiers and was left in place.
+    public var untrustedBlobs = 0
+    /// Invalidations made by other caches (busts on other machines) applied to the local tiers.
+    public var invalidationsApplied = 0
+    /// Polls of the shared tier's invalidations that failed (local entries were served meanwhile).
+    public var invalidationPollFailures = 0
 }
 
 /// Lock-free counters behind ``CacheStatistics``.
@@ -96,7 +104,7 @@ final class StatisticsRecorder: Sendable {
         case memoryHits, memoryMisses, loads, loadFailures, coalescedWaits, corruptBlobs, expired, writes
         case writeBatches, writeFailures, bytesWritten, bytesRead, memoryEvictions
         case throttledWaits, throttledNanoseconds, rateLimitRetries, droppedWrites, unstorableResults
-        case undecodableValues
+        case undecodableValues, untrustedBlobs, invalidationsApplied, invalidationPollFailures
     }
 
     /// One counter; a class because `Atomic` cannot live in an array.
@@ -146,6 +154,9 @@ final class StatisticsRecorder: Sendable {
         }
         statistics.unstorableResults = self.value(.unstorableResults)
         statistics.undecodableValues = self.value(.undecodableValues)
+        statistics.untrustedBlobs = self.value(.untrustedBlobs)
+        statistics.invalidationsApplied = self.value(.invalidationsApplied)
+        statistics.invalidationPollFailures = self.value(.invalidationPollFailures)
         statistics.loads = self.value(.loads)
         statistics.loadFailures = self.value(.loadFailures)
         statistics.coalescedWaits = self.value(.coalescedWaits)

@@ -29,7 +29,7 @@ public final class TieredCache: Sendable {
     /// Drains the SQLite outbox into the remote tier, when both exist and the remote is writable.
     let outbox: (queue: OutboxWriteQueue, drainer: QueueDrainer)?
     /// Versions every write and guards fills from lower tiers.
-    let fence = VersionFence()
+    let fence: VersionFence
     let recorder: StatisticsRecorder
     let logger: Logger
     private let singleFlight = SingleFlight()
@@ -51,6 +51,8 @@ public final class TieredCache: Sendable {
     private let loaderLatency: LoaderLatency
     /// ``Configuration/trace``, kept apart: the memory hit path reads it.
     private let trace: AccessTrace?
+    /// Reads the shared tier's invalidations (busts made by other caches); `nil` without one.
+    private let invalidationFollower: InvalidationFollower?
 
     /// A cache with a memory tier and a SQLite file at `path`, with the default settings: the
     /// counterpart of Python panza's `SQLiteCache(path)`.
@@ -79,7 +81,10 @@ public final class TieredCache: Sendable {
         self.configuration = configuration
         self.trace = configuration.trace
         self.logger = logger
-        self.memory = try configuration.memory.map { try MemoryTier(configuration: $0) }
+        let memory = try configuration.memory.map { try MemoryTier(configuration: $0) }
+        self.memory = memory
+        let fence = VersionFence()
+        self.fence = fence
         var sqlite: SQLiteTier?
         if let sqliteConfiguration = configuration.sqlite {
             sqlite = try await SQLiteTier.open(configuration: sqliteConfiguration, logger: logger)
@@ -126,7 +131,7 @@ public final class TieredCache: Sendable {
                         batch.map {
                             SQLiteWrite(
                                 operation: $0.operation, replicate: $0.replicate, fillStamp: $0.fillStamp,
-                                pending: $0.pending)
+                                pending: $0.pending, createdBefore: $0.createdBefore)
                         }
                     )
                 },
@@ -198,6 +203,16 @@ public final class TieredCache: Sendable {
         }
         self.slots = slots
         self.lanes = lanes
+        if let sharing = remote as? any InvalidationSharing, sharing.isReadable {
+            // Invalidations apply to the tiers above the shared one: memory and the local lanes
+            // (those that guard fills: SQLite). The closure holds them, never the cache.
+            let localLanes = lanes.filter(\.guardsFills)
+            self.invalidationFollower = InvalidationFollower(tier: sharing, recorder: recorder, logger: logger) {
+                Self.applyInvalidations($0, memory: memory, lanes: localLanes, fence: fence)
+            }
+        } else {
+            self.invalidationFollower = nil
+        }
         self.drainerTasks = lanes.map { lane in Task { await lane.drainer.run() } }
         self.outboxTask = outbox.map { outbox in Task { await outbox.drainer.run() } }
         self.currentModes = Mutex(configuration.modes)
@@ -237,6 +252,7 @@ public final class TieredCache: Sendable {
 
     deinit {
         self.metricsTask.withLock { $0?.cancel() }
+        self.invalidationFollower?.stop()
         for lane in self.lanes {
             lane.queue.close()
             lane.drainer.close()
@@ -375,6 +391,7 @@ public final class TieredCache: Sendable {
     public func close() async throws {
         guard !self.isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         self.metricsTask.withLock { $0?.cancel() }
+        self.invalidationFollower?.stop()
         defer { self.reportMetrics() }
         let clock = ContinuousClock()
         let deadline = clock.now + self.configuration.closeTimeout
@@ -430,6 +447,55 @@ public final class TieredCache: Sendable {
             throw PanzaError(code: .closeTimedOut, message: message)
         }
         if let error = errors.first { throw error }
+    }
+
+    // MARK: Invalidations from other caches
+
+    /// Reads the shared tier's new invalidations (busts made by caches on other machines) now,
+    /// instead of at the next ``InvalidationSharing/invalidationPollInterval``, and applies them to
+    /// memory and SQLite.
+    ///
+    /// - Returns: how many invalidations were applied.
+    /// - Throws: the shared tier's failure; ``PanzaError/Code/invalidConfiguration`` when the
+    ///   remote tier shares no invalidations (or is not read).
+    @discardableResult
+    public func synchronizeInvalidations() async throws -> Int {
+        try self.checkOpen()
+        guard let follower = self.invalidationFollower else {
+            throw PanzaError(
+                code: .invalidConfiguration, message: "the cache has no readable remote tier that shares invalidations")
+        }
+        return try await follower.pollNow()
+    }
+
+    /// Applies invalidations from other caches to memory and the local lanes: each is versioned
+    /// like a removal of this cache's own (so that no fill in flight lands after it), is not
+    /// replicated (the shared tier already has it), and in SQLite removes only values made before
+    /// it.
+    static func applyInvalidations(
+        _ invalidations: [CacheInvalidation], memory: MemoryTier?, lanes: [Lane], fence: VersionFence
+    ) {
+        for invalidation in invalidations {
+            let operation: CacheTierOperation =
+                switch invalidation.scope {
+                case .key(let key): .remove(key)
+                case .namespace(let namespace): .removeNamespace(namespace)
+                case .all: .removeAll
+                }
+            fence.write(operation) { version in
+                switch invalidation.scope {
+                case .key(let key): memory?.remove(key.rawValue)
+                case .namespace(let namespace): memory?.removeNamespace(namespace)
+                case .all: memory?.removeAll()
+                }
+                for lane in lanes {
+                    lane.queue.enqueue(
+                        operation, version: version, replicate: false,
+                        createdBefore: invalidation.createdBeforeMilliseconds)
+                }
+            }
+        }
+        for lane in lanes { lane.drainer.notify() }
     }
 
     // MARK: The chain
@@ -620,7 +686,7 @@ public final class TieredCache: Sendable {
         var missStamps: [Int: Int64] = [:]
         for slot in self.slots where slot.tier.isReadable {
             let index = slot.index
-            let found: TierFound?
+            var found: TierFound?
             do {
                 switch try await slot.pending?.shadow(forKey: key) ?? .none {
                 case .stored(let queued):
@@ -664,6 +730,15 @@ public final class TieredCache: Sendable {
                         throw error
                     }
                 }
+            } catch let error as PanzaError where error.code == .untrustedBlob {
+                // A forged or foreign object: a miss, never copied up, never removed by a reader.
+                self.recorder.add(.untrustedBlobs)
+                self.recorder.tierMiss(index)
+                self.logger.warning(
+                    "panza: shared object refused: its signature does not verify; treated as a miss",
+                    metadata: ["tier": "\(slot.tier.name)", "key": "\(key)", "error": "\(error)"]
+                )
+                continue
             } catch {
                 self.recorder.tierError(index)
                 self.recorder.tierMiss(index)
@@ -673,6 +748,24 @@ public final class TieredCache: Sendable {
                 )
                 if slot.tier.failuresReachCallers { throw error }
                 continue
+            }
+            if found != nil, slot.readGuard == nil, let follower = self.invalidationFollower,
+                !follower.isFirstPollDone
+            {
+                // A newly opened cache learns what other caches busted while it was closed before
+                // it serves a local entry (waiting once, at most the remote read timeout).
+                await follower.waitForFirstPoll(timeout: self.configuration.remoteReadTimeout ?? .seconds(1))
+                do {
+                    if case .removed = try await slot.pending?.shadow(forKey: key) ?? .none {
+                        self.recorder.tierMiss(index)
+                        return nil
+                    }
+                    let read = try await slot.read(key)
+                    found = read.found
+                    missStamps[index] = read.missStamp
+                } catch {
+                    found = nil
+                }
             }
             guard let found else {
                 self.recorder.tierMiss(index)

@@ -129,7 +129,8 @@ final class MemoryWriteQueue: WriteQueue {
         replicate: Bool,
         isFill: Bool = false,
         fillStamp: Int64? = nil,
-        pending: PendingEnvelope? = nil
+        pending: PendingEnvelope? = nil,
+        createdBefore: Int64? = nil
     ) -> UInt64? {
         self.state.withLock { state in
             if isFill, !self.hasRoom(state) { return nil }
@@ -140,7 +141,8 @@ final class MemoryWriteQueue: WriteQueue {
                 replicate: replicate,
                 attempts: 0,
                 fillStamp: fillStamp,
-                pending: pending
+                pending: pending,
+                createdBefore: createdBefore
             )
             var namespace: String?
             switch operation {

@@ -15,6 +15,8 @@ struct QueuedWrite: Sendable {
     /// For a large store claimed from the SQLite outbox: where its chunks are (the operation's
     /// blob is then empty); the uploader reads them one at a time.
     var outboxUpload: OutboxUpload? = nil
+    /// For a removal: only values made before this time go (see ``SQLiteWrite/createdBefore``).
+    var createdBefore: Int64? = nil
 
     /// The bytes the operation carries (the payload of a pending envelope).
     var byteCount: Int {

@@ -49,7 +49,7 @@ struct PurgeCommand: AsyncParsableCommand {
         } else {
             try await tier.apply([.removeAll])
             if let s3 = try self.s3.makeTier() {
-                try await s3.apply([.removeAll])
+                try await s3.purgeAll()
                 try await s3.close()
             }
         }

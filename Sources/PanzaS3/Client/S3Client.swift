@@ -29,6 +29,9 @@ public final class S3Client: Sendable {
         public var keys: [String]
         /// The size of each key's object, in the same order.
         public var sizes: [Int]
+        /// When each key's object was last written (or copied onto itself), by S3's clock, in
+        /// milliseconds since 1970, in the same order; `nil` where the server sent no date it could parse.
+        public var lastModifiedMilliseconds: [Int64?] = []
         /// Pass it to the next call; `nil` on the last page.
         public var continuationToken: String?
     }
@@ -140,17 +143,55 @@ public final class S3Client: Sendable {
     ///   - key: the object key.
     ///   - retry: the retries of this request; the configuration's by default.
     public func get(key: String, retry: Configuration.RetryPolicy? = nil) async throws -> [UInt8]? {
+        try await self.get(key: key, retry: retry, lastModified: nil)
+    }
+
+    /// ``get(key:retry:)``, also reporting the object's `Last-Modified` (milliseconds since 1970,
+    /// S3's clock) to `lastModified`.
+    package func get(
+        key: String, retry: Configuration.RetryPolicy? = nil, lastModified: LastModifiedReport?
+    ) async throws -> [UInt8]? {
         do {
-            return try await self.collectedGet(key: key, retry: retry)
+            return try await self.collectedGet(key: key, retry: retry, lastModified: lastModified)
         } catch let error as S3Error where error.code == .preconditionFailed {
             // The object was replaced between two ranges: read the new one from the start, once.
-            return try await self.collectedGet(key: key, retry: retry)
+            return try await self.collectedGet(key: key, retry: retry, lastModified: lastModified)
         }
     }
 
-    private func collectedGet(key: String, retry: Configuration.RetryPolicy?) async throws -> [UInt8]? {
+    /// Where a read reports its object's `Last-Modified`.
+    package final class LastModifiedReport: Sendable {
+        private let value = Mutex<Int64?>(nil)
+        package init() {}
+        /// Milliseconds since 1970 by S3's clock; `nil` when no object was read or it had no date.
+        package var milliseconds: Int64? { self.value.withLock { $0 } }
+        func record(_ header: String?) {
+            guard let date = header.flatMap(S3Client.parseHTTPDate) else { return }
+            self.value.withLock { $0 = Int64((date.timeIntervalSince1970 * 1_000).rounded()) }
+        }
+    }
+
+    /// Copies an object onto itself (CopyObject, metadata replaced): its bytes and ETag stay, its
+    /// `Last-Modified` becomes now, which is what garbage collection by last use and lifecycle
+    /// rules go by.
+    ///
+    /// - Throws: ``S3Error``; a missing object is `http` 404 (`NoSuchKey`).
+    package func touch(key: String, contentType: String = "application/octet-stream") async throws {
+        let source = "/" + self.configuration.bucket + "/" + URIEncoding.encode(key, keepSlashes: true)
+        _ = try await self.send(
+            method: .PUT, key: key,
+            headers: [
+                ("x-amz-copy-source", source), ("x-amz-metadata-directive", "REPLACE"),
+                ("content-type", contentType),
+            ],
+            acceptedStatuses: [200])
+    }
+
+    private func collectedGet(
+        key: String, retry: Configuration.RetryPolicy?, lastModified: LastModifiedReport?
+    ) async throws -> [UInt8]? {
         var object: [UInt8]?
-        let found = try await self.rangedGet(key: key, retry: retry) { piece in
+        let found = try await self.rangedGet(key: key, retry: retry, lastModified: lastModified) { piece in
             if object == nil {
                 object = piece
             } else {
@@ -168,18 +209,27 @@ public final class S3Client: Sendable {
     /// - Throws: ``S3Error`` (``S3Error/Code/preconditionFailed`` when the object was replaced
     ///   while it was read), or what `sink` throws.
     public func get(key: String, retry: Configuration.RetryPolicy? = nil, into sink: BlobSink) async throws -> Bool {
-        try await self.rangedGet(key: key, retry: retry) { try sink.append($0) }
+        try await self.rangedGet(key: key, retry: retry, lastModified: nil) { try sink.append($0) }
+    }
+
+    /// ``get(key:retry:into:)``, also reporting the object's `Last-Modified` to `lastModified`.
+    package func get(
+        key: String, retry: Configuration.RetryPolicy? = nil, into sink: BlobSink, lastModified: LastModifiedReport?
+    ) async throws -> Bool {
+        try await self.rangedGet(key: key, retry: retry, lastModified: lastModified) { try sink.append($0) }
     }
 
     /// A GET of the first part; when the object is longer, the other parts in parallel ranges,
     /// each fed to `consume` in order.
     private func rangedGet(
-        key: String, retry: Configuration.RetryPolicy?, consume: ([UInt8]) throws -> Void
+        key: String, retry: Configuration.RetryPolicy?, lastModified: LastModifiedReport?,
+        consume: ([UInt8]) throws -> Void
     ) async throws -> Bool {
         let partSize = self.configuration.multipartPartSize
         let response = try await self.send(
             method: .GET, key: key, headers: [("range", "bytes=0-\(partSize - 1)")],
             acceptedStatuses: [200, 206, 404, 416], retry: retry)
+        lastModified?.record(response.headers.first(name: "last-modified"))
         switch response.status {
         case 404:
             // A 404 about the bucket is an error, not a miss.
@@ -344,13 +394,24 @@ public final class S3Client: Sendable {
         }
     }
 
-    /// One page of keys under `prefix` (ListObjectsV2).
-    public func list(prefix: String, continuationToken: String? = nil, maxKeys: Int = 1_000) async throws -> ListPage {
+    /// One page of keys under `prefix` (ListObjectsV2), in lexicographic order.
+    ///
+    /// - Parameters:
+    ///   - prefix: the keys' common prefix.
+    ///   - startAfter: list only keys after this one.
+    ///   - continuationToken: the previous page's ``ListPage/continuationToken``.
+    ///   - maxKeys: at most this many keys (S3 caps it at 1,000).
+    ///   - retry: the retries of this request; the configuration's by default.
+    public func list(
+        prefix: String, startAfter: String? = nil, continuationToken: String? = nil, maxKeys: Int = 1_000,
+        retry: Configuration.RetryPolicy? = nil
+    ) async throws -> ListPage {
         var query: [(String, String)] = [
             ("list-type", "2"), ("prefix", prefix), ("encoding-type", "url"), ("max-keys", "\(maxKeys)"),
         ]
+        if let startAfter { query.append(("start-after", startAfter)) }
         if let continuationToken { query.append(("continuation-token", continuationToken)) }
-        let response = try await self.send(method: .GET, key: nil, query: query, acceptedStatuses: [200])
+        let response = try await self.send(method: .GET, key: nil, query: query, acceptedStatuses: [200], retry: retry)
         let text = String(decoding: response.body, as: UTF8.self)
         let contents = S3XML.blocks("Contents", in: text)
         let truncated = S3XML.value(of: "IsTruncated", in: text) == "true"
@@ -359,6 +420,11 @@ public final class S3Client: Sendable {
                 S3XML.value(of: "Key", in: $0).map { URIEncoding.decode($0, plusIsSpace: true) }
             },
             sizes: contents.map { Int(S3XML.value(of: "Size", in: $0) ?? "") ?? 0 },
+            lastModifiedMilliseconds: contents.map {
+                S3XML.value(of: "LastModified", in: $0).flatMap(Self.parseISO8601).map {
+                    Int64(($0.timeIntervalSince1970 * 1_000).rounded())
+                }
+            },
             continuationToken: truncated ? S3XML.value(of: "NextContinuationToken", in: text) : nil
         )
     }
@@ -715,7 +781,51 @@ public final class S3Client: Sendable {
         try await Task.sleep(for: delay)
     }
 
-    private static func parseHTTPDate(_ text: String) -> Date? {
+    /// Parses S3's `2026-11-27T03:04:05.000Z` (with or without fractional seconds).
+    static func parseISO8601(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions =
+            text.contains(".") ? [.withInternetDateTime, .withFractionalSeconds] : [.withInternetDateTime]
+        return formatter.date(from: text)
+    }
+
+    /// Every key under `prefix` after `startAfter`, with each object's size and date, following
+    /// pagination.
+    ///
+    /// - Throws: ``S3Error/Code/invalidResponse`` when the server repeats a continuation token.
+    package func listAllObjects(
+        prefix: String, startAfter: String? = nil, retry: Configuration.RetryPolicy? = nil
+    ) async throws -> [ListedObject] {
+        var objects: [ListedObject] = []
+        var token: String?
+        var seen: Set<String> = []
+        repeat {
+            let page = try await self.list(
+                prefix: prefix, startAfter: token == nil ? startAfter : nil, continuationToken: token, retry: retry)
+            for (index, key) in page.keys.enumerated() {
+                objects.append(
+                    ListedObject(
+                        key: key, size: index < page.sizes.count ? page.sizes[index] : 0,
+                        lastModifiedMilliseconds: index < page.lastModifiedMilliseconds.count
+                            ? page.lastModifiedMilliseconds[index] : nil))
+            }
+            token = page.continuationToken
+            if let token, !seen.insert(token).inserted {
+                throw S3Error(code: .invalidResponse, message: "ListObjectsV2 repeated a continuation token")
+            }
+        } while token != nil
+        return objects
+    }
+
+    /// One object of ``listAllObjects(prefix:startAfter:)``.
+    package struct ListedObject: Hashable, Sendable {
+        package var key: String
+        package var size: Int
+        /// By S3's clock, in milliseconds since 1970.
+        package var lastModifiedMilliseconds: Int64?
+    }
+
+    static func parseHTTPDate(_ text: String) -> Date? {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")

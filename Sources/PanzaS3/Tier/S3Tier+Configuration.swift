@@ -12,6 +12,15 @@ extension S3Tier {
         case writeOnly
     }
 
+    /// Which objects a tier with signing keys reads.
+    public enum SignaturePolicy: Hashable, Sendable {
+        /// Only objects signed with one of the keys.
+        case required
+        /// Signed objects, verified, and unsigned ones too: for a rollout, while the caches that
+        /// wrote the bucket before have not all been given keys.
+        case migrating
+    }
+
     /// Settings of an ``S3Tier``.
     public struct Configuration: Sendable {
         /// The bucket's name.
@@ -46,6 +55,23 @@ extension S3Tier {
         /// Settings of the underlying client (addressing, timeouts, retries, multipart). Its retry
         /// policy is the uploads'.
         public var client: S3Client.Configuration
+        /// The keys that sign uploads (the first) and verify reads (all); `nil` to read
+        /// `PANZA_S3_SIGNING_KEYS` (see ``S3SigningKey/parse(_:)``), and no signing when it is unset.
+        /// With keys, an object that is unsigned or whose signature does not verify is a miss (see
+        /// `docs/s3-tier.md`, "Trust").
+        public var signingKeys: [S3SigningKey]? = nil
+        /// Whether unsigned objects are still read while keys are set; ``SignaturePolicy/required``
+        /// by default.
+        public var signaturePolicy: SignaturePolicy = .required
+        /// How often an open cache reads the bucket's invalidation log (one LIST), so that busts
+        /// made on other machines reach it; `nil` to read it only when
+        /// `TieredCache.synchronizeInvalidations()` is called. 5 seconds by default.
+        public var invalidationPollInterval: Duration? = .seconds(5)
+        /// A reader served an object last written longer ago than this copies it onto itself in the
+        /// background (one CopyObject, at most two at a time, once per object and process), so that
+        /// garbage collection by last use (`panza gc`, or a lifecycle rule) keeps what is still read;
+        /// `nil` to never refresh. 7 days by default. A read-only tier never refreshes.
+        public var refreshAfter: Duration? = .seconds(7 * 86_400)
         /// Retries of a lookup's GET: a caller is waiting, so at most one retry by default (the
         /// cache also bounds the wait with `remoteReadTimeout`).
         public var readRetry = S3Client.Configuration.RetryPolicy(maxAttempts: 2, baseDelay: .milliseconds(50))

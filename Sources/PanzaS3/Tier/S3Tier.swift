@@ -1,3 +1,4 @@
+import Foundation
 public import Logging
 public import Panza
 import Synchronization
@@ -17,7 +18,7 @@ import Synchronization
 /// from the SQLite outbox, so they survive crashes; `TieredCache.flush()` waits for them.
 /// By default S3 failures never reach callers (reads fall back to the loader, uploads stay queued);
 /// set ``Configuration/strict`` to see them.
-public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
+public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, InvalidationSharing {
     /// `"s3"`, in statistics and logs.
     public let name = "s3"
     /// The settings the tier was made with.
@@ -30,6 +31,16 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
     /// The check that the prefix lies inside no other cache's prefix, run once (again after a
     /// failure that may pass).
     private let layoutCheck = Mutex<Task<Void, any Error>?>(nil)
+    /// The bucket's record of removals (busts), which every cache on the prefix follows.
+    let invalidationLog: InvalidationLog
+    /// The first read of the invalidation log, which object keys wait for (generations).
+    private let firstSync = Mutex<Task<Void, any Error>?>(nil)
+    /// Signs uploads and verifies reads (``Configuration/signingKeys``).
+    let signature: ObjectSignature
+    /// Refreshes of old objects in flight, and the objects already refreshed by this process.
+    private let refreshes = Mutex<(inFlight: Int, done: Set<String>)>((0, []))
+    /// The name of the folder of the invalidation log, under the prefix.
+    public static let invalidationFolderName = "_invalidations"
 
     /// The name of the marker object each tier writes at `{prefix}/_panza`, so that caches with
     /// nested prefixes see each other (memoize ids starting with `_` are reserved, so no entry
@@ -58,15 +69,43 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
                     + "'//', or '.' and '..' segments"
             )
         }
+        var keys = configuration.signingKeys
+        if keys == nil, let text = ProcessInfo.processInfo.environment[S3SigningKey.environmentVariable] {
+            keys = try S3SigningKey.parse(text)
+        }
         self.configuration = configuration
         self.logger = logger ?? .panzaDisabled
         self.client = try S3Client(configuration: clientConfiguration, logger: logger)
+        self.invalidationLog = InvalidationLog(prefix: configuration.prefix)
+        self.signature = ObjectSignature(
+            bucket: configuration.bucket, prefix: configuration.prefix, keys: keys ?? [],
+            acceptsUnsigned: configuration.signaturePolicy == .migrating)
+        if let first = keys?.first, !first.canSign, configuration.policy != .readOnly {
+            self.logger.info(
+                "panza: the first S3 signing key only verifies: this cache reads the bucket and never writes it",
+                metadata: ["key": "\(first.id)"])
+        }
     }
 
     /// `false` for the write-only policy.
     public var isReadable: Bool { self.configuration.policy != .writeOnly }
-    /// `false` for the read-only policy.
-    public var isWritable: Bool { self.configuration.policy != .readOnly }
+    /// `false` for the read-only policy, and when the first signing key only verifies (an Ed25519
+    /// public key: this machine reads what others signed and writes nothing).
+    public var isWritable: Bool {
+        self.configuration.policy != .readOnly && (self.signature.signingKey?.canSign ?? true)
+    }
+    /// ``Configuration/invalidationPollInterval``.
+    public var invalidationPollInterval: Duration? { self.configuration.invalidationPollInterval }
+
+    /// Reads the bucket's invalidation log (one LIST, from a little before the newest entry seen)
+    /// and returns the removals other caches recorded since the last call (`InvalidationSharing`).
+    ///
+    /// - Complexity: one request per 1,000 new entries (one in the steady state); the first call
+    ///   lists the whole log (which `panza gc` keeps short).
+    public func newInvalidations() async throws -> [CacheInvalidation] {
+        try await self.invalidationLog.sync(client: self.client, retry: self.configuration.readRetry)
+        return self.invalidationLog.takeUndelivered()
+    }
     /// ``Configuration/strict``.
     public var failuresReachCallers: Bool { self.configuration.strict }
 
@@ -83,19 +122,26 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
         return !transient.contains(error.s3Code ?? "")
     }
 
-    /// The object key of a cache key.
+    /// The object key of a cache key, in the current generation of its id.
     package func objectKey(for key: CacheKey) -> String {
+        self.objectKey(for: key, generation: self.invalidationLog.generation(of: key.namespace))
+    }
+
+    /// The object key of a cache key in a generation of its id: `{prefix}/{id}/{hash}` before the
+    /// id's first bust, `{prefix}/{id}/~{generation}/{hash}` after.
+    package func objectKey(for key: CacheKey, generation: String?) -> String {
         let base = self.configuration.prefix.isEmpty ? "" : self.configuration.prefix + "/"
+        let folder = generation.map { "~" + $0 + "/" } ?? ""
         if key.namespace.isEmpty {
-            return base + "_keys/" + URIEncoding.encode(key.rawValue)
+            return base + "_keys/" + folder + URIEncoding.encode(key.rawValue)
         }
         // `{id}/{hash}`; the part after the id is percent-encoded into one segment, which leaves a
         // hex hash as it is and keeps a raw key's `/`, `.` and `..` from becoming path segments.
         let idPrefix = key.namespace + "/"
         guard key.rawValue.hasPrefix(idPrefix) else {
-            return base + key.namespace + "/" + URIEncoding.encode(key.rawValue)
+            return base + key.namespace + "/" + folder + URIEncoding.encode(key.rawValue)
         }
-        return base + idPrefix + URIEncoding.encode(String(key.rawValue.dropFirst(idPrefix.count)))
+        return base + idPrefix + folder + URIEncoding.encode(String(key.rawValue.dropFirst(idPrefix.count)))
     }
 
     /// The object-key prefix of a namespace (a memoize id), or of everything for `nil`.
@@ -109,10 +155,91 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
     ///
     /// - Complexity: one request; the first call also checks the prefix's ancestors (one HEAD per
     ///   level of the prefix).
+    ///
+    /// With ``Configuration/signingKeys``, the object's signature is verified before anything else
+    /// of it is read, and the unsigned envelope is returned. An object made before a removal that
+    /// covers it (a bust recorded in the invalidation log) is a miss.
+    ///
+    /// - Throws: `PanzaError` with code `untrustedBlob` when the signature does not verify.
     public func blob(forKey key: CacheKey) async throws -> [UInt8]? {
         try await self.checkLayout()
-        return try await LoadLimits.run(within: self.configuration.readLimits) {
-            try await self.client.get(key: self.objectKey(for: key), retry: self.configuration.readRetry)
+        try await self.ensureSynced(retry: self.configuration.readRetry)
+        let objectKey = self.objectKey(for: key)
+        let lastModified = S3Client.LastModifiedReport()
+        guard
+            let object = try await LoadLimits.run(
+                within: self.configuration.readLimits,
+                {
+                    try await self.client.get(
+                        key: objectKey, retry: self.configuration.readRetry, lastModified: lastModified)
+                })
+        else { return nil }
+        let envelope = try self.signature.verified(object, objectKey: objectKey)
+        guard !self.isInvalidated(key, createdAt: BlobEnvelope.createdAtMilliseconds(ofStored: envelope)) else {
+            return nil
+        }
+        self.refreshIfOld(objectKey, lastModified: lastModified.milliseconds)
+        return envelope
+    }
+
+    /// Copies an object last written before ``Configuration/refreshAfter`` onto itself, in the
+    /// background, so that garbage collection by last use keeps it.
+    private func refreshIfOld(_ objectKey: String, lastModified: Int64?) {
+        guard let refreshAfter = self.configuration.refreshAfter, self.configuration.policy != .readOnly,
+            let lastModified
+        else { return }
+        let (seconds, attoseconds) = refreshAfter.components
+        let age = seconds * 1_000 + attoseconds / 1_000_000_000_000_000
+        guard Self.nowMilliseconds() - lastModified >= age else { return }
+        let start = self.refreshes.withLock { refreshes -> Bool in
+            guard refreshes.inFlight < 2, !refreshes.done.contains(objectKey) else { return false }
+            if refreshes.done.count >= 10_000 { refreshes.done = [] }
+            refreshes.done.insert(objectKey)
+            refreshes.inFlight += 1
+            return true
+        }
+        guard start else { return }
+        Task {
+            defer { self.refreshes.withLock { $0.inFlight -= 1 } }
+            do {
+                try await LoadLimits.run(within: self.configuration.writeLimits) {
+                    try await self.client.touch(key: objectKey)
+                }
+                self.logger.debug("panza: refreshed an S3 object's last use", metadata: ["object": "\(objectKey)"])
+            } catch {
+                self.logger.debug(
+                    "panza: could not refresh an S3 object's last use",
+                    metadata: ["object": "\(objectKey)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// The wall clock, in milliseconds since 1970 (the clock of envelopes' creation times).
+    static func nowMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1_000).rounded(.down)) }
+
+    /// Whether a value of `key` made at `createdAt` was made before a removal that covers it.
+    private func isInvalidated(_ key: CacheKey, createdAt: Int64?) -> Bool {
+        guard let removed = self.invalidationLog.removalStamp(covering: key) else { return false }
+        return (createdAt ?? .min) < removed
+    }
+
+    /// Reads the invalidation log once before the first object key is computed (the generations
+    /// of ids decide where objects are).
+    ///
+    /// - Parameter retry: the retries of the LIST (a lookup passes ``Configuration/readRetry``).
+    private func ensureSynced(retry: S3Client.Configuration.RetryPolicy? = nil) async throws {
+        guard !self.invalidationLog.isSynced else { return }
+        let task = self.firstSync.withLock { existing -> Task<Void, any Error> in
+            if let existing { return existing }
+            let task = Task { try await self.invalidationLog.sync(client: self.client, retry: retry) }
+            existing = task
+            return task
+        }
+        do {
+            try await task.value
+        } catch {
+            self.firstSync.withLock { if $0 == task { $0 = nil } }
+            throw error
         }
     }
 
@@ -125,6 +252,7 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
         try await self.ensureBucket()
         try await self.checkLayout()
         try await self.ensureMarker()
+        try await self.ensureSynced()
         var segment: [String: CacheTierOperation] = [:]
         var order: [String] = []
         func flushSegment() async throws {
@@ -140,11 +268,12 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
                 if segment[objectKey] == nil { order.append(objectKey) }
                 segment[objectKey] = operation
             case .removeNamespace(let namespace):
+                // A new generation: one request, whatever the number of objects (gc deletes them).
                 try await flushSegment()
-                try await self.removeAll(prefix: self.objectPrefix(namespace: namespace))
+                try await self.recordInvalidation(.namespace(namespace))
             case .removeAll:
                 try await flushSegment()
-                try await self.removeAll(prefix: self.objectPrefix(namespace: nil))
+                try await self.recordInvalidation(.all)
             }
         }
         try await flushSegment()
@@ -160,8 +289,25 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
     /// - Complexity: one request per ``S3Client/Configuration/multipartPartSize`` of the object.
     public func readBlob(forKey key: CacheKey, into sink: BlobSink) async throws -> Bool {
         try await self.checkLayout()
-        return try await LoadLimits.run(within: self.configuration.readLimits) {
-            try await self.client.get(key: self.objectKey(for: key), retry: self.configuration.readRetry, into: sink)
+        try await self.ensureSynced(retry: self.configuration.readRetry)
+        let objectKey = self.objectKey(for: key)
+        let verifier = VerifyingSink(signature: self.signature, objectKey: objectKey, downstream: sink)
+        let lastModified = S3Client.LastModifiedReport()
+        let found = try await LoadLimits.run(within: self.configuration.readLimits) {
+            try await self.client.get(
+                key: objectKey, retry: self.configuration.readRetry, into: verifier.sink, lastModified: lastModified)
+        }
+        guard found else { return false }
+        try verifier.finish()
+        guard !self.isInvalidated(key, createdAt: verifier.createdAtMilliseconds) else { return false }
+        self.refreshIfOld(objectKey, lastModified: lastModified.milliseconds)
+        return true
+    }
+
+    /// Records a removal in the invalidation log, for every cache on the prefix.
+    private func recordInvalidation(_ scope: CacheInvalidation.Scope) async throws {
+        try await LoadLimits.run(within: self.configuration.writeLimits) {
+            try await self.invalidationLog.record(scope, client: self.client, now: Self.nowMilliseconds())
         }
     }
 
@@ -180,8 +326,24 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
         try await self.ensureBucket()
         try await self.checkLayout()
         try await self.ensureMarker()
+        try await self.ensureSynced()
+        // The first piece holds the header: a value made before a bust of it is not uploaded.
+        let first = try await pieces.piece(0)
+        guard !self.isInvalidated(key, createdAt: BlobEnvelope.createdAtMilliseconds(ofStored: first)) else {
+            self.logger.debug("panza: not uploading a value made before a bust of it", metadata: ["key": "\(key)"])
+            return
+        }
+        let replayed = BlobPieces(count: pieces.count) { index in index == 0 ? first : try await pieces.piece(index) }
+        let objectKey = self.objectKey(for: key)
+        var signed = (byteCount: byteCount, pieces: replayed)
+        if let signingKey = self.signature.signingKey, signingKey.canSign {
+            let signing = SigningPieces(
+                original: replayed, signature: self.signature, key: signingKey, objectKey: objectKey)
+            signed = (signing.byteCount(unsigned: byteCount), signing.pieces)
+        }
+        let upload = signed
         try await LoadLimits.run(within: self.configuration.writeLimits) {
-            try await self.client.put(key: self.objectKey(for: key), byteCount: byteCount, pieces: pieces)
+            try await self.client.put(key: objectKey, byteCount: upload.byteCount, pieces: upload.pieces)
         }
     }
 
@@ -190,9 +352,22 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
         try await self.client.shutdown()
     }
 
-    /// Every object key of entries under the tier's prefix (the prefix marker excluded).
+    /// Every object key of entries under the tier's prefix (the prefix marker and the
+    /// invalidation log excluded), of every generation.
     package func allObjectKeys() async throws -> [String] {
-        try await self.client.listAll(prefix: self.objectPrefix(namespace: nil)).filter { !self.isPrefixMarker($0) }
+        let log = self.invalidationLog.logPrefix
+        return try await self.client.listAll(prefix: self.objectPrefix(namespace: nil)).filter {
+            !self.isPrefixMarker($0) && !$0.hasPrefix(log)
+        }
+    }
+
+    /// Deletes every object of the prefix (entries of every generation; the marker, the
+    /// invalidation log and nested caches' prefixes are kept), and records a removal of everything
+    /// so that other caches drop their local copies: what `panza purge` does.
+    package func purgeAll() async throws {
+        try await self.ensureSynced()
+        try await self.recordInvalidation(.all)
+        try await self.removeAll(prefix: self.objectPrefix(namespace: nil))
     }
 
     /// Whether `objectKey` is the marker of this prefix or of one nested inside it (a plain key
@@ -216,9 +391,11 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
                     try await LoadLimits.run(within: self.configuration.writeLimits) {
                         switch operation {
                         case .store(let key, let blob, _):
-                            try await self.client.put(key: self.objectKey(for: key), body: blob)
+                            try await self.upload(blob, key: key)
                         case .remove(let key):
                             try await self.client.delete(key: self.objectKey(for: key))
+                            try await self.invalidationLog.record(
+                                .key(key), client: self.client, now: Self.nowMilliseconds())
                         case .removeNamespace, .removeAll:
                             preconditionFailure("segments hold per-key operations only")
                         }
@@ -228,6 +405,22 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
             }
             try await group.waitForAll()
         }
+    }
+
+    /// Uploads an envelope (signed with the first signing key), unless it was made before a bust
+    /// that covers it: a value computed before a bust elsewhere must not come back after it.
+    private func upload(_ blob: [UInt8], key: CacheKey) async throws {
+        guard !self.isInvalidated(key, createdAt: BlobEnvelope.createdAtMilliseconds(ofStored: blob)) else {
+            self.logger.debug("panza: not uploading a value made before a bust of it", metadata: ["key": "\(key)"])
+            return
+        }
+        var envelope = blob
+        if envelope.count >= 5, envelope[4] == 1, self.signature.signingKey != nil {
+            // A version 1 envelope (written by an older release) has no room for a signature.
+            envelope = try BlobEnvelope.decode(envelope).encoded()
+        }
+        let objectKey = self.objectKey(for: key)
+        try await self.client.put(key: objectKey, body: try self.signature.signed(envelope, objectKey: objectKey))
     }
 
     /// Deletes every object under `prefix`, except the marker and whatever lies under the prefix
@@ -243,7 +436,10 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading {
                 metadata: ["prefix": "\(self.configuration.prefix)", "nested": "\(nested.joined(separator: ", "))"]
             )
         }
-        let keys = listed.filter { key in key != ownMarker && !nested.contains { key.hasPrefix($0) } }
+        let log = self.invalidationLog.logPrefix
+        let keys = listed.filter { key in
+            key != ownMarker && !key.hasPrefix(log) && !nested.contains { key.hasPrefix($0) }
+        }
         try await LoadLimits.run(within: self.configuration.writeLimits) {
             try await self.client.delete(keys: keys)
         }

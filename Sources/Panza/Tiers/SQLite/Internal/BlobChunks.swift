@@ -85,7 +85,7 @@ enum BlobChunks {
                 let entry = try connection.statement(
                     """
                     INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at, chunks)
-                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, 0)
+                    VALUES (?1, ?2, ?3, ?4, ?7, ?6, ?5, 0)
                     ON CONFLICT (key) DO UPDATE SET
                         namespace = excluded.namespace, blob = excluded.blob, size = excluded.size,
                         created_at = excluded.created_at, expires_at = excluded.expires_at,
@@ -98,6 +98,7 @@ enum BlobChunks {
                 try entry.bind(Int64(buffer.count + key.rawValue.utf8.count), at: 4)
                 try entry.bind(now, at: 5)
                 try entry.bind(expiresAtMilliseconds, at: 6)
+                try entry.bind(pending.createdAtMilliseconds, at: 7)
                 try entry.run()
                 if replicate {
                     try OutboxRecord.insert(

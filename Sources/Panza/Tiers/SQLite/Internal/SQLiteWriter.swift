@@ -82,12 +82,12 @@ actor SQLiteWriter {
                         write.fillStamp != nil
                             ? """
                             INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at, chunks)
-                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7)
+                            VALUES (?1, ?2, ?3, ?4, ?8, ?6, ?5, ?7)
                             ON CONFLICT (key) DO NOTHING
                             """
                             : """
                             INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at, chunks)
-                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7)
+                            VALUES (?1, ?2, ?3, ?4, ?8, ?6, ?5, ?7)
                             ON CONFLICT (key) DO UPDATE SET
                                 namespace = excluded.namespace, blob = excluded.blob, size = excluded.size,
                                 created_at = excluded.created_at, expires_at = excluded.expires_at,
@@ -101,6 +101,9 @@ actor SQLiteWriter {
                     try statement.bind(now, at: 5)
                     try statement.bind(expiresAt, at: 6)
                     try statement.bind(Int64(BlobChunks.chunkCount(of: blob)), at: 7)
+                    // When the value was made (its envelope's time), which removals bounded by
+                    // creation time compare (invalidations from other machines).
+                    try statement.bind(BlobEnvelope.createdAtMilliseconds(ofStored: blob) ?? now, at: 8)
                     try statement.run()
                     // A fill that found the row taken changed nothing; its chunks must not land.
                     if blob.count > BlobChunks.chunkSize, connection.changes > 0 {
@@ -108,17 +111,23 @@ actor SQLiteWriter {
                     }
                     self.accessLog.forget(key.rawValue)
                 case .remove(let key):
-                    let statement = try connection.statement("DELETE FROM entry WHERE key = ?")
+                    let statement = try connection.statement(
+                        "DELETE FROM entry WHERE key = ?1 AND (?2 IS NULL OR created_at < ?2)")
                     try statement.bind(key.rawValue, at: 1)
+                    try statement.bind(write.createdBefore, at: 2)
                     try statement.run()
                     self.accessLog.forget(key.rawValue)
                 case .removeNamespace(let namespace):
-                    let statement = try connection.statement("DELETE FROM entry WHERE namespace = ?")
+                    let statement = try connection.statement(
+                        "DELETE FROM entry WHERE namespace = ?1 AND (?2 IS NULL OR created_at < ?2)")
                     try statement.bind(namespace, at: 1)
+                    try statement.bind(write.createdBefore, at: 2)
                     try statement.run()
                 case .removeAll:
-                    try connection.statement("DELETE FROM entry").run()
-                    self.accessLog.forgetAll()
+                    let statement = try connection.statement("DELETE FROM entry WHERE ?1 IS NULL OR created_at < ?1")
+                    try statement.bind(write.createdBefore, at: 1)
+                    try statement.run()
+                    if write.createdBefore == nil { self.accessLog.forgetAll() }
                 }
             }
             try self.writePendingMaintenance(connection, now: now)

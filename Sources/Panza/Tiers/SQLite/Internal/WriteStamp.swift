@@ -66,4 +66,7 @@ struct SQLiteWrite: Sendable {
     /// For a store of a large value: the value, encoded frame by frame into chunk rows as it is
     /// written (the operation's blob is then empty).
     var pending: PendingEnvelope? = nil
+    /// For a removal: only entries whose values were made before this time (milliseconds since
+    /// 1970) go; `nil` for all of them. Invalidations from other machines are applied this way.
+    var createdBefore: Int64? = nil
 }

@@ -1,0 +1,119 @@
+import Foundation
+import Panza
+import Testing
+
+@testable import PanzaS3
+
+/// Garbage collection by last use on the real S3 server, through the package API and `panza gc`.
+@Suite(.timeLimit(.minutes(2)))
+struct GarbageCollectionTests {
+    let directory: TemporaryDirectory
+
+    init() throws {
+        self.directory = try TemporaryDirectory()
+    }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000) }
+
+    func envelope(_ text: String) -> [UInt8] {
+        BlobEnvelope(contentType: .text, payload: Array(text.utf8), createdAtMilliseconds: Self.now()).encoded()
+    }
+
+    @Test(
+        "gc deletes unused entries, busted generations and old log entries; never an entry refreshed after the cut-off")
+    func collectsExactly() async throws {
+        let bucket = S3TestServer.uniqueBucket("gc")
+        var configuration = try S3TestServer.tierConfiguration(bucket: bucket)
+        configuration.invalidationPollInterval = nil
+        configuration.refreshAfter = .zero  // readers refresh whatever they are served
+        let writer = try S3Tier(configuration: configuration)
+        let f1 = CacheKey(namespace: "f", rawValue: "f/" + String(repeating: "1", count: 64))
+        let f2 = CacheKey(namespace: "f", rawValue: "f/" + String(repeating: "2", count: 64))
+        try await writer.apply([
+            .store(key: CacheKey(rawValue: "used"), blob: self.envelope("used"), expiresAtMilliseconds: nil),
+            .store(key: CacheKey(rawValue: "unused"), blob: self.envelope("unused"), expiresAtMilliseconds: nil),
+            .store(key: CacheKey(rawValue: "gone"), blob: self.envelope("gone"), expiresAtMilliseconds: nil),
+            .store(key: f1, blob: self.envelope("f1"), expiresAtMilliseconds: nil),
+        ])
+        let f1Old = writer.objectKey(for: f1)
+        try await writer.apply([.remove(CacheKey(rawValue: "gone")), .removeNamespace("f")])
+        try await Task.sleep(for: .milliseconds(2))
+        try await writer.apply([.store(key: f2, blob: self.envelope("f2"), expiresAtMilliseconds: nil)])
+        let f2Current = writer.objectKey(for: f2)
+        #expect(f2Current.contains("/~"), "after the bust, f's objects live in a new generation: \(f2Current)")
+
+        // S3 dates objects to the second: the cut-off is the next second, and the refresh comes after it.
+        let cutoff = (Self.now() / 1_000 + 1) * 1_000
+        try await Task.sleep(for: .milliseconds(cutoff - Self.now() + 20))
+        let reader = try S3Tier(configuration: configuration)
+        #expect(try await reader.blob(forKey: CacheKey(rawValue: "used")) != nil)
+        let refreshed = try await self.waitUntil {
+            try await writer.client.listAllObjects(prefix: "v1/_keys/used").first?.lastModifiedMilliseconds ?? 0
+                >= cutoff
+        }
+        #expect(refreshed, "the reader did not refresh the object it was served")
+
+        let plan = try await writer.planGarbageCollection(cutoffMilliseconds: cutoff)
+        #expect(Set(plan.unused) == ["v1/_keys/unused", f2Current])
+        #expect(plan.oldGenerations == [f1Old])
+        #expect(plan.logEntries.count == 1 && plan.logEntries[0].contains("/key/"), "\(plan.logEntries)")
+        try await writer.collectGarbage(plan)
+        #expect(try await writer.allObjectKeys() == ["v1/_keys/used"])
+        let log = try await writer.client.listAll(prefix: "v1/_invalidations/")
+        #expect(log.count == 2 && log.contains { $0.contains("/id/nf") } && log.contains { $0.contains("/horizon/") })
+        // The id's generation survives the collection: a new reader still looks in the new one.
+        let late = try S3Tier(configuration: configuration)
+        let invalidations = try await late.newInvalidations()
+        #expect(late.objectKey(for: f2) == f2Current)
+        #expect(invalidations.contains(CacheInvalidation(scope: .all, createdBeforeMilliseconds: cutoff)))
+        for tier in [writer, reader, late] { try await tier.close() }
+    }
+
+    @Test("panza gc --dry-run lists and deletes nothing; without it, deletes; bad ages are usage errors")
+    func command() async throws {
+        let bucket = S3TestServer.uniqueBucket("gc")
+        var configuration = try S3TestServer.tierConfiguration(bucket: bucket)
+        configuration.invalidationPollInterval = nil
+        let tier = try S3Tier(configuration: configuration)
+        let key = CacheKey(namespace: "f", rawValue: "f/" + String(repeating: "a", count: 64))
+        try await tier.apply([.store(key: key, blob: self.envelope("v"), expiresAtMilliseconds: nil)])
+        let old = tier.objectKey(for: key)
+        try await tier.apply([.removeNamespace("f")])
+        let settings = try S3TestServer.settings()
+        let panza = ChildProcess.workerURL.deletingLastPathComponent().appendingPathComponent("panza")
+        let environment = [
+            "AWS_ACCESS_KEY_ID": settings.credentials.accessKeyID,
+            "AWS_SECRET_ACCESS_KEY": settings.credentials.secretAccessKey,
+        ]
+        let common = ["--s3-bucket", bucket, "--s3-prefix", "v1", "--s3-endpoint", settings.endpoint]
+        let dry = try await ChildProcess.start(
+            ["gc", "--older-than", "1h", "--dry-run", "--json"] + common, executable: panza, environment: environment
+        ).wait()
+        #expect(dry.status == 0, "\(dry.error)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(dry.output.utf8)) as? [String: Any])
+        #expect(report["oldGenerations"] as? [String] == [old])
+        #expect(report["deleted"] as? Bool == false)
+        #expect(try await tier.allObjectKeys() == [old], "a dry run deleted something")
+        let real = try await ChildProcess.start(
+            ["gc", "--older-than", "1h"] + common, executable: panza, environment: environment
+        ).wait()
+        #expect(real.status == 0, "\(real.error)")
+        #expect(real.output.contains("deleted 1 objects"))
+        #expect(try await tier.allObjectKeys().isEmpty)
+        let bad = try await ChildProcess.start(
+            ["gc", "--older-than", "soon"] + common, executable: panza, environment: environment
+        ).wait()
+        #expect(bad.status == 64 && bad.error.contains("--older-than"))
+        try await tier.close()
+    }
+
+    func waitUntil(_ condition: () async throws -> Bool) async throws -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(10)
+        while clock.now < deadline {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return false
+    }
+}
