@@ -171,7 +171,7 @@ public struct S3SigningKey: Hashable, Sendable, CustomStringConvertible {
         return keys
     }
 
-    private static func check(id: String) throws {
+    static func check(id: String) throws {
         let bytes = Array(id.utf8)
         let allowed = { (byte: UInt8) in
             URIEncoding.isUnreserved(byte) && byte != UInt8(ascii: "~")

@@ -16,8 +16,9 @@ extension S3Tier {
     public enum SignaturePolicy: Hashable, Sendable {
         /// Only objects signed with one of the keys.
         case required
-        /// Signed objects, verified, and unsigned ones too: for a rollout, while the caches that
-        /// wrote the bucket before have not all been given keys.
+        /// Signed objects, verified, and unsigned ones too (and, with encryption keys, objects in
+        /// clear): for a rollout, while the caches that wrote the bucket before have not all been
+        /// given keys.
         case migrating
     }
 
@@ -60,6 +61,11 @@ extension S3Tier {
         /// With keys, an object that is unsigned or whose signature does not verify is a miss (see
         /// `docs/s3-tier.md`, "Trust").
         public var signingKeys: [S3SigningKey]? = nil
+        /// The keys that encrypt uploads (the first, AES-256-GCM) and decrypt reads (all); `nil` to
+        /// read `PANZA_S3_ENCRYPTION_KEYS`, and no encryption when it is unset. With keys, an object
+        /// in clear is a miss (unless ``signaturePolicy`` is ``SignaturePolicy/migrating``), and so
+        /// is one that does not decrypt.
+        public var encryptionKeys: [S3EncryptionKey]? = nil
         /// Whether unsigned objects are still read while keys are set; ``SignaturePolicy/required``
         /// by default.
         public var signaturePolicy: SignaturePolicy = .required

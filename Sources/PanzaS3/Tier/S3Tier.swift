@@ -37,6 +37,8 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
     private let firstSync = Mutex<Task<Void, any Error>?>(nil)
     /// Signs uploads and verifies reads (``Configuration/signingKeys``).
     let signature: ObjectSignature
+    /// Encrypts uploads and decrypts reads (``Configuration/encryptionKeys``).
+    let encryption: ObjectEncryption
     /// Refreshes of old objects in flight, and the objects already refreshed by this process.
     private let refreshes = Mutex<(inFlight: Int, done: Set<String>)>((0, []))
     /// The name of the folder of the invalidation log, under the prefix.
@@ -73,6 +75,13 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
         if keys == nil, let text = ProcessInfo.processInfo.environment[S3SigningKey.environmentVariable] {
             keys = try S3SigningKey.parse(text)
         }
+        var encryptionKeys = configuration.encryptionKeys
+        if encryptionKeys == nil, let text = ProcessInfo.processInfo.environment[S3EncryptionKey.environmentVariable] {
+            encryptionKeys = try S3EncryptionKey.parse(text)
+        }
+        self.encryption = ObjectEncryption(
+            bucket: configuration.bucket, prefix: configuration.prefix, keys: encryptionKeys ?? [],
+            acceptsPlain: configuration.signaturePolicy == .migrating)
         self.configuration = configuration
         self.logger = logger ?? .panzaDisabled
         self.client = try S3Client(configuration: clientConfiguration, logger: logger)
@@ -174,7 +183,8 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
                         key: objectKey, retry: self.configuration.readRetry, lastModified: lastModified)
                 })
         else { return nil }
-        let envelope = try self.signature.verified(object, objectKey: objectKey)
+        let envelope = try self.encryption.decrypted(
+            try self.signature.verified(object, objectKey: objectKey), objectKey: objectKey)
         guard !self.isInvalidated(key, createdAt: BlobEnvelope.createdAtMilliseconds(ofStored: envelope)) else {
             return nil
         }
@@ -291,7 +301,8 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
         try await self.checkLayout()
         try await self.ensureSynced(retry: self.configuration.readRetry)
         let objectKey = self.objectKey(for: key)
-        let verifier = VerifyingSink(signature: self.signature, objectKey: objectKey, downstream: sink)
+        let decrypter = DecryptingSink(encryption: self.encryption, objectKey: objectKey, downstream: sink)
+        let verifier = VerifyingSink(signature: self.signature, objectKey: objectKey, downstream: decrypter.sink)
         let lastModified = S3Client.LastModifiedReport()
         let found = try await LoadLimits.run(within: self.configuration.readLimits) {
             try await self.client.get(
@@ -299,6 +310,7 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
         }
         guard found else { return false }
         try verifier.finish()
+        try decrypter.finish()
         guard !self.isInvalidated(key, createdAt: verifier.createdAtMilliseconds) else { return false }
         self.refreshIfOld(objectKey, lastModified: lastModified.milliseconds)
         return true
@@ -336,10 +348,17 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
         let replayed = BlobPieces(count: pieces.count) { index in index == 0 ? first : try await pieces.piece(index) }
         let objectKey = self.objectKey(for: key)
         var signed = (byteCount: byteCount, pieces: replayed)
+        if let encryptionKey = self.encryption.encryptionKey {
+            let encrypting = EncryptingPieces(
+                original: replayed, encryption: self.encryption, key: encryptionKey, objectKey: objectKey)
+            signed = (
+                ObjectEncryption.encryptedLength(envelopeLength: byteCount, key: encryptionKey), encrypting.pieces
+            )
+        }
         if let signingKey = self.signature.signingKey, signingKey.canSign {
             let signing = SigningPieces(
-                original: replayed, signature: self.signature, key: signingKey, objectKey: objectKey)
-            signed = (signing.byteCount(unsigned: byteCount), signing.pieces)
+                original: signed.pieces, signature: self.signature, key: signingKey, objectKey: objectKey)
+            signed = (signing.byteCount(unsigned: signed.byteCount), signing.pieces)
         }
         let upload = signed
         try await LoadLimits.run(within: self.configuration.writeLimits) {
@@ -415,12 +434,16 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
             return
         }
         var envelope = blob
-        if envelope.count >= 5, envelope[4] == 1, self.signature.signingKey != nil {
+        if envelope.count >= 5, envelope[4] == 1,
+            self.signature.signingKey != nil || self.encryption.encryptionKey != nil
+        {
             // A version 1 envelope (written by an older release) has no room for a signature.
             envelope = try BlobEnvelope.decode(envelope).encoded()
         }
         let objectKey = self.objectKey(for: key)
-        try await self.client.put(key: objectKey, body: try self.signature.signed(envelope, objectKey: objectKey))
+        let object = try self.signature.signed(
+            try self.encryption.encrypted(envelope, objectKey: objectKey), objectKey: objectKey)
+        try await self.client.put(key: objectKey, body: object)
     }
 
     /// Deletes every object under `prefix`, except the marker and whatever lies under the prefix
