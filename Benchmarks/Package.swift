@@ -10,6 +10,8 @@ let package = Package(
     dependencies: [
         .package(name: "panza", path: ".."),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        // SHA-256, the baseline of the shared bucket's signatures (Panza signs with it too).
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
         // Only the MallocInterposer trait: the default RuntimeInterposer needs a package that
         // is not available on this machine kind.
         .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.0", traits: ["MallocInterposer"]),
@@ -28,6 +30,7 @@ let package = Package(
                 .product(name: "PanzaS3", package: "panza"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 "CBaselineSQLite",
                 "CBaselineLZ4",
                 "BenchmarkFaultProxy",

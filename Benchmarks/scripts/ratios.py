@@ -32,6 +32,10 @@ PAIRS = [
     ("miss.latency.s3-slow-500ms.breaker-closed.loader-20ms", "baseline.loader.20ms", "latency"),
     ("miss.latency.s3-slow-500ms.breaker-open.loader-20ms", "baseline.loader.20ms", "latency"),
 ] + [
+    (f"shared.{step}.{size}", f"baseline.sha256.{size}", "latency")
+    for size in ("1kib", "64kib", "1mib")
+    for step in ("sign", "verify", "encrypt", "decrypt")
+] + [
     pair
     for size in ("1mib", "64mib", "512mib")
     for pair in (

@@ -150,4 +150,33 @@ struct SharedBucketTests {
         try await a.close()
         try await b.close()
     }
+
+    @Test("An idle cache sends one LIST per poll interval, and nothing else")
+    func idlePollCost() async throws {
+        let empty = "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>"
+        let server = try LoopbackHTTPServer.canned(status: 200, body: empty)
+        defer { server.close() }
+        let settings = try S3TestServer.settings()
+        var tier = S3Tier.Configuration(
+            bucket: "idle", prefix: "v1", endpoint: server.endpoint, credentials: settings.credentials)
+        tier.invalidationPollInterval = .milliseconds(100)
+        var configuration = TieredCache.Configuration()
+        configuration.sqlite = .init(path: self.directory.path("idle.sqlite"))
+        configuration.remote = try S3Tier(configuration: tier)
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        // Watch until the cache has polled a few times (a loaded machine only polls less often).
+        let clock = ContinuousClock()
+        let start = clock.now
+        while server.requests.count < 4, clock.now - start < .seconds(20) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let elapsed = clock.now - start
+        try await cache.close()
+        let requests = server.requests
+        #expect(requests.count >= 4, "the cache did not keep polling")
+        #expect(requests.count <= Int(elapsed / .milliseconds(100)) + 2, "\(requests.count) requests in \(elapsed)")
+        #expect(requests.allSatisfy { $0.method == "GET" && $0.target.contains("list-type=2") })
+        #expect(requests.allSatisfy { $0.target.contains("prefix=v1%2F_invalidations%2F") })
+    }
 }

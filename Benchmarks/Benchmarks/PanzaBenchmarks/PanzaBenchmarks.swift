@@ -192,6 +192,7 @@ let benchmarks: @Sendable () -> Void = {
     s3Benchmarks()
     missLatencyBenchmarks()
     largeValueBenchmarks()
+    sharedBucketBenchmarks()
 }
 
 /// State built once and shared by every iteration of a benchmark, so that setup stays out of

@@ -57,4 +57,20 @@ public protocol InvalidationSharing: CacheTier {
     ///
     /// - Throws: the tier's failure; the cache counts it and asks again at the next interval.
     func newInvalidations() async throws -> [CacheInvalidation]
+
+    /// Applies `operations` in order, like ``CacheTier/apply(_:)``, knowing when each was made: a
+    /// removal is recorded with that time, so that other caches keep the values made after it
+    /// (even before it reached the shared tier). The cache calls this instead of `apply(_:)`.
+    ///
+    /// - Parameters:
+    ///   - operations: the operations, in order.
+    ///   - madeAtMilliseconds: when each operation was made (milliseconds since 1970), `nil` when unknown.
+    func apply(_ operations: [CacheTierOperation], madeAtMilliseconds: [Int64?]) async throws
+}
+
+extension InvalidationSharing {
+    /// Applies the operations as ``CacheTier/apply(_:)`` does, without their times.
+    public func apply(_ operations: [CacheTierOperation], madeAtMilliseconds: [Int64?]) async throws {
+        try await self.apply(operations)
+    }
 }

@@ -131,7 +131,8 @@ public final class TieredCache: Sendable {
                         batch.map {
                             SQLiteWrite(
                                 operation: $0.operation, replicate: $0.replicate, fillStamp: $0.fillStamp,
-                                pending: $0.pending, createdBefore: $0.createdBefore)
+                                pending: $0.pending, createdBefore: $0.createdBefore,
+                                madeAtMilliseconds: $0.madeAtMilliseconds)
                         }
                     )
                 },
@@ -184,7 +185,7 @@ public final class TieredCache: Sendable {
                     timing: timing,
                     statistics: recorder,
                     logger: logger,
-                    applier: { batch in try await remote.apply(batch.map(\.materialized)) },
+                    applier: { batch in try await Self.apply(batch, to: remote) },
                     onApplied: { _ in }
                 )
                 lanes.append(lane)
@@ -447,6 +448,15 @@ public final class TieredCache: Sendable {
             throw PanzaError(code: .closeTimedOut, message: message)
         }
         if let error = errors.first { throw error }
+    }
+
+    /// Applies a batch to a tier, telling a shared one when each operation was made.
+    static func apply(_ batch: [QueuedWrite], to tier: any CacheTier) async throws {
+        if let sharing = tier as? any InvalidationSharing {
+            try await sharing.apply(batch.map(\.materialized), madeAtMilliseconds: batch.map(\.madeAtMilliseconds))
+        } else {
+            try await tier.apply(batch.map(\.materialized))
+        }
     }
 
     // MARK: Invalidations from other caches

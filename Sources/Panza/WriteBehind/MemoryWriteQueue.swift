@@ -142,7 +142,8 @@ final class MemoryWriteQueue: WriteQueue {
                 attempts: 0,
                 fillStamp: fillStamp,
                 pending: pending,
-                createdBefore: createdBefore
+                createdBefore: createdBefore,
+                madeAtMilliseconds: WallClock.nowMilliseconds()
             )
             var namespace: String?
             switch operation {

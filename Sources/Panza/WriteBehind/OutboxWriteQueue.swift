@@ -70,14 +70,14 @@ final class OutboxWriteQueue: WriteQueue {
     private static func upload(
         _ batch: [QueuedWrite], to remote: any CacheTier, outbox: SQLiteTier, keeper: LeaseKeeper
     ) async throws {
-        var run: [CacheTierOperation] = []
+        var run: [QueuedWrite] = []
         for write in batch {
             guard let upload = write.outboxUpload, case .store(let key, _, let expiresAt) = write.operation else {
-                run.append(write.operation)
+                run.append(write)
                 continue
             }
             if !run.isEmpty {
-                try await remote.apply(run)
+                try await TieredCache.apply(run, to: remote)
                 run = []
             }
             let pieces = BlobPieces(count: upload.chunks + 1) { index in
@@ -93,7 +93,7 @@ final class OutboxWriteQueue: WriteQueue {
                 try await remote.apply([.store(key: key, blob: blob, expiresAtMilliseconds: expiresAt)])
             }
         }
-        if !run.isEmpty { try await remote.apply(run) }
+        if !run.isEmpty { try await TieredCache.apply(run, to: remote) }
     }
 
     func complete(_ batch: [QueuedWrite]) async throws -> UInt64 {

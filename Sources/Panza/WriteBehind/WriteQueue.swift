@@ -17,6 +17,9 @@ struct QueuedWrite: Sendable {
     var outboxUpload: OutboxUpload? = nil
     /// For a removal: only values made before this time go (see ``SQLiteWrite/createdBefore``).
     var createdBefore: Int64? = nil
+    /// When the operation was made (milliseconds since 1970): what a shared tier records as the
+    /// time of a removal, which other caches compare with the creation times of values.
+    var madeAtMilliseconds: Int64? = nil
 
     /// The bytes the operation carries (the payload of a pending envelope).
     var byteCount: Int {

@@ -6,10 +6,12 @@ import Synchronization
 /// large value is encrypted and decrypted as it streams.
 ///
 /// An encrypted object keeps the envelope's 48-byte header in clear (flag bit 0 set, so readers
-/// that do not decrypt refuse it), then `[key id length: 1][key id][nonce prefix: 7]`, then the
-/// rest of the envelope (frames and checksum) in segments of 1 MiB, each sealed on its own with
-/// the nonce `prefix ‖ segment index (4 bytes, big-endian) ‖ last (1 byte)` and followed by its
-/// 16-byte tag. Every segment authenticates the framed associated data
+/// that do not decrypt refuse it), then `[key id length: 1][key id][salt: 16][nonce prefix: 7]`,
+/// then the rest of the envelope (frames and checksum) in segments of 1 MiB, each sealed on its
+/// own with the object's key — HKDF-SHA256 of the configured key, the random salt and the
+/// associated data below, so that no two objects share a key and random nonces never collide —
+/// and the nonce `prefix ‖ segment index (4 bytes, big-endian) ‖ last (1 byte)`, and followed by
+/// its 16-byte tag (the streaming AEAD construction of Tink and age). Every segment authenticates the framed associated data
 /// `"panza-s3-encrypted-v1" ‖ bucket ‖ prefix ‖ object key ‖ header ‖ key id` (the header with
 /// its signature fields taken as zero: a signature is added over the encrypted object and removed
 /// before decryption). So segments cannot be reordered, dropped, cut short, moved to another
@@ -26,6 +28,14 @@ struct ObjectEncryption: Sendable {
     static let segmentSize = 1 << 20
     static let tagSize = 16
     static let noncePrefixSize = 7
+    static let saltSize = 16
+
+    /// The key of one object: HKDF-SHA256 of the configured key, the object's salt and its
+    /// associated data.
+    static func objectKey(_ key: S3EncryptionKey, salt: [UInt8], associatedData: [UInt8]) -> SymmetricKey {
+        HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: SymmetricKey(data: key.bytes), salt: salt, info: associatedData, outputByteCount: 32)
+    }
     /// Bit 0 of the header's flags byte: the object is encrypted.
     static let encryptedFlag: UInt8 = 1
 
@@ -36,7 +46,8 @@ struct ObjectEncryption: Sendable {
     static func encryptedLength(envelopeLength length: Int, key: S3EncryptionKey) -> Int {
         let body = length - BlobEnvelope.headerSize
         let segments = max(1, (body + self.segmentSize - 1) / self.segmentSize)
-        return BlobEnvelope.headerSize + 1 + key.id.utf8.count + self.noncePrefixSize + body + segments * self.tagSize
+        return BlobEnvelope.headerSize + 1 + key.id.utf8.count + self.saltSize + self.noncePrefixSize + body
+            + segments * self.tagSize
     }
 
     func associatedData(objectKey: String, header: [UInt8], keyID: String) -> [UInt8] {
@@ -102,10 +113,14 @@ struct ObjectEncryption: Sendable {
             var header = envelopeHeader
             header[6] |= ObjectEncryption.encryptedFlag
             self.header = header
-            self.key = SymmetricKey(data: key.bytes)
-            self.noncePrefix = (0..<ObjectEncryption.noncePrefixSize).map { _ in UInt8.random(in: .min ... .max) }
-            self.preamble = [UInt8(key.id.utf8.count)] + Array(key.id.utf8) + self.noncePrefix
+            var generator = SystemRandomNumberGenerator()
+            let salt = (0..<ObjectEncryption.saltSize).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+            self.noncePrefix = (0..<ObjectEncryption.noncePrefixSize).map { _ in
+                UInt8.random(in: .min ... .max, using: &generator)
+            }
+            self.preamble = [UInt8(key.id.utf8.count)] + Array(key.id.utf8) + salt + self.noncePrefix
             self.associatedData = encryption.associatedData(objectKey: objectKey, header: header, keyID: key.id)
+            self.key = ObjectEncryption.objectKey(key, salt: salt, associatedData: self.associatedData)
         }
 
         /// The object's header and the preamble.
@@ -156,6 +171,9 @@ struct ObjectEncryption: Sendable {
             self.objectKey = objectKey
         }
 
+        /// Whether the rest of the object passes as it is (its header is in, and it is in clear).
+        var passesThrough: Bool { self.header.count == BlobEnvelope.headerSize && !self.isEncrypted }
+
         func feed(_ bytes: ArraySlice<UInt8>) throws -> [UInt8] {
             var bytes = bytes
             var output: [UInt8] = []
@@ -178,7 +196,7 @@ struct ObjectEncryption: Sendable {
             guard self.isEncrypted else { return Array(bytes) }
             if self.preambleLength == nil || self.preamble.count < self.preambleLength! {
                 if self.preamble.isEmpty, let first = bytes.first {
-                    self.preambleLength = 1 + Int(first) + ObjectEncryption.noncePrefixSize
+                    self.preambleLength = 1 + Int(first) + ObjectEncryption.saltSize + ObjectEncryption.noncePrefixSize
                 }
                 guard let length = self.preambleLength else { return output }
                 let taken = bytes.prefix(length - self.preamble.count)
@@ -202,7 +220,7 @@ struct ObjectEncryption: Sendable {
                 guard self.encryption.keys.isEmpty || self.encryption.acceptsPlain else {
                     throw self.encryption.refusal("it is not encrypted", objectKey: self.objectKey)
                 }
-                return []
+                return self.header
             }
             guard self.isEncrypted else { return [] }
             guard self.key != nil, self.buffer.count >= ObjectEncryption.tagSize else {
@@ -219,9 +237,10 @@ struct ObjectEncryption: Sendable {
                     "it is encrypted with key '\(self.keyID.prefix(64))', which is not configured",
                     objectKey: self.objectKey)
             }
-            self.key = SymmetricKey(data: key.bytes)
             self.associatedData = self.encryption.associatedData(
                 objectKey: self.objectKey, header: self.header, keyID: self.keyID)
+            let salt = Array(self.preamble[(1 + idLength)..<(1 + idLength + ObjectEncryption.saltSize)])
+            self.key = ObjectEncryption.objectKey(key, salt: salt, associatedData: self.associatedData)
         }
 
         private func open(_ sealed: [UInt8], last: Bool) throws -> [UInt8] {
@@ -297,6 +316,8 @@ final class DecryptingSink: @unchecked Sendable {
     /// The sink to feed.
     var sink: BlobSink {
         BlobSink { [self] piece in
+            // An object in clear goes on without a copy once its header has been looked at.
+            if self.opener.passesThrough { return try self.downstream.append(piece) }
             let output = try self.opener.feed(ArraySlice(piece.bindMemory(to: UInt8.self)))
             if !output.isEmpty { try self.downstream.append(output) }
         }

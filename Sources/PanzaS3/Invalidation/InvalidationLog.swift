@@ -8,10 +8,10 @@ import Synchronization
 /// Each removal is one empty object, named for what it removes:
 ///
 /// ```
-/// {prefix}/_invalidations/{stamp}-{writer}/all
-/// {prefix}/_invalidations/{stamp}-{writer}/id/n{id}
-/// {prefix}/_invalidations/{stamp}-{writer}/key/n{id}/{key}
-/// {prefix}/_invalidations/{stamp}-{writer}/keyref/n{id}/{sha256 of key}   (body: the key)
+/// {prefix}/_invalidations/{stamp}-{writer}/all.{made}
+/// {prefix}/_invalidations/{stamp}-{writer}/id.{made}/n{id}
+/// {prefix}/_invalidations/{stamp}-{writer}/key.{made}/n{id}/{key}
+/// {prefix}/_invalidations/{stamp}-{writer}/keyref.{made}/n{id}/{sha256 of key}   (body: the key)
 /// {prefix}/_invalidations/{stamp}-{writer}/horizon/{cutoff}
 /// ```
 ///
@@ -19,7 +19,9 @@ import Synchronization
 /// that reads it drops its local entries made before `cutoff`, since the removals that may have
 /// covered them are gone from the log.
 ///
-/// `stamp` is the writer's clock in milliseconds (16 digits), `writer` a random id of the writing
+/// `made` is when the removal was made (the caller's bust; the writer's clock in milliseconds, 16
+/// digits), `stamp` when it was written (never before `made`, and after every entry the writer
+/// knew), `writer` a random id of the writing
 /// tier (16 hex digits), `id` and `key` percent-encoded. Names sort by time, so a poll is one LIST
 /// that starts a little before the newest name it has seen (``lookback``, for writers whose clocks
 /// lag), whatever the number of entries.
@@ -40,13 +42,18 @@ final class InvalidationLog: Sendable {
         var stamp: Int64
         var writer: String
         var scope: CacheInvalidation.Scope
+        /// When the removal was made; `nil` when the name does not say (then its stamp).
+        var madeAt: Int64? = nil
         /// For a horizon: local values made before this are dropped (the scope is `.all`).
         var horizon: Int64? = nil
 
         /// What the entry asks of the caches that read it.
         var invalidation: CacheInvalidation {
-            CacheInvalidation(scope: self.scope, createdBeforeMilliseconds: self.horizon ?? self.stamp)
+            CacheInvalidation(scope: self.scope, createdBeforeMilliseconds: self.horizon ?? self.removedAt)
         }
+
+        /// Values made before this are invalid.
+        var removedAt: Int64 { min(self.madeAt ?? self.stamp, self.stamp) }
     }
 
     private struct State {
@@ -96,7 +103,7 @@ final class InvalidationLog: Sendable {
     func removalStamp(covering key: CacheKey) -> Int64? {
         self.state.withLock { state in
             [
-                state.namespaceGenerations[key.namespace]?.stamp, state.allGeneration?.stamp,
+                state.namespaceGenerations[key.namespace]?.removedAt, state.allGeneration?.removedAt,
                 state.keyRemovals[key.rawValue],
             ]
             .compactMap { $0 }.max()
@@ -147,7 +154,7 @@ final class InvalidationLog: Sendable {
         for object in listed {
             guard !self.state.withLock({ $0.seen.contains(object.key) }) else { continue }
             guard var entry = self.parse(object.key) else { continue }
-            if case .key(let key) = entry.scope, object.key.contains("/keyref/") {
+            if case .key(let key) = entry.scope, object.key.contains("/keyref.") || object.key.contains("/keyref/") {
                 // The key did not fit in the name: it is the body.
                 guard let body = try await client.get(key: object.key, retry: retry) else { continue }
                 entry.scope = .key(CacheKey(namespace: key.namespace, rawValue: String(decoding: body, as: UTF8.self)))
@@ -191,7 +198,7 @@ final class InvalidationLog: Sendable {
                 state.namespaceGenerations[namespace] = entry
             }
         case .key(let key):
-            state.keyRemovals[key.rawValue] = max(state.keyRemovals[key.rawValue] ?? entry.stamp, entry.stamp)
+            state.keyRemovals[key.rawValue] = max(state.keyRemovals[key.rawValue] ?? entry.removedAt, entry.removedAt)
         }
     }
 
@@ -199,30 +206,37 @@ final class InvalidationLog: Sendable {
 
     /// Records a removal: reads the log first, so that the new entry sorts after every entry this
     /// tier knows (and starts a generation newer than theirs), then writes it.
-    func record(_ scope: CacheInvalidation.Scope, client: S3Client, now: Int64) async throws {
+    ///
+    /// - Parameters:
+    ///   - scope: what is removed.
+    ///   - madeAt: when the removal was made (the caller's bust), if known; `now` otherwise.
+    ///   - client: the bucket's client.
+    ///   - now: the writer's clock, in milliseconds since 1970.
+    func record(_ scope: CacheInvalidation.Scope, madeAt: Int64? = nil, client: S3Client, now: Int64) async throws {
         try await self.sync(client: client)
         let stamp = self.state.withLock { max(now, ($0.newestStamp ?? 0) + 1) }
+        let made = Self.stampText(min(madeAt ?? now, stamp))
         var name = self.logPrefix + Self.stampText(stamp) + "-" + self.writer + "/"
         var body: [UInt8] = []
         switch scope {
         case .all:
-            name += "all"
+            name += "all." + made
         case .namespace(let namespace):
-            name += "id/n" + URIEncoding.encode(namespace)
+            name += "id." + made + "/n" + URIEncoding.encode(namespace)
         case .key(let key):
             let encoded = "n" + URIEncoding.encode(key.namespace) + "/" + URIEncoding.encode(key.rawValue)
-            if name.utf8.count + 4 + encoded.utf8.count <= 1_000 {
-                name += "key/" + encoded
+            if name.utf8.count + 21 + encoded.utf8.count <= 1_000 {
+                name += "key." + made + "/" + encoded
             } else {
                 let hash = SHA256.hash(data: Array(key.rawValue.utf8)).map { String(format: "%02x", $0) }.joined()
-                name += "keyref/n" + URIEncoding.encode(key.namespace) + "/" + hash
+                name += "keyref." + made + "/n" + URIEncoding.encode(key.namespace) + "/" + hash
                 body = Array(key.rawValue.utf8)
             }
         }
         try await client.put(key: name, body: body, contentType: "text/plain")
         let entry = Entry(
             name: name, token: Self.stampText(stamp) + "-" + self.writer, stamp: stamp, writer: self.writer,
-            scope: scope)
+            scope: scope, madeAt: Int64(made))
         self.state.withLock { state in
             if state.seen.insert(name).inserted { Self.apply(entry, to: &state) }
         }
@@ -250,8 +264,15 @@ final class InvalidationLog: Sendable {
         func namespace(_ part: String) -> String? {
             part.hasPrefix("n") ? URIEncoding.decode(String(part.dropFirst())) : nil
         }
+        // `kind` or `kind.{made}`.
+        let kindParts = parts[1].split(separator: ".", maxSplits: 1).map(String.init)
+        var madeAt: Int64?
+        if kindParts.count == 2 {
+            guard kindParts[1].count == 16, let made = Int64(kindParts[1]) else { return nil }
+            madeAt = made
+        }
         let scope: CacheInvalidation.Scope
-        switch (parts[1], parts.count) {
+        switch (kindParts.first ?? "", parts.count) {
         case ("all", 2):
             scope = .all
         case ("id", 3):
@@ -266,6 +287,6 @@ final class InvalidationLog: Sendable {
         default:
             return nil
         }
-        return Entry(name: name, token: parts[0], stamp: stamp, writer: token[1], scope: scope)
+        return Entry(name: name, token: parts[0], stamp: stamp, writer: token[1], scope: scope, madeAt: madeAt)
     }
 }

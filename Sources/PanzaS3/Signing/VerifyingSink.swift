@@ -104,8 +104,9 @@ final class VerifyingSink: @unchecked Sendable {
     /// - Throws: ``PanzaError/Code/untrustedBlob`` when it does not verify.
     func finish() throws {
         guard self.header.count == BlobEnvelope.headerSize else {
-            // Too short to be an envelope: the decoder refuses it; unsigned rules apply first.
+            // Too short to be an envelope: unsigned rules apply, then the decoder refuses it.
             try self.signature.checkUnsigned(objectKey: self.objectKey)
+            if !self.header.isEmpty { try self.downstream.append(self.header) }
             return
         }
         guard self.scheme != 0 else { return }

@@ -78,6 +78,14 @@ extension S3Tier {
         /// garbage collection by last use (`panza gc`, or a lifecycle rule) keeps what is still read;
         /// `nil` to never refresh. 7 days by default. A read-only tier never refreshes.
         public var refreshAfter: Duration? = .seconds(7 * 86_400)
+        /// Makes this process collect the prefix's garbage in the background, as `panza gc
+        /// --older-than` does, deleting entries unused for this long: when the cache first reads the
+        /// invalidation log, then every ``backgroundCollectionInterval``. Set it in one process of
+        /// the team (a long-running service), not everywhere; `nil` (the default) for never. Keep
+        /// it well above ``refreshAfter``.
+        public var backgroundCollectionOlderThan: Duration? = nil
+        /// How often a process with ``backgroundCollectionOlderThan`` collects; a day by default.
+        public var backgroundCollectionInterval: Duration = .seconds(86_400)
         /// Retries of a lookup's GET: a caller is waiting, so at most one retry by default (the
         /// cache also bounds the wait with `remoteReadTimeout`).
         public var readRetry = S3Client.Configuration.RetryPolicy(maxAttempts: 2, baseDelay: .milliseconds(50))

@@ -18,6 +18,11 @@ import Synchronization
 /// from the SQLite outbox, so they survive crashes; `TieredCache.flush()` waits for them.
 /// By default S3 failures never reach callers (reads fall back to the loader, uploads stay queued);
 /// set ``Configuration/strict`` to see them.
+///
+/// Busts are recorded in an invalidation log in the bucket, which every cache on the prefix polls
+/// (``Configuration/invalidationPollInterval``); an id bust starts a new generation of the id's
+/// objects (`{prefix}/{id}/~{generation}/{hash}`). With ``Configuration/signingKeys`` objects are
+/// signed and verified, with ``Configuration/encryptionKeys`` encrypted; see `docs/s3-tier.md`.
 public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, InvalidationSharing {
     /// `"s3"`, in statistics and logs.
     public let name = "s3"
@@ -39,6 +44,8 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
     let signature: ObjectSignature
     /// Encrypts uploads and decrypts reads (``Configuration/encryptionKeys``).
     let encryption: ObjectEncryption
+    /// When the background collection last started (``Configuration/backgroundCollectionOlderThan``).
+    private let lastCollection = Mutex<ContinuousClock.Instant?>(nil)
     /// Refreshes of old objects in flight, and the objects already refreshed by this process.
     private let refreshes = Mutex<(inFlight: Int, done: Set<String>)>((0, []))
     /// The name of the folder of the invalidation log, under the prefix.
@@ -113,7 +120,38 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
     ///   lists the whole log (which `panza gc` keeps short).
     public func newInvalidations() async throws -> [CacheInvalidation] {
         try await self.invalidationLog.sync(client: self.client, retry: self.configuration.readRetry)
+        self.collectGarbageIfDue()
         return self.invalidationLog.takeUndelivered()
+    }
+
+    /// Starts a background garbage collection when this process is the one that collects and the
+    /// interval has passed.
+    private func collectGarbageIfDue() {
+        guard let age = self.configuration.backgroundCollectionOlderThan else { return }
+        let now = ContinuousClock.now
+        let due = self.lastCollection.withLock { last -> Bool in
+            if let last, now - last < self.configuration.backgroundCollectionInterval { return false }
+            last = now
+            return true
+        }
+        guard due else { return }
+        let (seconds, attoseconds) = age.components
+        let cutoff = Self.nowMilliseconds() - (seconds * 1_000 + attoseconds / 1_000_000_000_000_000)
+        Task {
+            do {
+                let plan = try await self.planGarbageCollection(cutoffMilliseconds: cutoff)
+                try await self.collectGarbage(plan)
+                self.logger.info(
+                    "panza: collected the S3 prefix's garbage",
+                    metadata: [
+                        "deleted": "\(plan.all.count)", "bytes": "\(plan.bytes)", "kept": "\(plan.kept)",
+                    ])
+            } catch {
+                self.logger.warning(
+                    "panza: background garbage collection failed; it runs again at the next interval",
+                    metadata: ["error": "\(error)"])
+            }
+        }
     }
     /// ``Configuration/strict``.
     public var failuresReachCallers: Bool { self.configuration.strict }
@@ -254,16 +292,28 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
     }
 
     /// Applies operations in order. Between removals of a namespace or of everything, only the last
-    /// operation of each key matters, and those run concurrently (``Configuration/maxConcurrentWrites``).
+    /// operation of each key is sent (a key removed, then stored again, has its removal recorded
+    /// in the invalidation log all the same), and those run concurrently
+    /// (``Configuration/maxConcurrentWrites``).
     ///
-    /// - Complexity: one request per key (PUT or DELETE); removing a namespace or everything lists
-    ///   its objects (one request per 1,000) and deletes them 1,000 per request.
+    /// - Complexity: one request per key (PUT, or DELETE and the log entry of a key removal); a
+    ///   removal of a namespace or of everything is one log entry, whatever the number of objects.
     public func apply(_ operations: [CacheTierOperation]) async throws {
+        try await self.apply(operations, madeAtMilliseconds: Array(repeating: nil, count: operations.count))
+    }
+
+    /// Applies operations in order, recording each removal in the invalidation log with the time
+    /// it was made (`InvalidationSharing`), so that other caches keep the values made after it.
+    ///
+    /// - Parameters:
+    ///   - operations: the operations, in order.
+    ///   - madeAtMilliseconds: when each was made (milliseconds since 1970), `nil` for now.
+    public func apply(_ operations: [CacheTierOperation], madeAtMilliseconds: [Int64?]) async throws {
         try await self.ensureBucket()
         try await self.checkLayout()
         try await self.ensureMarker()
         try await self.ensureSynced()
-        var segment: [String: CacheTierOperation] = [:]
+        var segment: [String: KeyWork] = [:]
         var order: [String] = []
         func flushSegment() async throws {
             let work = order.compactMap { segment[$0] }
@@ -271,22 +321,33 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
             order = []
             try await self.run(work)
         }
-        for operation in operations {
+        for (index, operation) in operations.enumerated() {
+            let madeAt = index < madeAtMilliseconds.count ? madeAtMilliseconds[index] : nil
             switch operation {
             case .store(let key, _, _), .remove(let key):
                 let objectKey = self.objectKey(for: key)
+                var work = segment[objectKey] ?? KeyWork(key: key, operation: operation)
                 if segment[objectKey] == nil { order.append(objectKey) }
-                segment[objectKey] = operation
+                if case .remove = operation { work.removedAt = madeAt ?? Self.nowMilliseconds() }
+                work.operation = operation
+                segment[objectKey] = work
             case .removeNamespace(let namespace):
                 // A new generation: one request, whatever the number of objects (gc deletes them).
                 try await flushSegment()
-                try await self.recordInvalidation(.namespace(namespace))
+                try await self.recordInvalidation(.namespace(namespace), madeAt: madeAt)
             case .removeAll:
                 try await flushSegment()
-                try await self.recordInvalidation(.all)
+                try await self.recordInvalidation(.all, madeAt: madeAt)
             }
         }
         try await flushSegment()
+    }
+
+    /// The last operation of a key within a segment, and when the key was last removed in it.
+    private struct KeyWork {
+        var key: CacheKey
+        var operation: CacheTierOperation
+        var removedAt: Int64?
     }
 
     /// Feeds the key's object to `sink` as its ranges arrive (`PieceWiseReading`): one GET, then
@@ -316,10 +377,39 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
         return true
     }
 
+    /// The object this tier uploads for `envelope` under `key`: encrypted with the first
+    /// ``Configuration/encryptionKeys`` key and signed with the first ``Configuration/signingKeys``
+    /// key, when there are keys. For tools that write entries to the bucket on their own.
+    ///
+    /// - Parameters:
+    ///   - envelope: a version 2 ``BlobEnvelope``, encoded.
+    ///   - key: the entry's key; the object is bound to its object key in this tier's bucket and prefix.
+    /// - Throws: `S3Error` when a key cannot sign.
+    public func object(sealing envelope: [UInt8], forKey key: CacheKey) throws -> [UInt8] {
+        let objectKey = self.objectKey(for: key)
+        return try self.signature.signed(
+            try self.encryption.encrypted(envelope, objectKey: objectKey), objectKey: objectKey)
+    }
+
+    /// The envelope inside an object read from the bucket under `key`, checked as a lookup checks
+    /// it: signature first (in constant time, before anything else of the object is read), then
+    /// decryption.
+    ///
+    /// - Parameters:
+    ///   - object: the object's bytes.
+    ///   - key: the entry's key the object was read under.
+    /// - Throws: `PanzaError` with code `untrustedBlob` when the object is refused.
+    public func envelope(opening object: [UInt8], forKey key: CacheKey) throws -> [UInt8] {
+        let objectKey = self.objectKey(for: key)
+        return try self.encryption.decrypted(
+            try self.signature.verified(object, objectKey: objectKey), objectKey: objectKey)
+    }
+
     /// Records a removal in the invalidation log, for every cache on the prefix.
-    private func recordInvalidation(_ scope: CacheInvalidation.Scope) async throws {
+    private func recordInvalidation(_ scope: CacheInvalidation.Scope, madeAt: Int64? = nil) async throws {
         try await LoadLimits.run(within: self.configuration.writeLimits) {
-            try await self.invalidationLog.record(scope, client: self.client, now: Self.nowMilliseconds())
+            try await self.invalidationLog.record(
+                scope, madeAt: madeAt, client: self.client, now: Self.nowMilliseconds())
         }
     }
 
@@ -397,26 +487,28 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
 
     // MARK: Internals
 
-    private func run(_ operations: [CacheTierOperation]) async throws {
-        guard !operations.isEmpty else { return }
+    private func run(_ work: [KeyWork]) async throws {
+        guard !work.isEmpty else { return }
         try await withThrowingTaskGroup(of: Void.self) { group in
             var running = 0
-            for operation in operations {
+            for item in work {
                 if running >= self.configuration.maxConcurrentWrites {
                     try await group.next()
                     running -= 1
                 }
                 group.addTask {
                     try await LoadLimits.run(within: self.configuration.writeLimits) {
-                        switch operation {
-                        case .store(let key, let blob, _):
-                            try await self.upload(blob, key: key)
-                        case .remove(let key):
-                            try await self.client.delete(key: self.objectKey(for: key))
+                        // A removal reaches other caches through the log even when a store of the
+                        // key follows it (their copies are of the removed value).
+                        if let removedAt = item.removedAt {
+                            if case .remove = item.operation {
+                                try await self.client.delete(key: self.objectKey(for: item.key))
+                            }
                             try await self.invalidationLog.record(
-                                .key(key), client: self.client, now: Self.nowMilliseconds())
-                        case .removeNamespace, .removeAll:
-                            preconditionFailure("segments hold per-key operations only")
+                                .key(item.key), madeAt: removedAt, client: self.client, now: Self.nowMilliseconds())
+                        }
+                        if case .store(let key, let blob, _) = item.operation {
+                            try await self.upload(blob, key: key)
                         }
                     }
                 }

@@ -31,6 +31,9 @@ struct FaultInjectionTests {
         tier.client.retry = .init(maxAttempts: 4, baseDelay: .milliseconds(20), maxDelay: .milliseconds(200))
         tier.client.requestTimeout = .seconds(2)
         tier.client.connectTimeout = .seconds(1)
+        // The requests these tests count are reads and uploads; the invalidation log is read once,
+        // when a cache opens (tests that count wait for it with synchronizeInvalidations()).
+        tier.invalidationPollInterval = nil
         return tier
     }
 
@@ -228,6 +231,7 @@ struct FaultInjectionTests {
         #expect(try await self.stored("v1/_keys/throttled") != nil)
 
         let reader = try await self.cache("reader.sqlite")
+        try await reader.synchronizeInvalidations()
         self.proxy.inject(.answer(status: 500, code: "InternalError", count: 1))
         #expect(
             try await reader.value(forKey: "throttled") { "loader" } == "through throttling",

@@ -103,7 +103,8 @@ struct ConsistencyTests {
         try await cache.set("w", forKey: "l")
         let start = ContinuousClock.now
         try await cache.close()
-        #expect(ContinuousClock.now - start < .seconds(5))
+        // Bounded, not hanging: a loaded CI machine (the large-value tests run beside) was seen at 5.3 s.
+        #expect(ContinuousClock.now - start < .seconds(10))
         #expect(cache.statistics.droppedWrites == 2)
         #expect(cache.statistics.pendingWrites == 0)
     }

@@ -103,7 +103,8 @@ enum OutboxRecord {
         return try connection.writeTransaction {
             let select = try connection.statement(
                 """
-                SELECT id, kind, key, namespace, blob, expires_at, attempts, lease_owner, lease_expires_at, chunks
+                SELECT id, kind, key, namespace, blob, expires_at, attempts, lease_owner, lease_expires_at, chunks,
+                    created_at
                 FROM outbox ORDER BY id LIMIT ?
                 """
             )
@@ -126,6 +127,7 @@ enum OutboxRecord {
                         replicate: false,
                         attempts: Int(select.int64(at: 6))
                     )
+                    write.madeAtMilliseconds = select.int64(at: 10)
                     let chunks = select.int64(at: 9)
                     if case .store = operation, chunks > 0 {
                         write.outboxUpload = OutboxUpload(

@@ -75,7 +75,9 @@ actor SQLiteWriter {
                     self.accessLog.forget(key.rawValue)
                     continue
                 }
-                if write.replicate { try OutboxRecord.insert(operation, into: connection, now: now) }
+                if write.replicate {
+                    try OutboxRecord.insert(operation, into: connection, now: write.madeAtMilliseconds ?? now)
+                }
                 switch operation {
                 case .store(let key, let blob, let expiresAt):
                     let statement = try connection.statement(

@@ -69,4 +69,6 @@ struct SQLiteWrite: Sendable {
     /// For a removal: only entries whose values were made before this time (milliseconds since
     /// 1970) go; `nil` for all of them. Invalidations from other machines are applied this way.
     var createdBefore: Int64? = nil
+    /// When the operation was made; the outbox records it (see ``QueuedWrite/madeAtMilliseconds``).
+    var madeAtMilliseconds: Int64? = nil
 }
