@@ -21,6 +21,10 @@ public struct CacheInvalidation: Hashable, Sendable, CustomStringConvertible {
     public var createdBeforeMilliseconds: Int64
 
     /// A removal of `scope` for values made before `createdBeforeMilliseconds`.
+    ///
+    /// - Parameters:
+    ///   - scope: what the removal covers.
+    ///   - createdBeforeMilliseconds: values made before this time (milliseconds since 1970) are removed.
     public init(scope: Scope, createdBeforeMilliseconds: Int64) {
         self.scope = scope
         self.createdBeforeMilliseconds = createdBeforeMilliseconds

@@ -23,7 +23,7 @@ public final class S3Client: Sendable {
         public var eTag: String?
     }
 
-    /// One page of ``list(prefix:continuationToken:maxKeys:)``.
+    /// One page of ``list(prefix:startAfter:continuationToken:maxKeys:retry:)``.
     public struct ListPage: Hashable, Sendable {
         /// The keys of this page, decoded.
         public var keys: [String]

@@ -382,7 +382,7 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
     /// key, when there are keys. For tools that write entries to the bucket on their own.
     ///
     /// - Parameters:
-    ///   - envelope: a version 2 ``BlobEnvelope``, encoded.
+    ///   - envelope: a version 2 `BlobEnvelope`, encoded.
     ///   - key: the entry's key; the object is bound to its object key in this tier's bucket and prefix.
     /// - Throws: `S3Error` when a key cannot sign.
     public func object(sealing envelope: [UInt8], forKey key: CacheKey) throws -> [UInt8] {
