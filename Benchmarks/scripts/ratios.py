@@ -31,6 +31,7 @@ PAIRS = [
     ("miss.latency.s3-blackholed.breaker-open.loader-20ms", "baseline.loader.20ms", "latency"),
     ("miss.latency.s3-slow-500ms.breaker-closed.loader-20ms", "baseline.loader.20ms", "latency"),
     ("miss.latency.s3-slow-500ms.breaker-open.loader-20ms", "baseline.loader.20ms", "latency"),
+    ("sqlite.open.entries-1m", "sqlite.open.empty", "latency"),
 ] + [
     (f"shared.{step}.{size}", f"baseline.sha256.{size}", "latency")
     for size in ("1kib", "64kib", "1mib")

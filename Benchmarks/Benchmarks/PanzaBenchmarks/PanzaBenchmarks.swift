@@ -193,6 +193,7 @@ let benchmarks: @Sendable () -> Void = {
     missLatencyBenchmarks()
     largeValueBenchmarks()
     sharedBucketBenchmarks()
+    openBenchmarks()
 }
 
 /// State built once and shared by every iteration of a benchmark, so that setup stays out of

@@ -83,6 +83,29 @@ struct SQLiteTierTests {
         await tier.close()
     }
 
+    @Test(
+        "Opening leaves expired entries to a background pass: they are misses at once and reclaimed soon after, with no interval set",
+        arguments: [nil, Duration.seconds(3_600)])
+    func expiredReclaimedAfterOpen(interval: Duration?) async throws {
+        let path = self.directory.path("backlog.sqlite")
+        var configuration = SQLiteTier.Configuration(path: path)
+        configuration.expiredReclaimInterval = interval
+        let now = WallClock.nowMilliseconds()
+        let writer = try await SQLiteTier.open(configuration: configuration)
+        // 25,000 expired entries: more than one batch of the background pass.
+        try await writer.apply(
+            (0..<25_000).map { store("old\($0)", blob("o"), expiresAt: now - 1) } + [store("kept", blob("k"))])
+        await writer.close()
+        let tier = try await SQLiteTier.open(configuration: configuration)
+        #expect(try await tier.blob(forKey: CacheKey(rawValue: "old7")) == nil)
+        #expect(try await tier.blob(forKey: CacheKey(rawValue: "kept")) != nil)
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(30)
+        while try await tier.usage().entries > 1, clock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(try await tier.usage().entries == 1, "the background pass did not reclaim the expired entries")
+        await tier.close()
+    }
+
     @Test("Expired entries are misses and are reclaimed")
     func expiry() async throws {
         let tier = try await SQLiteTier.open(configuration: .init(path: self.directory.path("cache.sqlite")))
@@ -219,7 +242,7 @@ struct SQLiteTierTests {
         var cacheConfiguration = TieredCache.Configuration()
         cacheConfiguration.sqlite = configuration
         cacheConfiguration.modes = CacheModes()
-        // Opening reclaims expired entries, which needs the lock: it must not fail because of it.
+        // Opening must not fail while another connection holds the lock (its background pass waits).
         let cache = try await TieredCache(configuration: cacheConfiguration)
         try await cache.set("kept", forKey: "k")
         let flushError = try await #require(throws: PanzaError.self) { try await cache.flush() }

@@ -42,8 +42,9 @@ extension SQLiteTier {
         /// `<path>.unreadable-<milliseconds>`) and start a new one instead of failing with
         /// ``PanzaError/Code/corruptDatabase``. A database of another application is never moved.
         public var rebuildIfUnreadable: Bool
-        /// How often the writer deletes expired entries in the background (at most 10,000 at a
-        /// time); `nil` to leave them to reads and to the next open. One minute by default.
+        /// How often the writer deletes expired entries in the background (10,000 per transaction),
+        /// after a first pass right after the open; `nil` for that first pass only (reads delete
+        /// the expired entries they find). One minute by default.
         public var expiredReclaimInterval: Duration? = .seconds(60)
 
         /// - Parameters:

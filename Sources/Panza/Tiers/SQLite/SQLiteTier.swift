@@ -71,25 +71,41 @@ public final class SQLiteTier: CacheTier {
     private let nextReader = Atomic<Int>(0)
     private let isClosed = Atomic<Bool>(false)
 
-    /// Deletes expired entries in the background, every ``Configuration/expiredReclaimInterval``.
+    /// Deletes expired entries in the background: once right after the open (in batches, so that
+    /// the open itself does no work proportional to the file's size), then every
+    /// ``Configuration/expiredReclaimInterval``.
     private let reclaimer = Mutex<Task<Void, Never>?>(nil)
 
     private init(configuration: Configuration, writer: SQLiteWriter, readers: [SQLiteReader], logger: Logger) {
         self.configuration = configuration
         self.writer = writer
         self.readers = readers
-        guard let interval = configuration.expiredReclaimInterval else { return }
+        let interval = configuration.expiredReclaimInterval
         let reclaim = Task { [writer] in
+            var first = true
             while !Task.isCancelled {
                 do {
-                    try await Task.sleep(for: interval)
-                    let reclaimed = try await writer.reclaimExpired(limit: 10_000)
+                    if !first {
+                        guard let interval else { return }
+                        try await Task.sleep(for: interval)
+                    }
+                    // A file closed for long may hold many expired entries: 10,000 per transaction,
+                    // so that writers never wait long behind the pass.
+                    var reclaimed = 0
+                    while !Task.isCancelled {
+                        let batch = try await writer.reclaimExpired(limit: 10_000)
+                        reclaimed += batch
+                        if batch < 10_000 { break }
+                    }
+                    if first { _ = try await writer.evictIfOverLimit() }
+                    first = false
                     if reclaimed > 0 {
                         logger.debug("panza: reclaimed expired SQLite entries", metadata: ["count": "\(reclaimed)"])
                     }
                 } catch is CancellationError {
                     return
                 } catch {
+                    first = false
                     logger.debug("panza: reclaiming expired entries deferred", metadata: ["error": "\(error)"])
                 }
             }

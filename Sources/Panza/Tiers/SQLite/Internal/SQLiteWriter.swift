@@ -544,19 +544,19 @@ actor SQLiteWriter {
             )
             self.connection = try self.makeConnection()
         }
-        if let connection = self.connection {
-            do {
-                try connection.writeTransaction {
-                    let statement = try connection.statement("DELETE FROM entry WHERE expires_at <= ?")
-                    try statement.bind(WallClock.nowMilliseconds(), at: 1)
-                    try statement.run()
-                    if connection.changes > 0 { try WriteStamp.bumpAll(in: connection) }
-                    try self.evictIfNeeded(connection)
-                }
-            } catch let error as PanzaError where error.code == .databaseBusy {
-                self.logger.debug("panza: skipped reclaiming expired entries at open", metadata: ["error": "\(error)"])
-            }
-        }
+        // Nothing proportional to the file's size happens here: expired entries are reclaimed,
+        // and a lowered maxBytes enforced, by the tier's background pass (reclaimExpired, evictIfOverLimit).
+    }
+
+    /// Evicts least recently used entries until the file is within ``Configuration/maxBytes``
+    /// (after an open with a lower limit; writes evict as they go).
+    ///
+    /// - Returns: the entries evicted.
+    func evictIfOverLimit() throws -> Int {
+        let connection = try self.openConnectionOrThrow()
+        let before = self.evictionCount
+        try connection.writeTransaction { try self.evictIfNeeded(connection) }
+        return self.evictionCount - before
     }
 
     private func makeConnection() throws -> SQLiteConnection {
