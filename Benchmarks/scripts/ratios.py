@@ -32,6 +32,10 @@ PAIRS = [
     ("miss.latency.s3-slow-500ms.breaker-closed.loader-20ms", "baseline.loader.20ms", "latency"),
     ("miss.latency.s3-slow-500ms.breaker-open.loader-20ms", "baseline.loader.20ms", "latency"),
     ("sqlite.open.entries-1m", "sqlite.open.empty", "latency"),
+    ("sqlite.hit.memoized-call.tasks-1.readers-1", "baseline.python-panza.sqlite-hit.tasks-1.calls-per-second", "throughput-vs-custom"),
+    ("sqlite.hit.memoized-call.tasks-8.readers-2", "baseline.python-panza.sqlite-hit.tasks-8.calls-per-second", "throughput-vs-custom"),
+    ("sqlite.hit.memoized-call.tasks-1.readers-1", "baseline.diskcache.memoize-hit.tasks-1.calls-per-second", "throughput-vs-custom"),
+    ("sqlite.hit.memoized-call.tasks-8.readers-2", "baseline.diskcache.memoize-hit.tasks-8.calls-per-second", "throughput-vs-custom"),
 ] + [
     (f"shared.{step}.{size}", f"baseline.sha256.{size}", "latency")
     for size in ("1kib", "64kib", "1mib")
@@ -76,7 +80,9 @@ def parse(text):
         elif label.startswith("Memory"):
             entry["memory"] = value  # process-wide peak; not compared
         else:
-            entry["custom"] = value
+            # A custom metric prints large values scaled: "calls/s (K)".
+            scale = re.search(r"\((K|M|G)\)\s*$", label)
+            entry["custom"] = value * (UNITS[scale.group(1)] if scale else 1)
     return results
 
 
@@ -100,7 +106,7 @@ def main():
         elif kind == "latency" and "latency" in a and "latency" in b:
             print(f"  {a['latency'] * 1e6:>12.2f} µs  {panza}\n  {b['latency'] * 1e6:>12.2f} µs  {baseline}\n  {'':>14}  ratio {b['latency'] / a['latency']:.2f}\n")
     for name, entry in sorted(results.items()):
-        if "custom" in entry and "boto3" not in name:
+        if "custom" in entry and "boto3" not in name and "calls-per-second" not in name:
             print(f"  {entry['custom']:>14,.0f}    {name}")
 
 

@@ -194,6 +194,7 @@ let benchmarks: @Sendable () -> Void = {
     largeValueBenchmarks()
     sharedBucketBenchmarks()
     openBenchmarks()
+    peerBenchmarks()
 }
 
 /// State built once and shared by every iteration of a benchmark, so that setup stays out of

@@ -51,34 +51,15 @@ let s3Benchmarks: @Sendable () -> Void = {
     for operation in ["GET", "PUT"] {
         Benchmark(
             "baseline.boto3.\(operation.lowercased()).threads-32.requests-per-second",
-            configuration: .init(
-                metrics: [.custom("requests/s", polarity: .prefersLarger, useScalingFactor: false)],
-                scalingFactor: .one,
-                maxDuration: .seconds(30),
-                maxIterations: 1,
-                thresholds: [.custom("requests/s", polarity: .prefersLarger, useScalingFactor: false): tolerance]
-            )
+            configuration: PythonBaseline.configuration("requests/s")
         ) { benchmark in
             _ = try await S3Fixtures.shared.client(
                 endpoint: endpoint, bucket: bucket, credentials: credentials, objects: objectCount)
-            let python = environment["PANZA_BENCH_PYTHON"] ?? "python3"
-            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-                .deletingLastPathComponent().appendingPathComponent("scripts/boto3_get.py").path
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = [python, script, bucket, "objects", "\(objectCount)", "5", operation.lowercased()]
-            let output = Pipe()
-            process.standardOutput = output
-            try process.run()
-            let data = output.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            let text = String(decoding: data, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
-            guard process.terminationStatus == 0, let rate = Double(text) else {
-                print("boto3 baseline failed: \(text)")
-                return
-            }
-            benchmark.measurement(
-                .custom("requests/s", polarity: .prefersLarger, useScalingFactor: false), Int(rate.rounded()))
+            guard
+                let rate = PythonBaseline.run(
+                    "boto3_get.py", [bucket, "objects", "\(objectCount)", "5", operation.lowercased()])
+            else { return }
+            benchmark.measurement(PythonBaseline.metric("requests/s"), Int(rate.rounded()))
         }
     }
 
