@@ -46,6 +46,13 @@ extension SQLiteTier {
         /// after a first pass right after the open; `nil` for that first pass only (reads delete
         /// the expired entries they find). One minute by default.
         public var expiredReclaimInterval: Duration? = .seconds(60)
+        /// Connections that serve point lookups on the caller's own thread, without a hand-off to
+        /// a reader queue (2 by default; 0 to always use the reader queues). A lookup takes a free
+        /// one or goes to the queues, never waits for a lock on it (no busy timeout), and leaves
+        /// entries stored in chunks (over 1 MiB) to the queues. Each hit costs the lookup itself
+        /// (a few microseconds on a mapped file); a page not in memory is read on the caller's
+        /// thread.
+        public var inlineReaderCount = 2
 
         /// - Parameters:
         ///   - path: the database file.

@@ -68,6 +68,8 @@ public final class SQLiteTier: CacheTier {
     public let configuration: Configuration
     private let writer: SQLiteWriter
     private let readers: [SQLiteReader]
+    /// Connections for point lookups on the caller's thread; `nil` when ``Configuration/inlineReaderCount`` is 0.
+    private let inlineReaders: InlineReaderPool?
     private let nextReader = Atomic<Int>(0)
     private let isClosed = Atomic<Bool>(false)
 
@@ -76,10 +78,14 @@ public final class SQLiteTier: CacheTier {
     /// ``Configuration/expiredReclaimInterval``.
     private let reclaimer = Mutex<Task<Void, Never>?>(nil)
 
-    private init(configuration: Configuration, writer: SQLiteWriter, readers: [SQLiteReader], logger: Logger) {
+    private init(
+        configuration: Configuration, writer: SQLiteWriter, readers: [SQLiteReader], inlineReaders: InlineReaderPool?,
+        logger: Logger
+    ) {
         self.configuration = configuration
         self.writer = writer
         self.readers = readers
+        self.inlineReaders = inlineReaders
         let interval = configuration.expiredReclaimInterval
         let reclaim = Task { [writer] in
             var first = true
@@ -119,17 +125,27 @@ public final class SQLiteTier: CacheTier {
     ///   ``PanzaError/Code/notAPanzaDatabase`` or ``PanzaError/Code/unsupportedSchemaVersion``,
     ///   naming the path.
     public static func open(configuration: Configuration, logger: Logger? = nil) async throws -> SQLiteTier {
-        guard configuration.maxBytes > 0, (1...64).contains(configuration.readerCount) else {
+        guard configuration.maxBytes > 0, (1...64).contains(configuration.readerCount),
+            (0...64).contains(configuration.inlineReaderCount)
+        else {
             throw PanzaError(
                 code: .invalidConfiguration,
-                message: "SQLite maxBytes must be positive and readerCount 1 to 64 "
-                    + "(maxBytes \(configuration.maxBytes), readerCount \(configuration.readerCount))",
+                message: "SQLite maxBytes must be positive, readerCount 1 to 64 and inlineReaderCount 0 to 64 "
+                    + "(maxBytes \(configuration.maxBytes), readerCount \(configuration.readerCount), "
+                    + "inlineReaderCount \(configuration.inlineReaderCount))",
                 path: configuration.path
             )
         }
         let writer = try await SQLiteWriter.open(configuration: configuration, logger: logger ?? .panzaDisabled)
         var readers: [SQLiteReader] = []
+        var inlineReaders: InlineReaderPool?
         do {
+            if configuration.inlineReaderCount > 0 {
+                inlineReaders = try InlineReaderPool(
+                    path: configuration.path, count: configuration.inlineReaderCount,
+                    memoryMapBytes: configuration.memoryMapBytes,
+                    accessTimeResolution: configuration.accessTimeResolution.wholeMilliseconds)
+            }
             for index in 0..<configuration.readerCount {
                 readers.append(
                     try await SQLiteReader.open(
@@ -142,12 +158,14 @@ public final class SQLiteTier: CacheTier {
                 )
             }
         } catch {
+            inlineReaders?.close()
             for reader in readers { await reader.close() }
             await writer.close()
             throw error
         }
         return SQLiteTier(
-            configuration: configuration, writer: writer, readers: readers, logger: logger ?? .panzaDisabled)
+            configuration: configuration, writer: writer, readers: readers, inlineReaders: inlineReaders,
+            logger: logger ?? .panzaDisabled)
     }
 
     /// Entries evicted to keep within ``Configuration/maxBytes`` since the tier opened.
@@ -172,6 +190,12 @@ public final class SQLiteTier: CacheTier {
         found: SQLiteReader.Found?, missStamp: Int64?
     ) {
         try self.checkOpen()
+        if let inline = try self.inlineReaders?.lookup(
+            key, log: self.writer.accessLog, decodingUpTo: maxPayloadBytes)
+        {
+            if inline.requestMaintenance { self.writer.scheduleMaintenance() }
+            return (inline.found, inline.missStamp)
+        }
         let (found, stamp, requestMaintenance) = try await self.nextReaderConnection().lookup(
             forKey: key, log: self.writer.accessLog, decodingChunkedUpTo: maxPayloadBytes)
         if requestMaintenance { self.writer.scheduleMaintenance() }
@@ -289,6 +313,7 @@ public final class SQLiteTier: CacheTier {
     public func close() async {
         guard !self.isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         self.reclaimer.withLock { $0?.cancel() }
+        self.inlineReaders?.close()
         for reader in self.readers { await reader.close() }
         await self.writer.close()
     }

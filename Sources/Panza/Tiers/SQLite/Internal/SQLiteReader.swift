@@ -54,62 +54,9 @@ actor SQLiteReader {
         decodingChunkedUpTo maxPayloadBytes: Int? = nil
     ) throws -> (found: Found?, missStamp: Int64?, requestMaintenance: Bool) {
         try self.checkOpen()
-        let now = WallClock.nowMilliseconds()
-        switch try self.entry(key.rawValue, now: now, log: log, decodingUpTo: maxPayloadBytes) {
-        case .hit(let found, let request):
-            return (found, nil, request)
-        case .miss, .expired:
-            // The miss again, with the stamp, in one read transaction: hits never pay for it.
-            try self.connection.execute("BEGIN")
-            defer { try? self.connection.execute("COMMIT") }
-            let stamp = try WriteStamp.read(for: key, in: self.connection)
-            switch try self.entry(key.rawValue, now: now, log: log, decodingUpTo: maxPayloadBytes) {
-            case .hit(let found, let request): return (found, nil, request)
-            case .miss: return (nil, stamp, false)
-            case .expired(let request): return (nil, stamp, request)
-            }
-        }
-    }
-
-    private enum EntryLookup {
-        case hit(Found, requestMaintenance: Bool)
-        case miss
-        case expired(requestMaintenance: Bool)
-    }
-
-    private func entry(_ key: String, now: Int64, log: AccessLog, decodingUpTo maxPayloadBytes: Int?) throws
-        -> EntryLookup
-    {
-        let statement = try self.connection.statement(
-            "SELECT blob, expires_at, accessed_at, chunks FROM entry WHERE key = ?")
-        defer { statement.reset() }
-        try statement.bind(key, at: 1)
-        guard try statement.step() else { return .miss }
-        if let expiresAt = statement.optionalInt64(at: 1), expiresAt <= now {
-            return .expired(requestMaintenance: log.recordExpired(key))
-        }
-        var request = false
-        if now - statement.int64(at: 2) >= self.accessTimeResolution {
-            request = log.recordAccess(key, at: now)
-        }
-        // The chunks are read while the entry's statement still holds its snapshot.
-        let chunks = statement.int64(at: 3)
-        let owner = BlobChunks.owner(entry: key)
-        if chunks > 0, let maxPayloadBytes {
-            let decoder = EnvelopeStreamDecoder(maxPayloadBytes: maxPayloadBytes)
-            do {
-                try BlobChunks.stream(
-                    head: statement, column: 0, chunks: chunks, owner: owner, in: self.connection, into: decoder)
-                return .hit(.decoded(try decoder.finish()), requestMaintenance: request)
-            } catch let error as PanzaError
-                where [.corruptBlob, .unsupportedFormat, .valueTooLarge].contains(error.code)
-            {
-                return .hit(.decodingFailed(error), requestMaintenance: request)
-            }
-        }
-        let blob = try BlobChunks.assemble(
-            head: statement, column: 0, chunks: chunks, owner: owner, in: self.connection)
-        return .hit(.blob(blob), requestMaintenance: request)
+        let lookup = SQLiteEntryLookup(connection: self.connection, accessTimeResolution: self.accessTimeResolution)
+        // Never nil: a reader on its own queue reads chunked entries too.
+        return try lookup.lookup(key, log: log, decodingUpTo: maxPayloadBytes, headOnly: false)!
     }
 
     /// What the outbox holds for `key`.

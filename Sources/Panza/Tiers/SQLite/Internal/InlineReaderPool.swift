@@ -1,0 +1,75 @@
+import Synchronization
+
+/// Read connections that point lookups use on the caller's own thread: a hit costs the lookup
+/// itself, not two thread hand-offs (cooperative pool → reader queue → back).
+///
+/// An inline lookup never waits: it takes a free connection or gives up; its connection has no
+/// busy timeout (a lock it meets is an answer, not a wait); it never reads an entry stored in
+/// chunks. In each of those cases the caller falls back to the tier's reader queues. A point
+/// lookup in WAL mode on a memory-mapped file is a few microseconds; a cold page costs one read
+/// from the disk on the caller's thread.
+final class InlineReaderPool: Sendable {
+    private struct State: ~Copyable {
+        /// Connections not in use. A connection is used by one thread at a time: the one that took
+        /// it out of this list, until it puts it back (so handing it over is safe).
+        var free: [Handoff<SQLiteConnection>]
+        var isClosed = false
+    }
+
+    private let state: Mutex<State>
+    private let accessTimeResolution: Int64
+
+    /// Opens `count` connections (none when 0).
+    init(path: String, count: Int, memoryMapBytes: Int, accessTimeResolution: Int64) throws {
+        var connections: [SQLiteConnection] = []
+        do {
+            for _ in 0..<count {
+                let connection = try SQLiteConnection(path: path, busyTimeoutMilliseconds: 0)
+                connections.append(connection)
+                try connection.execute("PRAGMA mmap_size = \(memoryMapBytes)")
+            }
+        } catch {
+            for connection in connections { connection.close() }
+            throw error
+        }
+        self.state = Mutex(State(free: connections.map { Handoff(value: $0) }))
+        self.accessTimeResolution = accessTimeResolution
+    }
+
+    /// Looks `key` up on a free connection, on this thread; `nil` when the caller should use a
+    /// reader queue instead (no free connection, the database is locked, or the entry is stored
+    /// in chunks).
+    func lookup(_ key: CacheKey, log: AccessLog, decodingUpTo maxPayloadBytes: Int?) throws -> (
+        found: TierFound?, missStamp: Int64?, requestMaintenance: Bool
+    )? {
+        let taken = self.state.withLock { state -> Handoff<SQLiteConnection>? in
+            state.isClosed ? nil : state.free.popLast()
+        }
+        guard let taken else { return nil }
+        let connection = taken.value
+        defer {
+            let closeNow = self.state.withLock { state -> Bool in
+                if state.isClosed { return true }
+                state.free.append(taken)
+                return false
+            }
+            if closeNow { connection.close() }
+        }
+        do {
+            return try SQLiteEntryLookup(connection: connection, accessTimeResolution: self.accessTimeResolution)
+                .lookup(key, log: log, decodingUpTo: maxPayloadBytes, headOnly: true)
+        } catch let error as PanzaError where error.code == .databaseBusy {
+            return nil
+        }
+    }
+
+    /// Closes the free connections now and the others as their lookups end.
+    func close() {
+        let free = self.state.withLock { state -> [Handoff<SQLiteConnection>] in
+            state.isClosed = true
+            defer { state.free = [] }
+            return state.free
+        }
+        for connection in free { connection.value.close() }
+    }
+}

@@ -1,0 +1,80 @@
+/// A point lookup of an entry on one connection: what a reader does for a lookup, on its own
+/// queue (``SQLiteReader``) or on the caller's thread (``InlineReaderPool``).
+struct SQLiteEntryLookup {
+    let connection: SQLiteConnection
+    let accessTimeResolution: Int64
+
+    /// The stored entry of `key`, or `nil` when it is missing or expired, with the miss's write
+    /// stamp and whether the writer should be asked for maintenance.
+    ///
+    /// - Parameters:
+    ///   - decodingUpTo: decode an entry stored in chunks, chunk by chunk, with this payload limit.
+    ///   - headOnly: answer `nil` (look elsewhere) for an entry stored in chunks instead of reading
+    ///     them: an inline lookup never holds the caller's thread for a large value.
+    func lookup(_ key: CacheKey, log: AccessLog, decodingUpTo maxPayloadBytes: Int?, headOnly: Bool) throws -> (
+        found: TierFound?, missStamp: Int64?, requestMaintenance: Bool
+    )? {
+        let now = WallClock.nowMilliseconds()
+        switch try self.entry(key.rawValue, now: now, log: log, decodingUpTo: maxPayloadBytes, headOnly: headOnly) {
+        case .hit(let found, let request):
+            return (found, nil, request)
+        case .chunked:
+            return nil
+        case .miss, .expired:
+            // The miss again, with the stamp, in one read transaction: hits never pay for it.
+            try self.connection.execute("BEGIN")
+            defer { try? self.connection.execute("COMMIT") }
+            let stamp = try WriteStamp.read(for: key, in: self.connection)
+            switch try self.entry(key.rawValue, now: now, log: log, decodingUpTo: maxPayloadBytes, headOnly: headOnly) {
+            case .hit(let found, let request): return (found, nil, request)
+            case .chunked: return nil
+            case .miss: return (nil, stamp, false)
+            case .expired(let request): return (nil, stamp, request)
+            }
+        }
+    }
+
+    private enum EntryLookup {
+        case hit(TierFound, requestMaintenance: Bool)
+        case miss
+        case expired(requestMaintenance: Bool)
+        /// Stored in chunks, and only the head may be read here.
+        case chunked
+    }
+
+    private func entry(_ key: String, now: Int64, log: AccessLog, decodingUpTo maxPayloadBytes: Int?, headOnly: Bool)
+        throws -> EntryLookup
+    {
+        let statement = try self.connection.statement(
+            "SELECT blob, expires_at, accessed_at, chunks FROM entry WHERE key = ?")
+        defer { statement.reset() }
+        try statement.bind(key, at: 1)
+        guard try statement.step() else { return .miss }
+        if let expiresAt = statement.optionalInt64(at: 1), expiresAt <= now {
+            return .expired(requestMaintenance: log.recordExpired(key))
+        }
+        // The chunks are read while the entry's statement still holds its snapshot.
+        let chunks = statement.int64(at: 3)
+        if chunks > 0, headOnly { return .chunked }
+        var request = false
+        if now - statement.int64(at: 2) >= self.accessTimeResolution {
+            request = log.recordAccess(key, at: now)
+        }
+        let owner = BlobChunks.owner(entry: key)
+        if chunks > 0, let maxPayloadBytes {
+            let decoder = EnvelopeStreamDecoder(maxPayloadBytes: maxPayloadBytes)
+            do {
+                try BlobChunks.stream(
+                    head: statement, column: 0, chunks: chunks, owner: owner, in: self.connection, into: decoder)
+                return .hit(.decoded(try decoder.finish()), requestMaintenance: request)
+            } catch let error as PanzaError
+                where [.corruptBlob, .unsupportedFormat, .valueTooLarge].contains(error.code)
+            {
+                return .hit(.decodingFailed(error), requestMaintenance: request)
+            }
+        }
+        let blob = try BlobChunks.assemble(
+            head: statement, column: 0, chunks: chunks, owner: owner, in: self.connection)
+        return .hit(.blob(blob), requestMaintenance: request)
+    }
+}
