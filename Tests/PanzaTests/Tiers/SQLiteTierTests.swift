@@ -106,6 +106,37 @@ struct SQLiteTierTests {
         await tier.close()
     }
 
+    @Test(
+        "Lookups on the caller's thread and on the reader queues agree, with more tasks than inline connections",
+        arguments: [0, 1, 2])
+    func inlineLookups(inlineReaderCount: Int) async throws {
+        var configuration = SQLiteTier.Configuration(path: self.directory.path("inline-\(inlineReaderCount).sqlite"))
+        configuration.inlineReaderCount = inlineReaderCount
+        let tier = try await SQLiteTier.open(configuration: configuration)
+        var generator = SplitMix64(seed: 3)
+        let large = (0..<(BlobChunks.chunkSize + 5_000)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+        let largeBlob = BlobEnvelope(contentType: .bytes, payload: large, createdAtMilliseconds: 1).encoded()
+        let blobs = (0..<100).map { self.blob("v\($0)") }
+        try await tier.apply((0..<100).map { store("k\($0)", blobs[$0]) } + [store("large", largeBlob)])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<16 {
+                group.addTask {
+                    for index in 0..<200 {
+                        let key = (task * 31 + index) % 110
+                        let found = try await tier.blob(forKey: CacheKey(rawValue: key < 100 ? "k\(key)" : "x\(key)"))
+                        #expect(found == (key < 100 ? blobs[key] : nil))
+                    }
+                    // An entry stored in chunks is read by a reader queue, whole.
+                    #expect(try await tier.blob(forKey: CacheKey(rawValue: "large")) == largeBlob)
+                }
+            }
+            try await group.waitForAll()
+        }
+        await tier.close()
+        let error = await #expect(throws: PanzaError.self) { _ = try await tier.blob(forKey: CacheKey(rawValue: "k1")) }
+        #expect(error?.code == .closed)
+    }
+
     @Test("Expired entries are misses and are reclaimed")
     func expiry() async throws {
         let tier = try await SQLiteTier.open(configuration: .init(path: self.directory.path("cache.sqlite")))
