@@ -136,4 +136,44 @@ struct GarbageCollectionTests {
         try await writer.close()
         try await collector.close()
     }
+
+    @Test(
+        "panza sync after a bust uploads into the id's current generation, once; a value made before the bust stays local"
+    )
+    func syncAfterBust() async throws {
+        let bucket = S3TestServer.uniqueBucket("gc")
+        var configuration = try S3TestServer.tierConfiguration(bucket: bucket)
+        configuration.invalidationPollInterval = nil
+        let tier = try S3Tier(configuration: configuration)
+        let old = CacheKey(namespace: "f", rawValue: "f/" + String(repeating: "0", count: 64))
+        let new = CacheKey(namespace: "f", rawValue: "f/" + String(repeating: "1", count: 64))
+        let path = self.directory.path("sync.sqlite")
+        let sqlite = try await SQLiteTier.open(configuration: .init(path: path))
+        try await sqlite.apply([.store(key: old, blob: self.envelope("old"), expiresAtMilliseconds: nil)])
+        try await Task.sleep(for: .milliseconds(2))
+        try await tier.apply([.removeNamespace("f")])
+        try await Task.sleep(for: .milliseconds(2))
+        try await sqlite.apply([.store(key: new, blob: self.envelope("new"), expiresAtMilliseconds: nil)])
+        await sqlite.close()
+        let settings = try S3TestServer.settings()
+        let panza = ChildProcess.workerURL.deletingLastPathComponent().appendingPathComponent("panza")
+        let environment = [
+            "AWS_ACCESS_KEY_ID": settings.credentials.accessKeyID,
+            "AWS_SECRET_ACCESS_KEY": settings.credentials.secretAccessKey,
+        ]
+        let arguments = [
+            "sync", "--json", "--path", path, "--s3-bucket", bucket, "--s3-prefix", "v1", "--s3-endpoint",
+            settings.endpoint,
+        ]
+        for _ in 0..<2 {
+            let result = try await ChildProcess.start(arguments, executable: panza, environment: environment).wait()
+            #expect(result.status == 0, "\(result.error)")
+        }
+        let second = try await ChildProcess.start(arguments, executable: panza, environment: environment).wait()
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(second.output.utf8)) as? [String: Any])
+        #expect(report["alreadyInS3"] as? Int == 1, "\(second.output)")
+        _ = try await tier.newInvalidations()
+        #expect(try await tier.allObjectKeys() == [tier.objectKey(for: new)], "only the value made after the bust")
+        try await tier.close()
+    }
 }

@@ -29,6 +29,8 @@ struct SyncCommand: AsyncParsableCommand {
         }
         let sqlite = try await self.options.openExisting()
         let local = try await sqlite.entries()
+        // Object keys depend on the ids' generations (busts): read the invalidation log first.
+        _ = try await tier.newInvalidations()
         let remote = Set(try await tier.allObjectKeys())
         let missing = local.filter {
             !remote.contains(tier.objectKey(for: CacheKey(namespace: $0.namespace, rawValue: $0.key)))
