@@ -195,6 +195,7 @@ let benchmarks: @Sendable () -> Void = {
     sharedBucketBenchmarks()
     openBenchmarks()
     peerBenchmarks()
+    coldReadBenchmarks()
 }
 
 /// State built once and shared by every iteration of a benchmark, so that setup stays out of

@@ -119,7 +119,12 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
     /// - Complexity: one request per 1,000 new entries (one in the steady state); the first call
     ///   lists the whole log (which `panza gc` keeps short).
     public func newInvalidations() async throws -> [CacheInvalidation] {
-        try await self.invalidationLog.sync(client: self.client, retry: self.configuration.readRetry)
+        if self.invalidationLog.isSynced {
+            try await self.invalidationLog.sync(client: self.client, retry: self.configuration.readRetry)
+        } else {
+            // The first read of the log is shared with the first lookup, which needs it too.
+            try await self.ensureSynced(retry: self.configuration.readRetry)
+        }
         self.collectGarbageIfDue()
         return self.invalidationLog.takeUndelivered()
     }

@@ -47,12 +47,17 @@ extension SQLiteTier {
         /// the expired entries they find). One minute by default.
         public var expiredReclaimInterval: Duration? = .seconds(60)
         /// Connections that serve point lookups on the caller's own thread, without a hand-off to
-        /// a reader queue (2 by default; 0 to always use the reader queues). A lookup takes a free
-        /// one or goes to the queues, never waits for a lock on it (no busy timeout), and leaves
-        /// entries stored in chunks (over 1 MiB) to the queues. Each hit costs the lookup itself
-        /// (a few microseconds on a mapped file); a page not in memory is read on the caller's
-        /// thread.
-        public var inlineReaderCount = 2
+        /// a reader queue (0 to always use the reader queues). A lookup takes a free one or goes to
+        /// the queues, never waits for a lock on it (no busy timeout), and leaves entries stored in
+        /// chunks (over 1 MiB) to the queues. Each hit costs the lookup itself (a few microseconds
+        /// on a mapped file). A page not in memory is read on the caller's thread, which the other
+        /// tasks of the cooperative pool then wait for: so by default there are half as many as
+        /// processors (1 on 2 cores), which leaves threads free, and a lookup that takes longer
+        /// than ``inlineSlowLookup`` (a cold file) sends lookups to the queues for a second.
+        public var inlineReaderCount = Configuration.defaultReaderCount
+        /// How long an inline lookup may take before lookups go to the reader queues for a second
+        /// (see ``inlineReaderCount``); 1 ms by default.
+        public var inlineSlowLookup: Duration = .milliseconds(1)
 
         /// - Parameters:
         ///   - path: the database file.

@@ -144,7 +144,8 @@ public final class SQLiteTier: CacheTier {
                 inlineReaders = try InlineReaderPool(
                     path: configuration.path, count: configuration.inlineReaderCount,
                     memoryMapBytes: configuration.memoryMapBytes,
-                    accessTimeResolution: configuration.accessTimeResolution.wholeMilliseconds)
+                    accessTimeResolution: configuration.accessTimeResolution.wholeMilliseconds,
+                    slowLookup: configuration.inlineSlowLookup)
             }
             for index in 0..<configuration.readerCount {
                 readers.append(
