@@ -172,6 +172,7 @@ struct GarbageCollectionTests {
         let second = try await ChildProcess.start(arguments, executable: panza, environment: environment).wait()
         let report = try #require(try JSONSerialization.jsonObject(with: Data(second.output.utf8)) as? [String: Any])
         #expect(report["alreadyInS3"] as? Int == 1, "\(second.output)")
+        #expect(report["busted"] as? Int == 1 && report["uploaded"] as? Int == 0, "\(second.output)")
         _ = try await tier.newInvalidations()
         #expect(try await tier.allObjectKeys() == [tier.objectKey(for: new)], "only the value made after the bust")
         try await tier.close()

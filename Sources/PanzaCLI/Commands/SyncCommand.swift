@@ -21,6 +21,8 @@ struct SyncCommand: AsyncParsableCommand {
         var alreadyInS3: Int
         var uploaded: Int
         var uploadedBytes: Int
+        /// Local entries made before a bust recorded in the bucket: never uploaded.
+        var busted: Int
     }
 
     func run() async throws {
@@ -37,17 +39,22 @@ struct SyncCommand: AsyncParsableCommand {
         }
         let progress = ProgressBar(total: missing.count, label: "uploading", enabled: !self.options.json)
         var uploadedBytes = 0
+        var uploaded = 0
+        var busted = 0
         var index = 0
         while index < missing.count {
             let batch = Array(missing[index..<min(index + self.concurrency * 4, missing.count)])
             var operations: [CacheTierOperation] = []
             for entry in batch {
                 guard let blob = try await sqlite.storedBlob(forKey: entry.key) else { continue }
+                let key = CacheKey(namespace: entry.namespace, rawValue: entry.key)
+                guard !tier.isInvalidated(key, createdAt: BlobEnvelope.createdAtMilliseconds(ofStored: blob)) else {
+                    busted += 1
+                    continue
+                }
+                uploaded += 1
                 uploadedBytes += blob.count
-                operations.append(
-                    .store(
-                        key: CacheKey(namespace: entry.namespace, rawValue: entry.key), blob: blob,
-                        expiresAtMilliseconds: entry.expiresAtMilliseconds))
+                operations.append(.store(key: key, blob: blob, expiresAtMilliseconds: entry.expiresAtMilliseconds))
             }
             try await tier.apply(operations)
             index += batch.count
@@ -57,13 +64,14 @@ struct SyncCommand: AsyncParsableCommand {
         await sqlite.close()
         try await tier.close()
         let report = Report(
-            localEntries: local.count, alreadyInS3: local.count - missing.count, uploaded: missing.count,
-            uploadedBytes: uploadedBytes)
+            localEntries: local.count, alreadyInS3: local.count - missing.count, uploaded: uploaded,
+            uploadedBytes: uploadedBytes, busted: busted)
         if self.options.json {
             try Output.json(report)
         } else {
             print(
                 "\(report.localEntries) local entries: \(report.alreadyInS3) already in S3, \(report.uploaded) uploaded (\(Output.bytes(report.uploadedBytes)))"
+                    + (report.busted > 0 ? ", \(report.busted) made before a bust and kept local" : "")
             )
         }
     }

@@ -270,8 +270,10 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
     /// The wall clock, in milliseconds since 1970 (the clock of envelopes' creation times).
     static func nowMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1_000).rounded(.down)) }
 
-    /// Whether a value of `key` made at `createdAt` was made before a removal that covers it.
-    private func isInvalidated(_ key: CacheKey, createdAt: Int64?) -> Bool {
+    /// Whether a value of `key` made at `createdAt` was made before a removal that covers it (a
+    /// bust recorded in the invalidation log, as the tier last read it): such a value is neither
+    /// uploaded nor served.
+    package func isInvalidated(_ key: CacheKey, createdAt: Int64?) -> Bool {
         guard let removed = self.invalidationLog.removalStamp(covering: key) else { return false }
         return (createdAt ?? .min) < removed
     }
