@@ -179,4 +179,25 @@ struct SharedBucketTests {
         #expect(requests.allSatisfy { $0.method == "GET" && $0.target.contains("list-type=2") })
         #expect(requests.allSatisfy { $0.target.contains("prefix=v1%2F_invalidations%2F") })
     }
+
+    @Test("A bucket that does not exist yet has an empty invalidation log, not a failing one")
+    func noBucketYet() async throws {
+        var tier = try S3TestServer.tierConfiguration(bucket: S3TestServer.uniqueBucket("new"))
+        tier.invalidationPollInterval = nil
+        var configuration = TieredCache.Configuration()
+        configuration.sqlite = .init(path: self.directory.path("new-bucket.sqlite"))
+        configuration.remote = try S3Tier(configuration: tier)
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        #expect(try await cache.synchronizeInvalidations() == 0)
+        #expect(cache.statistics.invalidationPollFailures == 0)
+        // The first write creates the bucket; a bust in it then reaches a second cache.
+        try await cache.set("v", forKey: "k")
+        try await cache.removeValue(forKey: "k")
+        try await cache.flush()
+        let other = try S3Tier(configuration: tier)
+        #expect(try await other.newInvalidations().map(\.scope) == [.key(CacheKey(rawValue: "k"))])
+        try await other.close()
+        try await cache.close()
+    }
 }

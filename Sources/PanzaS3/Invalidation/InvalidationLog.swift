@@ -149,7 +149,13 @@ final class InvalidationLog: Sendable {
         let startAfter = self.state.withLock { state in
             state.newestStamp.map { self.logPrefix + Self.stampText(max(0, $0 - Self.lookback)) }
         }
-        let listed = try await client.listAllObjects(prefix: self.logPrefix, startAfter: startAfter, retry: retry)
+        let listed: [S3Client.ListedObject]
+        do {
+            listed = try await client.listAllObjects(prefix: self.logPrefix, startAfter: startAfter, retry: retry)
+        } catch let error as S3Error where error.s3Code == "NoSuchBucket" {
+            // No bucket yet (the first write creates it): nothing was ever busted in it.
+            listed = []
+        }
         var entries: [Entry] = []
         for object in listed {
             guard !self.state.withLock({ $0.seen.contains(object.key) }) else { continue }
