@@ -6,13 +6,19 @@ import PanzaS3
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Run a workload (or replay a trace) across tier sizes and recommend the smallest that does the job.",
+        abstract:
+            "Run a workload (or replay a trace) across tier sizes and recommend the cheapest that meets your goals.",
         discussion: """
             Runs the same operations against a matrix of tier configurations (memory sizes × SQLite on/off \
             × S3 on/off when --s3-bucket is given) and reports, for each, hit ratios per tier, loader \
             calls, p50/p99/p99.9 latency, throughput and bytes. Writes an SVG chart of hit ratio and \
             latency against memory size. With --trace, replays a file recorded by \
             `TieredCache.Configuration.trace` instead of a synthetic workload.
+
+            The recommendation is the cheapest configuration that meets --target-p99 and \
+            --memory-budget: its cost counts the loader calls left (--loader-cost each), its memory \
+            bound (--memory-cost per GiB) and the bytes it stored on disk (--disk-cost per GiB); \
+            configurations within 1% of the cheapest go to the lowest p50, then p99.
             """
     )
 
@@ -26,6 +32,14 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .customLong("loader-latency"), help: "Loader latency in milliseconds.") var loaderLatency = 2.0
     @Option(name: .customLong("loader-cost"), help: "Cost of one loader call, to value the calls saved.")
     var loaderCost = 0.002
+    @Option(name: .customLong("target-p99"), help: "The largest p99 latency accepted, in milliseconds.")
+    var targetP99: Double?
+    @Option(name: .customLong("memory-budget"), help: "The largest memory tier accepted, in bytes.")
+    var memoryBudget: Int?
+    @Option(name: .customLong("memory-cost"), help: "Cost of a GiB of memory tier, against --loader-cost.")
+    var memoryCost = 0.05
+    @Option(name: .customLong("disk-cost"), help: "Cost of a GiB stored in SQLite, against --loader-cost.")
+    var diskCost = 0.001
     @Option(help: "Tasks issuing operations at once.") var concurrency = 16
     @Option(help: "Operations per configuration.") var operations = 20_000
     @Option(help: "Random seed.") var seed: UInt64 = 42
@@ -42,6 +56,9 @@ struct BenchCommand: AsyncParsableCommand {
         var source: String
         var results: [BenchResult]
         var recommendation: BenchResult?
+        /// Why the recommendation (or why none), and each configuration's cost.
+        var recommendationReason: String
+        var costs: [Double]
         var chart: String
     }
 
@@ -53,6 +70,11 @@ struct BenchCommand: AsyncParsableCommand {
             throw ValidationError("--keys, --operations and --concurrency must be positive")
         }
         guard (0...1).contains(self.writeFraction) else { throw ValidationError("--writes must be between 0 and 1") }
+        guard self.targetP99.map({ $0 > 0 }) ?? true, self.memoryBudget.map({ $0 >= 0 }) ?? true,
+            self.memoryCost >= 0, self.diskCost >= 0, self.loaderCost >= 0
+        else {
+            throw ValidationError("--target-p99 must be positive, --memory-budget and the costs not negative")
+        }
     }
 
     func run() async throws {
@@ -134,14 +156,12 @@ struct BenchCommand: AsyncParsableCommand {
         bar.finish()
 
         let best = results.map(\.hitRatio).max() ?? 0
-        let recommendation =
-            results
-            .filter { $0.hitRatio >= best * 0.99 }
-            .min {
-                ($0.setup.memoryBytes ?? 0, $0.setup.sqliteBytes ?? 0, $0.setup.s3 ? 1 : 0) < (
-                    $1.setup.memoryBytes ?? 0, $1.setup.sqliteBytes ?? 0, $1.setup.s3 ? 1 : 0
-                )
-            }
+        let choice = BenchRecommendation.choose(
+            from: results,
+            goals: .init(
+                targetP99Microseconds: self.targetP99.map { $0 * 1_000 }, memoryBudget: self.memoryBudget,
+                loaderCost: self.loaderCost, memoryCostPerGiB: self.memoryCost, diskCostPerGiB: self.diskCost))
+        let recommendation = choice.result
         let svg = BenchChart.svg(results: results, title: "panza bench — \(source)")
         try svg.write(toFile: self.chart, atomically: true, encoding: .utf8)
 
@@ -149,7 +169,7 @@ struct BenchCommand: AsyncParsableCommand {
             try Output.json(
                 Report(
                     workload: workload, source: source, results: results, recommendation: recommendation,
-                    chart: self.chart))
+                    recommendationReason: choice.reason, costs: choice.costs, chart: self.chart))
             return
         }
         Output.table(
@@ -178,13 +198,16 @@ struct BenchCommand: AsyncParsableCommand {
         if let recommendation {
             print(
                 "\nRecommended: \(recommendation.label) — hit ratio \(String(format: "%.1f%%", recommendation.hitRatio * 100)) "
-                    + "(best \(String(format: "%.1f%%", best * 100))), the smallest within 1% of the best."
+                    + "(best \(String(format: "%.1f%%", best * 100))), p99 "
+                    + Output.duration(.nanoseconds(Int64(recommendation.p99Microseconds * 1000)))
+                    + ": \(choice.reason)."
             )
             print(
                 "It saves \(recommendation.savedLoaderCalls) of \(operations.count { !$0.isWrite }) loader calls"
                     + String(format: ", worth %.2f at %.4f a call.", recommendation.savedCost, workload.loaderCost)
             )
         }
+        if recommendation == nil { print("\nNo recommendation: \(choice.reason).") }
         print("Chart: \(self.chart)")
     }
 

@@ -173,6 +173,40 @@ struct CLITests {
         #expect(svg.hasPrefix("<svg") && svg.contains("polyline"))
     }
 
+    @Test(
+        "bench recommends the cheapest configuration that meets --target-p99 and --memory-budget, ties going to latency"
+    )
+    func benchGoals() async throws {
+        let common = [
+            "bench", "--json", "--keys", "100", "--operations", "1500", "--loader-latency", "0.2",
+            "--memory-sizes", "0,1000000", "--chart", self.directory.path("goals.svg"),
+        ]
+        func recommendation(_ extra: [String]) async throws -> (setup: [String: Any]?, report: [String: Any]) {
+            let result = try await self.panza(common + extra)
+            #expect(result.status == 0, "\(result.error)")
+            let report = try #require(try self.json(result.output) as? [String: Any])
+            let recommended = report["recommendation"] as? [String: Any]
+            return (recommended?["setup"] as? [String: Any], report)
+        }
+        // Every configuration with SQLite misses only the 100 first reads: the loader calls tie, and
+        // memory costs next to nothing beside them, so the faster typical call wins (memory, not
+        // SQLite alone: its p50 is several times higher).
+        let (byDefault, defaultReport) = try await recommendation([])
+        let results = try #require(defaultReport["results"] as? [[String: Any]])
+        let costs = try #require(defaultReport["costs"] as? [Double])
+        #expect(costs.count == results.count)
+        #expect(byDefault?["memoryBytes"] as? Int == 1_000_000, "\(defaultReport["recommendationReason"] ?? "")")
+        // No memory allowed: a configuration without a memory tier.
+        let (budgeted, _) = try await recommendation(["--memory-budget", "0"])
+        #expect(budgeted != nil && budgeted?["memoryBytes"] == nil)
+        // A p99 nobody reaches: no recommendation, and why.
+        let (none, noneReport) = try await recommendation(["--target-p99", "0.000001"])
+        #expect(none == nil)
+        #expect((noneReport["recommendationReason"] as? String)?.contains("no configuration meets") == true)
+        let bad = try await self.panza(common + ["--target-p99", "-1"])
+        #expect(bad.status == 64)
+    }
+
     @Test("bench replays a recorded trace")
     func benchTrace() async throws {
         let tracePath = self.directory.path("trace.pnzt")
