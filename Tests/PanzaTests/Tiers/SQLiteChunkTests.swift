@@ -166,26 +166,27 @@ struct SQLiteChunkTests {
     @Test("A large upload reaches a piece-wise tier one chunk at a time, and its lease is renewed while it progresses")
     func pieceWiseUpload() async throws {
         let remote = PieceRecordingTier(
-            delayPerPiece: .milliseconds(600), databasePath: self.directory.path("cache.sqlite"))
-        let value = Data(Self.largeBlob(megabytes: 3.5, seed: 4))
+            delayPerPiece: .seconds(1), databasePath: self.directory.path("cache.sqlite"))
+        let value = Data(Self.largeBlob(megabytes: 5.5, seed: 4))
         let cache = try await makeCache(in: self.directory, memory: nil) {
             $0.remote = remote
-            // 4 pieces of 600 ms: longer than the 2 s lease, which progress renews; each gap (600 ms)
-            // well within 3/4 of it, even on a loaded machine.
-            $0.writeBehind.outboxLease = .seconds(2)
+            // 6 pieces of 1 s: longer than the 4 s lease, which progress renews; each gap (1 s) within
+            // 3/4 of it (3 s) even on a loaded machine (a 600 ms gap against 1.5 s was missed once,
+            // with the whole suite running).
+            $0.writeBehind.outboxLease = .seconds(4)
         }
         try await cache.set("small", forKey: "before")
         try await cache.set(value, forKey: "large")
         try await cache.set("small", forKey: "after")
         try await cache.flush()
         let state = remote.state.withLock { $0 }
-        #expect(state.pieceCounts == [4], "pieces per upload: \(state.pieceCounts)")
+        #expect(state.pieceCounts == [6], "pieces per upload: \(state.pieceCounts)")
         #expect(state.largestPiece <= BlobChunks.chunkSize)
         #expect(state.order == ["before", "large", "after"], "uploads out of order: \(state.order)")
         let stored = try #require(state.blobs["large"])
         #expect(try BlobEnvelope.decode(stored).payload == Array(value))
         #expect(cache.statistics.writeFailures == 0, "the upload was abandoned and retried")
-        // At its last piece, over 2 s after the claim, the 2 s lease was still held: renewed.
+        // At its last piece, over 5 s after the claim, the 4 s lease was still held: renewed.
         #expect(state.leaseHeldAtLastPiece == true)
         try await cache.close()
     }
