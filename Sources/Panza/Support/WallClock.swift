@@ -2,8 +2,9 @@ import Foundation
 
 /// Wall-clock time in milliseconds since 1970, the unit of creation and expiry times in envelopes
 /// and in SQLite (they must mean the same thing in every process and on every machine).
-enum WallClock {
-    static func nowMilliseconds() -> Int64 {
+package enum WallClock {
+    /// Now, in milliseconds since 1970, rounded down.
+    package static func nowMilliseconds() -> Int64 {
         Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
     }
 }

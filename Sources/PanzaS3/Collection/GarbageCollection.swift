@@ -81,7 +81,7 @@ extension S3Tier {
     package func collectGarbage(_ plan: GarbagePlan, progress: (Int, Int) -> Void = { _, _ in }) async throws {
         if !plan.logEntries.isEmpty {
             try await self.invalidationLog.recordHorizon(
-                cutoff: plan.cutoffMilliseconds, client: self.client, now: Self.nowMilliseconds())
+                cutoff: plan.cutoffMilliseconds, client: self.client, now: WallClock.nowMilliseconds())
         }
         let all = plan.all
         var done = 0

@@ -53,15 +53,10 @@ struct ObjectEncryption: Sendable {
     func associatedData(objectKey: String, header: [UInt8], keyID: String) -> [UInt8] {
         var header = header
         ObjectSignature.markUnsigned(&header)
-        var data: [UInt8] = []
-        for part in [
+        return ObjectSignature.framed([
             Self.label, Array(self.bucket.utf8), Array(self.prefix.utf8), Array(objectKey.utf8), header,
             Array(keyID.utf8),
-        ] {
-            withUnsafeBytes(of: UInt32(part.count).bigEndian) { data += $0 }
-            data += part
-        }
-        return data
+        ])
     }
 
     static func nonce(prefix: [UInt8], index: Int, last: Bool) throws -> AES.GCM.Nonce {

@@ -46,6 +46,8 @@ final class InvalidationLog: Sendable {
         var madeAt: Int64? = nil
         /// For a horizon: local values made before this are dropped (the scope is `.all`).
         var horizon: Int64? = nil
+        /// The key did not fit in the name (`keyref`): the entry's body holds it.
+        var keyInBody = false
 
         /// What the entry asks of the caches that read it.
         var invalidation: CacheInvalidation {
@@ -110,11 +112,6 @@ final class InvalidationLog: Sendable {
         }
     }
 
-    /// Whether `token` is the current generation of `namespace` (`nil`: the first, before any removal).
-    func isCurrent(token: String?, namespace: String) -> Bool {
-        self.generation(of: namespace) == token
-    }
-
     /// The entries garbage collection keeps whatever their age: the newest removal of each id, of
     /// everything, and the newest horizon (they define generations and what local tiers dropped).
     var lastingEntries: Set<String> {
@@ -128,14 +125,32 @@ final class InvalidationLog: Sendable {
     /// Records a horizon: caches drop their local entries made before `cutoff` (written by garbage
     /// collection before it deletes older log entries).
     func recordHorizon(cutoff: Int64, client: S3Client, now: Int64) async throws {
+        try await self.write(client: client, now: now) { _ in
+            (path: "horizon/" + Self.stampText(cutoff), body: [], scope: .all, madeAt: nil, horizon: cutoff)
+        }
+    }
+
+    /// Reads the log, then writes an entry named `{stamp}-{writer}/{path}` with a stamp after every
+    /// entry this tier knows, and applies it to this tier's state.
+    ///
+    /// - Parameter describe: given the stamp, the rest of the name, the body and what the entry says.
+    private func write(
+        client: S3Client, now: Int64,
+        _ describe: (_ stamp: Int64) -> (
+            path: String, body: [UInt8], scope: CacheInvalidation.Scope, madeAt: Int64?, horizon: Int64?
+        )
+    ) async throws {
         try await self.sync(client: client)
         let stamp = self.state.withLock { max(now, ($0.newestStamp ?? 0) + 1) }
         let token = Self.stampText(stamp) + "-" + self.writer
-        let name = self.logPrefix + token + "/horizon/" + Self.stampText(cutoff)
-        try await client.put(key: name, body: [], contentType: "text/plain")
-        let entry = Entry(name: name, token: token, stamp: stamp, writer: self.writer, scope: .all, horizon: cutoff)
+        let entry = describe(stamp)
+        let name = self.logPrefix + token + "/" + entry.path
+        try await client.put(key: name, body: entry.body, contentType: "text/plain")
+        let applied = Entry(
+            name: name, token: token, stamp: stamp, writer: self.writer, scope: entry.scope, madeAt: entry.madeAt,
+            horizon: entry.horizon)
         self.state.withLock { state in
-            if state.seen.insert(name).inserted { Self.apply(entry, to: &state) }
+            if state.seen.insert(name).inserted { Self.apply(applied, to: &state) }
         }
     }
 
@@ -160,7 +175,7 @@ final class InvalidationLog: Sendable {
         for object in listed {
             guard !self.state.withLock({ $0.seen.contains(object.key) }) else { continue }
             guard var entry = self.parse(object.key) else { continue }
-            if case .key(let key) = entry.scope, object.key.contains("/keyref.") || object.key.contains("/keyref/") {
+            if case .key(let key) = entry.scope, entry.keyInBody {
                 // The key did not fit in the name: it is the body.
                 guard let body = try await client.get(key: object.key, retry: retry) else { continue }
                 entry.scope = .key(CacheKey(namespace: key.namespace, rawValue: String(decoding: body, as: UTF8.self)))
@@ -219,32 +234,27 @@ final class InvalidationLog: Sendable {
     ///   - client: the bucket's client.
     ///   - now: the writer's clock, in milliseconds since 1970.
     func record(_ scope: CacheInvalidation.Scope, madeAt: Int64? = nil, client: S3Client, now: Int64) async throws {
-        try await self.sync(client: client)
-        let stamp = self.state.withLock { max(now, ($0.newestStamp ?? 0) + 1) }
-        let made = Self.stampText(min(madeAt ?? now, stamp))
-        var name = self.logPrefix + Self.stampText(stamp) + "-" + self.writer + "/"
-        var body: [UInt8] = []
-        switch scope {
-        case .all:
-            name += "all." + made
-        case .namespace(let namespace):
-            name += "id." + made + "/n" + URIEncoding.encode(namespace)
-        case .key(let key):
-            let encoded = "n" + URIEncoding.encode(key.namespace) + "/" + URIEncoding.encode(key.rawValue)
-            if name.utf8.count + 21 + encoded.utf8.count <= 1_000 {
-                name += "key." + made + "/" + encoded
-            } else {
+        // The name's prefix: `{prefix}/_invalidations/` and a 16-digit stamp, a dash, 16 hex digits, a slash.
+        let prefixLength = self.logPrefix.utf8.count + 34
+        try await self.write(client: client, now: now) { stamp in
+            let made = min(madeAt ?? now, stamp)
+            let madeText = Self.stampText(made)
+            switch scope {
+            case .all:
+                return ("all." + madeText, [], scope, made, nil)
+            case .namespace(let namespace):
+                return ("id." + madeText + "/n" + URIEncoding.encode(namespace), [], scope, made, nil)
+            case .key(let key):
+                let encoded = "n" + URIEncoding.encode(key.namespace) + "/" + URIEncoding.encode(key.rawValue)
+                if prefixLength + 21 + encoded.utf8.count <= 1_000 {
+                    return ("key." + madeText + "/" + encoded, [], scope, made, nil)
+                }
                 let hash = SHA256.hash(data: Array(key.rawValue.utf8)).map { String(format: "%02x", $0) }.joined()
-                name += "keyref." + made + "/n" + URIEncoding.encode(key.namespace) + "/" + hash
-                body = Array(key.rawValue.utf8)
+                return (
+                    "keyref." + madeText + "/n" + URIEncoding.encode(key.namespace) + "/" + hash,
+                    Array(key.rawValue.utf8), scope, made, nil
+                )
             }
-        }
-        try await client.put(key: name, body: body, contentType: "text/plain")
-        let entry = Entry(
-            name: name, token: Self.stampText(stamp) + "-" + self.writer, stamp: stamp, writer: self.writer,
-            scope: scope, madeAt: Int64(made))
-        self.state.withLock { state in
-            if state.seen.insert(name).inserted { Self.apply(entry, to: &state) }
         }
     }
 
@@ -293,6 +303,8 @@ final class InvalidationLog: Sendable {
         default:
             return nil
         }
-        return Entry(name: name, token: parts[0], stamp: stamp, writer: token[1], scope: scope, madeAt: madeAt)
+        return Entry(
+            name: name, token: parts[0], stamp: stamp, writer: token[1], scope: scope, madeAt: madeAt,
+            keyInBody: kindParts.first == "keyref")
     }
 }

@@ -41,14 +41,21 @@ struct ObjectSignature: Sendable {
 
     /// The message a tag covers.
     func message(objectKey: String, digest: SHA256.Digest) -> [UInt8] {
-        var message: [UInt8] = []
-        for part in [
+        Self.framed([
             Self.label, Array(self.bucket.utf8), Array(self.prefix.utf8), Array(objectKey.utf8), Array(digest),
-        ] {
-            withUnsafeBytes(of: UInt32(part.count).bigEndian) { message += $0 }
-            message += part
+        ])
+    }
+
+    /// `parts` joined, each preceded by its length (4 bytes, big-endian): what signatures and
+    /// encryption authenticate, so that no two different lists of parts give the same bytes.
+    static func framed(_ parts: [[UInt8]]) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(parts.reduce(0) { $0 + 4 + $1.count })
+        for part in parts {
+            withUnsafeBytes(of: UInt32(part.count).bigEndian) { bytes += $0 }
+            bytes += part
         }
-        return message
+        return bytes
     }
 
     /// The signature trailer for an object whose bytes before it hash to `digest`.

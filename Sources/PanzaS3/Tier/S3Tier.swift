@@ -140,8 +140,7 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
             return true
         }
         guard due else { return }
-        let (seconds, attoseconds) = age.components
-        let cutoff = Self.nowMilliseconds() - (seconds * 1_000 + attoseconds / 1_000_000_000_000_000)
+        let cutoff = WallClock.nowMilliseconds() - age.wholeMilliseconds
         Task {
             do {
                 let plan = try await self.planGarbageCollection(cutoffMilliseconds: cutoff)
@@ -241,9 +240,7 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
         guard let refreshAfter = self.configuration.refreshAfter, self.configuration.policy != .readOnly,
             let lastModified
         else { return }
-        let (seconds, attoseconds) = refreshAfter.components
-        let age = seconds * 1_000 + attoseconds / 1_000_000_000_000_000
-        guard Self.nowMilliseconds() - lastModified >= age else { return }
+        guard WallClock.nowMilliseconds() - lastModified >= refreshAfter.wholeMilliseconds else { return }
         let start = self.refreshes.withLock { refreshes -> Bool in
             guard refreshes.inFlight < 2, !refreshes.done.contains(objectKey) else { return false }
             if refreshes.done.count >= 10_000 { refreshes.done = [] }
@@ -266,9 +263,6 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
             }
         }
     }
-
-    /// The wall clock, in milliseconds since 1970 (the clock of envelopes' creation times).
-    static func nowMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1_000).rounded(.down)) }
 
     /// Whether a value of `key` made at `createdAt` was made before a removal that covers it (a
     /// bust recorded in the invalidation log, as the tier last read it): such a value is neither
@@ -335,7 +329,7 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
                 let objectKey = self.objectKey(for: key)
                 var work = segment[objectKey] ?? KeyWork(key: key, operation: operation)
                 if segment[objectKey] == nil { order.append(objectKey) }
-                if case .remove = operation { work.removedAt = madeAt ?? Self.nowMilliseconds() }
+                if case .remove = operation { work.removedAt = madeAt ?? WallClock.nowMilliseconds() }
                 work.operation = operation
                 segment[objectKey] = work
             case .removeNamespace(let namespace):
@@ -416,7 +410,7 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
     private func recordInvalidation(_ scope: CacheInvalidation.Scope, madeAt: Int64? = nil) async throws {
         try await LoadLimits.run(within: self.configuration.writeLimits) {
             try await self.invalidationLog.record(
-                scope, madeAt: madeAt, client: self.client, now: Self.nowMilliseconds())
+                scope, madeAt: madeAt, client: self.client, now: WallClock.nowMilliseconds())
         }
     }
 
@@ -512,7 +506,8 @@ public final class S3Tier: CacheTier, PieceWiseStoring, PieceWiseReading, Invali
                                 try await self.client.delete(key: self.objectKey(for: item.key))
                             }
                             try await self.invalidationLog.record(
-                                .key(item.key), madeAt: removedAt, client: self.client, now: Self.nowMilliseconds())
+                                .key(item.key), madeAt: removedAt, client: self.client, now: WallClock.nowMilliseconds()
+                            )
                         }
                         if case .store(let key, let blob, _) = item.operation {
                             try await self.upload(blob, key: key)

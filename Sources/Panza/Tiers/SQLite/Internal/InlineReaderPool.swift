@@ -50,11 +50,6 @@ final class InlineReaderPool: Sendable {
         self.pause = pause
     }
 
-    private func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
-    }
-
     /// Looks `key` up on a free connection, on this thread; `nil` when the caller should use a
     /// reader queue instead (no free connection, the database is locked, or the entry is stored
     /// in chunks).
@@ -62,7 +57,7 @@ final class InlineReaderPool: Sendable {
         found: TierFound?, missStamp: Int64?, requestMaintenance: Bool
     )? {
         let started = self.clock.now
-        let now = self.nanoseconds(self.start.duration(to: started))
+        let now = self.start.duration(to: started).wholeNanoseconds
         guard now >= self.pausedUntil.load(ordering: .relaxed) else { return nil }
         let taken = self.state.withLock { state -> Handoff<SQLiteConnection>? in
             state.isClosed ? nil : state.free.popLast()
@@ -79,7 +74,7 @@ final class InlineReaderPool: Sendable {
             let elapsed = started.duration(to: self.clock.now)
             if elapsed > self.slowLookup {
                 // The file is cold (or the machine busy): stop holding the caller's threads.
-                self.pausedUntil.store(now + self.nanoseconds(elapsed + self.pause), ordering: .relaxed)
+                self.pausedUntil.store(now + (elapsed + self.pause).wholeNanoseconds, ordering: .relaxed)
             }
         }
         do {
