@@ -15,8 +15,10 @@ struct GarbageCollectionTests {
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000) }
 
-    func envelope(_ text: String) -> [UInt8] {
-        BlobEnvelope(contentType: .text, payload: Array(text.utf8), createdAtMilliseconds: Self.now()).encoded()
+    /// An envelope of `text`, made `offset` milliseconds from now (before or after a bust, without waiting).
+    func envelope(_ text: String, madeIn offset: Int64 = 0) -> [UInt8] {
+        BlobEnvelope(contentType: .text, payload: Array(text.utf8), createdAtMilliseconds: Self.now() + offset)
+            .encoded()
     }
 
     @Test(
@@ -37,8 +39,7 @@ struct GarbageCollectionTests {
         ])
         let f1Old = writer.objectKey(for: f1)
         try await writer.apply([.remove(CacheKey(rawValue: "gone")), .removeNamespace("f")])
-        try await Task.sleep(for: .milliseconds(2))
-        try await writer.apply([.store(key: f2, blob: self.envelope("f2"), expiresAtMilliseconds: nil)])
+        try await writer.apply([.store(key: f2, blob: self.envelope("f2", madeIn: 1_000), expiresAtMilliseconds: nil)])
         let f2Current = writer.objectKey(for: f2)
         #expect(f2Current.contains("/~"), "after the bust, f's objects live in a new generation: \(f2Current)")
 
@@ -79,32 +80,33 @@ struct GarbageCollectionTests {
         try await tier.apply([.store(key: key, blob: self.envelope("v"), expiresAtMilliseconds: nil)])
         let old = tier.objectKey(for: key)
         try await tier.apply([.removeNamespace("f")])
-        let settings = try S3TestServer.settings()
-        let panza = ChildProcess.workerURL.deletingLastPathComponent().appendingPathComponent("panza")
-        let environment = [
-            "AWS_ACCESS_KEY_ID": settings.credentials.accessKeyID,
-            "AWS_SECRET_ACCESS_KEY": settings.credentials.secretAccessKey,
-        ]
-        let common = ["--s3-bucket", bucket, "--s3-prefix", "v1", "--s3-endpoint", settings.endpoint]
-        let dry = try await ChildProcess.start(
-            ["gc", "--older-than", "1h", "--dry-run", "--json"] + common, executable: panza, environment: environment
-        ).wait()
+        let dry = try await self.panza(["gc", "--older-than", "1h", "--dry-run", "--json"], bucket: bucket)
         #expect(dry.status == 0, "\(dry.error)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(dry.output.utf8)) as? [String: Any])
         #expect(report["oldGenerations"] as? [String] == [old])
         #expect(report["deleted"] as? Bool == false)
         #expect(try await tier.allObjectKeys() == [old], "a dry run deleted something")
-        let real = try await ChildProcess.start(
-            ["gc", "--older-than", "1h"] + common, executable: panza, environment: environment
-        ).wait()
+        let real = try await self.panza(["gc", "--older-than", "1h"], bucket: bucket)
         #expect(real.status == 0, "\(real.error)")
         #expect(real.output.contains("deleted 1 objects"))
         #expect(try await tier.allObjectKeys().isEmpty)
-        let bad = try await ChildProcess.start(
-            ["gc", "--older-than", "soon"] + common, executable: panza, environment: environment
-        ).wait()
+        let bad = try await self.panza(["gc", "--older-than", "soon"], bucket: bucket)
         #expect(bad.status == 64 && bad.error.contains("--older-than"))
         try await tier.close()
+    }
+
+    /// Runs the `panza` command on the test server's `bucket`, prefix `v1`.
+    func panza(_ arguments: [String], bucket: String) async throws -> (status: Int32, output: String, error: String) {
+        let settings = try S3TestServer.settings()
+        let panza = ChildProcess.workerURL.deletingLastPathComponent().appendingPathComponent("panza")
+        return try await ChildProcess.start(
+            arguments + ["--s3-bucket", bucket, "--s3-prefix", "v1", "--s3-endpoint", settings.endpoint],
+            executable: panza,
+            environment: [
+                "AWS_ACCESS_KEY_ID": settings.credentials.accessKeyID,
+                "AWS_SECRET_ACCESS_KEY": settings.credentials.secretAccessKey,
+            ]
+        ).wait()
     }
 
     func waitUntil(_ condition: () async throws -> Bool) async throws -> Bool {
@@ -149,27 +151,19 @@ struct GarbageCollectionTests {
         let new = CacheKey(namespace: "f", rawValue: "f/" + String(repeating: "1", count: 64))
         let path = self.directory.path("sync.sqlite")
         let sqlite = try await SQLiteTier.open(configuration: .init(path: path))
-        try await sqlite.apply([.store(key: old, blob: self.envelope("old"), expiresAtMilliseconds: nil)])
-        try await Task.sleep(for: .milliseconds(2))
+        try await sqlite.apply([
+            .store(key: old, blob: self.envelope("old", madeIn: -60_000), expiresAtMilliseconds: nil)
+        ])
         try await tier.apply([.removeNamespace("f")])
-        try await Task.sleep(for: .milliseconds(2))
-        try await sqlite.apply([.store(key: new, blob: self.envelope("new"), expiresAtMilliseconds: nil)])
+        try await sqlite.apply([.store(key: new, blob: self.envelope("new", madeIn: 1_000), expiresAtMilliseconds: nil)]
+        )
         await sqlite.close()
-        let settings = try S3TestServer.settings()
-        let panza = ChildProcess.workerURL.deletingLastPathComponent().appendingPathComponent("panza")
-        let environment = [
-            "AWS_ACCESS_KEY_ID": settings.credentials.accessKeyID,
-            "AWS_SECRET_ACCESS_KEY": settings.credentials.secretAccessKey,
-        ]
-        let arguments = [
-            "sync", "--json", "--path", path, "--s3-bucket", bucket, "--s3-prefix", "v1", "--s3-endpoint",
-            settings.endpoint,
-        ]
+        let arguments = ["sync", "--json", "--path", path]
         for _ in 0..<2 {
-            let result = try await ChildProcess.start(arguments, executable: panza, environment: environment).wait()
+            let result = try await self.panza(arguments, bucket: bucket)
             #expect(result.status == 0, "\(result.error)")
         }
-        let second = try await ChildProcess.start(arguments, executable: panza, environment: environment).wait()
+        let second = try await self.panza(arguments, bucket: bucket)
         let report = try #require(try JSONSerialization.jsonObject(with: Data(second.output.utf8)) as? [String: Any])
         #expect(report["alreadyInS3"] as? Int == 1, "\(second.output)")
         #expect(report["busted"] as? Int == 1 && report["uploaded"] as? Int == 0, "\(second.output)")

@@ -17,13 +17,8 @@ enum LargeValueWorker {
         configuration.sqlite = .init(path: path, maxBytes: 4 << 30)
         configuration.modes = CacheModes(environment: nil)
         if arguments.count >= 6 {
-            let environment = ProcessInfo.processInfo.environment
             configuration.remote = try S3Tier(
-                configuration: S3Tier.Configuration(
-                    bucket: arguments[5], prefix: "large", endpoint: arguments[4],
-                    credentials: S3Credentials(
-                        accessKeyID: environment["PANZA_TEST_S3_ACCESS_KEY"] ?? "",
-                        secretAccessKey: environment["PANZA_TEST_S3_SECRET_KEY"] ?? "")))
+                configuration: testS3Tier(endpoint: arguments[4], bucket: arguments[5], prefix: "large"))
             configuration.remoteReadTimeout = .seconds(120)
         }
         let cache = try await TieredCache(configuration: configuration)

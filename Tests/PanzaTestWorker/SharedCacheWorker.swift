@@ -12,16 +12,7 @@ import PanzaS3
 ///   loads=N`), `quit`.
 enum SharedCacheWorker {
     static func run(arguments: [String]) async throws {
-        let environment = ProcessInfo.processInfo.environment
-        var tier = S3Tier.Configuration(
-            bucket: arguments[4],
-            prefix: "v1",
-            endpoint: arguments[3],
-            credentials: S3Credentials(
-                accessKeyID: environment["PANZA_TEST_S3_ACCESS_KEY"] ?? "",
-                secretAccessKey: environment["PANZA_TEST_S3_SECRET_KEY"] ?? ""
-            )
-        )
+        var tier = testS3Tier(endpoint: arguments[3], bucket: arguments[4])
         let pollMilliseconds = Int(arguments[5])!
         tier.invalidationPollInterval = pollMilliseconds > 0 ? .milliseconds(pollMilliseconds) : nil
         if arguments.count > 6 { tier.signingKeys = try S3SigningKey.parse(arguments[6]) }

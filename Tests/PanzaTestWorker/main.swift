@@ -49,6 +49,20 @@ func openCache(_ path: String) async throws -> TieredCache {
     return try await TieredCache(configuration: configuration)
 }
 
+/// A tier on the test server (credentials from PANZA_TEST_S3_*).
+func testS3Tier(endpoint: String, bucket: String, prefix: String = "v1") -> S3Tier.Configuration {
+    let environment = ProcessInfo.processInfo.environment
+    return S3Tier.Configuration(
+        bucket: bucket,
+        prefix: prefix,
+        endpoint: endpoint,
+        credentials: S3Credentials(
+            accessKeyID: environment["PANZA_TEST_S3_ACCESS_KEY"] ?? "",
+            secretAccessKey: environment["PANZA_TEST_S3_SECRET_KEY"] ?? ""
+        )
+    )
+}
+
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("worker: \(message)\n".utf8))
     exit(2)
@@ -109,16 +123,7 @@ do {
 
     case "s3-write-and-wait":
         let count = Int(arguments[3])!
-        let environment = ProcessInfo.processInfo.environment
-        var tierConfiguration = S3Tier.Configuration(
-            bucket: arguments[5],
-            prefix: "v1",
-            endpoint: arguments[4],
-            credentials: S3Credentials(
-                accessKeyID: environment["PANZA_TEST_S3_ACCESS_KEY"] ?? "",
-                secretAccessKey: environment["PANZA_TEST_S3_SECRET_KEY"] ?? ""
-            )
-        )
+        var tierConfiguration = testS3Tier(endpoint: arguments[4], bucket: arguments[5])
         tierConfiguration.client.retry = .none
         tierConfiguration.client.connectTimeout = .milliseconds(500)
         var configuration = TieredCache.Configuration()
