@@ -262,9 +262,14 @@ struct RemoteTierTests {
 
     @Test("A remote tier slower than the loads is skipped after a few reads; one faster than the loads stays in use")
     func slowerThanLoads() async throws {
-        for (loadTime, stays) in [(Duration.milliseconds(1), false), (.milliseconds(400), true)] {
+        // The slow tier answers in 100 ms against 1 ms loads; the fast one in 20 ms against 1 s loads,
+        // a margin wide enough that a loaded machine's late wake-ups cannot turn it slow.
+        let cases: [(readDelay: Duration, loadTime: Duration, stays: Bool)] = [
+            (.milliseconds(100), .milliseconds(1), false), (.milliseconds(20), .seconds(1), true),
+        ]
+        for (readDelay, loadTime, stays) in cases {
             let remote = RecordingTier()
-            remote.state.withLock { $0.readDelay = .milliseconds(100) }
+            remote.state.withLock { $0.readDelay = readDelay }
             let cache = try await makeCache(in: self.directory, sqlite: false) {
                 $0.remote = remote
                 $0.remoteReadTimeout = .seconds(5)
