@@ -172,7 +172,8 @@ final class EnvelopeStreamDecoder: @unchecked Sendable {
                 return DecodedEnvelope(
                     contentType: envelope.contentType, payload: .bytes(envelope.payload),
                     createdAtMilliseconds: envelope.createdAtMilliseconds,
-                    timeToLiveMilliseconds: envelope.timeToLiveMilliseconds, storedBytes: whole.count)
+                    timeToLiveMilliseconds: envelope.timeToLiveMilliseconds,
+                    staleForMilliseconds: envelope.staleForMilliseconds, storedBytes: whole.count)
             }
             guard case .done = self.phase, let header = self.header, let payload = self.payload else {
                 throw PanzaError(code: .corruptBlob, message: "blob ends before its checksum")
@@ -192,7 +193,8 @@ final class EnvelopeStreamDecoder: @unchecked Sendable {
             return DecodedEnvelope(
                 contentType: header.contentType, payload: .data(data),
                 createdAtMilliseconds: header.createdAtMilliseconds,
-                timeToLiveMilliseconds: header.timeToLiveMilliseconds, storedBytes: self.storedBytes)
+                timeToLiveMilliseconds: header.timeToLiveMilliseconds,
+                staleForMilliseconds: header.staleForMilliseconds, storedBytes: self.storedBytes)
         }
     }
 }
@@ -230,16 +232,15 @@ struct DecodedEnvelope: Sendable {
     var payload: Payload
     var createdAtMilliseconds: Int64
     var timeToLiveMilliseconds: Int64
+    var staleForMilliseconds: Int64
     /// Bytes of the envelope as stored.
     var storedBytes: Int
 
-    var expiresAtMilliseconds: Int64? {
-        self.timeToLiveMilliseconds > 0 ? self.createdAtMilliseconds &+ self.timeToLiveMilliseconds : nil
-    }
-
-    func isExpired(atMilliseconds now: Int64) -> Bool {
-        guard let expiresAt = self.expiresAtMilliseconds else { return false }
-        return now >= expiresAt
+    /// When the value was made, expires, and may be dropped.
+    var times: EntryTimes {
+        EntryTimes(
+            createdAtMilliseconds: self.createdAtMilliseconds, timeToLiveMilliseconds: self.timeToLiveMilliseconds,
+            staleForMilliseconds: self.staleForMilliseconds)
     }
 }
 
@@ -256,6 +257,7 @@ extension DecodedEnvelope {
         return DecodedEnvelope(
             contentType: envelope.contentType, payload: .bytes(envelope.payload),
             createdAtMilliseconds: envelope.createdAtMilliseconds,
-            timeToLiveMilliseconds: envelope.timeToLiveMilliseconds, storedBytes: blob.count)
+            timeToLiveMilliseconds: envelope.timeToLiveMilliseconds,
+            staleForMilliseconds: envelope.staleForMilliseconds, storedBytes: blob.count)
     }
 }

@@ -16,16 +16,19 @@ struct PendingEnvelope: Sendable, Equatable {
     var contentType: BlobEnvelope.ContentType
     var createdAtMilliseconds: Int64
     var timeToLiveMilliseconds: Int64
+    /// How long after expiry the value is kept, to be served stale (see ``Freshness``).
+    var staleForMilliseconds: Int64
     var compress: Bool
 
     init(
         payload: Payload, contentType: BlobEnvelope.ContentType, createdAtMilliseconds: Int64,
-        timeToLiveMilliseconds: Int64, compress: Bool
+        timeToLiveMilliseconds: Int64, staleForMilliseconds: Int64 = 0, compress: Bool
     ) {
         self.payload = payload
         self.contentType = contentType
         self.createdAtMilliseconds = createdAtMilliseconds
         self.timeToLiveMilliseconds = timeToLiveMilliseconds
+        self.staleForMilliseconds = staleForMilliseconds
         self.compress = compress
     }
 
@@ -39,6 +42,7 @@ struct PendingEnvelope: Sendable, Equatable {
         self.contentType = decoded.contentType
         self.createdAtMilliseconds = decoded.createdAtMilliseconds
         self.timeToLiveMilliseconds = decoded.timeToLiveMilliseconds
+        self.staleForMilliseconds = decoded.staleForMilliseconds
         self.compress = compress
     }
 
@@ -51,8 +55,11 @@ struct PendingEnvelope: Sendable, Equatable {
         }
     }
 
-    var expiresAtMilliseconds: Int64? {
-        self.timeToLiveMilliseconds > 0 ? self.createdAtMilliseconds &+ self.timeToLiveMilliseconds : nil
+    /// When the value was made, expires, and may be dropped.
+    var times: EntryTimes {
+        EntryTimes(
+            createdAtMilliseconds: self.createdAtMilliseconds, timeToLiveMilliseconds: self.timeToLiveMilliseconds,
+            staleForMilliseconds: self.staleForMilliseconds)
     }
 
     /// Calls `body` with the payload's bytes where they are.
@@ -69,7 +76,8 @@ struct PendingEnvelope: Sendable, Equatable {
         self.withPayload { payload in
             BlobEnvelope.encode(
                 payload: payload, contentType: self.contentType, createdAtMilliseconds: self.createdAtMilliseconds,
-                timeToLiveMilliseconds: self.timeToLiveMilliseconds, compress: self.compress)
+                timeToLiveMilliseconds: self.timeToLiveMilliseconds, staleForMilliseconds: self.staleForMilliseconds,
+                compress: self.compress)
         }
     }
 
@@ -79,7 +87,8 @@ struct PendingEnvelope: Sendable, Equatable {
         try self.withPayload { payload in
             try BlobEnvelope.encode(
                 payload: payload, contentType: self.contentType, createdAtMilliseconds: self.createdAtMilliseconds,
-                timeToLiveMilliseconds: self.timeToLiveMilliseconds, compress: self.compress, into: sink)
+                timeToLiveMilliseconds: self.timeToLiveMilliseconds, staleForMilliseconds: self.staleForMilliseconds,
+                compress: self.compress, into: sink)
         }
     }
 
@@ -93,6 +102,7 @@ struct PendingEnvelope: Sendable, Equatable {
         }
         return DecodedEnvelope(
             contentType: self.contentType, payload: payload, createdAtMilliseconds: self.createdAtMilliseconds,
-            timeToLiveMilliseconds: self.timeToLiveMilliseconds, storedBytes: self.payloadCount)
+            timeToLiveMilliseconds: self.timeToLiveMilliseconds, staleForMilliseconds: self.staleForMilliseconds,
+            storedBytes: self.payloadCount)
     }
 }

@@ -23,13 +23,15 @@ enum ValueCoding {
         of value: Value,
         createdAtMilliseconds: Int64,
         timeToLiveMilliseconds: Int64,
+        staleForMilliseconds: Int64 = 0,
         compress: Bool,
         maxPayloadBytes: Int,
         pendingAbove: Int? = nil
-    ) throws -> (payloadCount: Int, expiresAtMilliseconds: Int64?, form: StoredForm) {
+    ) throws -> (payloadCount: Int, times: EntryTimes, form: StoredForm) {
         var pending = PendingEnvelope(
             payload: .bytes([]), contentType: .bytes, createdAtMilliseconds: createdAtMilliseconds,
-            timeToLiveMilliseconds: timeToLiveMilliseconds, compress: compress)
+            timeToLiveMilliseconds: timeToLiveMilliseconds, staleForMilliseconds: staleForMilliseconds,
+            compress: compress)
         if Value.self == Data.self {
             pending.payload = .data(value as! Data)
         } else if Value.self == [UInt8].self {
@@ -50,9 +52,9 @@ enum ValueCoding {
             )
         }
         if let pendingAbove, count > pendingAbove {
-            return (count, pending.expiresAtMilliseconds, .pending(pending))
+            return (count, pending.times, .pending(pending))
         }
-        return (count, pending.expiresAtMilliseconds, .blob(pending.encoded()))
+        return (count, pending.times, .blob(pending.encoded()))
     }
 
     /// How a value goes to the tiers: its envelope, or the value itself to be encoded where it is

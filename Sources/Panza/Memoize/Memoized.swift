@@ -1,5 +1,5 @@
 /// An async function whose results are cached in a ``TieredCache``, made by
-/// ``TieredCache/memoize(id:timeToLive:limits:concurrencyKey:key:rawKey:_:)``.
+/// ``TieredCache/memoize(id:timeToLive:freshness:limits:concurrencyKey:key:rawKey:_:)``.
 ///
 /// ```swift
 /// let forecast = cache.memoize(id: "forecast") { (city: String, days: Int) async throws -> Forecast in
@@ -16,6 +16,8 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     /// The cache the results live in.
     public let cache: TieredCache
     @usableFromInline let timeToLive: Duration?
+    /// The call's freshness: the memoize call's, else the cache's default.
+    @usableFromInline let freshness: Freshness?
     @usableFromInline let function: @Sendable @concurrent (repeat each Argument) async throws -> Value
     @usableFromInline let customKey: (@Sendable (repeat each Argument) throws -> String)?
     /// Whether ``customKey``'s output is used as it is (`rawKey:`) instead of hashed (`key:`).
@@ -29,6 +31,7 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
         id: String,
         cache: TieredCache,
         timeToLive: Duration?,
+        freshness: Freshness?,
         customKey: (@Sendable (repeat each Argument) throws -> String)?,
         keyIsRaw: Bool = false,
         limits: LoadLimits?,
@@ -40,6 +43,7 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
         self.id = id
         self.cache = cache
         self.timeToLive = timeToLive
+        self.freshness = freshness ?? cache.configuration.defaultFreshness
         self.customKey = customKey
         self.keyIsRaw = keyIsRaw
         self.counters = cache.metricsReporter == nil ? nil : cache.counters(forID: id)
@@ -53,7 +57,7 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     public func callAsFunction(_ argument: repeat each Argument) async throws -> Value {
         self.counters?.recordCall()
         let key = try self.key(repeat each argument)
-        let probe = try self.cache.probeMemory(key, as: Value.self)
+        let probe = try self.cache.probeMemory(key, as: Value.self, refreshAhead: self.freshness?.refreshAhead)
         if case .hit(let value) = probe { return value }
         let function = self.function
         return try await self.cache.readThrough(
@@ -62,7 +66,8 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
             timeToLive: self.timeToLive,
             memoryChecked: probe.isMiss,
             limits: self.limits,
-            concurrencyKey: self.concurrencyKey?(repeat each argument)
+            concurrencyKey: self.concurrencyKey?(repeat each argument),
+            freshness: self.freshness
         ) {
             try await function(repeat each argument)
         }
@@ -105,6 +110,8 @@ extension TieredCache {
     ///     the function's results change meaning. 1 to 200 bytes, without `/`, not `.` or `..`, and
     ///     not starting with `_` (reserved).
     ///   - timeToLive: how long results live; `nil` for ``Configuration/defaultTimeToLive``.
+    ///   - freshness: stale-while-revalidate, fail-safe, loader timeouts and refresh-ahead for the
+    ///     function's calls (see ``Freshness``); `nil` for ``Configuration/defaultFreshness``.
     ///   - limits: rate and concurrency limits on calls of `function` (hits are never limited).
     ///   - concurrencyKey: derives the key of ``LoadLimits/concurrencyLimiter`` from the arguments
     ///     (Python panza's `limit_concurrency(n, derive_key)`); by default one limit for all calls.
@@ -116,10 +123,12 @@ extension TieredCache {
     ///     ``PanzaError/Code/invalidKey``), and two functions that return the same text share an
     ///     entry. Give `key` or `rawKey`, not both.
     ///   - function: the function to memoize.
-    /// - Precondition: `id` is valid, and `key` and `rawKey` are not both given (programming errors).
+    /// - Precondition: `id` is valid, `key` and `rawKey` are not both given, and `freshness` is
+    ///   valid (programming errors).
     public func memoize<each Argument: Encodable & Sendable, Value: Codable & Sendable>(
         id: String,
         timeToLive: Duration? = nil,
+        freshness: Freshness? = nil,
         limits: LoadLimits? = nil,
         concurrencyKey: (@Sendable (repeat each Argument) -> String)? = nil,
         key: (@Sendable (repeat each Argument) throws -> String)? = nil,
@@ -130,6 +139,9 @@ extension TieredCache {
             Self.isValidID(id),
             "memoize id must have 1 to 200 UTF-8 bytes, no '/', no '.' or '..' alone, and not start with '_': \(id)"
         )
+        if let freshness {
+            do { try freshness.validate() } catch { preconditionFailure("\(error)") }
+        }
         var customKey = key
         var keyIsRaw = false
         if let rawKey {
@@ -141,6 +153,7 @@ extension TieredCache {
             id: id,
             cache: self,
             timeToLive: timeToLive,
+            freshness: freshness,
             customKey: customKey,
             keyIsRaw: keyIsRaw,
             limits: limits,

@@ -96,6 +96,21 @@ public struct CacheStatistics: Hashable, Sendable, Codable {
     public var invalidationsApplied = 0
     /// Polls of the shared tier's invalidations that failed (local entries were served meanwhile).
     public var invalidationPollFailures = 0
+    /// Calls answered with an entry past its time to live, within ``Freshness/staleFor``
+    /// (stale-while-revalidate) or after a soft timeout.
+    public var staleHits = 0
+    /// Background refreshes that stored a new value (stale-while-revalidate, soft timeouts,
+    /// ``Freshness/refreshAhead``).
+    public var refreshes = 0
+    /// Background refreshes whose load failed or timed out; the stale entry was kept.
+    public var refreshFailures = 0
+    /// Calls whose load failed and that were answered with a stale entry instead
+    /// (``Freshness/failSafeFor``).
+    public var failSafeActivations = 0
+    /// Calls that stopped waiting for a load after ``Freshness/softTimeout`` and got a stale entry.
+    public var softTimeouts = 0
+    /// Loads given up after ``Freshness/hardTimeout``.
+    public var hardTimeouts = 0
 }
 
 /// Lock-free counters behind ``CacheStatistics``.
@@ -105,6 +120,7 @@ final class StatisticsRecorder: Sendable {
         case writeBatches, writeFailures, bytesWritten, bytesRead, memoryEvictions
         case throttledWaits, throttledNanoseconds, rateLimitRetries, droppedWrites, unstorableResults
         case undecodableValues, untrustedBlobs, invalidationsApplied, invalidationPollFailures
+        case staleHits, refreshes, refreshFailures, failSafeActivations, softTimeouts, hardTimeouts
     }
 
     /// One counter; a class because `Atomic` cannot live in an array.
@@ -172,6 +188,12 @@ final class StatisticsRecorder: Sendable {
         statistics.throttledSeconds = Double(self.value(.throttledNanoseconds)) / 1e9
         statistics.rateLimitRetries = self.value(.rateLimitRetries)
         statistics.droppedWrites = self.value(.droppedWrites)
+        statistics.staleHits = self.value(.staleHits)
+        statistics.refreshes = self.value(.refreshes)
+        statistics.refreshFailures = self.value(.refreshFailures)
+        statistics.failSafeActivations = self.value(.failSafeActivations)
+        statistics.softTimeouts = self.value(.softTimeouts)
+        statistics.hardTimeouts = self.value(.hardTimeouts)
         return statistics
     }
 }

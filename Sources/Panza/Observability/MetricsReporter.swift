@@ -47,6 +47,12 @@ final class MetricsReporter: Sendable {
             ("panza_bytes_read_total", [], statistics.bytesRead),
             ("panza_memory_evictions_total", [], statistics.memoryEvictions),
             ("panza_throttled_waits_total", [], statistics.throttledWaits),
+            ("panza_stale_hits_total", [], statistics.staleHits),
+            ("panza_refreshes_total", [("result", "success")], statistics.refreshes),
+            ("panza_refreshes_total", [("result", "failure")], statistics.refreshFailures),
+            ("panza_fail_safe_activations_total", [], statistics.failSafeActivations),
+            ("panza_load_timeouts_total", [("kind", "soft")], statistics.softTimeouts),
+            ("panza_load_timeouts_total", [("kind", "hard")], statistics.hardTimeouts),
         ]
         for (tier, tierCounts) in statistics.tiers {
             for (result, value) in [

@@ -37,6 +37,49 @@ enum Deadline {
         return try result.get()
     }
 
+    /// Runs `body` in a task of its own and returns its value, or `nil` when `duration` of
+    /// `clock` passed first. Rethrows the body's error.
+    ///
+    /// - Parameter cancelsOnTimeout: whether the body's task is cancelled at the deadline (it is
+    ///   never waited for); else it goes on in the background. A cancelled caller stops waiting at
+    ///   once with `CancellationError`, and cancels the body.
+    static func value<Value: Sendable>(
+        within duration: Duration,
+        clock: any CacheClock,
+        cancelsOnTimeout: Bool,
+        _ body: @escaping @Sendable () async throws -> Value
+    ) async throws -> Value? {
+        let box = ResultBox<Value>()
+        let outcome = Outcome()
+        let work = Task {
+            do {
+                box.store(.success(try await body()))
+            } catch {
+                box.store(.failure(error))
+            }
+            outcome.settle(true)
+        }
+        let timer = Task {
+            guard (try? await clock.sleep(for: max(duration, .zero))) != nil else { return }
+            outcome.settle(false)
+        }
+        let finished = await withTaskCancellationHandler {
+            await outcome.value()
+        } onCancel: {
+            outcome.settle(false)
+        }
+        timer.cancel()
+        if !finished {
+            if Task.isCancelled {
+                work.cancel()
+                throw CancellationError()
+            }
+            if cancelsOnTimeout { work.cancel() }
+            return nil
+        }
+        return try box.result?.get()
+    }
+
     private final class ResultBox<Value: Sendable>: Sendable {
         private let stored = Mutex<Result<Value, any Error>?>(nil)
         func store(_ result: Result<Value, any Error>) { self.stored.withLock { $0 = result } }

@@ -92,6 +92,12 @@ extension TieredCache {
         /// How long entries live when a call gives no time to live; `nil` for forever. Zero or
         /// less means "do not reuse" (see ``TieredCache/set(_:forKey:timeToLive:)``).
         public var defaultTimeToLive: Duration? = nil
+        /// The ``Freshness`` of calls that give none (stale-while-revalidate, fail-safe, loader
+        /// timeouts, refresh-ahead); `nil` (the default) for none of it.
+        public var defaultFreshness: Freshness? = nil
+        /// The clock behind creation and expiry times, stale periods and loader timeouts; the
+        /// system's by default. Tests give a ``ManualCacheClock``.
+        public var clock: any CacheClock = SystemCacheClock()
         /// How long a lookup waits for the remote tier before it counts as a miss and the caller
         /// goes on to its loader (the read goes on in the background); 1 s by default, `nil` for
         /// no limit. SQLite is never timed out.
@@ -171,6 +177,7 @@ extension TieredCache {
             guard self.closeTimeout > .zero else {
                 throw PanzaError(code: .invalidConfiguration, message: "closeTimeout must be positive")
             }
+            try self.defaultFreshness?.validate()
         }
     }
 }

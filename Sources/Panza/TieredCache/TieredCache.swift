@@ -1,4 +1,5 @@
 public import Logging
+import Foundation
 import Synchronization
 
 /// A chain of cache tiers (memory, SQLite, remote) with read-through, write-behind, single-flight
@@ -32,7 +33,16 @@ public final class TieredCache: Sendable {
     let fence: VersionFence
     let recorder: StatisticsRecorder
     let logger: Logger
-    private let singleFlight = SingleFlight()
+    let singleFlight = SingleFlight()
+    /// The clock of creation and expiry times and of loader timeouts (``Configuration/clock``).
+    let clock: any CacheClock
+    /// Keys being refreshed in the background by this cache, and the refresh tasks (cancelled on
+    /// close).
+    let refreshes = Mutex<[String: Task<Void, Never>]>([:])
+    /// The SQLite tier, whose leases keep one refresh of a key at a time across processes.
+    let sqliteTier: SQLiteTier?
+    /// This cache's name in refresh leases.
+    let refreshHolder = "\(ProcessInfo.processInfo.processIdentifier)-\(UInt64.random(in: 1...UInt64.max))"
     private let drainerTasks: [Task<Void, Never>]
     private let outboxTask: Task<Void, Never>?
     private let currentModes: Mutex<CacheModes>
@@ -43,12 +53,12 @@ public final class TieredCache: Sendable {
     private let unstorableWarned = Mutex<Set<String>>([])
     /// Reports through swift-metrics; `nil` when ``Configuration/metrics`` is `nil`.
     let metricsReporter: MetricsReporter?
-    /// The counters of each memoized id, made by ``memoize(id:timeToLive:limits:concurrencyKey:key:rawKey:_:)``.
+    /// The counters of each memoized id, made by ``memoize(id:timeToLive:freshness:limits:concurrencyKey:key:rawKey:_:)``.
     private let idCounters = IdCounterRegistry()
     /// The periodic metrics report.
     private let metricsTask = Mutex<Task<Void, Never>?>(nil)
     /// How long loads take, against which remote reads are judged slow.
-    private let loaderLatency: LoaderLatency
+    let loaderLatency: LoaderLatency
     /// ``Configuration/trace``, kept apart: the memory hit path reads it.
     private let trace: AccessTrace?
     /// Reads the shared tier's invalidations (busts made by other caches); `nil` without one.
@@ -80,6 +90,7 @@ public final class TieredCache: Sendable {
         let logger = logger ?? configuration.deprecatedLogger ?? .panzaDisabled
         self.configuration = configuration
         self.trace = configuration.trace
+        self.clock = configuration.clock
         self.logger = logger
         let memory = try configuration.memory.map { try MemoryTier(configuration: $0) }
         self.memory = memory
@@ -89,6 +100,7 @@ public final class TieredCache: Sendable {
         if let sqliteConfiguration = configuration.sqlite {
             sqlite = try await SQLiteTier.open(configuration: sqliteConfiguration, logger: logger)
         }
+        self.sqliteTier = sqlite
         let remote = configuration.remote
         let recorder = StatisticsRecorder(tierNames: [sqlite?.name, remote?.name].compactMap { $0 })
         self.recorder = recorder
@@ -132,7 +144,7 @@ public final class TieredCache: Sendable {
                             SQLiteWrite(
                                 operation: $0.operation, replicate: $0.replicate, fillStamp: $0.fillStamp,
                                 pending: $0.pending, createdBefore: $0.createdBefore,
-                                madeAtMilliseconds: $0.madeAtMilliseconds)
+                                madeAtMilliseconds: $0.madeAtMilliseconds, refreshStamp: $0.refreshStamp)
                         }
                     )
                 },
@@ -326,21 +338,28 @@ public final class TieredCache: Sendable {
     /// - Parameters:
     ///   - key: 1 to ``maximumKeyLength`` UTF-8 bytes.
     ///   - timeToLive: how long the loaded value lives; `nil` for ``Configuration/defaultTimeToLive``.
+    ///   - freshness: stale-while-revalidate, fail-safe, loader timeouts and refresh-ahead for this
+    ///     call (see ``Freshness``); `nil` for ``Configuration/defaultFreshness``.
     ///   - limits: rate and concurrency limits on the loader call, on top of
     ///     ``Configuration/loadLimits``.
     ///   - loader: the expensive call; its result is returned even when it cannot be stored.
-    /// - Throws: the loader's error, or ``PanzaError/Code/cacheOnlyMiss`` in cache-only mode.
+    /// - Throws: the loader's error, or ``PanzaError/Code/cacheOnlyMiss`` in cache-only mode;
+    ///   ``PanzaError/Code/timedOut`` when the load passed ``Freshness/hardTimeout`` with no stale
+    ///   value to fall back on; ``PanzaError/Code/invalidConfiguration`` for an invalid `freshness`.
     public func value<Value: Codable & Sendable>(
         forKey key: String,
         timeToLive: Duration? = nil,
+        freshness: Freshness? = nil,
         limits: LoadLimits? = nil,
         loader: @escaping @Sendable () async throws -> Value
     ) async throws -> Value {
-        try await self.readThrough(
+        try freshness?.validate()
+        return try await self.readThrough(
             key: try Self.plainKey(key),
             id: "",
             timeToLive: timeToLive,
             limits: limits,
+            freshness: freshness,
             loader: loader
         )
     }
@@ -392,6 +411,7 @@ public final class TieredCache: Sendable {
     public func close() async throws {
         guard !self.isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         self.metricsTask.withLock { $0?.cancel() }
+        self.cancelRefreshes()
         self.invalidationFollower?.stop()
         defer { self.reportMetrics() }
         let clock = ContinuousClock()
@@ -521,6 +541,9 @@ public final class TieredCache: Sendable {
         return CacheKey(rawValue: key)
     }
 
+    /// Whether ``close()`` was called.
+    var isClosedNow: Bool { self.isClosed.load(ordering: .relaxed) }
+
     private func checkOpen() throws {
         if self.isClosed.load(ordering: .relaxed) {
             throw PanzaError(code: .closed, message: "the cache is closed")
@@ -534,19 +557,24 @@ public final class TieredCache: Sendable {
     /// may overshoot the bounds by one operation each.
     ///
     /// - Returns: the operation's sequence in each lane, for waiting until applied.
+    ///
+    /// - Parameter refresh: for the store of a background refresh, the conditions it lands on:
+    ///   nothing happens (and `nil` is returned) when a write of the key is newer than its ticket.
     private func submit(
         _ operation: CacheTierOperation,
         pending: PendingEnvelope? = nil,
+        refresh: RefreshGuard? = nil,
         inMemory: (MemoryTier) -> Void
-    ) async throws -> [(Lane, UInt64)] {
+    ) async throws -> [(Lane, UInt64)]? {
         for lane in self.lanes { try await lane.queue.waitForRoom() }
         try self.checkOpen()
-        let sequences = self.fence.write(operation) { version in
+        let sequences = self.fence.write(operation, ifUnchangedSince: refresh?.ticket) { version in
             if let memory = self.memory { inMemory(memory) }
             return self.lanes.compactMap { lane in
-                lane.queue.enqueue(operation, version: version, replicate: lane.replicates, pending: pending).map {
-                    (lane, $0)
-                }
+                lane.queue.enqueue(
+                    operation, version: version, replicate: lane.replicates, pending: pending,
+                    refreshStamp: refresh?.sqliteStamp
+                ).map { (lane, $0) }
             }
         }
         for lane in self.lanes { lane.drainer.notify() }
@@ -559,11 +587,17 @@ public final class TieredCache: Sendable {
     ///   value is removed (it was replaced). A loader's result is simply not stored.
     /// - Returns: the envelope's size, 0 when nothing was stored.
     @discardableResult
+    ///   - freshness: the policy whose stale period the entry is kept for; `nil` for
+    ///     ``Configuration/defaultFreshness``.
+    ///   - refresh: for the store of a background refresh: when its value was made, and the
+    ///     conditions it lands on (no write of the key since it started).
     func store<Value: Encodable & Sendable>(
         _ value: Value,
         key: CacheKey,
         timeToLive: Duration?,
-        replacing: Bool
+        replacing: Bool,
+        freshness: Freshness? = nil,
+        refresh: RefreshGuard? = nil
     ) async throws -> Int {
         try self.checkOpen()
         let lifetime = Lifetime(timeToLive ?? self.configuration.defaultTimeToLive)
@@ -573,13 +607,15 @@ public final class TieredCache: Sendable {
             }
             return 0
         }
-        let (payloadCount, expiresAt, form): (Int, Int64?, ValueCoding.StoredForm)
+        let (payloadCount, times, form): (Int, EntryTimes, ValueCoding.StoredForm)
         do {
             // A value that SQLite will keep in chunks goes down as it is and is encoded there,
             // frame by frame: the queue never holds a second copy of it.
-            (payloadCount, expiresAt, form) = try ValueCoding.storedForm(
-                of: value, createdAtMilliseconds: WallClock.nowMilliseconds(),
-                timeToLiveMilliseconds: timeToLiveMilliseconds, compress: self.configuration.compression,
+            (payloadCount, times, form) = try ValueCoding.storedForm(
+                of: value, createdAtMilliseconds: refresh?.createdAtMilliseconds ?? self.clock.nowMilliseconds(),
+                timeToLiveMilliseconds: timeToLiveMilliseconds,
+                staleForMilliseconds: (freshness ?? self.configuration.defaultFreshness)?.retentionMilliseconds ?? 0,
+                compress: self.configuration.compression,
                 maxPayloadBytes: self.configuration.maxValueBytes,
                 pendingAbove: self.configuration.sqlite == nil ? nil : BlobChunks.chunkSize)
         } catch let error as PanzaError where error.code == .valueTooLarge {
@@ -587,7 +623,7 @@ public final class TieredCache: Sendable {
                 code: error.code, message: error.message + ", the safety limit of the cache's configuration",
                 key: key.rawValue)
         }
-        self.recorder.add(.writes)
+        let expiresAt = times.retainedUntil
         let blob: [UInt8]
         let pending: PendingEnvelope?
         switch form {
@@ -595,11 +631,13 @@ public final class TieredCache: Sendable {
         case .pending(let value): (blob, pending) = ([], value)
         }
         let operation = CacheTierOperation.store(key: key, blob: blob, expiresAtMilliseconds: expiresAt)
-        let sequences = try await self.submit(operation, pending: pending) { memory in
+        let submitted = try await self.submit(operation, pending: pending, refresh: refresh) { memory in
             self.putInMemory(
                 memory, value, key: key, cost: Self.memoryCost(payload: payloadCount, key: key),
-                storedBytes: pending == nil ? blob.count : payloadCount, expiresAtMilliseconds: expiresAt)
+                storedBytes: pending == nil ? blob.count : payloadCount, times: times)
         }
+        guard let sequences = submitted else { return 0 }
+        self.recorder.add(.writes)
         if self.configuration.writeMode == .writeThrough {
             for (lane, sequence) in sequences {
                 try await lane.drainer.waitUntilApplied(sequence)
@@ -619,7 +657,7 @@ public final class TieredCache: Sendable {
             case .store: preconditionFailure("remove(_:) takes removals only")
             }
         }
-        for (lane, sequence) in sequences {
+        for (lane, sequence) in sequences ?? [] {
             try await lane.drainer.waitUntilApplied(sequence)
         }
     }
@@ -637,12 +675,10 @@ public final class TieredCache: Sendable {
         key: CacheKey,
         cost: Int,
         storedBytes: Int,
-        expiresAtMilliseconds: Int64?
+        times: EntryTimes
     ) {
         let evicted = memory.insert(
-            .init(
-                value: value, cost: cost, storedBytes: storedBytes, namespace: key.namespace,
-                expiresAtMilliseconds: expiresAtMilliseconds),
+            .init(value: value, cost: cost, storedBytes: storedBytes, namespace: key.namespace, times: times),
             forKey: key.rawValue
         )
         if evicted > 0 { self.recorder.add(.memoryEvictions, evicted) }
@@ -668,11 +704,15 @@ public final class TieredCache: Sendable {
     @usableFromInline
     func memoryLookupUntyped(_ key: CacheKey) -> (any Sendable)? {
         guard let memory = self.memory else { return nil }
-        switch memory.lookup(key.rawValue, nowMilliseconds: WallClock.nowMilliseconds()) {
-        case .hit(let stored, let storedBytes):
+        switch memory.lookup(key.rawValue, nowMilliseconds: self.clock.nowMilliseconds()) {
+        case .hit(let stored, let storedBytes, _):
             self.recorder.add(.memoryHits)
             self.trace?.record(key: key.rawValue, size: storedBytes, source: .memory, latency: .zero)
             return stored
+        case .stale:
+            // Kept for callers whose freshness serves it; not for this one.
+            self.recorder.add(.memoryMisses)
+            return nil
         case .expired:
             self.recorder.add(.expired)
             self.recorder.add(.memoryMisses)
@@ -689,6 +729,18 @@ public final class TieredCache: Sendable {
     /// queued removal ends the lookup (the tiers below may still hold the removed value). A hit
     /// fills the tiers above only if no write of the key got a newer version meanwhile.
     func lowerLookup<Value: Decodable & Sendable>(_ key: CacheKey, as type: Value.Type) async throws -> Value? {
+        try await self.lowerLookupEntry(key, as: type, acceptingStale: false)?.value
+    }
+
+    /// ``lowerLookup(_:as:)``, with the entry's times.
+    ///
+    /// - Parameter acceptingStale: whether an entry past its time to live but within its stale
+    ///   period is an answer; when not, it is a miss of its tier (and is left in place).
+    func lowerLookupEntry<Value: Decodable & Sendable>(
+        _ key: CacheKey,
+        as type: Value.Type,
+        acceptingStale: Bool
+    ) async throws -> (value: Value, times: EntryTimes)? {
         let lookupStart = ContinuousClock.now
         let ticket = self.fence.beginRead()
         defer { self.fence.endRead(ticket) }
@@ -803,7 +855,16 @@ public final class TieredCache: Sendable {
                 self.repair(key, in: slot, ticket: ticket)
                 continue
             }
-            if envelope.isExpired(atMilliseconds: WallClock.nowMilliseconds()) {
+            let times = envelope.times
+            switch times.state(atMilliseconds: self.clock.nowMilliseconds()) {
+            case .fresh:
+                break
+            case .stale where acceptingStale:
+                break
+            case .stale:
+                self.recorder.tierMiss(index)
+                continue
+            case .gone:
                 self.recorder.add(.expired)
                 self.recorder.tierMiss(index)
                 self.repair(key, in: slot, ticket: ticket)
@@ -834,7 +895,7 @@ public final class TieredCache: Sendable {
                 )
             }
             self.recorder.add(.bytesRead, envelope.storedBytes)
-            let expiresAt = envelope.expiresAtMilliseconds
+            let expiresAt = times.retainedUntil
             let upper = self.slots[..<index].compactMap { slot in
                 slot.lane.map { (lane: $0, stamp: missStamps[slot.index]) }
             }
@@ -842,7 +903,7 @@ public final class TieredCache: Sendable {
                 if let memory = self.memory {
                     self.putInMemory(
                         memory, value, key: key, cost: Self.memoryCost(payload: envelope.payload.count, key: key),
-                        storedBytes: envelope.storedBytes, expiresAtMilliseconds: expiresAt)
+                        storedBytes: envelope.storedBytes, times: times)
                 }
                 for (lane, stamp) in upper where stamp != nil || !lane.guardsFills {
                     // A fill is not replicated (the entry came from below), is dropped when the
@@ -861,7 +922,7 @@ public final class TieredCache: Sendable {
                 }
             }
             for (lane, _) in upper { lane.drainer.notify() }
-            return value
+            return (value, times)
         }
         return nil
     }
@@ -878,7 +939,13 @@ public final class TieredCache: Sendable {
         lane.drainer.notify()
     }
 
-    /// The read-through path shared by ``value(forKey:timeToLive:loader:)`` and memoized calls.
+    /// The read-through path shared by ``value(forKey:timeToLive:freshness:limits:loader:)`` and
+    /// memoized calls.
+    ///
+    /// Memory, then the tiers below (one lookup per key at a time), then the loader (one call per
+    /// key at a time). With a ``Freshness`` policy, an entry past its time to live may answer: at
+    /// once within ``Freshness/staleFor`` (and a background refresh starts), or when the load
+    /// fails or passes ``Freshness/softTimeout``.
     ///
     /// - Parameter memoryChecked: the caller already looked in memory and missed.
     @usableFromInline
@@ -889,64 +956,128 @@ public final class TieredCache: Sendable {
         memoryChecked: Bool = false,
         limits: LoadLimits? = nil,
         concurrencyKey: String? = nil,
+        freshness: Freshness? = nil,
         loader: @escaping @Sendable () async throws -> Value
     ) async throws -> Value {
         try self.checkOpen()
         let modes = self.modes
         let bust = modes.busts(id: id)
-        if !bust, !memoryChecked, let value = try self.memoryLookup(key, as: Value.self) { return value }
-        return try await self.singleFlight.run(
+        let call = LoadCall(
+            key: key, id: id, timeToLive: timeToLive, limits: limits, concurrencyKey: concurrencyKey,
+            policy: freshness ?? self.configuration.defaultFreshness ?? .none, modes: modes, loader: loader)
+        var fallback: StaleEntry<Value>?
+        if !bust, !memoryChecked {
+            switch try self.memoryEntry(key, as: Value.self) {
+            case .fresh(let value, let times):
+                self.refreshIfDue(call, times: times)
+                return value
+            case .stale(let entry):
+                if let value = self.staleWhileRevalidate(entry, call: call) { return value }
+                fallback = self.fallbackCandidate(entry, call: call)
+            case .miss:
+                break
+            }
+        }
+        if let candidate = fallback {
+            // A stale copy in memory: the tiers below may hold a fresher one (another process's
+            // refresh); the load falls back on the stale copy.
+            if let found = try await self.lowerLookupEntry(key, as: Value.self, acceptingStale: false) {
+                return found.value
+            }
+            return try await self.loadFallingBack(on: candidate, call: call)
+        }
+        let outcome: Fetched<Value> = try await self.singleFlight.run(
             key: key.rawValue,
             onJoin: { self.recorder.add(.coalescedWaits) },
-            lookup: { bust ? nil : try await self.lowerLookup(key, as: Value.self) },
-            load: {
-                if modes.cacheOnly {
-                    throw PanzaError(
-                        code: .cacheOnlyMiss,
-                        message:
-                            "cache-only mode is on and \(id.isEmpty ? "the key" : "memoized id '\(id)'") has no entry",
-                        key: key.rawValue
-                    )
-                }
-                if modes.printMisses {
-                    FileHandleOutput.standardError(
-                        "panza: cache miss: id=\(id.isEmpty ? "-" : id) key=\(key.rawValue)\n"
-                    )
-                }
-                self.logger.debug("panza: cache miss, loading", metadata: ["id": "\(id)", "key": "\(key)"])
-                let loadStart = ContinuousClock.now
-                let idCounters = id.isEmpty || self.metricsReporter == nil ? nil : self.counters(forID: id)
-                idCounters?.loads.add(1, ordering: .relaxed)
-                let value: Value
-                do {
-                    value = try await self.limitedLoad(limits: limits, concurrencyKey: concurrencyKey, loader: loader)
-                } catch {
-                    self.recorder.add(.loadFailures)
-                    idCounters?.loadFailures.add(1, ordering: .relaxed)
-                    self.metricsReporter?.recordLoad(id: id, duration: ContinuousClock.now - loadStart)
-                    throw error
-                }
-                let loadDuration = ContinuousClock.now - loadStart
-                self.metricsReporter?.recordLoad(id: id, duration: loadDuration)
-                self.loaderLatency.record(loadDuration)
-                let size: Int
-                do {
-                    size = try await self.store(value, key: key, timeToLive: timeToLive, replacing: false)
-                } catch let error as PanzaError where error.code == .encodingFailed || error.code == .valueTooLarge {
-                    // The call was paid for: its result reaches the caller even if it cannot be kept.
-                    self.recorder.add(.unstorableResults)
-                    self.warnUnstorable(id: id, error: error)
-                    size = 0
-                }
-                self.configuration.trace?.record(
-                    key: key.rawValue,
-                    size: size,
-                    source: .loader,
-                    latency: ContinuousClock.now - loadStart
-                )
-                return value
-            }
+            lookup: {
+                guard !bust,
+                    let found = try await self.lowerLookupEntry(
+                        key, as: Value.self, acceptingStale: call.policy.servesStale)
+                else { return nil }
+                return .found(found.value, found.times)
+            },
+            load: { .loaded(try await self.load(call)) }
         )
+        switch outcome {
+        case .loaded(let value):
+            return value
+        case .found(let value, let times):
+            switch times.state(atMilliseconds: self.clock.nowMilliseconds()) {
+            case .fresh:
+                self.refreshIfDue(call, times: times)
+                return value
+            case .stale:
+                let entry = StaleEntry(value: value, times: times)
+                if let value = self.staleWhileRevalidate(entry, call: call) { return value }
+                return try await self.loadFallingBack(on: self.fallbackCandidate(entry, call: call), call: call)
+            case .gone:
+                return try await self.loadFallingBack(on: nil, call: call)
+            }
+        }
+    }
+
+    /// Calls the loader for `call` (within its limits and ``Freshness/hardTimeout``) and stores
+    /// the result: what a miss's single flight runs.
+    func load<Value: Codable & Sendable>(_ call: LoadCall<Value>) async throws -> Value {
+        if call.modes.cacheOnly {
+            throw PanzaError(
+                code: .cacheOnlyMiss,
+                message:
+                    "cache-only mode is on and \(call.id.isEmpty ? "the key" : "memoized id '\(call.id)'") has no entry",
+                key: call.key.rawValue
+            )
+        }
+        if call.modes.printMisses {
+            FileHandleOutput.standardError(
+                "panza: cache miss: id=\(call.id.isEmpty ? "-" : call.id) key=\(call.key.rawValue)\n"
+            )
+        }
+        self.logger.debug("panza: cache miss, loading", metadata: ["id": "\(call.id)", "key": "\(call.key)"])
+        return try await self.withHardTimeout(call) { try await self.loadAndStore(call, refresh: nil) }
+    }
+
+    /// Calls the loader within its limits, records how it went, and stores its result.
+    ///
+    /// - Parameter refresh: for a background refresh, the conditions its store lands on.
+    func loadAndStore<Value: Codable & Sendable>(
+        _ call: LoadCall<Value>,
+        refresh: RefreshGuard?
+    ) async throws -> Value {
+        let id = call.id
+        let loadStart = ContinuousClock.now
+        let idCounters = id.isEmpty || self.metricsReporter == nil ? nil : self.counters(forID: id)
+        idCounters?.loads.add(1, ordering: .relaxed)
+        let value: Value
+        do {
+            value = try await self.limitedLoad(
+                limits: call.limits, concurrencyKey: call.concurrencyKey, loader: call.loader)
+        } catch {
+            self.recorder.add(.loadFailures)
+            idCounters?.loadFailures.add(1, ordering: .relaxed)
+            self.metricsReporter?.recordLoad(id: id, duration: ContinuousClock.now - loadStart)
+            throw error
+        }
+        let loadDuration = ContinuousClock.now - loadStart
+        self.metricsReporter?.recordLoad(id: id, duration: loadDuration)
+        self.loaderLatency.record(loadDuration)
+        let size: Int
+        do {
+            size = try await self.store(
+                value, key: call.key, timeToLive: call.timeToLive, replacing: false, freshness: call.policy,
+                refresh: refresh)
+        } catch let error as PanzaError where error.code == .encodingFailed || error.code == .valueTooLarge {
+            // The call was paid for: its result reaches the caller even if it cannot be kept.
+            self.recorder.add(.unstorableResults)
+            self.warnUnstorable(id: id, error: error)
+            size = 0
+        }
+        self.configuration.trace?.record(
+            key: call.key.rawValue,
+            size: size,
+            source: .loader,
+            latency: ContinuousClock.now - loadStart
+        )
+        return value
     }
 
     /// Logs, once per memoize id (or once for plain keys), that a loader's result could not be stored.
@@ -1044,9 +1175,16 @@ public final class TieredCache: Sendable {
     }
 
     /// The memory fast path of memoized calls: a hit without building the loader closure.
+    ///
+    /// - Parameter refreshAhead: the caller's ``Freshness/refreshAhead``: a hit it makes due for
+    ///   a refresh is left to the full path (``MemoryProbe/skipped``), as is a stale entry.
     @inlinable
-    func probeMemory<Value: Sendable>(_ key: CacheKey, as type: Value.Type) throws -> MemoryProbe<Value> {
-        guard let stored = self.probeMemoryUntyped(key) else { return .skipped }
+    func probeMemory<Value: Sendable>(
+        _ key: CacheKey,
+        as type: Value.Type,
+        refreshAhead: Double? = nil
+    ) throws -> MemoryProbe<Value> {
+        guard let stored = self.probeMemoryUntyped(key, refreshAhead: refreshAhead) else { return .skipped }
         switch stored {
         case .some(let stored):
             guard let value = stored as? Value else { throw Self.typeMismatch(stored, Value.self, key: key) }
@@ -1056,14 +1194,33 @@ public final class TieredCache: Sendable {
         }
     }
 
-    /// `nil` when memory is skipped; `.some(nil)` on a miss. Counts the hit or miss.
+    /// `nil` when memory is skipped (or holds an entry the full path must see: stale, or due for
+    /// a refresh); `.some(nil)` on a miss. Counts the hit or miss.
     @usableFromInline
-    func probeMemoryUntyped(_ key: CacheKey) -> (any Sendable)?? {
-        guard self.memory != nil, !self.isClosed.load(ordering: .relaxed), !self.bustModeActive.load(ordering: .relaxed)
+    func probeMemoryUntyped(_ key: CacheKey, refreshAhead: Double?) -> (any Sendable)?? {
+        guard let memory = self.memory, !self.isClosed.load(ordering: .relaxed),
+            !self.bustModeActive.load(ordering: .relaxed)
         else {
             return nil
         }
-        return .some(self.memoryLookupUntyped(key))
+        switch memory.lookup(key.rawValue, nowMilliseconds: self.clock.nowMilliseconds()) {
+        case .hit(let stored, let storedBytes, let times):
+            if let ratio = refreshAhead, times.isRefreshDue(atMilliseconds: self.clock.nowMilliseconds(), ratio: ratio) {
+                return nil
+            }
+            self.recorder.add(.memoryHits)
+            self.trace?.record(key: key.rawValue, size: storedBytes, source: .memory, latency: .zero)
+            return .some(stored)
+        case .stale:
+            return nil
+        case .expired:
+            self.recorder.add(.expired)
+            self.recorder.add(.memoryMisses)
+            return .some(nil)
+        case .miss:
+            self.recorder.add(.memoryMisses)
+            return .some(nil)
+        }
     }
 
     @usableFromInline

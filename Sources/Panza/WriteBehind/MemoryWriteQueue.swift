@@ -130,7 +130,8 @@ final class MemoryWriteQueue: WriteQueue {
         isFill: Bool = false,
         fillStamp: Int64? = nil,
         pending: PendingEnvelope? = nil,
-        createdBefore: Int64? = nil
+        createdBefore: Int64? = nil,
+        refreshStamp: Int64? = nil
     ) -> UInt64? {
         self.state.withLock { state in
             if isFill, !self.hasRoom(state) { return nil }
@@ -143,7 +144,8 @@ final class MemoryWriteQueue: WriteQueue {
                 fillStamp: fillStamp,
                 pending: pending,
                 createdBefore: createdBefore,
-                madeAtMilliseconds: WallClock.nowMilliseconds()
+                madeAtMilliseconds: WallClock.nowMilliseconds(),
+                refreshStamp: refreshStamp
             )
             var namespace: String?
             switch operation {

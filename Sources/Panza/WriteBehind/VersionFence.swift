@@ -28,6 +28,16 @@ final class VersionFence: Sendable {
         var recentKeys: [String: UInt64] = [:]
         var namespaceRemovals: [String: UInt64] = [:]
         var removeAllVersion: UInt64 = 0
+
+        /// Whether no write of `key`, of its namespace or of everything is newer than `ticket`.
+        func isUnchanged(_ key: CacheKey, since ticket: Ticket) -> Bool {
+            let newest = max(
+                self.recentKeys[key.rawValue] ?? 0,
+                self.namespaceRemovals[key.namespace] ?? 0,
+                self.removeAllVersion
+            )
+            return newest <= ticket.snapshot
+        }
     }
 
     private let state = Mutex(State())
@@ -68,8 +78,19 @@ final class VersionFence: Sendable {
     /// Gives `operation` the next version and runs `body` with it under the fence's lock.
     ///
     /// `body` must not block: it changes memory and enqueues on the write-behind queues.
-    func write<Result>(_ operation: CacheTierOperation, _ body: (UInt64) -> Result) -> Result {
+    ///
+    /// - Parameter ticket: for a conditional write (a background refresh's store): the write
+    ///   happens only if no write concerning its key is newer than the ticket; else `body` does not
+    ///   run and `nil` is returned.
+    func write<Result>(
+        _ operation: CacheTierOperation,
+        ifUnchangedSince ticket: Ticket? = nil,
+        _ body: (UInt64) -> Result
+    ) -> Result? {
         self.state.withLock { state in
+            if let ticket, case .store(let key, _, _) = operation, !state.isUnchanged(key, since: ticket) {
+                return nil
+            }
             state.version += 1
             let version = state.version
             switch operation {
@@ -93,12 +114,7 @@ final class VersionFence: Sendable {
     @discardableResult
     func fill(_ key: CacheKey, ticket: Ticket, _ body: () -> Void) -> Bool {
         self.state.withLock { state in
-            let newest = max(
-                state.recentKeys[key.rawValue] ?? 0,
-                state.namespaceRemovals[key.namespace] ?? 0,
-                state.removeAllVersion
-            )
-            guard newest <= ticket.snapshot else { return false }
+            guard state.isUnchanged(key, since: ticket) else { return false }
             body()
             return true
         }

@@ -20,6 +20,8 @@ struct QueuedWrite: Sendable {
     /// When the operation was made (milliseconds since 1970): what a shared tier records as the
     /// time of a removal, which other caches compare with the creation times of values.
     var madeAtMilliseconds: Int64? = nil
+    /// For the store of a background refresh into SQLite (see ``SQLiteWrite/refreshStamp``).
+    var refreshStamp: Int64? = nil
 
     /// The bytes the operation carries (the payload of a pending envelope).
     var byteCount: Int {

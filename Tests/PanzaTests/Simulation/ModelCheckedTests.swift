@@ -295,7 +295,7 @@ final class Simulation {
 
     private func checkEverywhere(logical: String, key: CacheKey, sqlite: SQLiteTier) async throws {
         let expected = self.model[logical]
-        if case .hit(let value, _) = self.cache.memory?.lookup(
+        if case .hit(let value, _, _) = self.cache.memory?.lookup(
             key.rawValue,
             nowMilliseconds: WallClock.nowMilliseconds()
         ) {

@@ -4,11 +4,14 @@ import Testing
 
 struct MemoryTierTests {
     func entry(_ value: Int, cost: Int = 10, namespace: String = "", expiresAt: Int64? = nil) -> MemoryTier.Entry {
-        .init(value: value, cost: cost, storedBytes: cost, namespace: namespace, expiresAtMilliseconds: expiresAt)
+        .init(
+            value: value, cost: cost, storedBytes: cost, namespace: namespace,
+            times: EntryTimes(
+                createdAtMilliseconds: 0, timeToLiveMilliseconds: expiresAt ?? 0, staleForMilliseconds: 0))
     }
 
     func value(_ tier: MemoryTier, _ key: String, now: Int64 = 0) -> Int? {
-        if case .hit(let value, _) = tier.lookup(key, nowMilliseconds: now) { return value as? Int }
+        if case .hit(let value, _, _) = tier.lookup(key, nowMilliseconds: now) { return value as? Int }
         return nil
     }
 

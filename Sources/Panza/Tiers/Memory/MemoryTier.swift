@@ -31,8 +31,10 @@ public final class MemoryTier: Sendable {
 
     /// The result of a lookup.
     enum Lookup {
-        /// The value, and the size of its envelope (for access traces).
-        case hit(any Sendable, storedBytes: Int)
+        /// The value, fresh, the size of its envelope (for access traces) and its times.
+        case hit(any Sendable, storedBytes: Int, times: EntryTimes)
+        /// The value, past its time to live but within its stale period (see ``Freshness``).
+        case stale(any Sendable, storedBytes: Int, times: EntryTimes)
         case miss
         case expired
     }
@@ -44,7 +46,7 @@ public final class MemoryTier: Sendable {
         /// The size of its envelope.
         var storedBytes: Int
         var namespace: String
-        var expiresAtMilliseconds: Int64?
+        var times: EntryTimes
     }
 
     let configuration: Configuration
@@ -65,17 +67,26 @@ public final class MemoryTier: Sendable {
         self.state = Mutex(LRUList())
     }
 
-    /// Looks `key` up and marks it most recently used. An expired entry is removed.
+    /// Looks `key` up and marks it most recently used. An entry past its stale period is removed.
     func lookup(_ key: String, nowMilliseconds: @autoclosure () -> Int64) -> Lookup {
         self.state.withLock { list in
             guard let index = list.index(forKey: key) else { return .miss }
             let entry = list[index]
-            if let expiresAt = entry.expiresAtMilliseconds, nowMilliseconds() >= expiresAt {
+            if entry.times.freshUntilMilliseconds == .max {
+                list.moveToFront(index)
+                return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
+            }
+            switch entry.times.state(atMilliseconds: nowMilliseconds()) {
+            case .fresh:
+                list.moveToFront(index)
+                return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
+            case .stale:
+                list.moveToFront(index)
+                return .stale(entry.value, storedBytes: entry.storedBytes, times: entry.times)
+            case .gone:
                 list.remove(at: index)
                 return .expired
             }
-            list.moveToFront(index)
-            return .hit(entry.value, storedBytes: entry.storedBytes)
         }
     }
 

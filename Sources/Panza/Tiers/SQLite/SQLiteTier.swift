@@ -242,6 +242,20 @@ public final class SQLiteTier: CacheTier {
         try await self.writer.renewOutboxLease(ids: ids, owner: owner, lease: lease)
     }
 
+    /// Takes the background-refresh lease of `key` for `holder` (see ``RefreshLease``).
+    ///
+    /// - Returns: the key's write stamp, which the refresh's store checks; `nil` when another
+    ///   process refreshes the key.
+    func acquireRefreshLease(key: CacheKey, holder: String, now: Int64, until: Int64) async throws -> Int64? {
+        try self.checkOpen()
+        return try await self.writer.acquireRefreshLease(key: key, holder: holder, now: now, until: until)
+    }
+
+    func releaseRefreshLease(key: CacheKey, holder: String) async throws {
+        try self.checkOpen()
+        try await self.writer.releaseRefreshLease(key: key, holder: holder)
+    }
+
     /// Piece `index` of the large outbox record `id` (its head, then its chunk rows).
     func outboxPiece(id: Int64, index: Int) async throws -> [UInt8] {
         try self.checkOpen()

@@ -63,6 +63,13 @@ actor SQLiteWriter {
                     guard case .store(let key, _, _) = operation,
                         try WriteStamp.read(for: key, in: connection) == stamp
                     else { continue }
+                } else if let stamp = write.refreshStamp {
+                    guard case .store(let key, let blob, _) = operation,
+                        try WriteStamp.read(for: key, in: connection) == stamp,
+                        try !Self.holdsNewerValue(
+                            key, than: write.pending?.createdAtMilliseconds
+                                ?? BlobEnvelope.createdAtMilliseconds(ofStored: blob) ?? now, in: connection)
+                    else { continue }
                 } else if case .store = operation {
                     // A store leaves a row, which is what keeps an older fill out.
                 } else {
@@ -234,6 +241,29 @@ actor SQLiteWriter {
         try OutboxRecord.renewLease(
             ids: ids, owner: owner, leaseMilliseconds: lease.wholeMilliseconds, now: WallClock.nowMilliseconds(),
             in: try self.openConnectionOrThrow())
+    }
+
+    /// Whether the row of `key` holds a value made at or after `createdAt` (a refresh's start:
+    /// the stale value it replaces was made before it, by at least its time to live).
+    private static func holdsNewerValue(_ key: CacheKey, than createdAt: Int64, in connection: SQLiteConnection) throws
+        -> Bool
+    {
+        let statement = try connection.statement("SELECT EXISTS (SELECT 1 FROM entry WHERE key = ?1 AND created_at >= ?2)")
+        defer { statement.reset() }
+        try statement.bind(key.rawValue, at: 1)
+        try statement.bind(createdAt, at: 2)
+        return try statement.step() && statement.int64(at: 0) == 1
+    }
+
+    func acquireRefreshLease(key: CacheKey, holder: String, now: Int64, until: Int64) throws -> Int64? {
+        let connection = try self.openConnectionOrThrow()
+        return try connection.writeTransaction {
+            try RefreshLease.acquire(key: key, holder: holder, now: now, until: until, in: connection)
+        }
+    }
+
+    func releaseRefreshLease(key: CacheKey, holder: String) throws {
+        try RefreshLease.release(key: key, holder: holder, in: try self.openConnectionOrThrow())
     }
 
     func outboxPiece(id: Int64, index: Int) throws -> [UInt8] {

@@ -71,4 +71,8 @@ struct SQLiteWrite: Sendable {
     var createdBefore: Int64? = nil
     /// When the operation was made; the outbox records it (see ``QueuedWrite/madeAtMilliseconds``).
     var madeAtMilliseconds: Int64? = nil
+    /// For the store of a background refresh: the key's write stamp when it took its lease. The
+    /// store lands only if the stamp is unchanged (no removal since) and no row of the key holds a
+    /// value made after the refreshed one (no newer store since).
+    var refreshStamp: Int64? = nil
 }
