@@ -14,7 +14,7 @@
 /// | 8 | 8 | payload length (before compression) |
 /// | 16 | 8 | creation time, milliseconds since 1970 |
 /// | 24 | 8 | time to live in milliseconds, 0 for none |
-/// | 32 | 8 | stale period in milliseconds after expiry (0) |
+/// | 32 | 8 | stale period in milliseconds after expiry (see `Freshness`), 0 for none |
 /// | 40 | 4 | frame size: payload bytes per frame (1 MiB) |
 /// | 44 | 4 | signature length (0 for scheme 0) |
 /// | 48 | … | frames: a 4-byte word (bit 31: stored raw; bits 0–30: stored length), then the bytes |
@@ -84,8 +84,8 @@ public struct BlobEnvelope: Hashable, Sendable {
     public var createdAtMilliseconds: Int64
     /// How long the value lives, in milliseconds; `0` means forever.
     public var timeToLiveMilliseconds: Int64
-    /// How long after its expiry the value may still be served as stale, in milliseconds (format
-    /// version 2; `0`, and not used by this release's reads).
+    /// How long after its expiry the value is kept, to be served stale by callers whose
+    /// ``Freshness`` allows it, in milliseconds (format version 2; `0` for none).
     public var staleForMilliseconds: Int64 = 0
     /// The codec the envelope was decoded from (``Codec/none`` for envelopes built in memory).
     public private(set) var storedCodec: Codec = .none
@@ -242,8 +242,31 @@ public struct BlobEnvelope: Hashable, Sendable {
     /// The creation time in the header of stored envelope bytes (versions 1 and 2 keep it at
     /// offset 16), without verifying anything else; `nil` when the bytes are no envelope.
     package static func createdAtMilliseconds(ofStored bytes: [UInt8]) -> Int64? {
-        guard bytes.count >= 24, bytes[0..<4].elementsEqual(Self.magic) else { return nil }
-        return bytes.withUnsafeBytes { Int64(littleEndian: $0.loadUnaligned(fromByteOffset: 16, as: Int64.self)) }
+        self.times(ofStored: bytes)?.createdAtMilliseconds
+    }
+
+    /// When the value in the envelope `bytes` (or their first 40 bytes) was made, expires and may
+    /// be dropped, read from the header without verifying anything; `nil` when they are no envelope.
+    package static func storedTimes(ofStored bytes: [UInt8]) -> (
+        createdAtMilliseconds: Int64, freshUntilMilliseconds: Int64?, staleUntilMilliseconds: Int64?
+    )? {
+        guard let times = self.times(ofStored: bytes) else { return nil }
+        return (
+            times.createdAtMilliseconds,
+            times.freshUntilMilliseconds == .max ? nil : times.freshUntilMilliseconds,
+            times.retainedUntil
+        )
+    }
+
+    static func times(ofStored bytes: [UInt8]) -> EntryTimes? {
+        guard bytes.count >= 32, bytes[0..<4].elementsEqual(Self.magic) else { return nil }
+        return bytes.withUnsafeBytes { raw in
+            EntryTimes(
+                createdAtMilliseconds: Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: Int64.self)),
+                timeToLiveMilliseconds: Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 24, as: Int64.self)),
+                staleForMilliseconds: bytes[4] >= 2 && bytes.count >= 40
+                    ? Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 32, as: Int64.self)) : 0)
+        }
     }
 
     /// Bit 31 of a frame's word: the frame is stored raw.

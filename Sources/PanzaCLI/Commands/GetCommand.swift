@@ -27,6 +27,10 @@ struct GetCommand: AsyncParsableCommand {
         var payloadBytes: Int
         var createdAt: String
         var expiresAt: String?
+        /// The end of the stale period (see `Freshness`), when the entry has one.
+        var staleUntil: String?
+        /// `fresh`, `stale` (past its time to live, within its stale period) or `expired`.
+        var state: String
         var expired: Bool
         var value: String
     }
@@ -62,6 +66,11 @@ struct GetCommand: AsyncParsableCommand {
             payloadBytes: envelope.payload.count,
             createdAt: Output.date(envelope.createdAtMilliseconds),
             expiresAt: envelope.expiresAtMilliseconds.map(Output.date),
+            staleUntil: envelope.staleForMilliseconds > 0
+                ? envelope.expiresAtMilliseconds.map { Output.date($0 + envelope.staleForMilliseconds) } : nil,
+            state: Output.freshness(
+                expiresAt: envelope.expiresAtMilliseconds,
+                staleUntil: envelope.expiresAtMilliseconds.map { $0 + envelope.staleForMilliseconds }),
             expired: envelope.isExpired(atMilliseconds: Int64(Date().timeIntervalSince1970 * 1000)),
             value: value
         )

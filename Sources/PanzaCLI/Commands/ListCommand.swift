@@ -24,11 +24,12 @@ struct ListCommand: AsyncParsableCommand {
             return
         }
         Output.table(
-            [["KEY", "SIZE", "STORED", "EXPIRES"]]
+            [["KEY", "SIZE", "STORED", "EXPIRES", "STATE"]]
                 + entries.map {
                     [
                         $0.key, Output.bytes($0.size), Output.date($0.createdAtMilliseconds),
                         $0.expiresAtMilliseconds.map(Output.date) ?? "never",
+                        Output.freshness(expiresAt: $0.expiresAtMilliseconds, staleUntil: $0.staleUntilMilliseconds),
                     ]
                 }
         )

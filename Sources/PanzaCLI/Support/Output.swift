@@ -48,6 +48,15 @@ enum Output {
         Date(timeIntervalSince1970: Double(milliseconds) / 1000).formatted(.iso8601)
     }
 
+    /// `fresh`, `stale` or `expired` now, for an entry that expires at `expiresAt` (`nil`: never)
+    /// and is kept until `staleUntil` (`nil`: no stale period).
+    static func freshness(expiresAt: Int64?, staleUntil: Int64?) -> String {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        guard let expiresAt, now >= expiresAt else { return "fresh" }
+        if let staleUntil, now < staleUntil { return "stale" }
+        return "expired"
+    }
+
     /// Pads columns to their widest cell.
     static func table(_ rows: [[String]]) {
         guard let first = rows.first else { return }

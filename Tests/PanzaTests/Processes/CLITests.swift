@@ -142,6 +142,33 @@ struct CLITests {
         #expect(lines.first?.hasPrefix("panza: error: ") == true)
     }
 
+    @Test("ls and get show whether an entry is fresh, stale (within its stale period) or expired")
+    func freshnessStates() async throws {
+        let path = self.directory.path("cache.sqlite")
+        // Written two minutes ago: 60 s fresh, then stale for an hour (or for no time at all).
+        let clock = ManualCacheClock(nowMilliseconds: SystemCacheClock().nowMilliseconds() - 120_000)
+        let cache = try await makeCache(in: self.directory) { $0.clock = clock }
+        _ = try await cache.value(forKey: "stale", timeToLive: .seconds(60), freshness: Freshness(staleFor: .seconds(3600))) {
+            "s"
+        }
+        _ = try await cache.value(forKey: "expired", timeToLive: .seconds(60)) { "e" }
+        _ = try await cache.value(forKey: "fresh", timeToLive: .seconds(3600)) { "f" }
+        try await cache.close()
+        let table = try await self.panza(["ls", "--path", path]).output
+        let states = Dictionary(
+            uniqueKeysWithValues: table.split(separator: "\n").dropFirst().map {
+                let columns = $0.split(separator: " ", omittingEmptySubsequences: true)
+                return (String(columns.first ?? ""), String(columns.last ?? ""))
+            })
+        #expect(states["stale"] == "stale" && states["fresh"] == "fresh", "\(table)")
+        // An expired entry is listed as such until the background reclaim deletes it.
+        #expect(states["expired"] == nil || states["expired"] == "expired", "\(table)")
+        let get = try #require(
+            try self.json(try await self.panza(["get", "--json", "--path", path, "stale"]).output) as? [String: Any])
+        #expect(get["state"] as? String == "stale")
+        #expect(get["staleUntil"] is String)
+    }
+
     @Test("verify finds a damaged blob and exits 3; --remove deletes it")
     func verifyDamage() async throws {
         let path = self.directory.path("cache.sqlite")

@@ -46,8 +46,12 @@ public final class SQLiteTier: CacheTier {
         public var size: Int
         /// When it was written, in milliseconds since 1970.
         public var createdAtMilliseconds: Int64
-        /// When it expires, in milliseconds since 1970; `nil` for never.
+        /// When it expires (stops being fresh), in milliseconds since 1970; `nil` for never.
         public var expiresAtMilliseconds: Int64?
+        /// When its stale period ends and it is dropped, in milliseconds since 1970; `nil` for
+        /// never, and for an entry with no stale period (see ``Freshness``) the same as
+        /// ``expiresAtMilliseconds``.
+        public var staleUntilMilliseconds: Int64?
         /// When it was last read (to the tier's access-time resolution), in milliseconds since 1970.
         public var accessedAtMilliseconds: Int64
     }

@@ -454,7 +454,7 @@ actor SQLiteWriter {
         let connection = try self.openConnectionOrThrow()
         let statement = try connection.statement(
             """
-            SELECT key, namespace, size, created_at, expires_at, accessed_at FROM entry
+            SELECT key, namespace, size, created_at, expires_at, accessed_at, substr(blob, 1, 40) FROM entry
             WHERE ?1 IS NULL OR namespace = ?1 ORDER BY accessed_at DESC, key LIMIT ?2
             """
         )
@@ -463,13 +463,17 @@ actor SQLiteWriter {
         try statement.bind(Int64(limit ?? -1), at: 2)
         var result: [EntryInfo] = []
         while try statement.step() {
+            // The row's expires_at is when the entry may go (the end of its stale period); when
+            // it turns stale is in the envelope's header.
+            let times = BlobEnvelope.storedTimes(ofStored: statement.bytes(at: 6))
             result.append(
                 EntryInfo(
                     key: statement.text(at: 0),
                     namespace: statement.text(at: 1),
                     size: Int(statement.int64(at: 2)),
                     createdAtMilliseconds: statement.int64(at: 3),
-                    expiresAtMilliseconds: statement.optionalInt64(at: 4),
+                    expiresAtMilliseconds: times.map(\.freshUntilMilliseconds) ?? statement.optionalInt64(at: 4),
+                    staleUntilMilliseconds: times == nil ? nil : statement.optionalInt64(at: 4),
                     accessedAtMilliseconds: statement.int64(at: 5)
                 )
             )
