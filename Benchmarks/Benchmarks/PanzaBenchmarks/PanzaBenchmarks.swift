@@ -196,6 +196,7 @@ let benchmarks: @Sendable () -> Void = {
     openBenchmarks()
     peerBenchmarks()
     coldReadBenchmarks()
+    freshnessBenchmarks()
 }
 
 /// State built once and shared by every iteration of a benchmark, so that setup stays out of

@@ -36,7 +36,9 @@ struct EntryTimes: Sendable, Hashable {
     @inlinable
     func state(atMilliseconds now: Int64) -> State {
         if now < self.freshUntilMilliseconds { return .fresh }
-        if now < self.retainedUntilMilliseconds { return .stale(expiredForMilliseconds: now - self.freshUntilMilliseconds) }
+        if now < self.retainedUntilMilliseconds {
+            return .stale(expiredForMilliseconds: now - self.freshUntilMilliseconds)
+        }
         return .gone
     }
 

@@ -99,8 +99,8 @@ public struct CacheStatistics: Hashable, Sendable, Codable {
     /// Calls answered with an entry past its time to live, within ``Freshness/staleFor``
     /// (stale-while-revalidate) or after a soft timeout.
     public var staleHits = 0
-    /// Background refreshes that stored a new value (stale-while-revalidate, soft timeouts,
-    /// ``Freshness/refreshAhead``).
+    /// Background refreshes whose load succeeded (stale-while-revalidate,
+    /// ``Freshness/refreshAhead``); the value is stored unless a newer write overtook it.
     public var refreshes = 0
     /// Background refreshes whose load failed or timed out; the stale entry was kept.
     public var refreshFailures = 0

@@ -1,5 +1,5 @@
-public import Logging
 import Foundation
+public import Logging
 import Synchronization
 
 /// A chain of cache tiers (memory, SQLite, remote) with read-through, write-behind, single-flight
@@ -1205,7 +1205,8 @@ public final class TieredCache: Sendable {
         }
         switch memory.lookup(key.rawValue, nowMilliseconds: self.clock.nowMilliseconds()) {
         case .hit(let stored, let storedBytes, let times):
-            if let ratio = refreshAhead, times.isRefreshDue(atMilliseconds: self.clock.nowMilliseconds(), ratio: ratio) {
+            if let ratio = refreshAhead, times.isRefreshDue(atMilliseconds: self.clock.nowMilliseconds(), ratio: ratio)
+            {
                 return nil
             }
             self.recorder.add(.memoryHits)

@@ -64,11 +64,15 @@ struct FreshnessTests {
         let cache = try await self.cache()
         let gate = Gate()
         let loader = ScriptedLoader([.value("v1"), .gated(gate, "v2")])
-        #expect(try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() } == "v1")
+        #expect(
+            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+                == "v1")
         self.clock.advance(by: .seconds(61))
         // Fifty callers while the refresh is held: all get v1 at once, one refresh runs.
         for _ in 0..<50 {
-            #expect(try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() } == "v1")
+            #expect(
+                try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+                    == "v1")
         }
         await loader.waitForCall(2)
         #expect(loader.calls.value == 2)
@@ -77,7 +81,9 @@ struct FreshnessTests {
         let statistics = cache.statistics
         #expect(statistics.staleHits == 50)
         #expect(statistics.refreshes == 1)
-        #expect(try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() } == "v2")
+        #expect(
+            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+                == "v2")
         #expect(loader.calls.value == 2)
         try await cache.close()
         // SQLite holds the refreshed value, fresh for 60 s from the refresh.
@@ -90,7 +96,8 @@ struct FreshnessTests {
     func staleIsAMissWithoutPolicy() async throws {
         let cache = try await self.cache()
         let loader = ScriptedLoader([.value("v1"), .value("v2")])
-        _ = try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: Freshness(staleFor: .seconds(600))) {
+        _ = try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: Freshness(staleFor: .seconds(600)))
+        {
             try await loader()
         }
         self.clock.advance(by: .seconds(61))
@@ -101,7 +108,8 @@ struct FreshnessTests {
         self.clock.advance(by: .seconds(61 + 600))
         let late = ScriptedLoader([.value("v3")])
         #expect(
-            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: Freshness(staleFor: .seconds(600))) {
+            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: Freshness(staleFor: .seconds(600)))
+            {
                 try await late()
             } == "v3")
         try await cache.close()
@@ -109,12 +117,15 @@ struct FreshnessTests {
 
     @Test("Fail-safe: a failed load answers with the stale entry within failSafeFor, and the error after it")
     func failSafe() async throws {
-        let policy = Freshness(failSafeFor: .seconds(3600), failSafeExcludes: { ($0 as? TestError)?.message == "fatal" })
+        let policy = Freshness(
+            failSafeFor: .seconds(3600), failSafeExcludes: { ($0 as? TestError)?.message == "fatal" })
         let cache = try await self.cache()
         let loader = ScriptedLoader([.value("v1"), .failure("down"), .failure("fatal"), .failure("down")])
         _ = try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
         self.clock.advance(by: .seconds(61))
-        #expect(try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() } == "v1")
+        #expect(
+            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+                == "v1")
         #expect(cache.statistics.failSafeActivations == 1)
         #expect(cache.statistics.loadFailures == 1)
         await #expect(throws: TestError(message: "fatal")) {
@@ -137,7 +148,9 @@ struct FreshnessTests {
         self.clock.advance(by: .seconds(120))
         let reader = try await self.cache(memory: nil)
         let loader = ScriptedLoader([.failure("down")])
-        #expect(try await reader.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() } == "v1")
+        #expect(
+            try await reader.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+                == "v1")
         #expect(reader.statistics.failSafeActivations == 1)
         try await reader.close()
     }
@@ -150,7 +163,9 @@ struct FreshnessTests {
         let loader = ScriptedLoader([.value("v1"), .gated(gate, "v2")])
         _ = try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
         self.clock.advance(by: .seconds(61))
-        let call = Task { try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() } }
+        let call = Task {
+            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+        }
         await loader.waitForCall(2)
         await self.clock.waitForSleepers(1)
         self.clock.advance(by: .milliseconds(200))
@@ -158,7 +173,9 @@ struct FreshnessTests {
         #expect(cache.statistics.softTimeouts == 1)
         gate.open()
         // The next call joins the load if it still runs, or finds its stored result.
-        #expect(try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() } == "v2")
+        #expect(
+            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+                == "v2")
         #expect(loader.calls.value == 2)
         try await cache.close()
     }
@@ -168,7 +185,9 @@ struct FreshnessTests {
         let cache = try await self.cache()
         let policy = Freshness(hardTimeout: .seconds(10))
         let loader = ScriptedLoader([.hangs])
-        let call = Task { try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() } }
+        let call = Task {
+            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+        }
         await loader.waitForCall(1)
         await self.clock.waitForSleepers(1)
         self.clock.advance(by: .seconds(10))
@@ -182,7 +201,9 @@ struct FreshnessTests {
         _ = try await cache.value(forKey: "s", timeToLive: .seconds(60), freshness: safe) { "old" }
         self.clock.advance(by: .seconds(61))
         let hanging = ScriptedLoader([.hangs])
-        let fallback = Task { try await cache.value(forKey: "s", timeToLive: .seconds(60), freshness: safe) { try await hanging() } }
+        let fallback = Task {
+            try await cache.value(forKey: "s", timeToLive: .seconds(60), freshness: safe) { try await hanging() }
+        }
         await hanging.waitForCall(1)
         await self.clock.waitForSleepers(1)
         self.clock.advance(by: .seconds(10))
@@ -197,7 +218,9 @@ struct FreshnessTests {
         let policy = Freshness(hardTimeout: .seconds(10), completesInBackground: true)
         let gate = Gate()
         let loader = ScriptedLoader([.gated(gate, "late")])
-        let call = Task { try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() } }
+        let call = Task {
+            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+        }
         await loader.waitForCall(1)
         await self.clock.waitForSleepers(1)
         self.clock.advance(by: .seconds(10))
@@ -215,14 +238,20 @@ struct FreshnessTests {
         let loader = ScriptedLoader([.value("v1"), .value("v2"), .value("m1"), .value("m2")])
         _ = try await cache.value(forKey: "k", timeToLive: .seconds(100), freshness: policy) { try await loader() }
         self.clock.advance(by: .seconds(79))
-        #expect(try await cache.value(forKey: "k", timeToLive: .seconds(100), freshness: policy) { try await loader() } == "v1")
+        #expect(
+            try await cache.value(forKey: "k", timeToLive: .seconds(100), freshness: policy) { try await loader() }
+                == "v1")
         await cache.refreshesSettled()
         #expect(loader.calls.value == 1)
         self.clock.advance(by: .seconds(2))
-        #expect(try await cache.value(forKey: "k", timeToLive: .seconds(100), freshness: policy) { try await loader() } == "v1")
+        #expect(
+            try await cache.value(forKey: "k", timeToLive: .seconds(100), freshness: policy) { try await loader() }
+                == "v1")
         await cache.refreshesSettled()
         #expect(loader.calls.value == 2)
-        #expect(try await cache.value(forKey: "k", timeToLive: .seconds(100), freshness: policy) { try await loader() } == "v2")
+        #expect(
+            try await cache.value(forKey: "k", timeToLive: .seconds(100), freshness: policy) { try await loader() }
+                == "v2")
 
         let memoized = cache.memoize(id: "ahead", timeToLive: .seconds(100), freshness: policy) { (_: Int) in
             try await loader()
@@ -243,13 +272,19 @@ struct FreshnessTests {
         let loader = ScriptedLoader([.value("v1"), .failure("down"), .value("v2")])
         _ = try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
         self.clock.advance(by: .seconds(61))
-        #expect(try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() } == "v1")
+        #expect(
+            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+                == "v1")
         await cache.refreshesSettled()
         #expect(cache.statistics.refreshFailures == 1)
-        #expect(try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() } == "v1")
+        #expect(
+            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+                == "v1")
         await cache.refreshesSettled()
         #expect(cache.statistics.refreshes == 1)
-        #expect(try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() } == "v2")
+        #expect(
+            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+                == "v2")
         try await cache.close()
     }
 
@@ -262,7 +297,9 @@ struct FreshnessTests {
             let loader = ScriptedLoader([.value("v1"), .gated(gate, "refreshed")])
             _ = try await cache.value(forKey: key, timeToLive: .seconds(60), freshness: policy) { try await loader() }
             self.clock.advance(by: .seconds(61))
-            #expect(try await cache.value(forKey: key, timeToLive: .seconds(60), freshness: policy) { try await loader() } == "v1")
+            #expect(
+                try await cache.value(forKey: key, timeToLive: .seconds(60), freshness: policy) { try await loader() }
+                    == "v1")
             await loader.waitForCall(2)
             if write {
                 try await cache.set("newer", forKey: key)
@@ -280,7 +317,8 @@ struct FreshnessTests {
         try await reader.close()
     }
 
-    @Test("Two caches on one SQLite file: one refresh of a key at a time (a lease), and a newer write of the other wins")
+    @Test(
+        "Two caches on one SQLite file: one refresh of a key at a time (a lease), and a newer write of the other wins")
     func refreshLeaseAcrossCaches() async throws {
         let policy = Freshness(staleFor: .seconds(3600))
         let first = try await self.cache(memory: nil)
@@ -290,10 +328,14 @@ struct FreshnessTests {
         self.clock.advance(by: .seconds(61))
         let gate = Gate()
         let loader = ScriptedLoader([.gated(gate, "refreshed")])
-        #expect(try await first.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() } == "v1")
+        #expect(
+            try await first.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+                == "v1")
         await loader.waitForCall(1)
         let other = ScriptedLoader([.value("other")])
-        #expect(try await second.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await other() } == "v1")
+        #expect(
+            try await second.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await other() }
+                == "v1")
         await second.refreshesSettled()
         #expect(other.calls.value == 0, "the second cache refreshed a key whose lease the first holds")
         // The second cache stores a newer value while the first still loads: it stays.
@@ -316,7 +358,9 @@ struct FreshnessTests {
         let loader = ScriptedLoader([.value("v1"), .gated(gate, "v2")])
         _ = try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
         self.clock.advance(by: .seconds(61))
-        let call = Task { try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() } }
+        let call = Task {
+            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+        }
         await loader.waitForCall(2)
         call.cancel()
         await #expect(throws: CancellationError.self) { try await call.value }
@@ -329,11 +373,14 @@ struct FreshnessTests {
     @Test("The stale period travels in the envelope: a second cache honours the writer's policy")
     func stalePeriodInEnvelope() async throws {
         let writer = try await self.cache()
-        _ = try await writer.value(forKey: "k", timeToLive: .seconds(60), freshness: Freshness(staleFor: .seconds(600))) {
+        _ = try await writer.value(forKey: "k", timeToLive: .seconds(60), freshness: Freshness(staleFor: .seconds(600)))
+        {
             "v1"
         }
         try await writer.close()
-        let blob = try #require(try await SQLiteTier.open(configuration: .init(path: self.directory.path("cache.sqlite"))).storedBlob(forKey: "k"))
+        let blob = try #require(
+            try await SQLiteTier.open(configuration: .init(path: self.directory.path("cache.sqlite"))).storedBlob(
+                forKey: "k"))
         let envelope = try BlobEnvelope.decode(blob)
         #expect(envelope.timeToLiveMilliseconds == 60_000)
         #expect(envelope.staleForMilliseconds == 600_000)
@@ -341,7 +388,8 @@ struct FreshnessTests {
         let reader = try await self.cache()
         let loader = ScriptedLoader([.value("v2")])
         #expect(
-            try await reader.value(forKey: "k", timeToLive: .seconds(60), freshness: Freshness(staleFor: .seconds(600))) {
+            try await reader.value(forKey: "k", timeToLive: .seconds(60), freshness: Freshness(staleFor: .seconds(600)))
+            {
                 try await loader()
             } == "v1")
         await reader.refreshesSettled()

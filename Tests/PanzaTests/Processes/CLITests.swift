@@ -148,7 +148,9 @@ struct CLITests {
         // Written two minutes ago: 60 s fresh, then stale for an hour (or for no time at all).
         let clock = ManualCacheClock(nowMilliseconds: SystemCacheClock().nowMilliseconds() - 120_000)
         let cache = try await makeCache(in: self.directory) { $0.clock = clock }
-        _ = try await cache.value(forKey: "stale", timeToLive: .seconds(60), freshness: Freshness(staleFor: .seconds(3600))) {
+        _ = try await cache.value(
+            forKey: "stale", timeToLive: .seconds(60), freshness: Freshness(staleFor: .seconds(3600))
+        ) {
             "s"
         }
         _ = try await cache.value(forKey: "expired", timeToLive: .seconds(60)) { "e" }

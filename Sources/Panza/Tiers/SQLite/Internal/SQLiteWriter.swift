@@ -67,7 +67,8 @@ actor SQLiteWriter {
                     guard case .store(let key, let blob, _) = operation,
                         try WriteStamp.read(for: key, in: connection) == stamp,
                         try !Self.holdsNewerValue(
-                            key, than: write.pending?.createdAtMilliseconds
+                            key,
+                            than: write.pending?.createdAtMilliseconds
                                 ?? BlobEnvelope.createdAtMilliseconds(ofStored: blob) ?? now, in: connection)
                     else { continue }
                 } else if case .store = operation {
@@ -248,7 +249,8 @@ actor SQLiteWriter {
     private static func holdsNewerValue(_ key: CacheKey, than createdAt: Int64, in connection: SQLiteConnection) throws
         -> Bool
     {
-        let statement = try connection.statement("SELECT EXISTS (SELECT 1 FROM entry WHERE key = ?1 AND created_at >= ?2)")
+        let statement = try connection.statement(
+            "SELECT EXISTS (SELECT 1 FROM entry WHERE key = ?1 AND created_at >= ?2)")
         defer { statement.reset() }
         try statement.bind(key.rawValue, at: 1)
         try statement.bind(createdAt, at: 2)
