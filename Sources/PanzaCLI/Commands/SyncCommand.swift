@@ -54,7 +54,10 @@ struct SyncCommand: AsyncParsableCommand {
                 }
                 uploaded += 1
                 uploadedBytes += blob.count
-                operations.append(.store(key: key, blob: blob, expiresAtMilliseconds: entry.expiresAtMilliseconds))
+                operations.append(
+                    .store(
+                        key: key, blob: blob,
+                        expiresAtMilliseconds: entry.staleUntilMilliseconds ?? entry.expiresAtMilliseconds))
             }
             try await tier.apply(operations)
             index += batch.count
