@@ -23,6 +23,9 @@
 //                                    polling invalidations every POLL_MS, 0 for never), reading
 //                                    commands from standard input and answering each with one line
 //                                    "= ...": see SharedCacheWorker.swift
+//   PanzaTestWorker refresh DB NOW_MS
+//                                    a cache on DB whose clock stands at NOW_MS, serving stale
+//                                    entries and refreshing them: see RefreshWorker.swift
 //   PanzaTestWorker hold-lock DB MILLISECONDS
 //                                    take the SQLite write lock (BEGIN IMMEDIATE), print "locked",
 //                                    hold it that long, commit, print "released"
@@ -148,6 +151,9 @@ do {
 
     case "large":
         try await LargeValueWorker.run(arguments: Array(arguments.dropFirst(2)))
+
+    case "refresh":
+        try await RefreshWorker.run(arguments: arguments)
 
     case "hold-lock":
         let milliseconds = UInt32(arguments[3])!

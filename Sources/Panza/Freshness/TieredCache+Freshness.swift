@@ -236,8 +236,10 @@ extension TieredCache {
         }
     }
 
-    /// Returns once the background refreshes running now have ended (for tests).
-    func refreshesSettled() async {
+    /// Returns once the background refreshes (see ``Freshness``) running now have ended, their
+    /// results stored or their failures counted: for tests, and for programs that want a
+    /// refresh's value in place before they go on.
+    public func waitForRefreshes() async {
         let tasks = self.refreshes.withLock { Array($0.values) }
         for task in tasks { await task.value }
     }

@@ -33,15 +33,19 @@ struct BenchRecommendation: Codable, Sendable {
             + Double(result.setup.sqliteBytes == nil ? 0 : result.bytesStored) / gib * goals.diskCostPerGiB
     }
 
-    /// Among the configurations that meet the goals, the cheapest; configurations within 1% of the
+    /// Among the configurations that meet the goals, and that serve as many reads as the best one
+    /// (within half a percentage point: with an injected outage, failed reads are not a saving),
+    /// the cheapest; configurations within 1% of the
     /// cheapest cost tie, and the tie goes to the lowest p50 (the typical call; a p99 is mostly
     /// the loader's), then the lowest p99, then the least memory. So a memory tier that costs next
     /// to nothing beside the loader calls it saves is recommended over a configuration as cheap
     /// whose typical call is 100 times slower.
     static func choose(from results: [BenchResult], goals: Goals) -> BenchRecommendation {
         let costs = results.map { self.cost(of: $0, goals: goals) }
+        let bestSuccess = results.map(\.successRatio).max() ?? 1
         let eligible = results.indices.filter { index in
             let result = results[index]
+            if result.successRatio < bestSuccess - 0.005 { return false }
             if let target = goals.targetP99Microseconds, result.p99Microseconds > target { return false }
             if let budget = goals.memoryBudget, (result.setup.memoryBytes ?? 0) > budget { return false }
             return true
@@ -66,6 +70,9 @@ struct BenchRecommendation: Codable, Sendable {
         if tied.count > 1 { reason += ", tied within 1% with \(tied.count - 1) other(s), and the fastest of those" }
         reason += ")"
         if goals.targetP99Microseconds != nil || goals.memoryBudget != nil { reason += " that meets the goals" }
+        if bestSuccess < 1 {
+            reason += " among those that served \(String(format: "%.1f%%", bestSuccess * 100)) of reads"
+        }
         return BenchRecommendation(result: results[chosen], costs: costs, reason: reason)
     }
 

@@ -10,11 +10,13 @@ struct TierSetup: Sendable, Codable, Hashable {
     /// SQLite tier bytes; `nil` for no SQLite tier.
     var sqliteBytes: Int?
     var s3: Bool
+    /// Whether calls answer a failed load with a stale entry (``Freshness/failSafeFor``).
+    var failSafe = false
 
     var label: String {
         let memory = self.memoryBytes.map { "mem \(Output.bytes($0))" } ?? "no mem"
         let sqlite = self.sqliteBytes.map { "sqlite \(Output.bytes($0))" } ?? "no sqlite"
-        return "\(memory), \(sqlite)\(self.s3 ? ", s3" : "")"
+        return "\(memory), \(sqlite)\(self.s3 ? ", s3" : "")\(self.failSafe ? ", fail-safe" : "")"
     }
 }
 
@@ -37,6 +39,8 @@ struct BenchResult: Sendable, Codable {
     var s3Requests: Int
     var savedLoaderCalls: Int
     var savedCost: Double
+    /// Reads that returned a value (the others got the loader's error: an injected outage).
+    var successRatio: Double
 }
 
 /// One operation to run: a read of key `key` (memoized), or a write.
@@ -55,6 +59,7 @@ enum BenchRunner {
         operations: [BenchOperation],
         workload: BenchWorkload,
         s3: S3Options,
+        outage: Range<Int>? = nil,
         progress: @escaping @Sendable (Int) -> Void
     ) async throws -> BenchResult {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("panza-bench-\(UUID().uuidString)")
@@ -73,13 +78,19 @@ enum BenchRunner {
         configuration.modes = CacheModes()
         let cache = try await TieredCache(configuration: configuration)
         let latency = workload.loaderLatencyMilliseconds
-        // The key is the key index alone: size and recorded latency only shape the loader's answer.
-        let load = cache.memoize(id: "bench", key: { (key: Int, _: Int, _: Int) in "\(key)" }) {
-            (key: Int, size: Int, recordedMicroseconds: Int) async throws -> String in
+        // The key is the key index alone: size, recorded latency and the outage only shape the
+        // loader's answer.
+        let load = cache.memoize(
+            id: "bench", timeToLive: workload.timeToLiveMilliseconds.map { .microseconds(Int64($0 * 1000)) },
+            freshness: setup.failSafe ? Freshness(failSafeFor: .seconds(86_400 * 365)) : nil,
+            key: { (key: Int, _: Int, _: Int, _: Bool) in "\(key)" }
+        ) { (key: Int, size: Int, recordedMicroseconds: Int, down: Bool) async throws -> String in
             let micros = recordedMicroseconds >= 0 ? Double(recordedMicroseconds) : latency * 1000
             if micros > 0 { try await Task.sleep(for: .microseconds(Int64(micros))) }
+            if down { throw BenchOutage() }
             return BenchWorkload.json(key: key, size: size)
         }
+        let failedReads = OperationCursor()
 
         let next = OperationCursor()
         let clock = ContinuousClock()
@@ -96,9 +107,15 @@ enum BenchRunner {
                         if operation.isWrite {
                             try await cache.set(
                                 BenchWorkload.json(key: operation.key, size: operation.size),
-                                forKey: try load.key(operation.key, operation.size, -1).rawValue)
+                                forKey: try load.key(operation.key, operation.size, -1, false).rawValue)
                         } else {
-                            _ = try await load(operation.key, operation.size, operation.loaderLatencyMicroseconds ?? -1)
+                            do {
+                                _ = try await load(
+                                    operation.key, operation.size, operation.loaderLatencyMicroseconds ?? -1,
+                                    outage?.contains(index) ?? false)
+                            } catch is BenchOutage {
+                                _ = failedReads.take()
+                            }
                         }
                         let elapsed = clock.now - begin
                         measured.append(
@@ -131,7 +148,7 @@ enum BenchRunner {
             sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.down)))]
         }
         let reads = operations.count { !$0.isWrite }
-        let hits = reads - statistics.loads
+        let hits = max(0, reads - statistics.loads)
         var tierRatios: [String: Double] = ["memory": reads == 0 ? 0 : Double(statistics.memory.hits) / Double(reads)]
         for (name, counts) in statistics.tiers {
             tierRatios[name] = reads == 0 ? 0 : Double(counts.hits) / Double(reads)
@@ -153,13 +170,21 @@ enum BenchRunner {
             bytesRead: statistics.bytesRead,
             s3Requests: s3Requests,
             savedLoaderCalls: hits,
-            savedCost: Double(hits) * workload.loaderCost
+            savedCost: Double(hits) * workload.loaderCost,
+            successRatio: reads == 0 ? 1 : Double(reads - failedReads.taken) / Double(reads)
         )
     }
 }
 
-/// Hands out operation indices to the tasks of a run.
+/// The error of a loader call during an injected outage (`panza bench --outage`).
+struct BenchOutage: Error, CustomStringConvertible {
+    var description: String { "the API is down (injected outage)" }
+}
+
+/// Hands out operation indices to the tasks of a run (or counts, from any task).
 final class OperationCursor: Sendable {
     private let next = Atomic<Int>(0)
     func take() -> Int { self.next.add(1, ordering: .relaxed).oldValue }
+    /// How many were taken.
+    var taken: Int { self.next.load(ordering: .relaxed) }
 }

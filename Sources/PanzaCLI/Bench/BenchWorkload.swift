@@ -12,6 +12,10 @@ struct BenchWorkload: Sendable, Codable {
     var writeFraction: Double
     /// How long one loader call takes.
     var loaderLatencyMilliseconds: Double
+    /// How long entries live; `nil` for ever.
+    var timeToLiveMilliseconds: Double? = nil
+    /// The part of the run, as fractions of its operations, during which every loader call fails.
+    var outage: ClosedRange<Double>? = nil
     /// What one loader call costs (in any currency), to value the calls saved.
     var loaderCost: Double
     /// Tasks issuing operations at once.

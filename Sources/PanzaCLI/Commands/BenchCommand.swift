@@ -19,6 +19,11 @@ struct BenchCommand: AsyncParsableCommand {
             --memory-budget: its cost counts the loader calls left (--loader-cost each), its memory \
             bound (--memory-cost per GiB) and the bytes it stored on disk (--disk-cost per GiB); \
             configurations within 1% of the cheapest go to the lowest p50, then p99.
+
+            With --outage (and --ttl, so that entries expire), every loader call fails during that part \
+            of the run, and each configuration runs without and with fail-safe: the SUCCESS column \
+            shows how many reads still got a value; only configurations that serve as many as the \
+            best are recommended.
             """
     )
 
@@ -40,6 +45,14 @@ struct BenchCommand: AsyncParsableCommand {
     var memoryCost = 0.05
     @Option(name: .customLong("disk-cost"), help: "Cost of a GiB stored in SQLite, against --loader-cost.")
     var diskCost = 0.001
+    @Option(name: .customLong("ttl"), help: "Time to live of entries, in milliseconds (default: for ever).")
+    var timeToLive: Double?
+    @Option(
+        help: ArgumentHelp(
+            "An API outage: from-to, as fractions of the run (0.5-0.8), during which every loader call fails.",
+            discussion: "Each configuration then runs twice, without and with fail-safe (Freshness.failSafeFor), "
+                + "and the SUCCESS column shows the reads that got a value. Give --ttl so that entries expire."))
+    var outage: String?
     @Option(help: "Tasks issuing operations at once.") var concurrency = 16
     @Option(help: "Operations per configuration.") var operations = 20_000
     @Option(help: "Random seed.") var seed: UInt64 = 42
@@ -70,6 +83,11 @@ struct BenchCommand: AsyncParsableCommand {
             throw ValidationError("--keys, --operations and --concurrency must be positive")
         }
         guard (0...1).contains(self.writeFraction) else { throw ValidationError("--writes must be between 0 and 1") }
+        if let outage = self.outage, Self.outageRange(outage) == nil {
+            throw ValidationError(
+                "--outage must be like 0.5-0.8: two fractions of the run, the first not above the second")
+        }
+        guard self.timeToLive.map({ $0 > 0 }) ?? true else { throw ValidationError("--ttl must be positive") }
         guard self.targetP99.map({ $0 > 0 }) ?? true, self.memoryBudget.map({ $0 >= 0 }) ?? true,
             self.memoryCost >= 0, self.diskCost >= 0, self.loaderCost >= 0
         else {
@@ -89,6 +107,8 @@ struct BenchCommand: AsyncParsableCommand {
             operations: self.operations,
             seed: self.seed
         )
+        workload.timeToLiveMilliseconds = self.timeToLive
+        workload.outage = self.outage.flatMap(Self.outageRange)
         let operations: [BenchOperation]
         let source: String
         if let trace = self.trace {
@@ -134,6 +154,16 @@ struct BenchCommand: AsyncParsableCommand {
         if self.s3.resolvedBucket != nil {
             setups += memory.map { TierSetup(memoryBytes: $0, sqliteBytes: max(1 << 20, workingSet * 4), s3: true) }
         }
+        if workload.outage != nil {
+            setups = setups.flatMap { setup in
+                var failSafe = setup
+                failSafe.failSafe = true
+                return [setup, failSafe]
+            }
+        }
+        let outageOperations = workload.outage.map {
+            Int($0.lowerBound * Double(operations.count))..<Int($0.upperBound * Double(operations.count))
+        }
         if !self.json {
             print(
                 "panza bench: \(source); \(operations.count) operations × \(setups.count) configurations; working set ≈ \(Output.bytes(workingSet))"
@@ -146,7 +176,7 @@ struct BenchCommand: AsyncParsableCommand {
         for (index, setup) in setups.enumerated() {
             let done = index * operations.count
             let result = try await BenchRunner.run(
-                setup: setup, operations: operations, workload: workload, s3: self.s3
+                setup: setup, operations: operations, workload: workload, s3: self.s3, outage: outageOperations
             ) { progress in
                 bar.update(done + progress)
             }
@@ -177,7 +207,7 @@ struct BenchCommand: AsyncParsableCommand {
                 [
                     "CONFIGURATION", "HIT %", "MEMORY %", "SQLITE %", "S3 %", "LOADS", "P50", "P99", "P99.9", "OPS/S",
                     "STORED",
-                ]
+                ] + (workload.outage == nil ? [] : ["SUCCESS %"])
             ]
                 + results.map { result in
                     [
@@ -192,7 +222,7 @@ struct BenchCommand: AsyncParsableCommand {
                         Output.duration(.nanoseconds(Int64(result.p999Microseconds * 1000))),
                         String(format: "%.0f", result.throughput),
                         Output.bytes(result.bytesStored),
-                    ]
+                    ] + (workload.outage == nil ? [] : [String(format: "%.1f", result.successRatio * 100)])
                 }
         )
         if let recommendation {
@@ -209,6 +239,13 @@ struct BenchCommand: AsyncParsableCommand {
         }
         if recommendation == nil { print("\nNo recommendation: \(choice.reason).") }
         print("Chart: \(self.chart)")
+    }
+
+    /// `0.5-0.8` as a range of fractions of the run.
+    static func outageRange(_ text: String) -> ClosedRange<Double>? {
+        let parts = text.split(separator: "-").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.count == 2, parts[0] >= 0, parts[1] <= 1, parts[0] <= parts[1] else { return nil }
+        return parts[0]...parts[1]
     }
 
     /// The synthetic operations, the same for every configuration.

@@ -77,7 +77,7 @@ struct FreshnessTests {
         await loader.waitForCall(2)
         #expect(loader.calls.value == 2)
         gate.open()
-        await cache.refreshesSettled()
+        await cache.waitForRefreshes()
         let statistics = cache.statistics
         #expect(statistics.staleHits == 50)
         #expect(statistics.refreshes == 1)
@@ -241,13 +241,13 @@ struct FreshnessTests {
         #expect(
             try await cache.value(forKey: "k", timeToLive: .seconds(100), freshness: policy) { try await loader() }
                 == "v1")
-        await cache.refreshesSettled()
+        await cache.waitForRefreshes()
         #expect(loader.calls.value == 1)
         self.clock.advance(by: .seconds(2))
         #expect(
             try await cache.value(forKey: "k", timeToLive: .seconds(100), freshness: policy) { try await loader() }
                 == "v1")
-        await cache.refreshesSettled()
+        await cache.waitForRefreshes()
         #expect(loader.calls.value == 2)
         #expect(
             try await cache.value(forKey: "k", timeToLive: .seconds(100), freshness: policy) { try await loader() }
@@ -259,7 +259,7 @@ struct FreshnessTests {
         #expect(try await memoized(1) == "m1")
         self.clock.advance(by: .seconds(81))
         #expect(try await memoized(1) == "m1")
-        await cache.refreshesSettled()
+        await cache.waitForRefreshes()
         #expect(try await memoized(1) == "m2")
         #expect(cache.statistics.refreshes == 2)
         try await cache.close()
@@ -275,12 +275,12 @@ struct FreshnessTests {
         #expect(
             try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
                 == "v1")
-        await cache.refreshesSettled()
+        await cache.waitForRefreshes()
         #expect(cache.statistics.refreshFailures == 1)
         #expect(
             try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
                 == "v1")
-        await cache.refreshesSettled()
+        await cache.waitForRefreshes()
         #expect(cache.statistics.refreshes == 1)
         #expect(
             try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
@@ -307,7 +307,7 @@ struct FreshnessTests {
                 try await cache.removeValue(forKey: key)
             }
             gate.open()
-            await cache.refreshesSettled()
+            await cache.waitForRefreshes()
             #expect(try await cache.value(forKey: key, as: String.self) == (write ? "newer" : nil))
         }
         try await cache.close()
@@ -336,18 +336,49 @@ struct FreshnessTests {
         #expect(
             try await second.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await other() }
                 == "v1")
-        await second.refreshesSettled()
+        await second.waitForRefreshes()
         #expect(other.calls.value == 0, "the second cache refreshed a key whose lease the first holds")
         // The second cache stores a newer value while the first still loads: it stays.
         try await second.set("newer", forKey: "k", timeToLive: .seconds(60))
         try await second.flush()
         gate.open()
-        await first.refreshesSettled()
+        await first.waitForRefreshes()
         try await first.flush()
         #expect(first.statistics.refreshes == 1)
         #expect(try await first.value(forKey: "k", as: String.self) == "newer")
         try await first.close()
         try await second.close()
+    }
+
+    @Test("Two processes on one SQLite file, both serving a stale entry: one refreshes it, the other does not")
+    func refreshLeaseAcrossProcesses() async throws {
+        let path = self.directory.path("cache.sqlite")
+        let writer = try await self.cache()
+        _ = try await writer.value(
+            forKey: "k", timeToLive: .seconds(60), freshness: Freshness(staleFor: .seconds(3600))
+        ) {
+            "v1"
+        }
+        try await writer.close()
+        // Both processes' clocks stand 61 s later: the entry is stale for them.
+        let later = "\(self.clock.nowMilliseconds() + 61_000)"
+        let first = try ChildProcess.start(["refresh", path, later])
+        let second = try ChildProcess.start(["refresh", path, later])
+        #expect(await first.ask("get k") == "v1")
+        #expect(await first.waitForLine("loading k"), "the first process did not start its refresh")
+        #expect(await second.ask("get k") == "v1")
+        #expect(await second.ask("settle") == "loads=0 refreshes=0", "the second process refreshed too")
+        #expect(await first.ask("go") == "ok")
+        #expect(await first.ask("settle") == "loads=1 refreshes=1")
+        #expect(await first.ask("quit") == "bye")
+        #expect(await second.ask("quit") == "bye")
+        _ = try await first.wait()
+        _ = try await second.wait()
+        self.clock.advance(by: .seconds(62))
+        let reader = try await self.cache()
+        let refreshed = try await reader.value(forKey: "k", as: String.self)
+        #expect(refreshed?.hasPrefix("refreshed-") == true, "\(refreshed ?? "nil")")
+        try await reader.close()
     }
 
     @Test("A caller cancelled while it waits for a load stops at once; the load stores its result for the others")
@@ -392,7 +423,7 @@ struct FreshnessTests {
             {
                 try await loader()
             } == "v1")
-        await reader.refreshesSettled()
+        await reader.waitForRefreshes()
         #expect(loader.calls.value == 1)
         try await reader.close()
     }

@@ -202,6 +202,32 @@ struct CLITests {
         #expect(svg.hasPrefix("<svg") && svg.contains("polyline"))
     }
 
+    @Test("bench --outage: with fail-safe, reads during an API outage still get the values loaded before it")
+    func benchOutage() async throws {
+        let result = try await self.panza([
+            "bench", "--json", "--keys", "50", "--operations", "3000", "--loader-latency", "0", "--writes", "0",
+            "--ttl", "1", "--outage", "0.5-1", "--memory-sizes", "1000000", "--chart",
+            self.directory.path("outage.svg"),
+        ])
+        #expect(result.status == 0, "\(result.error)")
+        let report = try #require(try self.json(result.output) as? [String: Any])
+        let results = try #require(report["results"] as? [[String: Any]])
+        // One memory size (room for every key) with and without SQLite, each without and with
+        // fail-safe.
+        #expect(results.count == 4)
+        for pair in stride(from: 0, to: results.count, by: 2) {
+            let plain = try #require(results[pair]["successRatio"] as? Double)
+            let failSafe = try #require(results[pair + 1]["successRatio"] as? Double)
+            #expect((results[pair + 1]["label"] as? String)?.hasSuffix("fail-safe") == true)
+            // Half the reads fall in the outage: without fail-safe most of them fail (entries live
+            // 1 ms); with it, every key seen before the outage is still served.
+            #expect(plain < 0.9, "\(results[pair])")
+            #expect(failSafe > 0.99, "\(results[pair + 1])")
+        }
+        let recommended = try #require(report["recommendation"] as? [String: Any])
+        #expect((recommended["label"] as? String)?.hasSuffix("fail-safe") == true, "\(recommended)")
+    }
+
     @Test(
         "bench recommends the cheapest configuration that meets --target-p99 and --memory-budget, ties going to latency"
     )

@@ -1,0 +1,64 @@
+import Foundation
+import Panza
+import PanzaTestSupport
+import Synchronization
+
+/// A process that serves a stale entry and refreshes it in the background, driven line by line
+/// from standard input; several of them share one SQLite file to show that one refresh of a key
+/// runs at a time among them (the file's refresh lease).
+///
+/// `PanzaTestWorker refresh DB NOW_MS`: a cache on DB (no memory tier) whose clock reads NOW_MS
+/// (milliseconds since 1970) and stands still; calls use a time to live of 60 s and
+/// `Freshness(staleFor: 3600 s)`. Commands, each answered with one line `= ...`:
+///
+/// - `get KEY`: the call (its loader prints `loading KEY`, then waits for `go`, then returns
+///   `refreshed-PID`); answers the value returned.
+/// - `go`: lets loaders waiting return.
+/// - `settle`: waits for background refreshes to end; answers `loads=N refreshes=N`.
+/// - `quit`.
+enum RefreshWorker {
+    static func run(arguments: [String]) async throws {
+        var configuration = TieredCache.Configuration()
+        configuration.memory = nil
+        configuration.sqlite = .init(path: arguments[2])
+        configuration.clock = ManualCacheClock(nowMilliseconds: Int64(arguments[3])!)
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        let policy = Freshness(staleFor: .seconds(3600))
+        let pid = ProcessInfo.processInfo.processIdentifier
+        let released = Gate()
+        func answer(_ text: String) {
+            FileHandle.standardOutput.write(Data("= \(text)\n".utf8))
+        }
+        while let line = readLine() {
+            let words = line.split(separator: " ").map(String.init)
+            do {
+                switch words.first ?? "" {
+                case "get":
+                    let key = words[1]
+                    answer(
+                        try await cache.value(forKey: key, timeToLive: .seconds(60), freshness: policy) {
+                            FileHandle.standardOutput.write(Data("loading \(key)\n".utf8))
+                            await released.wait()
+                            return "refreshed-\(pid)"
+                        })
+                case "go":
+                    released.open()
+                    answer("ok")
+                case "settle":
+                    await cache.waitForRefreshes()
+                    let statistics = cache.statistics
+                    answer("loads=\(statistics.loads) refreshes=\(statistics.refreshes)")
+                case "quit":
+                    try await cache.close()
+                    answer("bye")
+                    return
+                default: answer("error unknown command \(line)")
+                }
+            } catch {
+                answer("error \(error)")
+            }
+        }
+        try await cache.close()
+    }
+}
