@@ -18,6 +18,14 @@ public enum MemoizeKey {
     public static func make<each Argument: Encodable>(id: String, arguments argument: repeat each Argument) throws
         -> CacheKey
     {
+        self.key(id: id, canonicalBytes: try self.canonicalBytes(id: id, arguments: repeat each argument))
+    }
+
+    /// The bytes the key hashes: `"PNZK"`, the version, the id and the canonical arguments.
+    @inlinable
+    static func canonicalBytes<each Argument: Encodable>(id: String, arguments argument: repeat each Argument) throws
+        -> [UInt8]
+    {
         var encoder = CanonicalEncoder()
         encoder.appendRaw([0x50, 0x4E, 0x5A, 0x4B, encodingVersion])
         try encoder.append(id)
@@ -27,7 +35,13 @@ public enum MemoizeKey {
         for value in repeat each argument {
             try encoder.append(value)
         }
-        return CacheKey(namespace: id, rawValue: keyString(id: id, canonicalBytes: encoder.bytes))
+        return encoder.bytes
+    }
+
+    /// The key of memoized function `id` for the bytes of ``canonicalBytes(id:arguments:)``.
+    @usableFromInline
+    static func key(id: String, canonicalBytes: [UInt8]) -> CacheKey {
+        CacheKey(namespace: id, rawValue: keyString(id: id, canonicalBytes: canonicalBytes))
     }
 
     /// `{id}/{hex SHA-256 of canonicalBytes}`, built in one allocation.

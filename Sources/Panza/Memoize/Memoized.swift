@@ -20,6 +20,8 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     @usableFromInline let freshness: Freshness?
     @usableFromInline let function: @Sendable @concurrent (repeat each Argument) async throws -> Value
     @usableFromInline let customKey: (@Sendable (repeat each Argument) throws -> String)?
+    /// Whether the key is the default one, the hash of the canonical arguments (no ``customKey``).
+    @usableFromInline let usesCanonicalKey: Bool
     /// Whether ``customKey``'s output is used as it is (`rawKey:`) instead of hashed (`key:`).
     @usableFromInline let keyIsRaw: Bool
     /// Calls, loads and failures of this id, for metrics; `nil` when the cache reports none.
@@ -45,6 +47,7 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
         self.timeToLive = timeToLive
         self.freshness = freshness ?? cache.configuration.defaultFreshness
         self.customKey = customKey
+        if case .some = customKey { self.usesCanonicalKey = false } else { self.usesCanonicalKey = true }
         self.keyIsRaw = keyIsRaw
         self.counters = cache.metricsReporter == nil ? nil : cache.counters(forID: id)
         self.function = function
@@ -56,15 +59,38 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     @inlinable
     public func callAsFunction(_ argument: repeat each Argument) async throws -> Value {
         self.counters?.recordCall()
-        let key = try self.key(repeat each argument)
-        let probe = try self.cache.probeMemory(key, as: Value.self, refreshAhead: self.freshness?.refreshAhead)
+        let key: CacheKey
+        let refreshAhead = self.freshness?.refreshAhead
+        if self.usesCanonicalKey {
+            // The memory tier finds a call it answered before by its canonical arguments: no
+            // SHA-256 on a hit. The persistent key is computed on a miss, and the entry it finds
+            // is then found by these bytes too.
+            let canonical = try MemoizeKey.canonicalBytes(id: self.id, arguments: repeat each argument)
+            let fast = MemoryFastKey(canonical)
+            if case .hit(let value) = try self.cache.probeMemory(fast: fast, as: Value.self, refreshAhead: refreshAhead)
+            {
+                return value
+            }
+            key = MemoizeKey.key(id: self.id, canonicalBytes: canonical)
+            let probe = try self.cache.probeMemory(key, as: Value.self, refreshAhead: refreshAhead, attaching: fast)
+            if case .hit(let value) = probe { return value }
+            return try await self.readThrough(key: key, memoryChecked: probe.isMiss, repeat each argument)
+        }
+        key = try self.key(repeat each argument)
+        let probe = try self.cache.probeMemory(key, as: Value.self, refreshAhead: refreshAhead)
         if case .hit(let value) = probe { return value }
+        return try await self.readThrough(key: key, memoryChecked: probe.isMiss, repeat each argument)
+    }
+
+    /// The read-through call behind a memory miss.
+    @inlinable
+    func readThrough(key: CacheKey, memoryChecked: Bool, _ argument: repeat each Argument) async throws -> Value {
         let function = self.function
         return try await self.cache.readThrough(
             key: key,
             id: self.id,
             timeToLive: self.timeToLive,
-            memoryChecked: probe.isMiss,
+            memoryChecked: memoryChecked,
             limits: self.limits,
             concurrencyKey: self.concurrencyKey?(repeat each argument),
             freshness: self.freshness

@@ -1178,13 +1178,18 @@ public final class TieredCache: Sendable {
     ///
     /// - Parameter refreshAhead: the caller's ``Freshness/refreshAhead``: a hit it makes due for
     ///   a refresh is left to the full path (``MemoryProbe/skipped``), as is a stale entry.
+    ///   - attaching: the memoized call's canonical bytes, by which the entry found is found next
+    ///     time (see ``probeMemory(fast:as:refreshAhead:)``).
     @inlinable
     func probeMemory<Value: Sendable>(
         _ key: CacheKey,
         as type: Value.Type,
-        refreshAhead: Double? = nil
+        refreshAhead: Double? = nil,
+        attaching fast: MemoryFastKey? = nil
     ) throws -> MemoryProbe<Value> {
-        guard let stored = self.probeMemoryUntyped(key, refreshAhead: refreshAhead) else { return .skipped }
+        guard let stored = self.probeMemoryUntyped(key, refreshAhead: refreshAhead, attaching: fast) else {
+            return .skipped
+        }
         switch stored {
         case .some(let stored):
             guard let value = stored as? Value else { throw Self.typeMismatch(stored, Value.self, key: key) }
@@ -1197,7 +1202,8 @@ public final class TieredCache: Sendable {
     /// `nil` when memory is skipped (or holds an entry the full path must see: stale, or due for
     /// a refresh); `.some(nil)` on a miss. Counts the hit or miss.
     @usableFromInline
-    func probeMemoryUntyped(_ key: CacheKey, refreshAhead: Double?) -> (any Sendable)?? {
+    func probeMemoryUntyped(_ key: CacheKey, refreshAhead: Double?, attaching fast: MemoryFastKey?) -> (any Sendable)??
+    {
         guard let memory = self.memory, !self.isClosed.load(ordering: .relaxed),
             !self.bustModeActive.load(ordering: .relaxed)
         else {
@@ -1209,6 +1215,7 @@ public final class TieredCache: Sendable {
             {
                 return nil
             }
+            if let fast, self.trace == nil { memory.attach(fast, toKey: key.rawValue) }
             self.recorder.add(.memoryHits)
             self.trace?.record(key: key.rawValue, size: storedBytes, source: .memory, latency: .zero)
             return .some(stored)
@@ -1222,6 +1229,44 @@ public final class TieredCache: Sendable {
             self.recorder.add(.memoryMisses)
             return .some(nil)
         }
+    }
+
+    /// The memory fast path of memoized calls with their default keys: a fresh entry found by the
+    /// call's canonical bytes, without its persistent key. Anything else (a miss, a stale entry,
+    /// one due for a refresh, an access trace being recorded) is ``MemoryProbe/skipped``, for
+    /// ``probeMemory(_:as:refreshAhead:attaching:)``; only a hit is counted.
+    @inlinable
+    func probeMemory<Value: Sendable>(
+        fast: MemoryFastKey,
+        as type: Value.Type,
+        refreshAhead: Double?
+    ) throws -> MemoryProbe<Value> {
+        guard let stored = self.probeMemoryFast(fast, refreshAhead: refreshAhead) else { return .skipped }
+        guard let value = stored as? Value else {
+            throw PanzaError(
+                code: .typeMismatch,
+                message: "the value in memory is a \(Swift.type(of: stored)), not a \(Value.self)"
+            )
+        }
+        return .hit(value)
+    }
+
+    @usableFromInline
+    func probeMemoryFast(_ fast: MemoryFastKey, refreshAhead: Double?) -> (any Sendable)? {
+        guard let memory = self.memory, self.trace == nil, !self.isClosed.load(ordering: .relaxed),
+            !self.bustModeActive.load(ordering: .relaxed)
+        else {
+            return nil
+        }
+        guard
+            case .hit(let stored, _, let times) = memory.lookup(
+                fast: fast, nowMilliseconds: self.clock.nowMilliseconds())
+        else { return nil }
+        if let ratio = refreshAhead, times.isRefreshDue(atMilliseconds: self.clock.nowMilliseconds(), ratio: ratio) {
+            return nil
+        }
+        self.recorder.add(.memoryHits)
+        return stored
     }
 
     @usableFromInline

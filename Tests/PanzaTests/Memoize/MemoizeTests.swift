@@ -25,6 +25,36 @@ struct MemoizeTests {
         try await cache.close()
     }
 
+    @Test("Memory hits by canonical arguments never outlive a bust, a bustAll, a set of the key or an eviction")
+    func fastMemoryHitsFollowWrites() async throws {
+        let cache = try await makeCache(in: self.directory, memory: .init(maxEntries: 3, maxBytes: 1 << 20)) {
+            $0.sqlite = nil
+        }
+        let calls = CallCounter()
+        let f = cache.memoize(id: "f") { (x: Int) async throws -> String in "\(x)#\(calls.increment())" }
+        #expect(try await f(1) == "1#1")
+        #expect(try await f(1) == "1#1")  // found by its persistent key, then attached
+        #expect(try await f(1) == "1#1")  // found by its canonical arguments
+        try await f.bust(1)
+        #expect(try await f(1) == "1#2")
+        #expect(try await f(1) == "1#2")
+        try await f.bustAll()
+        #expect(try await f(1) == "1#3")
+        #expect(try await f(1) == "1#3")
+        try await cache.set("replaced", forKey: try f.key(1).rawValue)
+        #expect(try await f(1) == "replaced")
+        #expect(try await f(1) == "replaced")
+        try await cache.bustAll()
+        #expect(try await f(1) == "1#4")
+        #expect(try await f(1) == "1#4")
+        // Three other keys evict it from a memory tier of three entries.
+        for x in 2...4 { _ = try await f(x) }
+        #expect(try await f(1) == "1#8")
+        let statistics = cache.statistics
+        #expect(statistics.memory.hits == 7)
+        try await cache.close()
+    }
+
     @Test("peek never calls the function")
     func peek() async throws {
         let cache = try await makeCache(in: self.directory)

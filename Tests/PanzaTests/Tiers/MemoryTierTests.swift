@@ -100,6 +100,49 @@ struct MemoryTierTests {
         tier._checkInvariants()
     }
 
+    @Test("The fast index never finds an entry that was removed, evicted, replaced or moved to another slot")
+    func fastIndexAgainstModel() throws {
+        let tier = try MemoryTier(configuration: .init(maxEntries: 40, maxBytes: 100_000))
+        var generator = SplitMix64(seed: 11)
+        // Each key's value in the tier as the model knows it, and whether its fast key is attached.
+        var model: [String: Int] = [:]
+        var attached: Set<String> = []
+        func fast(_ key: String) -> MemoryFastKey { MemoryFastKey(Array("fast:\(key)".utf8)) }
+        for step in 0..<30_000 {
+            let key = "k\(Int.random(in: 0..<120, using: &generator))"
+            switch Int.random(in: 0..<12, using: &generator) {
+            case 0..<3:
+                tier.insert(entry(step), forKey: key)
+                model[key] = step
+                attached.remove(key)  // a replaced entry drops its fast key
+                // Evictions: the model forgets what the tier no longer holds.
+                let held = Set(tier.keysByRecency())
+                for stale in model.keys where !held.contains(stale) {
+                    model[stale] = nil
+                    attached.remove(stale)
+                }
+            case 3..<5:
+                tier.attach(fast(key), toKey: key)
+                if model[key] != nil { attached.insert(key) }
+            case 5..<11:
+                let found: Int? =
+                    if case .hit(let value, _, _) = tier.lookup(fast: fast(key), nowMilliseconds: 0) {
+                        value as? Int
+                    } else { nil }
+                // Found only through an attachment of the entry it holds now, with its value.
+                #expect(found == (attached.contains(key) ? model[key] : nil), "step \(step), key \(key)")
+            default:
+                tier.remove(key)
+                model[key] = nil
+                attached.remove(key)
+            }
+            if step % 1_000 == 0 { tier._checkInvariants() }
+        }
+        tier.removeAll()
+        #expect(tier.count == 0)
+        tier._checkInvariants()
+    }
+
     @Test("Bounds must be positive")
     func invalidBounds() {
         #expect(throws: PanzaError.self) { try MemoryTier(configuration: .init(maxEntries: 0, maxBytes: 1)) }

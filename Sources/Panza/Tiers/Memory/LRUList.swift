@@ -23,6 +23,25 @@ struct LRUList<Key: Hashable, Element: Costed> {
 
     subscript(index: Int) -> Element { self.nodes[index].element! }
 
+    /// The element at `index`, or `nil` when the slot is free or out of range.
+    func element(at index: Int) -> Element? {
+        index >= 0 && index < self.nodes.count ? self.nodes[index].element : nil
+    }
+
+    /// Changes the element at an occupied `index` in place (not its cost).
+    mutating func update(at index: Int, _ body: (inout Element) -> Void) {
+        body(&self.nodes[index].element!)
+    }
+
+    /// Calls `body` with the index and element of every entry, from the most recently used.
+    func forEachIndexed(_ body: (Int, Element) -> Void) {
+        var index = self.head
+        while index >= 0 {
+            body(index, self.nodes[index].element!)
+            index = self.nodes[index].next
+        }
+    }
+
     mutating func moveToFront(_ index: Int) {
         guard index != self.head else { return }
         self.unlink(index)

@@ -47,10 +47,32 @@ public final class MemoryTier: Sendable {
         var storedBytes: Int
         var namespace: String
         var times: EntryTimes
+        /// The memoized call's canonical arguments that last found this entry, by which
+        /// ``lookup(fast:nowMilliseconds:)`` finds it again without the persistent key.
+        var fastKey: MemoryFastKey? = nil
+    }
+
+    /// The entries by persistent key, in recency order, and a second index of some of them by
+    /// the canonical bytes of the memoized call that last found them.
+    ///
+    /// The second index is kept lazily: an entry removed, evicted or replaced leaves its mapping
+    /// behind, and a lookup through it checks that the slot still holds an entry with that fast key.
+    /// It is swept when it grows past twice the entries.
+    private struct State {
+        var list = LRUList<String, Entry>()
+        var fast: [MemoryFastKey: Int] = [:]
+
+        mutating func sweepFastIndex() {
+            var fast: [MemoryFastKey: Int] = [:]
+            self.list.forEachIndexed { index, entry in
+                if let key = entry.fastKey { fast[key] = index }
+            }
+            self.fast = fast
+        }
     }
 
     let configuration: Configuration
-    private let state: Mutex<LRUList<String, Entry>>
+    private let state: Mutex<State>
 
     /// A memory tier within `configuration`'s bounds.
     ///
@@ -64,29 +86,59 @@ public final class MemoryTier: Sendable {
             )
         }
         self.configuration = configuration
-        self.state = Mutex(LRUList())
+        self.state = Mutex(State())
     }
 
     /// Looks `key` up and marks it most recently used. An entry past its stale period is removed.
     func lookup(_ key: String, nowMilliseconds: @autoclosure () -> Int64) -> Lookup {
-        self.state.withLock { list in
-            guard let index = list.index(forKey: key) else { return .miss }
-            let entry = list[index]
-            if entry.times.freshUntilMilliseconds == .max {
-                list.moveToFront(index)
-                return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
+        self.state.withLock { state in
+            guard let index = state.list.index(forKey: key) else { return .miss }
+            let now = state.list[index].times.freshUntilMilliseconds == .max ? 0 : nowMilliseconds()
+            return Self.lookup(at: index, in: &state, nowMilliseconds: now)
+        }
+    }
+
+    /// Looks up the entry that the memoized call of canonical bytes `fast` found last (see
+    /// ``attach(_:toKey:)``); `.miss` when there is none, or when its slot holds another entry now.
+    func lookup(fast: MemoryFastKey, nowMilliseconds: @autoclosure () -> Int64) -> Lookup {
+        self.state.withLock { state in
+            guard let index = state.fast[fast] else { return .miss }
+            guard let entry = state.list.element(at: index), entry.fastKey == fast else {
+                state.fast[fast] = nil
+                return .miss
             }
-            switch entry.times.state(atMilliseconds: nowMilliseconds()) {
-            case .fresh:
-                list.moveToFront(index)
-                return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
-            case .stale:
-                list.moveToFront(index)
-                return .stale(entry.value, storedBytes: entry.storedBytes, times: entry.times)
-            case .gone:
-                list.remove(at: index)
-                return .expired
-            }
+            let now = entry.times.freshUntilMilliseconds == .max ? 0 : nowMilliseconds()
+            return Self.lookup(at: index, in: &state, nowMilliseconds: now)
+        }
+    }
+
+    /// Lets ``lookup(fast:nowMilliseconds:)`` find the entry of `key` by `fast`.
+    func attach(_ fast: MemoryFastKey, toKey key: String) {
+        self.state.withLock { state in
+            guard let index = state.list.index(forKey: key) else { return }
+            state.list.update(at: index) { $0.fastKey = fast }
+            state.fast[fast] = index
+            if state.fast.count > 2 * state.list.count + 64 { state.sweepFastIndex() }
+        }
+    }
+
+    /// The lookup of the occupied slot `index`; `nowMilliseconds` is read only for entries that expire.
+    private static func lookup(at index: Int, in state: inout State, nowMilliseconds: Int64) -> Lookup {
+        let entry = state.list[index]
+        if entry.times.freshUntilMilliseconds == .max {
+            state.list.moveToFront(index)
+            return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
+        }
+        switch entry.times.state(atMilliseconds: nowMilliseconds) {
+        case .fresh:
+            state.list.moveToFront(index)
+            return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
+        case .stale:
+            state.list.moveToFront(index)
+            return .stale(entry.value, storedBytes: entry.storedBytes, times: entry.times)
+        case .gone:
+            state.list.remove(at: index)
+            return .expired
         }
     }
 
@@ -96,15 +148,16 @@ public final class MemoryTier: Sendable {
     /// - Returns: how many entries were evicted.
     @discardableResult
     func insert(_ entry: Entry, forKey key: String) -> Int {
-        self.state.withLock { list in
+        self.state.withLock { state in
             guard entry.cost <= min(self.configuration.entryLimit, self.configuration.maxBytes) else {
-                if let index = list.index(forKey: key) { list.remove(at: index) }
+                if let index = state.list.index(forKey: key) { state.list.remove(at: index) }
                 return 0
             }
-            list.insertAtFront(entry, forKey: key)
+            state.list.insertAtFront(entry, forKey: key)
             var evicted = 0
-            while list.count > self.configuration.maxEntries || list.totalCost > self.configuration.maxBytes {
-                list.removeLast()
+            while state.list.count > self.configuration.maxEntries || state.list.totalCost > self.configuration.maxBytes
+            {
+                state.list.removeLast()
                 evicted += 1
             }
             return evicted
@@ -112,26 +165,53 @@ public final class MemoryTier: Sendable {
     }
 
     func remove(_ key: String) {
-        self.state.withLock { list in
-            if let index = list.index(forKey: key) { list.remove(at: index) }
+        self.state.withLock { state in
+            if let index = state.list.index(forKey: key) { state.list.remove(at: index) }
         }
     }
 
     func removeNamespace(_ namespace: String) {
-        self.state.withLock { list in list.removeAll { $0.namespace == namespace } }
+        self.state.withLock { state in state.list.removeAll { $0.namespace == namespace } }
     }
 
     func removeAll() {
-        self.state.withLock { list in list.removeAll { _ in true } }
+        self.state.withLock { state in state = State() }
     }
 
     /// How many entries are held.
-    public var count: Int { self.state.withLock { $0.count } }
+    public var count: Int { self.state.withLock { $0.list.count } }
     /// How many bytes are held.
-    public var bytes: Int { self.state.withLock { $0.totalCost } }
+    public var bytes: Int { self.state.withLock { $0.list.totalCost } }
 
     /// The keys from most to least recently used (for tests and `panza` diagnostics).
-    func keysByRecency() -> [String] { self.state.withLock { $0.keysFromFront() } }
+    func keysByRecency() -> [String] { self.state.withLock { $0.list.keysFromFront() } }
 
-    func _checkInvariants() { self.state.withLock { $0._checkInvariants() } }
+    func _checkInvariants() {
+        self.state.withLock { state in
+            state.list._checkInvariants()
+            // Every entry with a fast key is reachable by it (mappings left behind by removals are
+            // allowed: they are checked, never followed blindly).
+            state.list.forEachIndexed { index, entry in
+                if let key = entry.fastKey { precondition(state.fast[key] == index, "fast index lost an entry") }
+            }
+        }
+    }
+}
+
+/// The canonical argument bytes of a memoized call (id included), by which the memory tier finds
+/// the call's entry without computing its SHA-256 persistent key.
+@usableFromInline
+struct MemoryFastKey: Hashable, Sendable {
+    @usableFromInline let bytes: [UInt8]
+
+    @inlinable
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    @inlinable
+    func hash(into hasher: inout Hasher) {
+        self.bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+
+    @inlinable
+    static func == (lhs: MemoryFastKey, rhs: MemoryFastKey) -> Bool { lhs.bytes == rhs.bytes }
 }
