@@ -11,8 +11,9 @@ import Synchronization
 /// (milliseconds since 1970) and stands still; calls use a time to live of 60 s and
 /// `Freshness(staleFor: 3600 s)`. Commands, each answered with one line `= ...`:
 ///
-/// - `get KEY`: the call (its loader prints `loading KEY`, then waits for `go`, then returns
-///   `refreshed-PID`); answers the value returned.
+/// - `get KEY`: the call (its loader waits for `go`, then returns `refreshed-PID`); answers the
+///   value returned.
+/// - `loading`: waits until a loader has started; answers `loading`.
 /// - `go`: lets loaders waiting return.
 /// - `settle`: waits for background refreshes to end; answers `loads=N refreshes=N`.
 /// - `quit`.
@@ -27,6 +28,7 @@ enum RefreshWorker {
         let policy = Freshness(staleFor: .seconds(3600))
         let pid = ProcessInfo.processInfo.processIdentifier
         let released = Gate()
+        let started = Gate()
         func answer(_ text: String) {
             FileHandle.standardOutput.write(Data("= \(text)\n".utf8))
         }
@@ -38,10 +40,13 @@ enum RefreshWorker {
                     let key = words[1]
                     answer(
                         try await cache.value(forKey: key, timeToLive: .seconds(60), freshness: policy) {
-                            FileHandle.standardOutput.write(Data("loading \(key)\n".utf8))
+                            started.open()
                             await released.wait()
                             return "refreshed-\(pid)"
                         })
+                case "loading":
+                    await started.wait()
+                    answer("loading")
                 case "go":
                     released.open()
                     answer("ok")

@@ -36,14 +36,21 @@ struct CanonicalEncoder {
     ///
     /// Primitive values are written here, inlined into the caller, where the type checks below
     /// fold away; they produce the same bytes as the `Encoder` path.
+    ///
+    /// The type is told by comparing metatypes, not by casting: arguments of parameter packs reach
+    /// here unspecialized, where a cast is a runtime call and a metatype comparison one instruction.
     @inlinable
     mutating func append<T: Encodable>(_ value: T) throws {
-        switch value {
-        case let value as String: Self.writeString(value, to: &self.bytes)
-        case let value as Int: Self.writeInteger(Int64(value), to: &self.bytes)
-        case let value as Bool: Self.writeBool(value, to: &self.bytes)
-        case let value as Double: Self.writeDouble(value, to: &self.bytes)
-        default: try self.appendEncodable(value)
+        if T.self == String.self {
+            Self.writeString(unsafeBitCast(value, to: String.self), to: &self.bytes)
+        } else if T.self == Int.self {
+            Self.writeInteger(Int64(unsafeBitCast(value, to: Int.self)), to: &self.bytes)
+        } else if T.self == Bool.self {
+            Self.writeBool(unsafeBitCast(value, to: Bool.self), to: &self.bytes)
+        } else if T.self == Double.self {
+            Self.writeDouble(unsafeBitCast(value, to: Double.self), to: &self.bytes)
+        } else {
+            try self.appendEncodable(value)
         }
     }
 
@@ -69,11 +76,7 @@ struct CanonicalEncoder {
 
     @inlinable
     static func writeLength(_ count: Int, to bytes: inout [UInt8]) {
-        let value = UInt32(truncatingIfNeeded: count)
-        bytes.append(UInt8(truncatingIfNeeded: value >> 24))
-        bytes.append(UInt8(truncatingIfNeeded: value >> 16))
-        bytes.append(UInt8(truncatingIfNeeded: value >> 8))
-        bytes.append(UInt8(truncatingIfNeeded: value))
+        withUnsafeBytes(of: UInt32(truncatingIfNeeded: count).bigEndian) { bytes.append(contentsOf: $0) }
     }
 
     @inlinable
@@ -114,12 +117,7 @@ struct CanonicalEncoder {
 
     @inlinable
     static func writeBigEndian(_ value: UInt64, to bytes: inout [UInt8]) {
-        var shift: UInt64 = 56
-        while true {
-            bytes.append(UInt8(truncatingIfNeeded: value >> shift))
-            if shift == 0 { break }
-            shift -= 8
-        }
+        withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
     }
 }
 

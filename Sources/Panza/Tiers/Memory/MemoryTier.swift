@@ -39,17 +39,28 @@ public final class MemoryTier: Sendable {
         case expired
     }
 
-    struct Entry {
-        var value: any Sendable
+    /// An entry; a class, so that a lookup reads it without copying (and retaining) each field.
+    /// Only ``fastKey`` changes after the entry is made, and only under the tier's lock (hence
+    /// `@unchecked`).
+    final class Entry: @unchecked Sendable {
+        let value: any Sendable
         /// What the entry counts against ``Configuration/maxBytes``: its decoded size.
-        var cost: Int
+        let cost: Int
         /// The size of its envelope.
-        var storedBytes: Int
-        var namespace: String
-        var times: EntryTimes
+        let storedBytes: Int
+        let namespace: String
+        let times: EntryTimes
         /// The memoized call's canonical arguments that last found this entry, by which
         /// ``lookup(fast:nowMilliseconds:)`` finds it again without the persistent key.
         var fastKey: MemoryFastKey? = nil
+
+        init(value: any Sendable, cost: Int, storedBytes: Int, namespace: String, times: EntryTimes) {
+            self.value = value
+            self.cost = cost
+            self.storedBytes = storedBytes
+            self.namespace = namespace
+            self.times = times
+        }
     }
 
     /// The entries by persistent key, in recency order, and a second index of some of them by
