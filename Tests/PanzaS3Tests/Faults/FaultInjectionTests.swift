@@ -115,16 +115,19 @@ struct FaultInjectionTests {
             }()
         )
         self.proxy.inject(.blackhole)
+        // Counted, not timed (a loaded machine stretches any wall-clock bound): each miss reached
+        // its loader because the read timeout cut the wait for S3, and with the breaker open S3 is
+        // not asked at all.
         for index in 0..<3 {
-            let started = ContinuousClock.now
             #expect(try await cache.value(forKey: "miss\(index)") { "loaded \(index)" } == "loaded \(index)")
-            #expect(ContinuousClock.now - started < .seconds(3), "a miss waited longer than the read timeout allows")
+            #expect(
+                cache.statistics.tiers["s3"]?.timeouts == index + 1,
+                "a miss waited longer than the read timeout allows")
         }
         #expect(cache.statistics.tiers["s3"]?.breaker == .open)
-        let started = ContinuousClock.now
         #expect(try await cache.value(forKey: "miss-open") { "at once" } == "at once")
-        #expect(ContinuousClock.now - started < .milliseconds(500), "with the breaker open, S3 is not asked")
-        #expect((cache.statistics.tiers["s3"]?.skipped ?? 0) >= 1)
+        #expect(cache.statistics.tiers["s3"]?.skipped == 1, "with the breaker open, S3 is not asked")
+        #expect(cache.statistics.tiers["s3"]?.timeouts == 3)
 
         for index in 0..<10 { try await cache.set("accepted \(index)", forKey: "up\(index)") }
         try await Task.sleep(for: .milliseconds(300))  // uploads fail against the blackhole meanwhile

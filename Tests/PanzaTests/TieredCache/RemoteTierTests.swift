@@ -153,9 +153,9 @@ struct RemoteTierTests {
             $0.closeTimeout = .seconds(1)
         }
         for index in 0..<3 {
-            let start = ContinuousClock.now
+            // The read never returns: the loader answered because the read timeout cut the wait.
             #expect(try await cache.value(forKey: "k\(index)") { "loaded" } == "loaded")
-            #expect(ContinuousClock.now - start < .seconds(5), "a miss waited for the hanging tier")
+            #expect(cache.statistics.tiers["remote"]?.timeouts == index + 1, "a miss waited for the hanging tier")
         }
         #expect(cache.statistics.tiers["remote"]?.timeouts == 3)
         #expect(cache.statistics.tiers["remote"]?.breaker == .open)
