@@ -43,7 +43,7 @@ PAIRS = [
     for step in ("sign", "verify", "encrypt", "decrypt")
 ] + [
     pair
-    for size in ("1mib", "64mib", "512mib")
+    for size in ("64kib", "1mib", "64mib", "512mib")
     for pair in (
         (f"large.sqlite.write.{size}", f"baseline.sqlite-c.blob-write.{size}", "latency"),
         (f"large.sqlite.read.{size}", f"baseline.sqlite-c.blob-read.{size}", "latency"),
