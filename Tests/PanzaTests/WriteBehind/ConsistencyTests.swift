@@ -101,10 +101,10 @@ struct ConsistencyTests {
         }
         try await cache.set("v", forKey: "k")
         try await cache.set("w", forKey: "l")
-        let start = ContinuousClock.now
+        // close() returned without closeTimedOut: the retries ended and the writes were dead-lettered
+        // before the close timeout, not cut by it. (Not a wall-clock bound: a loaded CI machine was
+        // seen taking 10.8 s for this; a hang would be caught by the suite's time limit.)
         try await cache.close()
-        // Bounded, not hanging: a loaded CI machine (the large-value tests run beside) was seen at 5.3 s.
-        #expect(ContinuousClock.now - start < .seconds(10))
         #expect(cache.statistics.droppedWrites == 2)
         #expect(cache.statistics.pendingWrites == 0)
     }
@@ -157,16 +157,15 @@ struct ConsistencyTests {
             $0.closeTimeout = .milliseconds(300)
         }
         try await cache.set("v", forKey: "k")
-        let start = ContinuousClock.now
+        // The tier never returns: close() returning at all, with closeTimedOut, shows it is bounded
+        // by closeTimeout (a hang would be caught by the suite's time limit; wall-clock bounds are
+        // stretched by a loaded CI machine).
         await #expect {
             try await cache.close()
         } throws: { error in
             guard let error = error as? PanzaError, error.code == .closeTimedOut else { return false }
             return error.message.contains("1 for remote")
         }
-        // The tier never returns: any bound tells "bounded" from "hangs". Wide, because the
-        // large-value tests load the machine while this runs (3.3 s seen in a CI run).
-        #expect(ContinuousClock.now - start < .seconds(10))
     }
 
     @Test(
