@@ -237,7 +237,9 @@ struct FaultInjectionTests {
         #expect(self.proxy.answeredCount == 3)
         #expect(try await self.stored("v1/_keys/throttled") != nil)
 
-        let reader = try await self.cache("reader.sqlite")
+        // A generous read timeout: this is about the retry, and on a loaded machine a GET, its
+        // 500 and the retried GET were seen to take more than the default 1 s.
+        let reader = try await self.cache("reader.sqlite", readTimeout: .seconds(30))
         try await reader.synchronizeInvalidations()
         self.proxy.inject(.answer(status: 500, code: "InternalError", count: 1))
         #expect(
