@@ -247,17 +247,6 @@ public struct BlobEnvelope: Hashable, Sendable {
 
     /// When the value in the envelope `bytes` (or their first 40 bytes) was made, expires and may
     /// be dropped, read from the header without verifying anything; `nil` when they are no envelope.
-    package static func storedTimes(ofStored bytes: [UInt8]) -> (
-        createdAtMilliseconds: Int64, freshUntilMilliseconds: Int64?, staleUntilMilliseconds: Int64?
-    )? {
-        guard let times = self.times(ofStored: bytes) else { return nil }
-        return (
-            times.createdAtMilliseconds,
-            times.freshUntilMilliseconds == .max ? nil : times.freshUntilMilliseconds,
-            times.retainedUntil
-        )
-    }
-
     static func times(ofStored bytes: [UInt8]) -> EntryTimes? {
         guard bytes.count >= 32, bytes[0..<4].elementsEqual(Self.magic) else { return nil }
         return bytes.withUnsafeBytes { raw in

@@ -42,6 +42,9 @@ struct EntryTimes: Sendable, Hashable {
         return .gone
     }
 
+    /// When the entry stops being fresh; `nil` for never.
+    var freshUntil: Int64? { self.freshUntilMilliseconds == .max ? nil : self.freshUntilMilliseconds }
+
     /// When tiers may drop the entry, as the tiers' `expiresAtMilliseconds`; `nil` for never.
     var retainedUntil: Int64? { self.retainedUntilMilliseconds == .max ? nil : self.retainedUntilMilliseconds }
 

@@ -467,14 +467,14 @@ actor SQLiteWriter {
         while try statement.step() {
             // The row's expires_at is when the entry may go (the end of its stale period); when
             // it turns stale is in the envelope's header.
-            let times = BlobEnvelope.storedTimes(ofStored: statement.bytes(at: 6))
+            let times = BlobEnvelope.times(ofStored: statement.bytes(at: 6))
             result.append(
                 EntryInfo(
                     key: statement.text(at: 0),
                     namespace: statement.text(at: 1),
                     size: Int(statement.int64(at: 2)),
                     createdAtMilliseconds: statement.int64(at: 3),
-                    expiresAtMilliseconds: times.map(\.freshUntilMilliseconds) ?? statement.optionalInt64(at: 4),
+                    expiresAtMilliseconds: times.map(\.freshUntil) ?? statement.optionalInt64(at: 4),
                     staleUntilMilliseconds: times == nil ? nil : statement.optionalInt64(at: 4),
                     accessedAtMilliseconds: statement.int64(at: 5)
                 )
