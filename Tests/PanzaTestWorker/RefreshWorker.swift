@@ -29,41 +29,27 @@ enum RefreshWorker {
         let pid = ProcessInfo.processInfo.processIdentifier
         let released = Gate()
         let started = Gate()
-        func answer(_ text: String) {
-            FileHandle.standardOutput.write(Data("= \(text)\n".utf8))
-        }
-        while let line = readLine() {
-            let words = line.split(separator: " ").map(String.init)
-            do {
-                switch words.first ?? "" {
-                case "get":
-                    let key = words[1]
-                    answer(
-                        try await cache.value(forKey: key, timeToLive: .seconds(60), freshness: policy) {
-                            started.open()
-                            await released.wait()
-                            return "refreshed-\(pid)"
-                        })
-                case "loading":
-                    await started.wait()
-                    answer("loading")
-                case "go":
-                    released.open()
-                    answer("ok")
-                case "settle":
-                    await cache.waitForRefreshes()
-                    let statistics = cache.statistics
-                    answer("loads=\(statistics.loads) refreshes=\(statistics.refreshes)")
-                case "quit":
-                    try await cache.close()
-                    answer("bye")
-                    return
-                default: answer("error unknown command \(line)")
+        try await CommandLoop.run(cache: cache) { words in
+            switch words.first ?? "" {
+            case "get":
+                return try await cache.value(forKey: words[1], timeToLive: .seconds(60), freshness: policy) {
+                    started.open()
+                    await released.wait()
+                    return "refreshed-\(pid)"
                 }
-            } catch {
-                answer("error \(error)")
+            case "loading":
+                await started.wait()
+                return "loading"
+            case "go":
+                released.open()
+                return "ok"
+            case "settle":
+                await cache.waitForRefreshes()
+                let statistics = cache.statistics
+                return "loads=\(statistics.loads) refreshes=\(statistics.refreshes)"
+            default:
+                return nil
             }
         }
-        try await cache.close()
     }
 }

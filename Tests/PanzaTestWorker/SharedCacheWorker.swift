@@ -29,49 +29,35 @@ enum SharedCacheWorker {
             calls.increment()
             return "\(city)#\(pid)#\(calls.value)"
         }
-        func answer(_ text: String) {
-            FileHandle.standardOutput.write(Data("= \(text)\n".utf8))
-        }
-        while let line = readLine() {
-            let words = line.split(separator: " ", maxSplits: 2).map(String.init)
-            do {
-                switch words.first ?? "" {
-                case "forecast": answer(try await forecast(words[1]))
-                case "bust":
-                    try await forecast.bust(words[1])
-                    answer("ok")
-                case "bust-id":
-                    try await forecast.bustAll()
-                    answer("ok")
-                case "bust-all":
-                    try await cache.bustAll()
-                    answer("ok")
-                case "set":
-                    try await cache.set(words[2], forKey: words[1])
-                    answer("ok")
-                case "get": answer(try await cache.value(forKey: words[1], as: String.self) ?? "nil")
-                case "remove":
-                    try await cache.removeValue(forKey: words[1])
-                    answer("ok")
-                case "flush":
-                    try await cache.flush()
-                    answer("ok")
-                case "sync": answer("\(try await cache.synchronizeInvalidations())")
-                case "stats":
-                    let statistics = cache.statistics
-                    answer(
-                        "applied=\(statistics.invalidationsApplied) untrusted=\(statistics.untrustedBlobs) "
-                            + "loads=\(statistics.loads) s3hits=\(statistics.tiers["s3"]?.hits ?? 0)")
-                case "quit":
-                    try await cache.close()
-                    answer("bye")
-                    return
-                default: answer("error unknown command \(line)")
-                }
-            } catch {
-                answer("error \(error)")
+        try await CommandLoop.run(cache: cache, maxSplits: 2) { words in
+            switch words.first ?? "" {
+            case "forecast": return try await forecast(words[1])
+            case "bust":
+                try await forecast.bust(words[1])
+                return "ok"
+            case "bust-id":
+                try await forecast.bustAll()
+                return "ok"
+            case "bust-all":
+                try await cache.bustAll()
+                return "ok"
+            case "set":
+                try await cache.set(words[2], forKey: words[1])
+                return "ok"
+            case "get": return try await cache.value(forKey: words[1], as: String.self) ?? "nil"
+            case "remove":
+                try await cache.removeValue(forKey: words[1])
+                return "ok"
+            case "flush":
+                try await cache.flush()
+                return "ok"
+            case "sync": return "\(try await cache.synchronizeInvalidations())"
+            case "stats":
+                let statistics = cache.statistics
+                return "applied=\(statistics.invalidationsApplied) untrusted=\(statistics.untrustedBlobs) "
+                    + "loads=\(statistics.loads) s3hits=\(statistics.tiers["s3"]?.hits ?? 0)"
+            default: return nil
             }
         }
-        try await cache.close()
     }
 }

@@ -65,15 +65,11 @@ struct FreshnessTests {
         let cache = try await self.cache()
         let gate = Gate()
         let loader = ScriptedLoader([.value("v1"), .gated(gate, "v2")])
-        #expect(
-            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
-                == "v1")
+        #expect(try await cache.load(under: policy, from: loader) == "v1")
         self.clock.advance(by: .seconds(61))
         // Fifty callers while the refresh is held: all get v1 at once, one refresh runs.
         for _ in 0..<50 {
-            #expect(
-                try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
-                    == "v1")
+            #expect(try await cache.load(under: policy, from: loader) == "v1")
         }
         await loader.waitForCall(2)
         #expect(loader.calls.value == 2)
@@ -82,9 +78,7 @@ struct FreshnessTests {
         let statistics = cache.statistics
         #expect(statistics.staleHits == 50)
         #expect(statistics.refreshes == 1)
-        #expect(
-            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
-                == "v2")
+        #expect(try await cache.load(under: policy, from: loader) == "v2")
         #expect(loader.calls.value == 2)
         try await cache.close()
         // SQLite holds the refreshed value, fresh for 60 s from the refresh.
@@ -122,19 +116,17 @@ struct FreshnessTests {
             failSafeFor: .seconds(3600), failSafeExcludes: { ($0 as? TestError)?.message == "fatal" })
         let cache = try await self.cache()
         let loader = ScriptedLoader([.value("v1"), .failure("down"), .failure("fatal"), .failure("down")])
-        _ = try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+        _ = try await cache.load(under: policy, from: loader)
         self.clock.advance(by: .seconds(61))
-        #expect(
-            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
-                == "v1")
+        #expect(try await cache.load(under: policy, from: loader) == "v1")
         #expect(cache.statistics.failSafeActivations == 1)
         #expect(cache.statistics.loadFailures == 1)
         await #expect(throws: TestError(message: "fatal")) {
-            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+            try await cache.load(under: policy, from: loader)
         }
         self.clock.advance(by: .seconds(3600))
         await #expect(throws: TestError(message: "down")) {
-            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+            try await cache.load(under: policy, from: loader)
         }
         #expect(cache.statistics.failSafeActivations == 1)
         try await cache.close()
@@ -149,9 +141,7 @@ struct FreshnessTests {
         self.clock.advance(by: .seconds(120))
         let reader = try await self.cache(memory: nil)
         let loader = ScriptedLoader([.failure("down")])
-        #expect(
-            try await reader.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
-                == "v1")
+        #expect(try await reader.load(under: policy, from: loader) == "v1")
         #expect(reader.statistics.failSafeActivations == 1)
         try await reader.close()
     }
@@ -162,10 +152,10 @@ struct FreshnessTests {
         let cache = try await self.cache()
         let gate = Gate()
         let loader = ScriptedLoader([.value("v1"), .gated(gate, "v2")])
-        _ = try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+        _ = try await cache.load(under: policy, from: loader)
         self.clock.advance(by: .seconds(61))
         let call = Task {
-            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+            try await cache.load(under: policy, from: loader)
         }
         await loader.waitForCall(2)
         await self.clock.waitForSleepers(1)
@@ -174,9 +164,7 @@ struct FreshnessTests {
         #expect(cache.statistics.softTimeouts == 1)
         gate.open()
         // The next call joins the load if it still runs, or finds its stored result.
-        #expect(
-            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
-                == "v2")
+        #expect(try await cache.load(under: policy, from: loader) == "v2")
         #expect(loader.calls.value == 2)
         try await cache.close()
     }
@@ -187,7 +175,7 @@ struct FreshnessTests {
         let policy = Freshness(hardTimeout: .seconds(10))
         let loader = ScriptedLoader([.hangs])
         let call = Task {
-            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+            try await cache.load(under: policy, from: loader)
         }
         await loader.waitForCall(1)
         await self.clock.waitForSleepers(1)
@@ -203,7 +191,7 @@ struct FreshnessTests {
         self.clock.advance(by: .seconds(61))
         let hanging = ScriptedLoader([.hangs])
         let fallback = Task {
-            try await cache.value(forKey: "s", timeToLive: .seconds(60), freshness: safe) { try await hanging() }
+            try await cache.load("s", under: safe, from: hanging)
         }
         await hanging.waitForCall(1)
         await self.clock.waitForSleepers(1)
@@ -220,7 +208,7 @@ struct FreshnessTests {
         let gate = Gate()
         let loader = ScriptedLoader([.gated(gate, "late")])
         let call = Task {
-            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+            try await cache.load(under: policy, from: loader)
         }
         await loader.waitForCall(1)
         await self.clock.waitForSleepers(1)
@@ -237,22 +225,16 @@ struct FreshnessTests {
         let policy = Freshness(refreshAhead: 0.8)
         let cache = try await self.cache()
         let loader = ScriptedLoader([.value("v1"), .value("v2"), .value("m1"), .value("m2")])
-        _ = try await cache.value(forKey: "k", timeToLive: .seconds(100), freshness: policy) { try await loader() }
+        _ = try await cache.load(ttl: .seconds(100), under: policy, from: loader)
         self.clock.advance(by: .seconds(79))
-        #expect(
-            try await cache.value(forKey: "k", timeToLive: .seconds(100), freshness: policy) { try await loader() }
-                == "v1")
+        #expect(try await cache.load(ttl: .seconds(100), under: policy, from: loader) == "v1")
         await cache.waitForRefreshes()
         #expect(loader.calls.value == 1)
         self.clock.advance(by: .seconds(2))
-        #expect(
-            try await cache.value(forKey: "k", timeToLive: .seconds(100), freshness: policy) { try await loader() }
-                == "v1")
+        #expect(try await cache.load(ttl: .seconds(100), under: policy, from: loader) == "v1")
         await cache.waitForRefreshes()
         #expect(loader.calls.value == 2)
-        #expect(
-            try await cache.value(forKey: "k", timeToLive: .seconds(100), freshness: policy) { try await loader() }
-                == "v2")
+        #expect(try await cache.load(ttl: .seconds(100), under: policy, from: loader) == "v2")
 
         let memoized = cache.memoize(id: "ahead", timeToLive: .seconds(100), freshness: policy) { (_: Int) in
             try await loader()
@@ -271,21 +253,15 @@ struct FreshnessTests {
         let policy = Freshness(staleFor: .seconds(3600))
         let cache = try await self.cache()
         let loader = ScriptedLoader([.value("v1"), .failure("down"), .value("v2")])
-        _ = try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+        _ = try await cache.load(under: policy, from: loader)
         self.clock.advance(by: .seconds(61))
-        #expect(
-            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
-                == "v1")
+        #expect(try await cache.load(under: policy, from: loader) == "v1")
         await cache.waitForRefreshes()
         #expect(cache.statistics.refreshFailures == 1)
-        #expect(
-            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
-                == "v1")
+        #expect(try await cache.load(under: policy, from: loader) == "v1")
         await cache.waitForRefreshes()
         #expect(cache.statistics.refreshes == 1)
-        #expect(
-            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
-                == "v2")
+        #expect(try await cache.load(under: policy, from: loader) == "v2")
         try await cache.close()
     }
 
@@ -296,11 +272,9 @@ struct FreshnessTests {
         for (key, write) in [("set", true), ("removed", false)] {
             let gate = Gate()
             let loader = ScriptedLoader([.value("v1"), .gated(gate, "refreshed")])
-            _ = try await cache.value(forKey: key, timeToLive: .seconds(60), freshness: policy) { try await loader() }
+            _ = try await cache.load(key, under: policy, from: loader)
             self.clock.advance(by: .seconds(61))
-            #expect(
-                try await cache.value(forKey: key, timeToLive: .seconds(60), freshness: policy) { try await loader() }
-                    == "v1")
+            #expect(try await cache.load(key, under: policy, from: loader) == "v1")
             await loader.waitForCall(2)
             if write {
                 try await cache.set("newer", forKey: key)
@@ -329,14 +303,10 @@ struct FreshnessTests {
         self.clock.advance(by: .seconds(61))
         let gate = Gate()
         let loader = ScriptedLoader([.gated(gate, "refreshed")])
-        #expect(
-            try await first.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
-                == "v1")
+        #expect(try await first.load(under: policy, from: loader) == "v1")
         await loader.waitForCall(1)
         let other = ScriptedLoader([.value("other")])
-        #expect(
-            try await second.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await other() }
-                == "v1")
+        #expect(try await second.load(under: policy, from: other) == "v1")
         await second.waitForRefreshes()
         #expect(other.calls.value == 0, "the second cache refreshed a key whose lease the first holds")
         // The second cache stores a newer value while the first still loads: it stays.
@@ -388,10 +358,10 @@ struct FreshnessTests {
         let cache = try await self.cache()
         let gate = Gate()
         let loader = ScriptedLoader([.value("v1"), .gated(gate, "v2")])
-        _ = try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+        _ = try await cache.load(under: policy, from: loader)
         self.clock.advance(by: .seconds(61))
         let call = Task {
-            try await cache.value(forKey: "k", timeToLive: .seconds(60), freshness: policy) { try await loader() }
+            try await cache.load(under: policy, from: loader)
         }
         await loader.waitForCall(2)
         call.cancel()
@@ -446,5 +416,17 @@ struct FreshnessTests {
             ($0 as? PanzaError)?.code == .invalidConfiguration
         }
         try await cache.close()
+    }
+}
+
+extension TieredCache {
+    /// The read-through call these tests make: `key`, living `ttl`, under `policy`, loaded by `loader`.
+    fileprivate func load(
+        _ key: String = "k",
+        ttl: Duration = .seconds(60),
+        under policy: Freshness,
+        from loader: FreshnessTests.ScriptedLoader
+    ) async throws -> String {
+        try await self.value(forKey: key, timeToLive: ttl, freshness: policy) { try await loader() }
     }
 }
