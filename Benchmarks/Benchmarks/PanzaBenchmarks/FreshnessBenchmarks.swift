@@ -85,10 +85,7 @@ final class FlakyLoader: Sendable {
     func answer(_ key: Int) throws -> String {
         let draw = self.state.withLock { state -> UInt64 in
             state = state &+ 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return (z ^ (z >> 31)) % 1000
+            return splitMix64(state) % 1000
         }
         if draw < self.failurePerMille { throw APIError() }
         return "value of \(key)"
@@ -111,10 +108,7 @@ struct ZipfKeys: Sendable {
 
     /// The key for a seed (a deterministic draw).
     func sample(seed: UInt64) -> Int {
-        var z = seed &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        let unit = Double((z ^ (z >> 31)) >> 11) / Double(1 << 53)
+        let unit = Double(splitMix64(seed &+ 0x9E37_79B9_7F4A_7C15) >> 11) / Double(1 << 53)
         var low = 0
         var high = self.cumulative.count - 1
         while low < high {
@@ -123,6 +117,14 @@ struct ZipfKeys: Sendable {
         }
         return low
     }
+}
+
+/// SplitMix64's output function: `state` mixed into 64 well-spread bits.
+func splitMix64(_ state: UInt64) -> UInt64 {
+    var z = state
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
 }
 
 /// Callers' outcomes and latencies, from any task.
