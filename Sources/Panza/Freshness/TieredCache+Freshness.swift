@@ -111,7 +111,8 @@ extension TieredCache {
                 key: call.key.rawValue,
                 onJoin: { self.recorder.add(.coalescedWaits) },
                 lookup: {
-                    // A load that finished since this caller looked stored a fresh entry.
+                    // A fresh entry may be there by now: stored by a load that finished since this
+                    // caller looked, or, below memory, by another process's refresh.
                     if case .fresh(let value, let times) = try self.memoryEntry(call.key, as: Value.self) {
                         return .found(value, times)
                     }

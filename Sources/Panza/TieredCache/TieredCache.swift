@@ -979,11 +979,8 @@ public final class TieredCache: Sendable {
             }
         }
         if let candidate = fallback {
-            // A stale copy in memory: the tiers below may hold a fresher one (another process's
-            // refresh); the load falls back on the stale copy.
-            if let found = try await self.lowerLookupEntry(key, as: Value.self, acceptingStale: false) {
-                return found.value
-            }
+            // A stale copy in memory: the load's flight first looks for a fresh copy below
+            // (another process's refresh), and the load falls back on the stale one.
             return try await self.loadFallingBack(on: candidate, call: call)
         }
         let outcome: Fetched<Value> = try await self.singleFlight.run(
