@@ -131,6 +131,10 @@ final class StatisticsRecorder: Sendable {
     }
 
     private let counters: [Cell]  // indexed by Counter
+    /// The counters bumped on every memory lookup, striped so that hits on several cores do not
+    /// share a cache line.
+    private let memoryHits = StripedCounter()
+    private let memoryMisses = StripedCounter()
     private let tierCounters: [[Cell]]  // [tier][hits, misses, errors, timeouts, skipped]
     let tierNames: [String]
 
@@ -142,7 +146,11 @@ final class StatisticsRecorder: Sendable {
 
     @inline(__always)
     func add(_ counter: Counter, _ amount: Int = 1) {
-        self.counters[counter.rawValue].add(amount)
+        switch counter {
+        case .memoryHits: self.memoryHits.add(amount)
+        case .memoryMisses: self.memoryMisses.add(amount)
+        default: self.counters[counter.rawValue].add(amount)
+        }
     }
 
     func tierHit(_ tier: Int) { self.tierCounters[tier][0].add(1) }
@@ -152,7 +160,13 @@ final class StatisticsRecorder: Sendable {
     func tierSkip(_ tier: Int) { self.tierCounters[tier][4].add(1) }
     func tierSlow(_ tier: Int) { self.tierCounters[tier][5].add(1) }
 
-    func value(_ counter: Counter) -> Int { self.counters[counter.rawValue].load() }
+    func value(_ counter: Counter) -> Int {
+        switch counter {
+        case .memoryHits: self.memoryHits.load()
+        case .memoryMisses: self.memoryMisses.load()
+        default: self.counters[counter.rawValue].load()
+        }
+    }
 
     func snapshot() -> CacheStatistics {
         var statistics = CacheStatistics()

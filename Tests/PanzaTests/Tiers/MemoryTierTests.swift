@@ -143,6 +143,147 @@ struct MemoryTierTests {
         tier._checkInvariants()
     }
 
+    @Test("A hit through the fast index earns its entry a second chance at eviction")
+    func secondChance() throws {
+        let tier = try MemoryTier(configuration: .init(maxEntries: 3, maxBytes: 1 << 20))
+        for index in 0..<3 { tier.insert(entry(index), forKey: "k\(index)") }
+        let fast = MemoryFastKey(Array("k0".utf8))
+        tier.attach(fast, toKey: "k0")
+        guard case .hit = tier.lookup(fast: fast, nowMilliseconds: 0) else {
+            Issue.record("the attached entry was not found")
+            return
+        }
+        #expect(tier.keysByRecency() == ["k2", "k1", "k0"], "a fast hit moved the entry")
+        tier.insert(entry(3), forKey: "k3")
+        #expect(tier.keysByRecency() == ["k0", "k3", "k2"])
+        // The chance is spent: without another hit, k0 ages like any other entry.
+        tier.insert(entry(4), forKey: "k4")
+        tier.insert(entry(5), forKey: "k5")
+        tier.insert(entry(6), forKey: "k6")
+        #expect(tier.keysByRecency() == ["k6", "k5", "k4"])
+        tier._checkInvariants()
+    }
+
+    @Test("The entry inserted is never evicted, even when every other entry has a second chance")
+    func insertedEntrySurvivesSecondChances() throws {
+        let tier = try MemoryTier(configuration: .init(maxEntries: 2, maxBytes: 1 << 20))
+        for key in ["a", "b"] {
+            tier.insert(entry(1), forKey: key)
+            let fast = MemoryFastKey(Array(key.utf8))
+            tier.attach(fast, toKey: key)
+            _ = tier.lookup(fast: fast, nowMilliseconds: 0)
+        }
+        #expect(tier.insert(entry(2), forKey: "c") == 1)
+        #expect(tier.keysByRecency() == ["c", "b"])
+        tier._checkInvariants()
+    }
+
+    @Test("One insert passes over at most maximumSecondChances referenced entries")
+    func secondChancesAreBounded() throws {
+        let count = MemoryTier.maximumSecondChances + 10
+        let tier = try MemoryTier(configuration: .init(maxEntries: count, maxBytes: 1 << 20))
+        for index in 0..<count {
+            tier.insert(entry(index), forKey: "k\(index)")
+            let fast = MemoryFastKey(Array("k\(index)".utf8))
+            tier.attach(fast, toKey: "k\(index)")
+            _ = tier.lookup(fast: fast, nowMilliseconds: 0)
+        }
+        #expect(tier.insert(entry(-1), forKey: "new") == 1)
+        let held = Set(tier.keysByRecency())
+        // The oldest entries were moved to the front until the bound, then the next was evicted.
+        #expect(!held.contains("k\(MemoryTier.maximumSecondChances)"))
+        #expect(held.count == count)
+        tier._checkInvariants()
+    }
+
+    @Test("Recency and eviction match a reference model of LRU with second chances", arguments: [3, 17])
+    func evictionAgainstModel(seed: UInt64) throws {
+        let capacity = 12
+        let tier = try MemoryTier(configuration: .init(maxEntries: capacity, maxBytes: 1 << 20))
+        var generator = SplitMix64(seed: seed)
+        // The model: keys from most to least recently used, those referenced, those attached.
+        var order: [String] = []
+        var referenced: Set<String> = []
+        var attached: Set<String> = []
+        func fast(_ key: String) -> MemoryFastKey { MemoryFastKey(Array("fast:\(key)".utf8)) }
+        for step in 0..<20_000 {
+            let key = "k\(Int.random(in: 0..<30, using: &generator))"
+            switch Int.random(in: 0..<10, using: &generator) {
+            case 0..<3:
+                tier.insert(entry(step), forKey: key)
+                order.removeAll { $0 == key }
+                order.insert(key, at: 0)
+                referenced.remove(key)
+                attached.remove(key)
+                var chances = 0
+                while order.count > capacity {
+                    let candidate = order.removeLast()
+                    if candidate == key || (chances < MemoryTier.maximumSecondChances && referenced.contains(candidate))
+                    {
+                        if candidate != key { chances += 1 }
+                        referenced.remove(candidate)
+                        order.insert(candidate, at: 0)
+                    } else {
+                        referenced.remove(candidate)
+                        attached.remove(candidate)
+                    }
+                }
+            case 3..<5:
+                let hit: Bool = if case .hit = tier.lookup(key, nowMilliseconds: 0) { true } else { false }
+                #expect(hit == order.contains(key), "step \(step)")
+                if hit {
+                    order.removeAll { $0 == key }
+                    order.insert(key, at: 0)
+                }
+            case 5:
+                tier.attach(fast(key), toKey: key)
+                if order.contains(key) { attached.insert(key) }
+            case 6..<9:
+                let hit: Bool = if case .hit = tier.lookup(fast: fast(key), nowMilliseconds: 0) { true } else { false }
+                #expect(hit == attached.contains(key), "step \(step)")
+                if hit { referenced.insert(key) }
+            default:
+                tier.remove(key)
+                order.removeAll { $0 == key }
+                referenced.remove(key)
+                attached.remove(key)
+            }
+            #expect(tier.keysByRecency() == order, "step \(step)")
+            if tier.keysByRecency() != order { return }
+        }
+        tier._checkInvariants()
+    }
+
+    @Test("Fast hits on many tasks beside inserts and removals keep the tier consistent", .timeLimit(.minutes(1)))
+    func concurrentFastHits() async throws {
+        let tier = try MemoryTier(configuration: .init(maxEntries: 64, maxBytes: 1 << 20))
+        let keys = (0..<128).map { "k\($0)" }
+        await withTaskGroup(of: Void.self) { group in
+            for task in 0..<8 {
+                group.addTask {
+                    var generator = SplitMix64(seed: UInt64(task))
+                    for step in 0..<20_000 {
+                        let keyIndex = Int.random(in: 0..<keys.count, using: &generator)
+                        let key = keys[keyIndex]
+                        let fast = MemoryFastKey(Array(key.utf8))
+                        switch Int.random(in: 0..<10, using: &generator) {
+                        case 0: tier.insert(self.entry(keyIndex * 1_000_000 + step), forKey: key)
+                        case 1: tier.attach(fast, toKey: key)
+                        case 2: tier.remove(key)
+                        default:
+                            // A fast hit finds the value of the key it was attached to, never another's.
+                            if case .hit(let value, _, _) = tier.lookup(fast: fast, nowMilliseconds: 0) {
+                                #expect((value as? Int).map { $0 / 1_000_000 } == keyIndex)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(tier.count <= 64)
+        tier._checkInvariants()
+    }
+
     @Test("Bounds must be positive")
     func invalidBounds() {
         #expect(throws: PanzaError.self) { try MemoryTier(configuration: .init(maxEntries: 0, maxBytes: 1)) }

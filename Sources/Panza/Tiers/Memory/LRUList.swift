@@ -21,6 +21,9 @@ struct LRUList<Key: Hashable, Element: Costed> {
 
     func index(forKey key: Key) -> Int? { self.indices[key] }
 
+    /// The index of the least recently used entry, `nil` when empty.
+    var lastIndex: Int? { self.tail >= 0 ? self.tail : nil }
+
     subscript(index: Int) -> Element { self.nodes[index].element! }
 
     /// The element at `index`, or `nil` when the slot is free or out of range.

@@ -1,9 +1,16 @@
 import Synchronization
 
-/// The in-process tier: a least-recently-used map of decoded values, bounded by entries and bytes.
+/// The in-process tier: a map of decoded values, bounded by entries and bytes, that evicts the
+/// least recently used entry first.
 ///
-/// Every operation is O(1) (but removing a namespace, which is O(*n*)) and takes one short lock;
-/// the tier is safe to use from any number of tasks.
+/// Lookups by key move the entry to the front of the recency list. Memoized calls find their
+/// entries by their canonical arguments (see ``lookup(fast:nowMilliseconds:)``) in an index split
+/// into independently locked shards, so that hits from many tasks do not wait for each other; such
+/// a hit only marks its entry as referenced, and eviction gives a referenced entry a second chance
+/// (moves it to the front) instead of evicting it (CLOCK).
+///
+/// Every operation is O(1) (but removing a namespace, which is O(*n*)); the tier is safe to use
+/// from any number of tasks.
 public final class MemoryTier: Sendable {
     /// Bounds of the memory tier.
     public struct Configuration: Hashable, Sendable {
@@ -39,9 +46,8 @@ public final class MemoryTier: Sendable {
         case expired
     }
 
-    /// An entry; a class, so that a lookup reads it without copying (and retaining) each field.
-    /// Only ``fastKey`` changes after the entry is made, and only under the tier's lock (hence
-    /// `@unchecked`).
+    /// An entry; a class, so that a lookup reads it without copying (and retaining) each field,
+    /// and so that the fast index can refer to it.
     final class Entry: @unchecked Sendable {
         let value: any Sendable
         /// What the entry counts against ``Configuration/maxBytes``: its decoded size.
@@ -50,8 +56,10 @@ public final class MemoryTier: Sendable {
         let storedBytes: Int
         let namespace: String
         let times: EntryTimes
-        /// The memoized call's canonical arguments that last found this entry, by which
-        /// ``lookup(fast:nowMilliseconds:)`` finds it again without the persistent key.
+        /// Set by a hit through the fast index, cleared by the second chance it earns at eviction.
+        let referenced = Atomic<Bool>(false)
+        /// The memoized call's canonical arguments by which the fast index finds this entry.
+        /// Read and written under the tier's main lock only (hence `@unchecked`).
         var fastKey: MemoryFastKey? = nil
 
         init(value: any Sendable, cost: Int, storedBytes: Int, namespace: String, times: EntryTimes) {
@@ -63,27 +71,28 @@ public final class MemoryTier: Sendable {
         }
     }
 
-    /// The entries by persistent key, in recency order, and a second index of some of them by
-    /// the canonical bytes of the memoized call that last found them.
-    ///
-    /// The second index is kept lazily: an entry removed, evicted or replaced leaves its mapping
-    /// behind, and a lookup through it checks that the slot still holds an entry with that fast key.
-    /// It is swept when it grows past twice the entries.
-    private struct State {
-        var list = LRUList<String, Entry>()
-        var fast: [MemoryFastKey: Int] = [:]
-
-        mutating func sweepFastIndex() {
-            var fast: [MemoryFastKey: Int] = [:]
-            self.list.forEachIndexed { index, entry in
-                if let key = entry.fastKey { fast[key] = index }
-            }
-            self.fast = fast
-        }
+    /// A shard of the fast index, alone on its cache lines so that two cores locking two shards
+    /// do not contend.
+    private struct FastShard: ~Copyable {
+        let entries = Mutex<[MemoryFastKey: Entry]>([:])
+        private let padding: (Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int) = (
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+        )
     }
 
+    /// How many times one eviction may pass over referenced entries before it evicts one anyway,
+    /// which bounds the work of an insert while hits keep marking entries.
+    static let maximumSecondChances = 64
+
     let configuration: Configuration
-    private let state: Mutex<State>
+    /// The entries by persistent key, in recency order.
+    private let list: Mutex<LRUList<String, Entry>>
+    /// The fast index: entries by the canonical bytes of the memoized call that found them, in
+    /// shards chosen by the bytes' hash. It holds exactly the listed entries that have a
+    /// ``Entry/fastKey``: every removal from the list removes the entry from it too.
+    ///
+    /// Lock order: the list's lock may be held while a shard is locked, never the reverse.
+    private let fastShards: InlineArray<16, FastShard>
 
     /// A memory tier within `configuration`'s bounds.
     ///
@@ -97,78 +106,98 @@ public final class MemoryTier: Sendable {
             )
         }
         self.configuration = configuration
-        self.state = Mutex(State())
+        self.list = Mutex(LRUList())
+        self.fastShards = InlineArray { _ in FastShard() }
     }
 
     /// Looks `key` up and marks it most recently used. An entry past its stale period is removed.
     func lookup(_ key: String, nowMilliseconds: @autoclosure () -> Int64) -> Lookup {
-        self.state.withLock { state in
-            guard let index = state.list.index(forKey: key) else { return .miss }
-            let now = state.list[index].times.freshUntilMilliseconds == .max ? 0 : nowMilliseconds()
-            return Self.lookup(at: index, in: &state, nowMilliseconds: now)
+        self.list.withLock { list in
+            guard let index = list.index(forKey: key) else { return .miss }
+            let entry = list[index]
+            if entry.times.freshUntilMilliseconds == .max {
+                list.moveToFront(index)
+                return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
+            }
+            switch entry.times.state(atMilliseconds: nowMilliseconds()) {
+            case .fresh:
+                list.moveToFront(index)
+                return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
+            case .stale:
+                list.moveToFront(index)
+                return .stale(entry.value, storedBytes: entry.storedBytes, times: entry.times)
+            case .gone:
+                self.remove(at: index, from: &list)
+                return .expired
+            }
         }
     }
 
-    /// Looks up the entry that the memoized call of canonical bytes `fast` found last (see
-    /// ``attach(_:toKey:)``); `.miss` when there is none, or when its slot holds another entry now.
+    /// Looks up the entry that the memoized call of canonical bytes `fast` was attached to (see
+    /// ``attach(_:toKey:)``), taking only the lock of its shard of the fast index, and marks it
+    /// referenced.
+    ///
+    /// An entry past its stale period is `.expired` but left in place: ``lookup(_:nowMilliseconds:)``
+    /// removes it.
     func lookup(fast: MemoryFastKey, nowMilliseconds: @autoclosure () -> Int64) -> Lookup {
-        self.state.withLock { state in
-            guard let index = state.fast[fast] else { return .miss }
-            guard let entry = state.list.element(at: index), entry.fastKey == fast else {
-                state.fast[fast] = nil
-                return .miss
-            }
-            let now = entry.times.freshUntilMilliseconds == .max ? 0 : nowMilliseconds()
-            return Self.lookup(at: index, in: &state, nowMilliseconds: now)
+        let found = self.fastShards[fast.shard].entries.withLock { $0[fast] }
+        guard let entry = found else { return .miss }
+        // A hot entry is marked already: reading the flag keeps its cache line shared.
+        if !entry.referenced.load(ordering: .relaxed) { entry.referenced.store(true, ordering: .relaxed) }
+        if entry.times.freshUntilMilliseconds == .max {
+            return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
+        }
+        switch entry.times.state(atMilliseconds: nowMilliseconds()) {
+        case .fresh: return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
+        case .stale: return .stale(entry.value, storedBytes: entry.storedBytes, times: entry.times)
+        case .gone: return .expired
         }
     }
 
     /// Lets ``lookup(fast:nowMilliseconds:)`` find the entry of `key` by `fast`.
     func attach(_ fast: MemoryFastKey, toKey key: String) {
-        self.state.withLock { state in
-            guard let index = state.list.index(forKey: key) else { return }
-            state.list.update(at: index) { $0.fastKey = fast }
-            state.fast[fast] = index
-            if state.fast.count > 2 * state.list.count + 64 { state.sweepFastIndex() }
+        self.list.withLock { list in
+            guard let index = list.index(forKey: key) else { return }
+            let entry = list[index]
+            guard entry.fastKey != fast else { return }
+            self.detachFastKey(of: entry)
+            entry.fastKey = fast
+            self.fastShards[fast.shard].entries.withLock { $0[fast] = entry }
         }
     }
 
-    /// The lookup of the occupied slot `index`; `nowMilliseconds` is read only for entries that expire.
-    private static func lookup(at index: Int, in state: inout State, nowMilliseconds: Int64) -> Lookup {
-        let entry = state.list[index]
-        if entry.times.freshUntilMilliseconds == .max {
-            state.list.moveToFront(index)
-            return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
-        }
-        switch entry.times.state(atMilliseconds: nowMilliseconds) {
-        case .fresh:
-            state.list.moveToFront(index)
-            return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
-        case .stale:
-            state.list.moveToFront(index)
-            return .stale(entry.value, storedBytes: entry.storedBytes, times: entry.times)
-        case .gone:
-            state.list.remove(at: index)
-            return .expired
-        }
-    }
-
-    /// Inserts or replaces an entry, then evicts least recently used entries until within bounds.
+    /// Inserts or replaces an entry, then evicts entries until within bounds: the least recently
+    /// used, but for a referenced one, which is moved to the front instead (at most
+    /// ``maximumSecondChances`` times per insert). The entry inserted is never the one evicted.
     ///
     /// An entry larger than ``Configuration/entryLimit`` is not held (and any older one is dropped).
     /// - Returns: how many entries were evicted.
     @discardableResult
     func insert(_ entry: Entry, forKey key: String) -> Int {
-        self.state.withLock { state in
+        self.list.withLock { list in
+            if let index = list.index(forKey: key) { self.detachFastKey(of: list[index]) }
             guard entry.cost <= min(self.configuration.entryLimit, self.configuration.maxBytes) else {
-                if let index = state.list.index(forKey: key) { state.list.remove(at: index) }
+                if let index = list.index(forKey: key) { self.remove(at: index, from: &list) }
                 return 0
             }
-            state.list.insertAtFront(entry, forKey: key)
+            list.insertAtFront(entry, forKey: key)
             var evicted = 0
-            while state.list.count > self.configuration.maxEntries || state.list.totalCost > self.configuration.maxBytes
+            var chances = 0
+            while list.count > self.configuration.maxEntries || list.totalCost > self.configuration.maxBytes,
+                let tail = list.lastIndex
             {
-                state.list.removeLast()
+                let candidate = list[tail]
+                if candidate === entry {
+                    list.moveToFront(tail)
+                    continue
+                }
+                if chances < Self.maximumSecondChances, candidate.referenced.load(ordering: .relaxed) {
+                    candidate.referenced.store(false, ordering: .relaxed)
+                    list.moveToFront(tail)
+                    chances += 1
+                    continue
+                }
+                self.remove(at: tail, from: &list)
                 evicted += 1
             }
             return evicted
@@ -176,35 +205,70 @@ public final class MemoryTier: Sendable {
     }
 
     func remove(_ key: String) {
-        self.state.withLock { state in
-            if let index = state.list.index(forKey: key) { state.list.remove(at: index) }
+        self.list.withLock { list in
+            if let index = list.index(forKey: key) { self.remove(at: index, from: &list) }
         }
     }
 
     func removeNamespace(_ namespace: String) {
-        self.state.withLock { state in state.list.removeAll { $0.namespace == namespace } }
+        self.list.withLock { list in
+            list.removeAll { entry in
+                guard entry.namespace == namespace else { return false }
+                self.detachFastKey(of: entry)
+                return true
+            }
+        }
     }
 
     func removeAll() {
-        self.state.withLock { state in state = State() }
+        self.list.withLock { list in
+            list = LRUList()
+            for shard in self.fastShards.indices { self.fastShards[shard].entries.withLock { $0 = [:] } }
+        }
     }
 
     /// How many entries are held.
-    public var count: Int { self.state.withLock { $0.list.count } }
+    public var count: Int { self.list.withLock { $0.count } }
     /// How many bytes are held.
-    public var bytes: Int { self.state.withLock { $0.list.totalCost } }
+    public var bytes: Int { self.list.withLock { $0.totalCost } }
 
     /// The keys from most to least recently used (for tests and `panza` diagnostics).
-    func keysByRecency() -> [String] { self.state.withLock { $0.list.keysFromFront() } }
+    func keysByRecency() -> [String] { self.list.withLock { $0.keysFromFront() } }
+
+    /// Removes the entry at `index`, from the list and the fast index; the list's lock is held.
+    private func remove(at index: Int, from list: inout LRUList<String, Entry>) {
+        self.detachFastKey(of: list[index])
+        list.remove(at: index)
+    }
+
+    /// Removes `entry` from the fast index; the list's lock is held.
+    private func detachFastKey(of entry: Entry) {
+        guard let fast = entry.fastKey else { return }
+        entry.fastKey = nil
+        self.fastShards[fast.shard].entries.withLock { entries in
+            if entries[fast] === entry { entries[fast] = nil }
+        }
+    }
 
     func _checkInvariants() {
-        self.state.withLock { state in
-            state.list._checkInvariants()
-            // Every entry with a fast key is reachable by it (mappings left behind by removals are
-            // allowed: they are checked, never followed blindly).
-            state.list.forEachIndexed { index, entry in
-                if let key = entry.fastKey { precondition(state.fast[key] == index, "fast index lost an entry") }
+        self.list.withLock { list in
+            list._checkInvariants()
+            // The fast index holds exactly the listed entries with a fast key.
+            var attached = 0
+            list.forEachIndexed { _, entry in
+                guard let fast = entry.fastKey else { return }
+                attached += 1
+                let found = self.fastShards[fast.shard].entries.withLock { $0[fast] }
+                precondition(found === entry, "the fast index lost an entry")
             }
+            var indexed = 0
+            for shard in self.fastShards.indices {
+                indexed += self.fastShards[shard].entries.withLock { entries in
+                    for (fast, entry) in entries { precondition(fast.shard == shard && entry.fastKey == fast) }
+                    return entries.count
+                }
+            }
+            precondition(indexed == attached, "the fast index holds \(indexed) entries, the list \(attached)")
         }
     }
 }
@@ -214,15 +278,23 @@ public final class MemoryTier: Sendable {
 @usableFromInline
 struct MemoryFastKey: Hashable, Sendable {
     @usableFromInline let bytes: [UInt8]
+    /// The bytes' hash (seeded per process, like every `Hasher`), computed once.
+    @usableFromInline let hash: Int
 
     @inlinable
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
-
-    @inlinable
-    func hash(into hasher: inout Hasher) {
-        self.bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    init(_ bytes: [UInt8]) {
+        self.bytes = bytes
+        var hasher = Hasher()
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+        self.hash = hasher.finalize()
     }
 
+    /// The shard of the fast index that holds this key.
+    var shard: Int { self.hash & 15 }
+
     @inlinable
-    static func == (lhs: MemoryFastKey, rhs: MemoryFastKey) -> Bool { lhs.bytes == rhs.bytes }
+    func hash(into hasher: inout Hasher) { hasher.combine(self.hash) }
+
+    @inlinable
+    static func == (lhs: MemoryFastKey, rhs: MemoryFastKey) -> Bool { lhs.hash == rhs.hash && lhs.bytes == rhs.bytes }
 }
