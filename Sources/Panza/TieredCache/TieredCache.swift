@@ -23,6 +23,11 @@ public final class TieredCache: Sendable {
     /// The configuration the cache was opened with.
     public let configuration: Configuration
     let memory: MemoryTier?
+    /// ``memory`` and ``recorder`` without reference counting, for the memoize fast path: a retain
+    /// of an object that every hit shares is an atomic write to one cache line, which the cores
+    /// would pass back and forth on every hit. The cache holds both strongly for its whole life.
+    let unretainedMemory: Unmanaged<MemoryTier>?
+    let unretainedRecorder: Unmanaged<StatisticsRecorder>
     /// The tiers below memory, in chain order, with how each is written.
     let slots: [TierSlot]
     /// The in-memory write-behind queues, one per tier written from memory, in chain order.
@@ -94,6 +99,7 @@ public final class TieredCache: Sendable {
         self.logger = logger
         let memory = try configuration.memory.map { try MemoryTier(configuration: $0) }
         self.memory = memory
+        self.unretainedMemory = memory.map { Unmanaged.passUnretained($0) }
         let fence = VersionFence()
         self.fence = fence
         var sqlite: SQLiteTier?
@@ -104,6 +110,7 @@ public final class TieredCache: Sendable {
         let remote = configuration.remote
         let recorder = StatisticsRecorder(tierNames: [sqlite?.name, remote?.name].compactMap { $0 })
         self.recorder = recorder
+        self.unretainedRecorder = Unmanaged.passUnretained(recorder)
         let writeBehind = configuration.writeBehind
         let timing = configuration.drainTiming ?? .continuous
 
@@ -1250,20 +1257,20 @@ public final class TieredCache: Sendable {
 
     @usableFromInline
     func probeMemoryFast(_ fast: MemoryFastKey, refreshAhead: Double?) -> (any Sendable)? {
-        guard let memory = self.memory, self.trace == nil, !self.isClosed.load(ordering: .relaxed),
-            !self.bustModeActive.load(ordering: .relaxed)
+        guard let memory = self.unretainedMemory, self.trace == nil, !self.isClosed.load(ordering: .relaxed),
+            !self.bustModeActive.load(ordering: .relaxed),
+            let entry = memory._withUnsafeGuaranteedRef({ $0.entry(fast: fast) })
         else {
             return nil
         }
-        guard
-            case .hit(let stored, _, let times) = memory.lookup(
-                fast: fast, nowMilliseconds: self.clock.nowMilliseconds())
-        else { return nil }
-        if let ratio = refreshAhead, times.isRefreshDue(atMilliseconds: self.clock.nowMilliseconds(), ratio: ratio) {
-            return nil
+        let times = entry.times
+        if times.freshUntilMilliseconds != .max {
+            let now = self.clock.nowMilliseconds()
+            guard case .fresh = times.state(atMilliseconds: now) else { return nil }
+            if let ratio = refreshAhead, times.isRefreshDue(atMilliseconds: now, ratio: ratio) { return nil }
         }
-        self.recorder.add(.memoryHits)
-        return stored
+        self.unretainedRecorder._withUnsafeGuaranteedRef { $0.add(.memoryHits) }
+        return entry.value
     }
 
     @usableFromInline

@@ -133,21 +133,21 @@ public final class MemoryTier: Sendable {
         }
     }
 
-    /// Looks up the entry that the memoized call of canonical bytes `fast` was attached to (see
-    /// ``attach(_:toKey:)``), taking only the lock of its shard of the fast index, and marks it
-    /// referenced.
-    ///
-    /// An entry past its stale period is `.expired` but left in place: ``lookup(_:nowMilliseconds:)``
-    /// removes it.
-    func lookup(fast: MemoryFastKey, nowMilliseconds: @autoclosure () -> Int64) -> Lookup {
-        let found = self.fastShards[fast.shard].entries.withLock { $0[fast] }
-        guard let entry = found else { return .miss }
-        // A hot entry is marked already: reading the flag keeps its cache line shared.
+    /// The entry that the memoized call of canonical bytes `fast` was attached to (see
+    /// ``attach(_:toKey:)``), whatever its age, marked referenced. Takes only the lock of the key's
+    /// shard of the fast index.
+    func entry(fast: MemoryFastKey) -> Entry? {
+        guard let entry = self.fastShards[fast.shard].entries.withLock({ $0[fast] }) else { return nil }
+        // A hot entry is marked already: reading the flag first keeps its cache line shared.
         if !entry.referenced.load(ordering: .relaxed) { entry.referenced.store(true, ordering: .relaxed) }
-        if entry.times.freshUntilMilliseconds == .max {
-            return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
-        }
-        switch entry.times.state(atMilliseconds: nowMilliseconds()) {
+        return entry
+    }
+
+    /// ``entry(fast:)`` as a lookup at `nowMilliseconds`. An entry past its stale period is
+    /// `.expired` but left in place: ``lookup(_:nowMilliseconds:)`` removes it.
+    func lookup(fast: MemoryFastKey, nowMilliseconds: Int64) -> Lookup {
+        guard let entry = self.entry(fast: fast) else { return .miss }
+        switch entry.times.state(atMilliseconds: nowMilliseconds) {
         case .fresh: return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
         case .stale: return .stale(entry.value, storedBytes: entry.storedBytes, times: entry.times)
         case .gone: return .expired
@@ -278,23 +278,34 @@ public final class MemoryTier: Sendable {
 @usableFromInline
 struct MemoryFastKey: Hashable, Sendable {
     @usableFromInline let bytes: [UInt8]
-    /// The bytes' hash (seeded per process, like every `Hasher`), computed once.
-    @usableFromInline let hash: Int
+    /// The shard of the fast index that holds this key: a multiply-xor mix of the bytes, eight at a
+    /// time. It need not resist crafted keys: within a shard, keys are hashed with the seeded
+    /// `Hasher`, so crafted keys can only make hits wait for each other's lock.
+    @usableFromInline let shard: Int
 
     @inlinable
     init(_ bytes: [UInt8]) {
         self.bytes = bytes
-        var hasher = Hasher()
-        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
-        self.hash = hasher.finalize()
+        self.shard = bytes.withUnsafeBytes { raw in
+            var mix = UInt64(truncatingIfNeeded: raw.count)
+            var offset = 0
+            while offset + 8 <= raw.count {
+                mix = (mix ^ raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) &* 0x9E37_79B9_7F4A_7C15
+                offset += 8
+            }
+            while offset < raw.count {
+                mix = (mix ^ UInt64(raw[offset])) &* 0x9E37_79B9_7F4A_7C15
+                offset += 1
+            }
+            return Int(truncatingIfNeeded: (mix ^ (mix >> 29)) >> 60)
+        }
     }
 
-    /// The shard of the fast index that holds this key.
-    var shard: Int { self.hash & 15 }
+    @inlinable
+    func hash(into hasher: inout Hasher) {
+        self.bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
 
     @inlinable
-    func hash(into hasher: inout Hasher) { hasher.combine(self.hash) }
-
-    @inlinable
-    static func == (lhs: MemoryFastKey, rhs: MemoryFastKey) -> Bool { lhs.hash == rhs.hash && lhs.bytes == rhs.bytes }
+    static func == (lhs: MemoryFastKey, rhs: MemoryFastKey) -> Bool { lhs.bytes == rhs.bytes }
 }
