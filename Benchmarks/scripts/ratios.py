@@ -14,7 +14,8 @@ TIME_UNITS = {"ns": 1e-9, "μs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1}
 PAIRS = [
     ("memory.hit.memoized-call", "baseline.mutex-dictionary.lookup", "throughput"),
     ("memory.hit.memoized-call", "memory.hit.memoized-call.metrics-off", "throughput"),
-    ("memory.hit.memoized-call.tasks-8", "memory.hit.memoized-call", "throughput"),
+    ("memory.hit.memoized-call.tasks-8", "memory.hit.memoized-call.tasks-1", "throughput"),
+    ("memory.hit.memoized-call.tasks-1", "memory.hit.memoized-call", "throughput"),
     ("memoize.key-hashing.string-int", "baseline.mutex-dictionary.lookup", "throughput"),
     ("sqlite.hit.memoized-call.tasks-1.readers-1", "baseline.sqlite-c.point-lookup", "throughput"),
     ("sqlite.hit.memoized-call.tasks-8.readers-1", "baseline.sqlite-c.point-lookup", "throughput"),

@@ -27,15 +27,19 @@ enum Workload {
     }
 }
 
-/// Runs `iterations` calls of `body`, spread evenly over `tasks` concurrent tasks.
+/// Runs `iterations` calls of `body`, spread evenly over `tasks` concurrent tasks: on the cooperative
+/// pool (of which the benchmark harness leaves one thread), or on every core (`onEveryCore`, see
+/// ``CoreTaskExecutor``; for code that does not suspend: a task resumed there waits for a thread
+/// woken through a semaphore).
 func runConcurrently(
     iterations: Int,
     tasks: Int,
+    onEveryCore: Bool = false,
     _ body: @escaping @Sendable (_ task: Int, _ index: Int) async throws -> Void
 ) async throws {
     try await withThrowingTaskGroup(of: Void.self) { group in
         for task in 0..<tasks {
-            group.addTask {
+            group.addTask(executorPreference: onEveryCore ? CoreTaskExecutor.shared : nil) {
                 for index in 0..<(iterations / tasks) { try await body(task, index) }
             }
         }
