@@ -108,8 +108,10 @@ struct FaultInjectionTests {
         let cache = try await self.cache(
             "blackhole.sqlite",
             breaker: {
+                // Open long enough that the call right after the third timeout finds it still open
+                // on a loaded machine (300 ms was not: the breaker had gone half-open).
                 var breaker = CircuitBreaker.Configuration(
-                    failureThreshold: 3, openDuration: .milliseconds(300), maxOpenDuration: .seconds(1))
+                    failureThreshold: 3, openDuration: .seconds(2), maxOpenDuration: .seconds(4))
                 breaker.skipsTiersSlowerThanLoads = false
                 return breaker
             }()
