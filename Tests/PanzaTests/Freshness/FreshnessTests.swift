@@ -154,10 +154,7 @@ struct FreshnessTests {
         let loader = ScriptedLoader([.value("v1"), .gated(gate, "v2")])
         _ = try await cache.load(under: policy, from: loader)
         self.clock.advance(by: .seconds(61))
-        let call = Task {
-            try await cache.load(under: policy, from: loader)
-        }
-        await loader.waitForCall(2)
+        let call = await cache.startLoad(under: policy, from: loader, untilCall: 2)
         await self.clock.waitForSleepers(1)
         self.clock.advance(by: .milliseconds(200))
         #expect(try await call.value == "v1")
@@ -174,10 +171,7 @@ struct FreshnessTests {
         let cache = try await self.cache()
         let policy = Freshness(hardTimeout: .seconds(10))
         let loader = ScriptedLoader([.hangs])
-        let call = Task {
-            try await cache.load(under: policy, from: loader)
-        }
-        await loader.waitForCall(1)
+        let call = await cache.startLoad(under: policy, from: loader, untilCall: 1)
         await self.clock.waitForSleepers(1)
         self.clock.advance(by: .seconds(10))
         await #expect {
@@ -207,10 +201,7 @@ struct FreshnessTests {
         let policy = Freshness(hardTimeout: .seconds(10), completesInBackground: true)
         let gate = Gate()
         let loader = ScriptedLoader([.gated(gate, "late")])
-        let call = Task {
-            try await cache.load(under: policy, from: loader)
-        }
-        await loader.waitForCall(1)
+        let call = await cache.startLoad(under: policy, from: loader, untilCall: 1)
         await self.clock.waitForSleepers(1)
         self.clock.advance(by: .seconds(10))
         await #expect { try await call.value } throws: { ($0 as? PanzaError)?.code == .timedOut }
@@ -360,10 +351,7 @@ struct FreshnessTests {
         let loader = ScriptedLoader([.value("v1"), .gated(gate, "v2")])
         _ = try await cache.load(under: policy, from: loader)
         self.clock.advance(by: .seconds(61))
-        let call = Task {
-            try await cache.load(under: policy, from: loader)
-        }
-        await loader.waitForCall(2)
+        let call = await cache.startLoad(under: policy, from: loader, untilCall: 2)
         call.cancel()
         await #expect(throws: CancellationError.self) { try await call.value }
         gate.open()
@@ -428,5 +416,17 @@ extension TieredCache {
         from loader: FreshnessTests.ScriptedLoader
     ) async throws -> String {
         try await self.value(forKey: key, timeToLive: ttl, freshness: policy) { try await loader() }
+    }
+
+    /// Starts ``load(_:ttl:under:from:)`` in a task and returns it once the loader has been called
+    /// `call` times in all (the load under test is running).
+    fileprivate func startLoad(
+        under policy: Freshness,
+        from loader: FreshnessTests.ScriptedLoader,
+        untilCall call: Int
+    ) async -> Task<String, any Error> {
+        let task = Task { try await self.load(under: policy, from: loader) }
+        await loader.waitForCall(call)
+        return task
     }
 }
