@@ -15,6 +15,14 @@ struct MemoryTierTests {
         return nil
     }
 
+    func fastKey(_ key: String) -> MemoryFastKey { MemoryFastKey(Array("fast:\(key)".utf8)) }
+
+    /// Attaches `key`'s fast key to its entry and looks the entry up by it: whether that was a hit.
+    func attachAndHit(_ tier: MemoryTier, _ key: String) -> Bool {
+        tier.attach(self.fastKey(key), toKey: key)
+        return tier.entry(fast: self.fastKey(key)) != nil
+    }
+
     @Test("The entry bound evicts the least recently used")
     func entryBound() throws {
         let tier = try MemoryTier(configuration: .init(maxEntries: 3, maxBytes: 1 << 20))
@@ -107,7 +115,6 @@ struct MemoryTierTests {
         // Each key's value in the tier as the model knows it, and whether its fast key is attached.
         var model: [String: Int] = [:]
         var attached: Set<String> = []
-        func fast(_ key: String) -> MemoryFastKey { MemoryFastKey(Array("fast:\(key)".utf8)) }
         for step in 0..<30_000 {
             let key = "k\(Int.random(in: 0..<120, using: &generator))"
             switch Int.random(in: 0..<12, using: &generator) {
@@ -122,13 +129,10 @@ struct MemoryTierTests {
                     attached.remove(stale)
                 }
             case 3..<5:
-                tier.attach(fast(key), toKey: key)
+                tier.attach(self.fastKey(key), toKey: key)
                 if model[key] != nil { attached.insert(key) }
             case 5..<11:
-                let found: Int? =
-                    if case .hit(let value, _, _) = tier.lookup(fast: fast(key), nowMilliseconds: 0) {
-                        value as? Int
-                    } else { nil }
+                let found = tier.entry(fast: self.fastKey(key))?.value as? Int
                 // Found only through an attachment of the entry it holds now, with its value.
                 #expect(found == (attached.contains(key) ? model[key] : nil), "step \(step), key \(key)")
             default:
@@ -147,12 +151,7 @@ struct MemoryTierTests {
     func secondChance() throws {
         let tier = try MemoryTier(configuration: .init(maxEntries: 3, maxBytes: 1 << 20))
         for index in 0..<3 { tier.insert(entry(index), forKey: "k\(index)") }
-        let fast = MemoryFastKey(Array("k0".utf8))
-        tier.attach(fast, toKey: "k0")
-        guard case .hit = tier.lookup(fast: fast, nowMilliseconds: 0) else {
-            Issue.record("the attached entry was not found")
-            return
-        }
+        #expect(self.attachAndHit(tier, "k0"), "the attached entry was not found")
         #expect(tier.keysByRecency() == ["k2", "k1", "k0"], "a fast hit moved the entry")
         tier.insert(entry(3), forKey: "k3")
         #expect(tier.keysByRecency() == ["k0", "k3", "k2"])
@@ -169,9 +168,7 @@ struct MemoryTierTests {
         let tier = try MemoryTier(configuration: .init(maxEntries: 2, maxBytes: 1 << 20))
         for key in ["a", "b"] {
             tier.insert(entry(1), forKey: key)
-            let fast = MemoryFastKey(Array(key.utf8))
-            tier.attach(fast, toKey: key)
-            _ = tier.lookup(fast: fast, nowMilliseconds: 0)
+            #expect(self.attachAndHit(tier, key))
         }
         #expect(tier.insert(entry(2), forKey: "c") == 1)
         #expect(tier.keysByRecency() == ["c", "b"])
@@ -184,9 +181,7 @@ struct MemoryTierTests {
         let tier = try MemoryTier(configuration: .init(maxEntries: count, maxBytes: 1 << 20))
         for index in 0..<count {
             tier.insert(entry(index), forKey: "k\(index)")
-            let fast = MemoryFastKey(Array("k\(index)".utf8))
-            tier.attach(fast, toKey: "k\(index)")
-            _ = tier.lookup(fast: fast, nowMilliseconds: 0)
+            #expect(self.attachAndHit(tier, "k\(index)"))
         }
         #expect(tier.insert(entry(-1), forKey: "new") == 1)
         let held = Set(tier.keysByRecency())
@@ -205,7 +200,6 @@ struct MemoryTierTests {
         var order: [String] = []
         var referenced: Set<String> = []
         var attached: Set<String> = []
-        func fast(_ key: String) -> MemoryFastKey { MemoryFastKey(Array("fast:\(key)".utf8)) }
         for step in 0..<20_000 {
             let key = "k\(Int.random(in: 0..<30, using: &generator))"
             switch Int.random(in: 0..<10, using: &generator) {
@@ -239,10 +233,10 @@ struct MemoryTierTests {
                     order.insert(key, at: 0)
                 }
             case 5:
-                tier.attach(fast(key), toKey: key)
+                tier.attach(self.fastKey(key), toKey: key)
                 if order.contains(key) { attached.insert(key) }
             case 6..<9:
-                let hit: Bool = if case .hit = tier.lookup(fast: fast(key), nowMilliseconds: 0) { true } else { false }
+                let hit = tier.entry(fast: self.fastKey(key)) != nil
                 if hit != attached.contains(key) {
                     #expect(hit == attached.contains(key), "step \(step)")
                     return
@@ -279,14 +273,14 @@ struct MemoryTierTests {
                         if step % 100 == 0 { await Task.yield() }
                         let keyIndex = Int.random(in: 0..<keys.count, using: &generator)
                         let key = keys[keyIndex]
-                        let fast = MemoryFastKey(Array(key.utf8))
+                        let fast = self.fastKey(key)
                         switch Int.random(in: 0..<10, using: &generator) {
                         case 0: tier.insert(self.entry(keyIndex * 1_000_000 + step), forKey: key)
                         case 1: tier.attach(fast, toKey: key)
                         case 2: tier.remove(key)
                         default:
-                            if case .hit(let value, _, _) = tier.lookup(fast: fast, nowMilliseconds: 0),
-                                (value as? Int).map({ $0 / 1_000_000 }) != keyIndex
+                            if let entry = tier.entry(fast: fast),
+                                (entry.value as? Int).map({ $0 / 1_000_000 }) != keyIndex
                             {
                                 foreign += 1
                             }

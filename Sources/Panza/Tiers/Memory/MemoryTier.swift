@@ -4,7 +4,7 @@ import Synchronization
 /// least recently used entry first.
 ///
 /// Lookups by key move the entry to the front of the recency list. Memoized calls find their
-/// entries by their canonical arguments (see `lookup(fast:nowMilliseconds:)`) in an index split
+/// entries by their canonical arguments (see `entry(fast:)`) in an index split
 /// into independently locked shards, so that hits from many tasks do not wait for each other; such
 /// a hit only marks its entry as referenced, and eviction gives a referenced entry a second chance
 /// (moves it to the front) instead of evicting it (CLOCK).
@@ -143,18 +143,7 @@ public final class MemoryTier: Sendable {
         return entry
     }
 
-    /// ``entry(fast:)`` as a lookup at `nowMilliseconds`. An entry past its stale period is
-    /// `.expired` but left in place: ``lookup(_:nowMilliseconds:)`` removes it.
-    func lookup(fast: MemoryFastKey, nowMilliseconds: Int64) -> Lookup {
-        guard let entry = self.entry(fast: fast) else { return .miss }
-        switch entry.times.state(atMilliseconds: nowMilliseconds) {
-        case .fresh: return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
-        case .stale: return .stale(entry.value, storedBytes: entry.storedBytes, times: entry.times)
-        case .gone: return .expired
-        }
-    }
-
-    /// Lets `lookup(fast:nowMilliseconds:)` find the entry of `key` by `fast`.
+    /// Lets `entry(fast:)` find the entry of `key` by `fast`.
     func attach(_ fast: MemoryFastKey, toKey key: String) {
         self.list.withLock { list in
             guard let index = list.index(forKey: key) else { return }
