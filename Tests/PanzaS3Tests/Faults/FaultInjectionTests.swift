@@ -139,9 +139,15 @@ struct FaultInjectionTests {
             #expect(try await self.stored("v1/_keys/up\(index)") != nil, "upload \(index) was lost")
         }
         #expect(cache.statistics.droppedWrites == 0)
-        // The breaker lets a probe through after its open period; an answer closes it.
-        try await Task.sleep(for: .seconds(1))
-        #expect(try await cache.value(forKey: "warm", as: String.self) == "from S3")
+        // The breaker lets a probe through after its open period (at most `maxOpenDuration`, 4 s,
+        // counted from the last failed read); an answer closes it. Until then a read skips S3 and
+        // finds nothing. Polled, not slept: how long the uploads above took decides when it reopens.
+        var recovered: String?
+        for _ in 0..<100 where recovered == nil {
+            recovered = try await cache.value(forKey: "warm", as: String.self)
+            if recovered == nil { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(recovered == "from S3", "the breaker never let a probe through after the outage")
         #expect(cache.statistics.tiers["s3"]?.breaker == .closed)
         try await cache.close()
     }
