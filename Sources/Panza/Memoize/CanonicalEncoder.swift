@@ -33,6 +33,12 @@ struct CanonicalEncoder {
     }
 
     /// Appends the canonical bytes of `value`.
+    @inlinable
+    mutating func append<T: Encodable>(_ value: T) throws {
+        try Self.append(value, to: &self.bytes)
+    }
+
+    /// Appends the canonical bytes of `value` to `sink`.
     ///
     /// Primitive values are written here, inlined into the caller, where the type checks below
     /// fold away; they produce the same bytes as the `Encoder` path.
@@ -40,17 +46,19 @@ struct CanonicalEncoder {
     /// The type is told by comparing metatypes, not by casting: arguments of parameter packs reach
     /// here unspecialized, where a cast is a runtime call and a metatype comparison one instruction.
     @inlinable
-    mutating func append<T: Encodable>(_ value: T) throws {
+    static func append<T: Encodable, Sink: CanonicalByteSink>(_ value: T, to sink: inout Sink) throws {
         if T.self == String.self {
-            Self.writeString(unsafeBitCast(value, to: String.self), to: &self.bytes)
+            Self.writeString(unsafeBitCast(value, to: String.self), to: &sink)
         } else if T.self == Int.self {
-            Self.writeInteger(Int64(unsafeBitCast(value, to: Int.self)), to: &self.bytes)
+            Self.writeInteger(Int64(unsafeBitCast(value, to: Int.self)), to: &sink)
         } else if T.self == Bool.self {
-            Self.writeBool(unsafeBitCast(value, to: Bool.self), to: &self.bytes)
+            Self.writeBool(unsafeBitCast(value, to: Bool.self), to: &sink)
         } else if T.self == Double.self {
-            Self.writeDouble(unsafeBitCast(value, to: Double.self), to: &self.bytes)
+            Self.writeDouble(unsafeBitCast(value, to: Double.self), to: &sink)
         } else {
-            try self.appendEncodable(value)
+            var encoder = CanonicalEncoder()
+            try encoder.appendEncodable(value)
+            encoder.bytes.withUnsafeBytes { sink.append(contentsOf: $0) }
         }
     }
 
@@ -75,31 +83,34 @@ struct CanonicalEncoder {
     // The writers of each tag, shared by the fast path and by `CanonicalNode`.
 
     @inlinable
-    static func writeLength(_ count: Int, to bytes: inout [UInt8]) {
+    static func writeLength(_ count: Int, to bytes: inout some CanonicalByteSink) {
         withUnsafeBytes(of: UInt32(truncatingIfNeeded: count).bigEndian) { bytes.append(contentsOf: $0) }
     }
 
     @inlinable
-    static func writeBool(_ value: Bool, to bytes: inout [UInt8]) {
+    static func writeBool(_ value: Bool, to bytes: inout some CanonicalByteSink) {
         bytes.append(UInt8(ascii: "b"))
         bytes.append(value ? 1 : 0)
     }
 
     @inlinable
-    static func writeString(_ string: String, to bytes: inout [UInt8]) {
-        bytes.append(UInt8(ascii: "s"))
-        writeLength(string.utf8.count, to: &bytes)
-        bytes.append(contentsOf: string.utf8)
+    static func writeString(_ string: String, to bytes: inout some CanonicalByteSink) {
+        var string = string
+        string.withUTF8 { utf8 in
+            bytes.append(UInt8(ascii: "s"))
+            writeLength(utf8.count, to: &bytes)
+            bytes.append(contentsOf: UnsafeRawBufferPointer(utf8))
+        }
     }
 
     @inlinable
-    static func writeInteger(_ value: Int64, to bytes: inout [UInt8]) {
+    static func writeInteger(_ value: Int64, to bytes: inout some CanonicalByteSink) {
         bytes.append(UInt8(ascii: "i"))
         writeBigEndian(UInt64(bitPattern: value), to: &bytes)
     }
 
     @inlinable
-    static func writeUnsigned(_ value: UInt64, to bytes: inout [UInt8]) {
+    static func writeUnsigned(_ value: UInt64, to bytes: inout some CanonicalByteSink) {
         if value <= UInt64(Int64.max) {
             writeInteger(Int64(value), to: &bytes)
         } else {
@@ -109,17 +120,26 @@ struct CanonicalEncoder {
     }
 
     @inlinable
-    static func writeDouble(_ value: Double, to bytes: inout [UInt8]) {
+    static func writeDouble(_ value: Double, to bytes: inout some CanonicalByteSink) {
         let pattern: UInt64 = value.isNaN ? 0x7FF8_0000_0000_0000 : (value == 0 ? 0 : value.bitPattern)
         bytes.append(UInt8(ascii: "f"))
         writeBigEndian(pattern, to: &bytes)
     }
 
     @inlinable
-    static func writeBigEndian(_ value: UInt64, to bytes: inout [UInt8]) {
+    static func writeBigEndian(_ value: UInt64, to bytes: inout some CanonicalByteSink) {
         withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
     }
 }
+
+/// Where canonical bytes are written: an array, or the inline storage of a `MemoryFastKey`.
+@usableFromInline
+protocol CanonicalByteSink {
+    mutating func append(_ byte: UInt8)
+    mutating func append(contentsOf bytes: UnsafeRawBufferPointer)
+}
+
+extension Array: CanonicalByteSink where Element == UInt8 {}
 
 /// A Set, seen through its elements.
 protocol CanonicalSet {
@@ -216,13 +236,13 @@ final class CanonicalNode {
     static func writeString(_ string: String, to bytes: inout [UInt8]) {
         CanonicalEncoder.writeString(string, to: &bytes)
     }
-    static func writeInteger(_ value: Int64, to bytes: inout [UInt8]) {
+    static func writeInteger(_ value: Int64, to bytes: inout some CanonicalByteSink) {
         CanonicalEncoder.writeInteger(value, to: &bytes)
     }
-    static func writeUnsigned(_ value: UInt64, to bytes: inout [UInt8]) {
+    static func writeUnsigned(_ value: UInt64, to bytes: inout some CanonicalByteSink) {
         CanonicalEncoder.writeUnsigned(value, to: &bytes)
     }
-    static func writeDouble(_ value: Double, to bytes: inout [UInt8]) {
+    static func writeDouble(_ value: Double, to bytes: inout some CanonicalByteSink) {
         CanonicalEncoder.writeDouble(value, to: &bytes)
     }
 

@@ -21,33 +21,52 @@ public enum MemoizeKey {
         self.key(id: id, canonicalBytes: try self.canonicalBytes(id: id, arguments: repeat each argument))
     }
 
-    /// The bytes the key hashes: `"PNZK"`, the version, the id and the canonical arguments.
+    /// The bytes the key hashes: ``canonicalPrefix(id:argumentCount:)``, then the canonical
+    /// arguments.
     @inlinable
     static func canonicalBytes<each Argument: Encodable>(id: String, arguments argument: repeat each Argument) throws
         -> [UInt8]
     {
-        var encoder = CanonicalEncoder()
-        encoder.appendRaw([0x50, 0x4E, 0x5A, 0x4B, encodingVersion])
-        try encoder.append(id)
         var count = 0
         for _ in repeat each argument { count += 1 }
-        encoder.appendLength(count)
+        var encoder = CanonicalEncoder()
+        encoder.appendRaw(self.canonicalPrefix(id: id, argumentCount: count))
         for value in repeat each argument {
             try encoder.append(value)
         }
         return encoder.bytes
     }
 
+    /// What the key hashes before the arguments: `"PNZK"`, the version, the id as a canonical
+    /// string, and the argument count. The same for every call of a memoized function, so
+    /// ``Memoized`` computes it once.
+    @usableFromInline
+    static func canonicalPrefix(id: String, argumentCount: Int) -> [UInt8] {
+        var bytes: [UInt8] = [0x50, 0x4E, 0x5A, 0x4B, encodingVersion]
+        CanonicalEncoder.writeString(id, to: &bytes)
+        CanonicalEncoder.writeLength(argumentCount, to: &bytes)
+        return bytes
+    }
+
     /// The key of memoized function `id` for the bytes of ``canonicalBytes(id:arguments:)``.
     @usableFromInline
     static func key(id: String, canonicalBytes: [UInt8]) -> CacheKey {
-        CacheKey(namespace: id, rawValue: keyString(id: id, canonicalBytes: canonicalBytes))
+        CacheKey(namespace: id, rawValue: keyString(id: id, digest: SHA256.hash(data: canonicalBytes)))
     }
 
-    /// `{id}/{hex SHA-256 of canonicalBytes}`, built in one allocation.
+    /// The key of memoized function `id` whose canonical prefix is `prefix` (see
+    /// ``canonicalPrefix(id:argumentCount:)``), for the arguments whose bytes `arguments` holds:
+    /// the same key as ``make(id:arguments:)``, from the bytes the memory tier's lookup built.
     @usableFromInline
-    static func keyString(id: String, canonicalBytes: [UInt8]) -> String {
-        let digest = SHA256.hash(data: canonicalBytes)
+    static func key(id: String, prefix: [UInt8], arguments: MemoryFastKey) -> CacheKey {
+        var hash = SHA256()
+        hash.update(data: prefix)
+        arguments.withBytes { hash.update(bufferPointer: $0) }
+        return CacheKey(namespace: id, rawValue: keyString(id: id, digest: hash.finalize()))
+    }
+
+    /// `{id}/{hex digest}`, built in one allocation.
+    static func keyString(id: String, digest: SHA256.Digest) -> String {
         var id = id
         return id.withUTF8 { idBytes in
             String(unsafeUninitializedCapacity: idBytes.count + 1 + 64) { buffer in
@@ -76,7 +95,7 @@ public enum MemoizeKey {
         guard !customKey.isEmpty else {
             throw PanzaError(code: .invalidKey, message: "a custom key function returned an empty key", key: id)
         }
-        return CacheKey(namespace: id, rawValue: keyString(id: id, canonicalBytes: Array(customKey.utf8)))
+        return CacheKey(namespace: id, rawValue: keyString(id: id, digest: SHA256.hash(data: Array(customKey.utf8))))
     }
 
     /// The key of a call whose arguments a raw key function turned into `rawKey`, used as it is:

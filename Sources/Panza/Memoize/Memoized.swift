@@ -28,6 +28,10 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     @usableFromInline let counters: IdCounters?
     @usableFromInline let limits: LoadLimits?
     @usableFromInline let concurrencyKey: (@Sendable (repeat each Argument) -> String)?
+    /// What the persistent key hashes before the arguments (``MemoizeKey/canonicalPrefix(id:argumentCount:)``).
+    @usableFromInline let keyPrefix: [UInt8]
+    /// The number by which the memory tier's fast index tells this function's calls from others'.
+    @usableFromInline let fastKeyFunction: UInt32
 
     init(
         id: String,
@@ -51,6 +55,10 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
         self.keyIsRaw = keyIsRaw
         self.counters = cache.metricsReporter == nil ? nil : cache.counters(forID: id)
         self.function = function
+        var argumentCount = 0
+        for _ in repeat (each Argument).self { argumentCount += 1 }
+        self.keyPrefix = MemoizeKey.canonicalPrefix(id: id, argumentCount: argumentCount)
+        self.fastKeyFunction = cache.fastKeyFunction(forPrefix: self.keyPrefix)
     }
 
     /// Returns the cached result for these arguments, or calls the function and caches its result.
@@ -65,13 +73,17 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
             // The memory tier finds a call it answered before by its canonical arguments: no
             // SHA-256 on a hit. The persistent key is computed on a miss, and the entry it finds
             // is then found by these bytes too.
-            let canonical = try MemoizeKey.canonicalBytes(id: self.id, arguments: repeat each argument)
-            let fast = MemoryFastKey(canonical)
+            // The arguments' bytes are built inline (no allocation) when they are short.
+            var builder = MemoryFastKey.Builder()
+            for value in repeat each argument {
+                try builder.append(value)
+            }
+            let fast = builder.key(function: self.fastKeyFunction)
             if case .hit(let value) = try self.cache.probeMemory(fast: fast, as: Value.self, refreshAhead: refreshAhead)
             {
                 return value
             }
-            key = MemoizeKey.key(id: self.id, canonicalBytes: canonical)
+            key = MemoizeKey.key(id: self.id, prefix: self.keyPrefix, arguments: fast)
             let probe = try self.cache.probeMemory(key, as: Value.self, refreshAhead: refreshAhead, attaching: fast)
             if case .hit(let value) = probe { return value }
             return try await self.readThrough(key: key, memoryChecked: probe.isMiss, repeat each argument)

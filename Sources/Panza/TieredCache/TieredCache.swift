@@ -54,6 +54,9 @@ public final class TieredCache: Sendable {
     /// Whether any bust mode is on: read on every memory hit, so kept apart from `currentModes`.
     private let bustModeActive: Atomic<Bool>
     private let isClosed = Atomic<Bool>(false)
+    /// The numbers of memoized functions in the memory tier's fast keys, by canonical key prefix
+    /// (id and arity): one per function, whichever ``Memoized`` wraps it.
+    private let fastKeyFunctions = Mutex<[[UInt8]: UInt32]>([:])
     /// Memoize ids whose unstorable results were already logged.
     private let unstorableWarned = Mutex<Set<String>>([])
     /// Reports through swift-metrics; `nil` when ``Configuration/metrics`` is `nil`.
@@ -1271,6 +1274,18 @@ public final class TieredCache: Sendable {
         }
         self.unretainedRecorder._withUnsafeGuaranteedRef { $0.add(.memoryHits) }
         return entry.value
+    }
+
+    /// The number of the memoized function whose persistent keys start with `prefix`, for its
+    /// fast keys: the same number for every ``Memoized`` of the same id and arity. A cache keeps
+    /// one small entry per such function for its life.
+    func fastKeyFunction(forPrefix prefix: [UInt8]) -> UInt32 {
+        self.fastKeyFunctions.withLock { functions in
+            if let number = functions[prefix] { return number }
+            let number = UInt32(functions.count)
+            functions[prefix] = number
+            return number
+        }
     }
 
     @usableFromInline

@@ -140,6 +140,60 @@ struct MemoizeKeyTests {
         #expect(try bytes(Int64(42)) == bytes(42))
     }
 
+    /// The persistent key computed as a memoized call computes it on a memory miss: from the
+    /// function's prefix and the arguments' bytes in its fast key.
+    func fastPathKey<each Argument: Encodable>(id: String, _ argument: repeat each Argument) throws -> CacheKey {
+        var count = 0
+        for _ in repeat each argument { count += 1 }
+        var builder = MemoryFastKey.Builder()
+        for value in repeat each argument { try builder.append(value) }
+        let prefix = MemoizeKey.canonicalPrefix(id: id, argumentCount: count)
+        return MemoizeKey.key(id: id, prefix: prefix, arguments: builder.key(function: 7))
+    }
+
+    @Test("A call's key from its fast key is the key MemoizeKey.make gives, inline or spilled, for every kind of argument")
+    func fastKeyGivesPersistentKey() throws {
+        #expect(try self.fastPathKey(id: "forecast", "Oslo", 3) == MemoizeKey.make(id: "forecast", arguments: "Oslo", 3))
+        #expect(try self.fastPathKey(id: "f") == MemoizeKey.make(id: "f"))
+        // Across the inline capacity: a string of n bytes takes 5 + n.
+        for length in 0...80 {
+            let text = String(repeating: "é", count: length / 2) + String(repeating: "x", count: length % 2)
+            #expect(try self.fastPathKey(id: "f", text, 1) == MemoizeKey.make(id: "f", arguments: text, 1))
+            #expect(try self.fastPathKey(id: "f", 1, text) == MemoizeKey.make(id: "f", arguments: 1, text))
+        }
+        let query = Query(city: "Oslo", days: 3, units: nil, tags: ["a", "b"])
+        #expect(try self.fastPathKey(id: "llm", "short", query) == MemoizeKey.make(id: "llm", arguments: "short", query))
+        #expect(
+            try self.fastPathKey(id: "f", true, -0.0, Double.nan, Data([0, 1, 2]), ["b": 2, "a": 1], Model.small)
+                == MemoizeKey.make(id: "f", arguments: true, -0.0, Double.nan, Data([0, 1, 2]), ["b": 2, "a": 1], Model.small)
+        )
+        #expect(try self.fastPathKey(id: "f", "ab", "c") != self.fastPathKey(id: "f", "a", "bc"))
+    }
+
+    @Test("Fast keys: equal bytes give equal keys and hashes however they were built; functions and bytes tell keys apart")
+    func fastKeyIdentity() throws {
+        for length in [0, 1, 47, 48, 49, 64, 200] {
+            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+            let whole = MemoryFastKey(function: 3, bytes: bytes)
+            var builder = MemoryFastKey.Builder()
+            for byte in bytes { builder.append(byte) }
+            let byteByByte = builder.key(function: 3)
+            #expect(whole == byteByByte)
+            #expect(whole.hash == byteByByte.hash)
+            #expect(whole.count == length)
+            #expect((whole.spilled != nil) == (length > MemoryFastKey.inlineCapacity), "\(length) bytes")
+            #expect(whole.withBytes { Array($0) } == bytes)
+            #expect(whole != MemoryFastKey(function: 4, bytes: bytes))
+            if length > 0 {
+                var changed = bytes
+                changed[length - 1] ^= 1
+                #expect(whole != MemoryFastKey(function: 3, bytes: changed))
+            }
+        }
+        // A trailing zero byte is a byte: the inline words are zero past the count.
+        #expect(MemoryFastKey(function: 0, bytes: [1]) != MemoryFastKey(function: 0, bytes: [1, 0]))
+    }
+
     @Test(
         "Memoize ids: '/', '.', '..' and a leading '_' (reserved for plain keys' '_keys/') are refused",
         arguments: [

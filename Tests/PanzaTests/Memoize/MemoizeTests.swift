@@ -55,6 +55,25 @@ struct MemoizeTests {
         try await cache.close()
     }
 
+    @Test("Two wrappers of one id share their calls' entries in memory; another id with the same arguments does not")
+    func fastKeysFollowTheID() async throws {
+        let cache = try await makeCache(in: self.directory) { $0.sqlite = nil }
+        let calls = CallCounter()
+        let first = cache.memoize(id: "f") { (x: Int) async throws -> String in "f\(x)#\(calls.increment())" }
+        let second = cache.memoize(id: "f") { (x: Int) async throws -> String in "f\(x)#\(calls.increment())" }
+        let other = cache.memoize(id: "g") { (x: Int) async throws -> String in "g\(x)#\(calls.increment())" }
+        #expect(try await first(1) == "f1#1")
+        #expect(try await first(1) == "f1#1")  // attaches the fast key
+        #expect(try await second(1) == "f1#1")
+        #expect(try await other(1) == "g1#2")
+        #expect(try await other(1) == "g1#2")
+        #expect(try await first(1) == "f1#1")
+        #expect(first.fastKeyFunction == second.fastKeyFunction)
+        #expect(first.fastKeyFunction != other.fastKeyFunction)
+        #expect(calls.value == 2)
+        try await cache.close()
+    }
+
     @Test("peek never calls the function")
     func peek() async throws {
         let cache = try await makeCache(in: self.directory)

@@ -15,7 +15,7 @@ struct MemoryTierTests {
         return nil
     }
 
-    func fastKey(_ key: String) -> MemoryFastKey { MemoryFastKey(Array("fast:\(key)".utf8)) }
+    func fastKey(_ key: String) -> MemoryFastKey { MemoryFastKey(function: 0, bytes: Array("fast:\(key)".utf8)) }
 
     /// Attaches `key`'s fast key to its entry and looks the entry up by it: whether that was a hit.
     func attachAndHit(_ tier: MemoryTier, _ key: String) -> Bool {
