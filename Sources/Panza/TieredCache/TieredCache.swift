@@ -688,7 +688,7 @@ public final class TieredCache: Sendable {
         times: EntryTimes
     ) {
         let evicted = memory.insert(
-            .init(value: value, cost: cost, storedBytes: storedBytes, namespace: key.namespace, times: times),
+            .make(value: value, cost: cost, storedBytes: storedBytes, namespace: key.namespace, times: times),
             forKey: key.rawValue
         )
         if evicted > 0 { self.recorder.add(.memoryEvictions, evicted) }
@@ -1248,18 +1248,19 @@ public final class TieredCache: Sendable {
         as type: Value.Type,
         refreshAhead: Double?
     ) throws -> MemoryProbe<Value> {
-        guard let stored = self.probeMemoryFast(fast, refreshAhead: refreshAhead) else { return .skipped }
-        guard let value = stored as? Value else {
+        guard let entry = self.probeMemoryFast(fast, refreshAhead: refreshAhead) else { return .skipped }
+        guard let value = entry.value(as: Value.self) else {
             throw PanzaError(
                 code: .typeMismatch,
-                message: "the value in memory is a \(Swift.type(of: stored)), not a \(Value.self)"
+                message: "the value in memory is a \(Swift.type(of: entry.value)), not a \(Value.self)"
             )
         }
         return .hit(value)
     }
 
+    /// The fresh entry the fast index holds for `fast`, counted as a hit; `nil` for anything else.
     @usableFromInline
-    func probeMemoryFast(_ fast: MemoryFastKey, refreshAhead: Double?) -> (any Sendable)? {
+    func probeMemoryFast(_ fast: MemoryFastKey, refreshAhead: Double?) -> MemoryTier.Entry? {
         guard let memory = self.unretainedMemory, self.trace == nil, !self.isClosed.load(ordering: .relaxed),
             !self.bustModeActive.load(ordering: .relaxed),
             let entry = memory._withUnsafeGuaranteedRef({ $0.entry(fast: fast) })
@@ -1273,7 +1274,7 @@ public final class TieredCache: Sendable {
             if let ratio = refreshAhead, times.isRefreshDue(atMilliseconds: now, ratio: ratio) { return nil }
         }
         self.unretainedRecorder._withUnsafeGuaranteedRef { $0.add(.memoryHits) }
-        return entry.value
+        return entry
     }
 
     /// The number of the memoized function whose persistent keys start with `prefix`, for its

@@ -4,7 +4,7 @@ import Testing
 
 struct MemoryTierTests {
     func entry(_ value: Int, cost: Int = 10, namespace: String = "", expiresAt: Int64? = nil) -> MemoryTier.Entry {
-        .init(
+        .make(
             value: value, cost: cost, storedBytes: cost, namespace: namespace,
             times: EntryTimes(
                 createdAtMilliseconds: 0, timeToLiveMilliseconds: expiresAt ?? 0, staleForMilliseconds: 0))
@@ -21,6 +21,27 @@ struct MemoryTierTests {
     func attachAndHit(_ tier: MemoryTier, _ key: String) -> Bool {
         tier.attach(self.fastKey(key), toKey: key)
         return tier.entry(fast: self.fastKey(key)) != nil
+    }
+
+    class Base: @unchecked Sendable {}
+    final class Derived: Base, @unchecked Sendable {}
+
+    @Test("An entry gives its value as its own type, a supertype or an optional, and never as another type")
+    func typedEntries() {
+        let times = EntryTimes(createdAtMilliseconds: 0, timeToLiveMilliseconds: 0, staleForMilliseconds: 0)
+        let number = MemoryTier.Entry.make(value: 42, cost: 1, storedBytes: 1, namespace: "", times: times)
+        #expect(number.value(as: Int.self) == 42)
+        #expect(number.value(as: Int?.self) == .some(42))
+        #expect(number.value(as: String.self) == nil)
+        #expect(number.value(as: Int64.self) == nil)
+        let derived = Derived()
+        let object = MemoryTier.Entry.make(value: derived as Base, cost: 1, storedBytes: 1, namespace: "", times: times)
+        #expect(object.value(as: Base.self) === derived)
+        #expect(object.value(as: Derived.self) === derived)
+        #expect(object.value(as: Int.self) == nil)
+        let existential = MemoryTier.Entry.make(
+            value: [1, 2] as any Sendable, cost: 1, storedBytes: 1, namespace: "", times: times)
+        #expect(existential.value(as: [Int].self) == [1, 2])
     }
 
     @Test("The entry bound evicts the least recently used")

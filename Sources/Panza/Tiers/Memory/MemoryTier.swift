@@ -47,28 +47,65 @@ public final class MemoryTier: Sendable {
     }
 
     /// An entry; a class, so that a lookup reads it without copying (and retaining) each field,
-    /// and so that the fast index can refer to it.
-    final class Entry: @unchecked Sendable {
-        let value: any Sendable
+    /// and so that the fast index can refer to it. Every entry is a ``TypedEntry`` of its value's
+    /// dynamic type (see ``make(value:cost:storedBytes:namespace:times:)``).
+    @usableFromInline
+    class Entry: @unchecked Sendable {
         /// What the entry counts against ``Configuration/maxBytes``: its decoded size.
         let cost: Int
         /// The size of its envelope.
         let storedBytes: Int
         let namespace: String
-        let times: EntryTimes
+        @usableFromInline let times: EntryTimes
         /// Set by a hit through the fast index, cleared by the second chance it earns at eviction.
         let referenced = Atomic<Bool>(false)
         /// The memoized call's canonical arguments by which the fast index finds this entry.
         /// Read and written under the tier's main lock only (hence `@unchecked`).
         var fastKey: MemoryFastKey? = nil
 
-        init(value: any Sendable, cost: Int, storedBytes: Int, namespace: String, times: EntryTimes) {
-            self.value = value
+        fileprivate init(cost: Int, storedBytes: Int, namespace: String, times: EntryTimes) {
             self.cost = cost
             self.storedBytes = storedBytes
             self.namespace = namespace
             self.times = times
         }
+
+        /// The value, as a `TypedEntry` holds it.
+        @usableFromInline var value: any Sendable { preconditionFailure("every entry is a TypedEntry") }
+
+        /// An entry holding `value` as its dynamic type, so that a hit of the type it expects
+        /// reads it without a dynamic cast (see ``value(as:)``).
+        static func make(value: any Sendable, cost: Int, storedBytes: Int, namespace: String, times: EntryTimes)
+            -> Entry
+        {
+            func typed<Value: Sendable>(_ value: Value) -> Entry {
+                TypedEntry(value: value, cost: cost, storedBytes: storedBytes, namespace: namespace, times: times)
+            }
+            return typed(value)
+        }
+
+        /// The value as a `Value`, or `nil` when it is not one. A check of the entry's class when
+        /// the value was stored as a `Value`; a dynamic cast otherwise (a subclass, an existential).
+        @inlinable
+        final func value<Value: Sendable>(as type: Value.Type) -> Value? {
+            if ObjectIdentifier(Swift.type(of: self)) == ObjectIdentifier(TypedEntry<Value>.self) {
+                return unsafeDowncast(self, to: TypedEntry<Value>.self).typedValue
+            }
+            return self.value as? Value
+        }
+    }
+
+    /// An entry whose value is a `Value`.
+    @usableFromInline
+    final class TypedEntry<Value: Sendable>: Entry, @unchecked Sendable {
+        @usableFromInline let typedValue: Value
+
+        fileprivate init(value: Value, cost: Int, storedBytes: Int, namespace: String, times: EntryTimes) {
+            self.typedValue = value
+            super.init(cost: cost, storedBytes: storedBytes, namespace: namespace, times: times)
+        }
+
+        @usableFromInline override var value: any Sendable { self.typedValue }
     }
 
     /// A shard of the fast index, alone on its cache lines so that two cores locking two shards
