@@ -74,10 +74,10 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
             // SHA-256 on a hit. The persistent key is computed on a miss, and the entry it finds
             // is then found by these bytes too.
             // The arguments' bytes are built inline (no allocation) when they are short.
+            // A pack expansion, not a `for` loop over the pack: each append is then specialized
+            // for its argument's type.
             var builder = MemoryFastKey.Builder()
-            for value in repeat each argument {
-                try builder.append(value)
-            }
+            repeat try builder.append(each argument)
             let fast = builder.key(function: self.fastKeyFunction)
             if case .hit(let value) = try self.cache.probeMemory(fast: fast, as: Value.self, refreshAhead: refreshAhead)
             {

@@ -151,9 +151,12 @@ struct MemoizeKeyTests {
         return MemoizeKey.key(id: id, prefix: prefix, arguments: builder.key(function: 7))
     }
 
-    @Test("A call's key from its fast key is the key MemoizeKey.make gives, inline or spilled, for every kind of argument")
+    @Test(
+        "A call's key from its fast key is the key MemoizeKey.make gives, inline or spilled, for every kind of argument"
+    )
     func fastKeyGivesPersistentKey() throws {
-        #expect(try self.fastPathKey(id: "forecast", "Oslo", 3) == MemoizeKey.make(id: "forecast", arguments: "Oslo", 3))
+        #expect(
+            try self.fastPathKey(id: "forecast", "Oslo", 3) == MemoizeKey.make(id: "forecast", arguments: "Oslo", 3))
         #expect(try self.fastPathKey(id: "f") == MemoizeKey.make(id: "f"))
         // Across the inline capacity: a string of n bytes takes 5 + n.
         for length in 0...80 {
@@ -162,15 +165,19 @@ struct MemoizeKeyTests {
             #expect(try self.fastPathKey(id: "f", 1, text) == MemoizeKey.make(id: "f", arguments: 1, text))
         }
         let query = Query(city: "Oslo", days: 3, units: nil, tags: ["a", "b"])
-        #expect(try self.fastPathKey(id: "llm", "short", query) == MemoizeKey.make(id: "llm", arguments: "short", query))
+        #expect(
+            try self.fastPathKey(id: "llm", "short", query) == MemoizeKey.make(id: "llm", arguments: "short", query))
         #expect(
             try self.fastPathKey(id: "f", true, -0.0, Double.nan, Data([0, 1, 2]), ["b": 2, "a": 1], Model.small)
-                == MemoizeKey.make(id: "f", arguments: true, -0.0, Double.nan, Data([0, 1, 2]), ["b": 2, "a": 1], Model.small)
+                == MemoizeKey.make(
+                    id: "f", arguments: true, -0.0, Double.nan, Data([0, 1, 2]), ["b": 2, "a": 1], Model.small)
         )
         #expect(try self.fastPathKey(id: "f", "ab", "c") != self.fastPathKey(id: "f", "a", "bc"))
     }
 
-    @Test("Fast keys: equal bytes give equal keys and hashes however they were built; functions and bytes tell keys apart")
+    @Test(
+        "Fast keys: equal bytes give equal keys and hashes however they were built; functions and bytes tell keys apart"
+    )
     func fastKeyIdentity() throws {
         for length in [0, 1, 47, 48, 49, 64, 200] {
             let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
