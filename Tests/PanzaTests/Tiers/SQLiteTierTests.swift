@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import Panza
@@ -135,6 +136,49 @@ struct SQLiteTierTests {
         await tier.close()
         let error = await #expect(throws: PanzaError.self) { _ = try await tier.blob(forKey: CacheKey(rawValue: "k1")) }
         #expect(error?.code == .closed)
+    }
+
+    @Test("A slow inline lookup sends lookups to the reader queues only when the process read from the disk meanwhile")
+    func inlinePauseNeedsDiskReads() async throws {
+        let path = self.directory.path("pause.sqlite")
+        let tier = try await SQLiteTier.open(configuration: .init(path: path))
+        try await tier.apply([store("k", self.blob("v"))])
+        let reads = Mutex(100)
+        // Every lookup counts as slow: what decides is whether the disk was read.
+        let pool = try InlineReaderPool(
+            path: path, count: 1, memoryMapBytes: 0, accessTimeResolution: 60_000, slowLookup: .zero,
+            pause: .seconds(600), diskReads: { reads.withLock { $0 } })
+        defer { pool.close() }
+        let log = AccessLog()
+        for _ in 0..<3 {
+            // Slow but no disk read (a preempted thread on a busy machine): lookups stay inline.
+            #expect(try pool.lookup(CacheKey(rawValue: "k"), log: log, decodingUpTo: nil)?.found != nil)
+            #expect(!pool.isPaused)
+        }
+        reads.withLock { $0 += 1 }  // a cold page read from the disk
+        #expect(try pool.lookup(CacheKey(rawValue: "k"), log: log, decodingUpTo: nil)?.found != nil)
+        #expect(pool.isPaused)
+        #expect(try pool.lookup(CacheKey(rawValue: "k"), log: log, decodingUpTo: nil) == nil, "paused: use the queues")
+
+        // When the disk reads cannot be counted, a slow lookup pauses, as before.
+        let uncounted = try InlineReaderPool(
+            path: path, count: 1, memoryMapBytes: 0, accessTimeResolution: 60_000, slowLookup: .zero,
+            pause: .seconds(600), diskReads: { nil })
+        defer { uncounted.close() }
+        #expect(try uncounted.lookup(CacheKey(rawValue: "k"), log: log, decodingUpTo: nil)?.found != nil)
+        #expect(uncounted.isPaused)
+        await tier.close()
+    }
+
+    @Test("The process's disk reads are counted, and never go down")
+    func diskReadsCount() throws {
+        let first = try #require(DiskReads.count())
+        let path = self.directory.path("read.bin")
+        try Data(repeating: 7, count: 1 << 20).write(to: URL(fileURLWithPath: path))
+        _ = try Data(contentsOf: URL(fileURLWithPath: path))
+        let second = try #require(DiskReads.count())
+        #expect(first >= 0)
+        #expect(second >= first)
     }
 
     @Test("Expired entries are misses and are reclaimed")

@@ -53,10 +53,13 @@ extension SQLiteTier {
         /// on a mapped file). A page not in memory is read on the caller's thread, which the other
         /// tasks of the cooperative pool then wait for: so by default there are half as many as
         /// processors (1 on 2 cores), which leaves threads free, and a lookup that takes longer
-        /// than ``inlineSlowLookup`` (a cold file) sends lookups to the queues for a second.
+        /// than ``inlineSlowLookup`` while the process read from the disk (a cold file) sends
+        /// lookups to the queues for a second.
         public var inlineReaderCount = Configuration.defaultReaderCount
         /// How long an inline lookup may take before lookups go to the reader queues for a second
-        /// (see ``inlineReaderCount``); 1 ms by default.
+        /// (see ``inlineReaderCount``); 1 ms by default. Only a slow lookup during which the
+        /// process read from the disk (major page faults or block reads, from `getrusage`) counts:
+        /// one slowed by a busy machine's scheduler does not.
         public var inlineSlowLookup: Duration = .milliseconds(1)
 
         /// - Parameters:

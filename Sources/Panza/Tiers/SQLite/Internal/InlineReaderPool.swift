@@ -8,8 +8,10 @@ import Synchronization
 /// chunks. In each of those cases the caller falls back to the tier's reader queues. A point
 /// lookup in WAL mode on a memory-mapped file is a few microseconds; a cold page costs a read from
 /// the disk on the caller's thread, which other tasks then wait for: a lookup slower than
-/// `slowLookup` sends lookups to the queues for `pause` (measured: with 2 inline connections on
-/// 2 cores and a cold 250 MB file, a task sleeping 1 ms woke up to 395 ms late).
+/// `slowLookup` during which the process read from the disk (``DiskReads``) sends lookups to the
+/// queues for `pause` (measured: with 2 inline connections on 2 cores and a cold 250 MB file, a
+/// task sleeping 1 ms woke up to 395 ms late). A lookup that is slow only because its thread was
+/// preempted on a busy machine read nothing from the disk, and pauses nothing.
 final class InlineReaderPool: Sendable {
     private struct State: ~Copyable {
         /// Connections not in use. A connection is used by one thread at a time: the one that took
@@ -26,11 +28,16 @@ final class InlineReaderPool: Sendable {
     private let pause: Duration
     /// Until when (nanoseconds since `start`) lookups go to the queues, after a slow one.
     private let pausedUntil = Atomic<Int64>(0)
+    /// The process's disk reads so far (``DiskReads/count()``); `nil` when they cannot be counted.
+    private let diskReads: @Sendable () -> Int?
+    /// The disk reads when the last slow lookup (or the pool's opening) counted them.
+    private let diskReadsSeen: Atomic<Int>
 
     /// Opens `count` connections (none when 0).
     init(
         path: String, count: Int, memoryMapBytes: Int, accessTimeResolution: Int64,
-        slowLookup: Duration = .milliseconds(1), pause: Duration = .seconds(1)
+        slowLookup: Duration = .milliseconds(1), pause: Duration = .seconds(1),
+        diskReads: @escaping @Sendable () -> Int? = DiskReads.count
     ) throws {
         var connections: [SQLiteConnection] = []
         do {
@@ -48,6 +55,8 @@ final class InlineReaderPool: Sendable {
         self.start = self.clock.now
         self.slowLookup = slowLookup
         self.pause = pause
+        self.diskReads = diskReads
+        self.diskReadsSeen = Atomic(diskReads() ?? 0)
     }
 
     /// Looks `key` up on a free connection, on this thread; `nil` when the caller should use a
@@ -72,8 +81,8 @@ final class InlineReaderPool: Sendable {
             }
             if closeNow { connection.close() }
             let elapsed = started.duration(to: self.clock.now)
-            if elapsed > self.slowLookup {
-                // The file is cold (or the machine busy): stop holding the caller's threads.
+            if elapsed > self.slowLookup, self.readFromDisk() {
+                // The file is cold: stop holding the caller's threads.
                 self.pausedUntil.store(now + (elapsed + self.pause).wholeNanoseconds, ordering: .relaxed)
             }
         }
@@ -83,6 +92,18 @@ final class InlineReaderPool: Sendable {
         } catch let error as PanzaError where error.code == .databaseBusy {
             return nil
         }
+    }
+
+    /// Whether the process read from the disk since the last slow lookup asked; `true` when that
+    /// cannot be told. Only slow lookups ask, so a hit pays no system call.
+    private func readFromDisk() -> Bool {
+        guard let count = self.diskReads() else { return true }
+        return self.diskReadsSeen.exchange(count, ordering: .relaxed) != count
+    }
+
+    /// Whether lookups go to the reader queues now, after a slow one (for tests).
+    var isPaused: Bool {
+        self.start.duration(to: self.clock.now).wholeNanoseconds < self.pausedUntil.load(ordering: .relaxed)
     }
 
     /// Closes the free connections now and the others as their lookups end.
