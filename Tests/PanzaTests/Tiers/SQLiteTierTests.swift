@@ -170,6 +170,29 @@ struct SQLiteTierTests {
         await tier.close()
     }
 
+    @Test("Once the writer is idle, the WAL is copied into the database file, where readers find the entries")
+    func idleCheckpoint() async throws {
+        let path = self.directory.path("idle.sqlite")
+        var configuration = SQLiteTier.Configuration(path: path)
+        configuration.expiredReclaimInterval = nil
+        let tier = try await SQLiteTier.open(configuration: configuration)
+        let blobs = (0..<200).map { self.blob("value \($0)", count: 1_000) }
+        let checkpointsBefore = tier.idleCheckpointCount
+        try await tier.apply((0..<200).map { store("k\($0)", blobs[$0]) })
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(10)
+        while tier.idleCheckpointCount == checkpointsBefore, clock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(tier.idleCheckpointCount > checkpointsBefore, "no checkpoint after the writer went idle")
+        let fileBytes = try #require(FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+        #expect(fileBytes >= 200 * 1_000, "the entries are still only in the WAL (\(fileBytes) bytes in the file)")
+        for index in [0, 99, 199] {
+            #expect(try await tier.blob(forKey: CacheKey(rawValue: "k\(index)")) == blobs[index])
+        }
+        await tier.close()
+    }
+
     @Test("The process's disk reads are counted, and never go down")
     func diskReadsCount() throws {
         let first = try #require(DiskReads.count())

@@ -71,6 +71,8 @@ public final class SQLiteTier: CacheTier {
     /// The configuration the tier was opened with.
     public let configuration: Configuration
     private let writer: SQLiteWriter
+    /// How many times the writer checkpointed the WAL once idle (for tests).
+    var idleCheckpointCount: Int { self.writer.idleCheckpointCount }
     private let readers: [SQLiteReader]
     /// Connections for point lookups on the caller's thread; `nil` when ``Configuration/inlineReaderCount`` is 0.
     private let inlineReaders: InlineReaderPool?

@@ -53,7 +53,7 @@ actor SQLiteWriter {
     /// change, and so do evictions and deletions of expired entries (see ``WriteStamp``).
     func apply(_ writes: [SQLiteWrite]) throws {
         let connection = try self.openConnectionOrThrow()
-        try connection.writeTransaction {
+        try self.writeTransaction(connection) {
             let now = WallClock.nowMilliseconds()
             for write in writes {
                 let operation = write.operation
@@ -154,6 +154,61 @@ actor SQLiteWriter {
         }
     }
 
+    /// Runs `body` in a write transaction, then schedules a checkpoint for when the writer is idle.
+    private func writeTransaction<Result>(_ connection: SQLiteConnection, _ body: () throws -> Result) throws
+        -> Result
+    {
+        let result = try connection.writeTransaction(body)
+        self.scheduleIdleCheckpoint()
+        return result
+    }
+
+    /// How long the writer must have written nothing before it checkpoints the WAL.
+    static let idleCheckpointDelay = Duration.milliseconds(100)
+    /// Counts write transactions, so that a scheduled idle checkpoint knows whether one came since.
+    private var writeGeneration = 0
+    private var idleCheckpointScheduled = false
+    private let idleCheckpoints = Atomic<Int>(0)
+
+    /// How many idle checkpoints ran (for tests).
+    nonisolated var idleCheckpointCount: Int { self.idleCheckpoints.load(ordering: .relaxed) }
+
+    /// Copies the WAL into the database file once no write came for ``idleCheckpointDelay``.
+    ///
+    /// A reader whose snapshot is wholly in the database file skips the WAL: its pages come from
+    /// the memory-mapped file, without a search of the WAL index and a `pread` for each page the
+    /// WAL holds. A `PASSIVE` checkpoint waits for no reader or writer.
+    private func scheduleIdleCheckpoint() {
+        self.writeGeneration &+= 1
+        self.startIdleCheckpointTimer()
+    }
+
+    private func startIdleCheckpointTimer() {
+        guard !self.idleCheckpointScheduled else { return }
+        self.idleCheckpointScheduled = true
+        let generation = self.writeGeneration
+        Task {
+            try? await Task.sleep(for: Self.idleCheckpointDelay)
+            await self.idleCheckpoint(ifStill: generation)
+        }
+    }
+
+    private func idleCheckpoint(ifStill generation: Int) {
+        self.idleCheckpointScheduled = false
+        guard let connection = self.connection, !self.isClosed else { return }
+        guard generation == self.writeGeneration else {
+            // Written since: wait for the writer to be idle again.
+            self.startIdleCheckpointTimer()
+            return
+        }
+        do {
+            try connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self.idleCheckpoints.add(1, ordering: .relaxed)
+        } catch {
+            self.logger.debug("panza: idle WAL checkpoint deferred", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// The WAL is truncated to at most this after a checkpoint (`PRAGMA journal_size_limit`).
     static let journalSizeLimit = 64 << 20
     /// A `TRUNCATE` checkpoint runs after this many bytes were written, so that large batches do
@@ -172,7 +227,7 @@ actor SQLiteWriter {
     @discardableResult
     func reclaimExpired(limit: Int) throws -> Int {
         let connection = try self.openConnectionOrThrow()
-        return try connection.writeTransaction {
+        return try self.writeTransaction(connection) {
             let statement = try connection.statement(
                 "DELETE FROM entry WHERE key IN (SELECT key FROM entry WHERE expires_at <= ?1 LIMIT ?2)"
             )
@@ -259,7 +314,7 @@ actor SQLiteWriter {
 
     func acquireRefreshLease(key: CacheKey, holder: String, now: Int64, until: Int64) throws -> Int64? {
         let connection = try self.openConnectionOrThrow()
-        return try connection.writeTransaction {
+        return try self.writeTransaction(connection) {
             try RefreshLease.acquire(key: key, holder: holder, now: now, until: until, in: connection)
         }
     }
@@ -334,7 +389,7 @@ actor SQLiteWriter {
     /// followed by the current local entries it covers. Returns how many dead letters were retried.
     func retryDeadLetters() throws -> Int {
         let connection = try self.openConnectionOrThrow()
-        return try connection.writeTransaction {
+        return try self.writeTransaction(connection) {
             let select = try connection.statement("SELECT id, kind, key, namespace FROM dead_letter ORDER BY id")
             var letters: [(kind: Int64, key: String?, namespace: String?)] = []
             while try select.step() {
@@ -398,7 +453,7 @@ actor SQLiteWriter {
     /// Deletes the dead letters. Returns how many.
     func discardDeadLetters() throws -> Int {
         let connection = try self.openConnectionOrThrow()
-        return try connection.writeTransaction {
+        return try self.writeTransaction(connection) {
             try connection.statement("DELETE FROM dead_letter").run()
             return connection.changes
         }
@@ -527,7 +582,7 @@ actor SQLiteWriter {
     @discardableResult
     func removeExpired() throws -> Int {
         let connection = try self.openConnectionOrThrow()
-        return try connection.writeTransaction {
+        return try self.writeTransaction(connection) {
             let statement = try connection.statement("DELETE FROM entry WHERE expires_at <= ?")
             try statement.bind(WallClock.nowMilliseconds(), at: 1)
             try statement.run()
@@ -591,7 +646,7 @@ actor SQLiteWriter {
     func evictIfOverLimit() throws -> Int {
         let connection = try self.openConnectionOrThrow()
         let before = self.evictionCount
-        try connection.writeTransaction { try self.evictIfNeeded(connection) }
+        try self.writeTransaction(connection) { try self.evictIfNeeded(connection) }
         return self.evictionCount - before
     }
 
@@ -643,7 +698,7 @@ actor SQLiteWriter {
     private func runMaintenance() {
         guard let connection = self.connection, !self.accessLog.isEmpty else { return }
         do {
-            try connection.writeTransaction {
+            try self.writeTransaction(connection) {
                 try self.writePendingMaintenance(connection, now: WallClock.nowMilliseconds())
             }
         } catch {
