@@ -80,20 +80,34 @@ struct ReadThroughTests {
         try await cache.close()
     }
 
-    @Test("A corrupt blob in SQLite is a miss, is removed and is counted")
-    func corruptBlob() async throws {
+    /// Sizes of incompressible values, and where their stored bytes are damaged (1-based, as in
+    /// SQL's `substr`): the header, or the middle (the checksum). Those above
+    /// `SQLiteEntryLookup.decodeInPlaceAbove` are decoded from SQLite's buffer as they are read.
+    static let corruptions: [(size: Int, offset: Int)] = [(800, 1), (800, 300), (64 << 10, 1), (64 << 10, 30_000)]
+
+    @Test("A corrupt blob in SQLite is a miss, is removed and is counted", arguments: corruptions)
+    func corruptBlob(size: Int, offset: Int) async throws {
         let path = self.directory.path("cache.sqlite")
         let writer = try await makeCache(in: self.directory)
-        try await writer.set(String(repeating: "payload ", count: 100), forKey: "k")
+        var generator = SplitMix64(seed: UInt64(size))
+        let value = Data((0..<size).map { _ in UInt8(truncatingIfNeeded: generator.next()) })
+        try await writer.set(value, forKey: "k")
         try await writer.close()
+        let intact = try await makeCache(in: self.directory)
+        #expect(try await intact.value(forKey: "k", as: Data.self) == value, "read back whole from SQLite")
+        try await intact.close()
 
         // Damage the stored bytes behind Panza's back.
         let connection = try SQLiteConnection(path: path, busyTimeoutMilliseconds: 1000)
-        try connection.execute("UPDATE entry SET blob = CAST(zeroblob(10) || substr(blob, 11) AS BLOB) WHERE key = 'k'")
+        try connection.execute(
+            """
+            UPDATE entry SET blob = CAST(substr(blob, 1, \(offset - 1)) || zeroblob(10) || substr(blob, \(offset + 10)) \
+            AS BLOB) WHERE key = 'k'
+            """)
         connection.close()
 
         let reader = try await makeCache(in: self.directory)
-        #expect(try await reader.value(forKey: "k", as: String.self) == nil)
+        #expect(try await reader.value(forKey: "k", as: Data.self) == nil)
         #expect(reader.statistics.corruptBlobs == 1)
         try await reader.flush()
         let tier = try #require(reader.tiers.first as? SQLiteTier)

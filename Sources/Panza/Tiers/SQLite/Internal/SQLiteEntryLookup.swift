@@ -1,6 +1,10 @@
 /// A point lookup of an entry on one connection: what a reader does for a lookup, on its own
 /// queue (``SQLiteReader``) or on the caller's thread (``InlineReaderPool``).
 struct SQLiteEntryLookup {
+    /// Entries stored in more bytes than this are decoded from SQLite's buffer when the caller
+    /// asks for a decoded value; smaller ones are copied out and decoded by the caller.
+    static let decodeInPlaceAbove = 16 << 10
+
     let connection: SQLiteConnection
     let accessTimeResolution: Int64
 
@@ -61,7 +65,9 @@ struct SQLiteEntryLookup {
             request = log.recordAccess(key, at: now)
         }
         let owner = BlobChunks.owner(entry: key)
-        if chunks > 0, let maxPayloadBytes {
+        // An entry in chunks, or a large one, is decoded as it is read, straight from SQLite's
+        // buffers: its bytes are not copied out whole first (the payload is the one copy).
+        if let maxPayloadBytes, chunks > 0 || statement.byteCount(at: 0) > Self.decodeInPlaceAbove {
             let decoder = EnvelopeStreamDecoder(maxPayloadBytes: maxPayloadBytes)
             do {
                 try BlobChunks.stream(
