@@ -14,7 +14,8 @@ import Synchronization
 /// batches, so a read takes no write lock. Expired entries are misses, and are deleted by the next
 /// read that finds them, at open, and by the writer in the background every
 /// ``Configuration/expiredReclaimInterval``. The WAL is kept small: `journal_size_limit` is 64 MiB
-/// and the writer runs a `TRUNCATE` checkpoint after every 32 MiB it writes.
+/// and the writer runs a `TRUNCATE` checkpoint after every 32 MiB it writes, and a `PASSIVE` one
+/// once it has been idle for 100 ms (so that readers read the mapped database file, not the WAL).
 public final class SQLiteTier: CacheTier {
     /// How full the tier is.
     public struct Usage: Hashable, Sendable, Codable {
