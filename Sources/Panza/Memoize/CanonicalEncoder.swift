@@ -56,18 +56,16 @@ struct CanonicalEncoder {
         } else if T.self == Double.self {
             Self.writeDouble(unsafeBitCast(value, to: Double.self), to: &sink)
         } else {
-            var encoder = CanonicalEncoder()
-            try encoder.appendEncodable(value)
-            encoder.bytes.withUnsafeBytes { sink.append(contentsOf: $0) }
+            try Self.appendEncodable(value, to: &sink)
         }
     }
 
     /// Everything else goes through `Encodable`.
     @usableFromInline
-    mutating func appendEncodable<T: Encodable>(_ value: T) throws {
+    static func appendEncodable<T: Encodable, Sink: CanonicalByteSink>(_ value: T, to sink: inout Sink) throws {
         let node = CanonicalNode()
         try CanonicalNode.encode(value, into: node)
-        node.write(to: &self.bytes)
+        node.write(to: &sink)
     }
 
     @inlinable
@@ -210,14 +208,14 @@ final class CanonicalNode {
         }
     }
 
-    func write(to bytes: inout [UInt8]) {
+    func write(to bytes: inout some CanonicalByteSink) {
         switch self.content {
         case .empty:
             // A value that encoded nothing at all (an empty `encode(to:)`): an empty keyed container.
             bytes.append(UInt8(ascii: "k"))
             Self.writeLength(0, to: &bytes)
         case .scalar(let scalar):
-            bytes.append(contentsOf: scalar)
+            scalar.withUnsafeBytes { bytes.append(contentsOf: $0) }
         case .unkeyed(let children):
             bytes.append(UInt8(ascii: "a"))
             Self.writeLength(children.count, to: &bytes)
@@ -232,17 +230,19 @@ final class CanonicalNode {
         }
     }
 
-    static func writeLength(_ count: Int, to bytes: inout [UInt8]) { CanonicalEncoder.writeLength(count, to: &bytes) }
-    static func writeString(_ string: String, to bytes: inout [UInt8]) {
+    static func writeLength(_ count: Int, to bytes: inout some CanonicalByteSink) {
+        CanonicalEncoder.writeLength(count, to: &bytes)
+    }
+    static func writeString(_ string: String, to bytes: inout some CanonicalByteSink) {
         CanonicalEncoder.writeString(string, to: &bytes)
     }
-    static func writeInteger(_ value: Int64, to bytes: inout some CanonicalByteSink) {
+    static func writeInteger(_ value: Int64, to bytes: inout [UInt8]) {
         CanonicalEncoder.writeInteger(value, to: &bytes)
     }
-    static func writeUnsigned(_ value: UInt64, to bytes: inout some CanonicalByteSink) {
+    static func writeUnsigned(_ value: UInt64, to bytes: inout [UInt8]) {
         CanonicalEncoder.writeUnsigned(value, to: &bytes)
     }
-    static func writeDouble(_ value: Double, to bytes: inout some CanonicalByteSink) {
+    static func writeDouble(_ value: Double, to bytes: inout [UInt8]) {
         CanonicalEncoder.writeDouble(value, to: &bytes)
     }
 

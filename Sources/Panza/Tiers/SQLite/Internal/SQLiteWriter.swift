@@ -189,7 +189,7 @@ actor SQLiteWriter {
         let generation = self.writeGeneration
         Task {
             try? await Task.sleep(for: Self.idleCheckpointDelay)
-            await self.idleCheckpoint(ifStill: generation)
+            self.idleCheckpoint(ifStill: generation)
         }
     }
 
