@@ -997,7 +997,15 @@ public final class TieredCache: Sendable {
             key: key.rawValue,
             onJoin: { self.recorder.add(.coalescedWaits) },
             lookup: {
-                guard !bust,
+                guard !bust else { return nil }
+                // A flight of this key that ended between this caller's look in memory and the
+                // start of this flight left its value in memory: without this second look, the
+                // loader would run again for a value just loaded.
+                if let stored = self.freshInMemory(key, as: Value.self) {
+                    self.recorder.add(.coalescedWaits)
+                    return .found(stored.value, stored.times)
+                }
+                guard
                     let found = try await self.lowerLookupEntry(
                         key, as: Value.self, acceptingStale: call.policy.servesStale)
                 else { return nil }
@@ -1021,6 +1029,17 @@ public final class TieredCache: Sendable {
                 return try await self.loadFallingBack(on: nil, call: call)
             }
         }
+    }
+
+    /// The fresh value memory holds for `key` as a `Value`, not counted as a hit or a miss (the
+    /// caller's first look in memory was counted).
+    private func freshInMemory<Value: Sendable>(_ key: CacheKey, as _: Value.Type) -> (value: Value, times: EntryTimes)? {
+        guard let memory = self.memory,
+            case .hit(let stored, _, let times) = memory.lookup(
+                key.rawValue, nowMilliseconds: self.clock.nowMilliseconds()),
+            let value = stored as? Value
+        else { return nil }
+        return (value, times)
     }
 
     /// Calls the loader for `call` (within its limits and ``Freshness/hardTimeout``) and stores

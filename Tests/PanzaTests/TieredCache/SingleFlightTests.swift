@@ -36,6 +36,28 @@ struct SingleFlightTests {
         try await cache.close()
     }
 
+    @Test("A caller that looked in memory just before another caller's load stored its value does not load again")
+    func flightEndedAfterMemoryLook() async throws {
+        let cache = try await makeCache(in: self.directory, sqlite: false)
+        let calls = CallCounter()
+        let key = CacheKey(rawValue: "k")
+        // The first call loads and stores.
+        let first = try await cache.readThrough(key: key, id: "", timeToLive: nil) {
+            "loaded #\(calls.increment())"
+        }
+        #expect(first == "loaded #1")
+        // A second caller whose look in memory came before that store (memoryChecked), and whose
+        // flight starts after the first one ended: it finds the value, as if it had joined.
+        let coalescedBefore = cache.statistics.coalescedWaits
+        let second = try await cache.readThrough(key: key, id: "", timeToLive: nil, memoryChecked: true) {
+            "loaded #\(calls.increment())"
+        }
+        #expect(second == "loaded #1")
+        #expect(calls.value == 1)
+        #expect(cache.statistics.coalescedWaits == coalescedBefore + 1)
+        try await cache.close()
+    }
+
     @Test("A cancelled waiter leaves at once; the load goes on for the others and is stored")
     func cancellation() async throws {
         let cache = try await makeCache(in: self.directory)
