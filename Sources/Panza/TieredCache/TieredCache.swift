@@ -1033,7 +1033,8 @@ public final class TieredCache: Sendable {
 
     /// The fresh value memory holds for `key` as a `Value`, not counted as a hit or a miss (the
     /// caller's first look in memory was counted).
-    private func freshInMemory<Value: Sendable>(_ key: CacheKey, as _: Value.Type) -> (value: Value, times: EntryTimes)? {
+    private func freshInMemory<Value: Sendable>(_ key: CacheKey, as _: Value.Type) -> (value: Value, times: EntryTimes)?
+    {
         guard let memory = self.memory,
             case .hit(let stored, _, let times) = memory.lookup(
                 key.rawValue, nowMilliseconds: self.clock.nowMilliseconds()),
