@@ -14,19 +14,10 @@ import Synchronization
 /// Counters bumped on every cache hit are striped: one atomic counter that two cores add to moves
 /// its cache line between them on every hit, which costs more than the hit itself.
 final class StripedCounter: Sendable {
-    /// An atomic integer alone on its cache line (and its neighbour, which the adjacent-line
-    /// prefetcher fetches with it).
-    private struct Cell: ~Copyable {
-        let value = Atomic<Int>(0)
-        private let padding: (Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int) = (
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
-        )
-    }
-
-    private let cells: InlineArray<16, Cell>
+    private let cells: InlineArray<16, CacheLinePadded<Atomic<Int>>>
 
     init() {
-        self.cells = InlineArray { _ in Cell() }
+        self.cells = InlineArray { _ in CacheLinePadded(Atomic(0)) }
     }
 
     /// Adds `amount` to the calling thread's cell.

@@ -108,15 +108,6 @@ public final class MemoryTier: Sendable {
         @usableFromInline override var value: any Sendable { self.typedValue }
     }
 
-    /// A shard of the fast index, alone on its cache lines so that two cores locking two shards
-    /// do not contend.
-    private struct FastShard: ~Copyable {
-        let entries = Mutex<[MemoryFastKey: Entry]>([:])
-        private let padding: (Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int) = (
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
-        )
-    }
-
     /// How many times one eviction may pass over referenced entries before it evicts one anyway,
     /// which bounds the work of an insert while hits keep marking entries.
     static let maximumSecondChances = 64
@@ -126,10 +117,11 @@ public final class MemoryTier: Sendable {
     private let list: Mutex<LRUList<String, Entry>>
     /// The fast index: entries by the canonical bytes of the memoized call that found them, in
     /// shards chosen by the bytes' hash. It holds exactly the listed entries that have a
-    /// ``Entry/fastKey``: every removal from the list removes the entry from it too.
+    /// ``Entry/fastKey``: every removal from the list removes the entry from it too. Each shard is
+    /// alone on its cache lines, so that two cores locking two shards do not contend.
     ///
     /// Lock order: the list's lock may be held while a shard is locked, never the reverse.
-    private let fastShards: InlineArray<16, FastShard>
+    private let fastShards: InlineArray<16, CacheLinePadded<Mutex<[MemoryFastKey: Entry]>>>
 
     /// A memory tier within `configuration`'s bounds.
     ///
@@ -144,7 +136,7 @@ public final class MemoryTier: Sendable {
         }
         self.configuration = configuration
         self.list = Mutex(LRUList())
-        self.fastShards = InlineArray { _ in FastShard() }
+        self.fastShards = InlineArray { _ in CacheLinePadded(Mutex([:])) }
     }
 
     /// Looks `key` up and marks it most recently used. An entry past its stale period is removed.
@@ -152,11 +144,11 @@ public final class MemoryTier: Sendable {
         self.list.withLock { list in
             guard let index = list.index(forKey: key) else { return .miss }
             let entry = list[index]
-            if entry.times.freshUntilMilliseconds == .max {
-                list.moveToFront(index)
-                return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
-            }
-            switch entry.times.state(atMilliseconds: nowMilliseconds()) {
+            // The clock is read only for entries that expire.
+            let state: EntryTimes.State =
+                entry.times.freshUntilMilliseconds == .max
+                ? .fresh : entry.times.state(atMilliseconds: nowMilliseconds())
+            switch state {
             case .fresh:
                 list.moveToFront(index)
                 return .hit(entry.value, storedBytes: entry.storedBytes, times: entry.times)
@@ -174,7 +166,7 @@ public final class MemoryTier: Sendable {
     /// ``attach(_:toKey:)``), whatever its age, marked referenced. Takes only the lock of the key's
     /// shard of the fast index.
     func entry(fast: MemoryFastKey) -> Entry? {
-        guard let entry = self.fastShards[fast.shard].entries.withLock({ $0[fast] }) else { return nil }
+        guard let entry = self.fastShards[fast.shard].value.withLock({ $0[fast] }) else { return nil }
         // A hot entry is marked already: reading the flag first keeps its cache line shared.
         if !entry.referenced.load(ordering: .relaxed) { entry.referenced.store(true, ordering: .relaxed) }
         return entry
@@ -188,7 +180,7 @@ public final class MemoryTier: Sendable {
             guard entry.fastKey != fast else { return }
             self.detachFastKey(of: entry)
             entry.fastKey = fast
-            self.fastShards[fast.shard].entries.withLock { $0[fast] = entry }
+            self.fastShards[fast.shard].value.withLock { $0[fast] = entry }
         }
     }
 
@@ -249,7 +241,7 @@ public final class MemoryTier: Sendable {
     func removeAll() {
         self.list.withLock { list in
             list = LRUList()
-            for shard in self.fastShards.indices { self.fastShards[shard].entries.withLock { $0 = [:] } }
+            for shard in self.fastShards.indices { self.fastShards[shard].value.withLock { $0 = [:] } }
         }
     }
 
@@ -271,7 +263,7 @@ public final class MemoryTier: Sendable {
     private func detachFastKey(of entry: Entry) {
         guard let fast = entry.fastKey else { return }
         entry.fastKey = nil
-        self.fastShards[fast.shard].entries.withLock { entries in
+        self.fastShards[fast.shard].value.withLock { entries in
             if entries[fast] === entry { entries[fast] = nil }
         }
     }
@@ -284,12 +276,12 @@ public final class MemoryTier: Sendable {
             list.forEachIndexed { _, entry in
                 guard let fast = entry.fastKey else { return }
                 attached += 1
-                let found = self.fastShards[fast.shard].entries.withLock { $0[fast] }
+                let found = self.fastShards[fast.shard].value.withLock { $0[fast] }
                 precondition(found === entry, "the fast index lost an entry")
             }
             var indexed = 0
             for shard in self.fastShards.indices {
-                indexed += self.fastShards[shard].entries.withLock { entries in
+                indexed += self.fastShards[shard].value.withLock { entries in
                     for (fast, entry) in entries { precondition(fast.shard == shard && entry.fastKey == fast) }
                     return entries.count
                 }

@@ -150,7 +150,7 @@ actor SQLiteWriter {
         }
         if self.bytesSinceCheckpoint >= Self.checkpointAfterBytes {
             self.bytesSinceCheckpoint = 0
-            self.checkpoint(connection)
+            self.checkpoint(connection, mode: "TRUNCATE")
         }
     }
 
@@ -159,7 +159,8 @@ actor SQLiteWriter {
         -> Result
     {
         let result = try connection.writeTransaction(body)
-        self.scheduleIdleCheckpoint()
+        self.writeGeneration &+= 1
+        self.startIdleCheckpointTimer()
         return result
     }
 
@@ -178,11 +179,6 @@ actor SQLiteWriter {
     /// A reader whose snapshot is wholly in the database file skips the WAL: its pages come from
     /// the memory-mapped file, without a search of the WAL index and a `pread` for each page the
     /// WAL holds. A `PASSIVE` checkpoint waits for no reader or writer.
-    private func scheduleIdleCheckpoint() {
-        self.writeGeneration &+= 1
-        self.startIdleCheckpointTimer()
-    }
-
     private func startIdleCheckpointTimer() {
         guard !self.idleCheckpointScheduled else { return }
         self.idleCheckpointScheduled = true
@@ -201,12 +197,7 @@ actor SQLiteWriter {
             self.startIdleCheckpointTimer()
             return
         }
-        do {
-            try connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            self.idleCheckpoints.add(1, ordering: .relaxed)
-        } catch {
-            self.logger.debug("panza: idle WAL checkpoint deferred", metadata: ["error": "\(error)"])
-        }
+        if self.checkpoint(connection, mode: "PASSIVE") { self.idleCheckpoints.add(1, ordering: .relaxed) }
     }
 
     /// The WAL is truncated to at most this after a checkpoint (`PRAGMA journal_size_limit`).
@@ -215,11 +206,16 @@ actor SQLiteWriter {
     /// not leave a large WAL behind.
     static let checkpointAfterBytes = 32 << 20
 
-    private func checkpoint(_ connection: SQLiteConnection) {
+    /// Runs a checkpoint of `mode` (`TRUNCATE` or `PASSIVE`); a failure is logged and the
+    /// checkpoint left for later. Returns whether it ran.
+    @discardableResult
+    private func checkpoint(_ connection: SQLiteConnection, mode: StaticString) -> Bool {
         do {
-            try connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try connection.execute("PRAGMA wal_checkpoint(\(mode))")
+            return true
         } catch {
-            self.logger.debug("panza: WAL checkpoint deferred", metadata: ["error": "\(error)"])
+            self.logger.debug("panza: WAL checkpoint deferred", metadata: ["mode": "\(mode)", "error": "\(error)"])
+            return false
         }
     }
 
