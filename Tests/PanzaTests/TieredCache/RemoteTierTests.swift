@@ -262,10 +262,12 @@ struct RemoteTierTests {
 
     @Test("A remote tier slower than the loads is skipped after a few reads; one faster than the loads stays in use")
     func slowerThanLoads() async throws {
-        // The slow tier answers in 100 ms against 1 ms loads; the fast one in 20 ms against 1 s loads,
-        // a margin wide enough that a loaded machine's late wake-ups cannot turn it slow.
+        // The slow tier answers in 500 ms against 1 ms loads; the fast one in 20 ms against 1 s
+        // loads: margins wide enough that a loaded machine's late wake-ups cannot turn the fast one
+        // slow, nor (through a load that woke up 100 ms late and raised the loads' average) the slow
+        // one fast, as a CI run did with 100 ms reads.
         let cases: [(readDelay: Duration, loadTime: Duration, stays: Bool)] = [
-            (.milliseconds(100), .milliseconds(1), false), (.milliseconds(20), .seconds(1), true),
+            (.milliseconds(500), .milliseconds(1), false), (.milliseconds(20), .seconds(1), true),
         ]
         for (readDelay, loadTime, stays) in cases {
             let remote = RecordingTier()
