@@ -69,21 +69,27 @@ public enum MemoizeKey {
     static func keyString(id: String, digest: SHA256.Digest) -> String {
         var id = id
         return id.withUTF8 { idBytes in
-            String(unsafeUninitializedCapacity: idBytes.count + 1 + 64) { buffer in
-                let hex: StaticString = "0123456789abcdef"
-                let table = hex.utf8Start
+            String(unsafeUninitializedCapacity: idBytes.count + 1 + 2 * SHA256.byteCount) { buffer in
                 _ = buffer.initialize(fromContentsOf: idBytes)
-                buffer[idBytes.count] = UInt8(ascii: "/")
-                var index = idBytes.count + 1
+                let output = buffer.baseAddress!
+                output[idBytes.count] = UInt8(ascii: "/")
                 digest.withUnsafeBytes { raw in
-                    for byte in raw {
-                        buffer[index] = table[Int(byte >> 4)]
-                        buffer[index + 1] = table[Int(byte & 0x0F)]
-                        index += 2
-                    }
+                    Self.writeHex(raw, to: output + idBytes.count + 1)
                 }
-                return index
+                return idBytes.count + 1 + 2 * SHA256.byteCount
             }
+        }
+    }
+
+    /// Writes `bytes` as lowercase hex digits at `output`, two per byte.
+    private static func writeHex(_ bytes: UnsafeRawBufferPointer, to output: UnsafeMutablePointer<UInt8>) {
+        let digits: StaticString = "0123456789abcdef"
+        let table = digits.utf8Start
+        var index = 0
+        for byte in bytes {
+            output[index] = table[Int(byte &>> 4)]
+            output[index &+ 1] = table[Int(byte & 0x0F)]
+            index &+= 2
         }
     }
 

@@ -86,15 +86,18 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
             key = MemoizeKey.key(id: self.id, prefix: self.keyPrefix, arguments: fast)
             let probe = try self.cache.probeMemory(key, as: Value.self, refreshAhead: refreshAhead, attaching: fast)
             if case .hit(let value) = probe { return value }
+            if let value = self.cache.localHit(key, as: Value.self, refreshAhead: refreshAhead) { return value }
             return try await self.readThrough(key: key, memoryChecked: probe.isMiss, repeat each argument)
         }
         key = try self.key(repeat each argument)
         let probe = try self.cache.probeMemory(key, as: Value.self, refreshAhead: refreshAhead)
         if case .hit(let value) = probe { return value }
+        if let value = self.cache.localHit(key, as: Value.self, refreshAhead: refreshAhead) { return value }
         return try await self.readThrough(key: key, memoryChecked: probe.isMiss, repeat each argument)
     }
 
-    /// The read-through call behind a memory miss.
+    /// The read-through call behind a memory miss that the SQLite tier's inline readers did not
+    /// answer.
     @inlinable
     func readThrough(key: CacheKey, memoryChecked: Bool, _ argument: repeat each Argument) async throws -> Value {
         let function = self.function
@@ -103,6 +106,7 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
             id: self.id,
             timeToLive: self.timeToLive,
             memoryChecked: memoryChecked,
+            localChecked: true,
             limits: self.limits,
             concurrencyKey: self.concurrencyKey?(repeat each argument),
             freshness: self.freshness

@@ -46,14 +46,17 @@ public final class TieredCache: Sendable {
     let refreshes = Mutex<[String: Task<Void, Never>]>([:])
     /// The SQLite tier, whose leases keep one refresh of a key at a time across processes.
     let sqliteTier: SQLiteTier?
+    /// The SQLite tier and its write queue, when its inline readers can answer memory misses on
+    /// the caller's thread (``localHit(_:as:refreshAhead:)``).
+    let localReads: LocalReads?
     /// This cache's name in refresh leases.
     let refreshHolder = "\(ProcessInfo.processInfo.processIdentifier)-\(UInt64.random(in: 1...UInt64.max))"
     private let drainerTasks: [Task<Void, Never>]
     private let outboxTask: Task<Void, Never>?
     private let currentModes: Mutex<CacheModes>
     /// Whether any bust mode is on: read on every memory hit, so kept apart from `currentModes`.
-    private let bustModeActive: Atomic<Bool>
-    private let isClosed = Atomic<Bool>(false)
+    let bustModeActive: Atomic<Bool>
+    let isClosed = Atomic<Bool>(false)
     /// The numbers of memoized functions in the memory tier's fast keys, by canonical key prefix
     /// (id and arity): one per function, whichever ``Memoized`` wraps it.
     private let fastKeyFunctions = Mutex<[[UInt8]: UInt32]>([:])
@@ -68,9 +71,9 @@ public final class TieredCache: Sendable {
     /// How long loads take, against which remote reads are judged slow.
     let loaderLatency: LoaderLatency
     /// ``Configuration/trace``, kept apart: the memory hit path reads it.
-    private let trace: AccessTrace?
+    let trace: AccessTrace?
     /// Reads the shared tier's invalidations (busts made by other caches); `nil` without one.
-    private let invalidationFollower: InvalidationFollower?
+    let invalidationFollower: InvalidationFollower?
 
     /// A cache with a memory tier and a SQLite file at `path`, with the default settings: the
     /// counterpart of Python panza's `SQLiteCache(path)`.
@@ -226,6 +229,11 @@ public final class TieredCache: Sendable {
         }
         self.slots = slots
         self.lanes = lanes
+        if let sqlite, sqlite.configuration.inlineReaderCount > 0, let lane = lanes.first {
+            self.localReads = LocalReads(tier: sqlite, queue: lane.queue)
+        } else {
+            self.localReads = nil
+        }
         if let sharing = remote as? any InvalidationSharing, sharing.isReadable {
             // Invalidations apply to the tiers above the shared one: memory and the local lanes
             // (those that guard fills: SQLite). The closure holds them, never the cache.
@@ -679,7 +687,7 @@ public final class TieredCache: Sendable {
     }
 
     /// Puts a decoded value in the memory tier and counts what it evicted.
-    private func putInMemory(
+    func putInMemory(
         _ memory: MemoryTier,
         _ value: any Sendable,
         key: CacheKey,
@@ -698,6 +706,7 @@ public final class TieredCache: Sendable {
     func lookup<Value: Decodable & Sendable>(_ key: CacheKey, as type: Value.Type) async throws -> Value? {
         try self.checkOpen()
         if let value = try self.memoryLookup(key, as: type) { return value }
+        if let value = self.localHit(key, as: type, refreshAhead: nil) { return value }
         let value = try await self.lowerLookup(key, as: type)
         if value == nil { self.configuration.trace?.record(key: key.rawValue, size: 0, source: .miss, latency: .zero) }
         return value
@@ -751,7 +760,7 @@ public final class TieredCache: Sendable {
         as type: Value.Type,
         acceptingStale: Bool
     ) async throws -> (value: Value, times: EntryTimes)? {
-        let lookupStart = ContinuousClock.now
+        let lookupStart = self.trace == nil ? nil : ContinuousClock.now
         let ticket = self.fence.beginRead()
         defer { self.fence.endRead(ticket) }
         /// The write stamps read by the tiers that missed, by slot index.
@@ -895,46 +904,73 @@ public final class TieredCache: Sendable {
                 self.repair(key, in: slot, ticket: ticket)
                 continue
             }
-            self.recorder.tierHit(index)
-            if let trace = self.configuration.trace {
-                trace.record(
-                    key: key.rawValue,
-                    size: envelope.storedBytes,
-                    source: .tier(index),
-                    latency: ContinuousClock.now - lookupStart
-                )
-            }
-            self.recorder.add(.bytesRead, envelope.storedBytes)
-            let expiresAt = times.retainedUntil
-            let upper = self.slots[..<index].compactMap { slot in
-                slot.lane.map { (lane: $0, stamp: missStamps[slot.index]) }
-            }
-            self.fence.fill(key, ticket: ticket) {
-                if let memory = self.memory {
-                    self.putInMemory(
-                        memory, value, key: key, cost: Self.memoryCost(payload: envelope.payload.count, key: key),
-                        storedBytes: envelope.storedBytes, times: times)
-                }
-                for (lane, stamp) in upper where stamp != nil || !lane.guardsFills {
-                    // A fill is not replicated (the entry came from below), is dropped when the
-                    // queue is full, and lands in SQLite only if no process wrote the key since
-                    // SQLite missed it. A value decoded as it streamed in has no stored bytes:
-                    // SQLite (the one lane above a remote tier) encodes it again, frame by frame.
-                    lane.queue.enqueue(
-                        .store(key: key, blob: blob ?? [], expiresAtMilliseconds: expiresAt),
-                        version: ticket.snapshot,
-                        replicate: false,
-                        isFill: true,
-                        fillStamp: stamp,
-                        pending: blob == nil
-                            ? PendingEnvelope(decoded: envelope, compress: self.configuration.compression) : nil
-                    )
-                }
-            }
-            for (lane, _) in upper { lane.drainer.notify() }
+            self.acceptHit(
+                key, value: value, envelope: envelope, blob: blob, index: index, ticket: ticket, missStamps: missStamps,
+                lookupStart: lookupStart)
             return (value, times)
         }
         return nil
+    }
+
+    /// Counts a hit of the tier at `index`, and fills memory and the write queues of the tiers
+    /// above it with the entry, unless a write of `key` came after `ticket`.
+    ///
+    /// - Parameters:
+    ///   - blob: the entry's stored bytes; `nil` when it was decoded as it was read.
+    ///   - missStamps: the write stamps read by the tiers above that missed, by slot index.
+    ///   - lookupStart: when the lookup started, for the access trace.
+    func acceptHit(
+        _ key: CacheKey,
+        value: some Sendable,
+        envelope: DecodedEnvelope,
+        blob: [UInt8]?,
+        index: Int,
+        ticket: VersionFence.Ticket,
+        missStamps: [Int: Int64],
+        lookupStart: ContinuousClock.Instant?
+    ) {
+        self.recorder.tierHit(index)
+        if let trace = self.trace {
+            trace.record(
+                key: key.rawValue,
+                size: envelope.storedBytes,
+                source: .tier(index),
+                latency: lookupStart.map { ContinuousClock.now - $0 } ?? .zero
+            )
+        }
+        self.recorder.add(.bytesRead, envelope.storedBytes)
+        let times = envelope.times
+        let expiresAt = times.retainedUntil
+        let upper =
+            index == 0
+            ? []
+            : self.slots[..<index].compactMap { slot in
+                slot.lane.map { (lane: $0, stamp: missStamps[slot.index]) }
+            }
+        guard self.memory != nil || !upper.isEmpty else { return }
+        self.fence.fill(key, ticket: ticket) {
+            if let memory = self.memory {
+                self.putInMemory(
+                    memory, value, key: key, cost: Self.memoryCost(payload: envelope.payload.count, key: key),
+                    storedBytes: envelope.storedBytes, times: times)
+            }
+            for (lane, stamp) in upper where stamp != nil || !lane.guardsFills {
+                // A fill is not replicated (the entry came from below), is dropped when the
+                // queue is full, and lands in SQLite only if no process wrote the key since
+                // SQLite missed it. A value decoded as it streamed in has no stored bytes:
+                // SQLite (the one lane above a remote tier) encodes it again, frame by frame.
+                lane.queue.enqueue(
+                    .store(key: key, blob: blob ?? [], expiresAtMilliseconds: expiresAt),
+                    version: ticket.snapshot,
+                    replicate: false,
+                    isFill: true,
+                    fillStamp: stamp,
+                    pending: blob == nil
+                        ? PendingEnvelope(decoded: envelope, compress: self.configuration.compression) : nil
+                )
+            }
+        }
+        for (lane, _) in upper { lane.drainer.notify() }
     }
 
     /// Removes a damaged or expired entry from the tier that holds it, unless a newer write of the
@@ -957,13 +993,16 @@ public final class TieredCache: Sendable {
     /// once within ``Freshness/staleFor`` (and a background refresh starts), or when the load
     /// fails or passes ``Freshness/softTimeout``.
     ///
-    /// - Parameter memoryChecked: the caller already looked in memory and missed.
+    /// - Parameters:
+    ///   - memoryChecked: the caller already looked in memory and missed.
+    ///   - localChecked: the caller already tried ``localHit(_:as:refreshAhead:)``.
     @usableFromInline
     func readThrough<Value: Codable & Sendable>(
         key: CacheKey,
         id: String,
         timeToLive: Duration?,
         memoryChecked: Bool = false,
+        localChecked: Bool = false,
         limits: LoadLimits? = nil,
         concurrencyKey: String? = nil,
         freshness: Freshness? = nil,
@@ -985,7 +1024,10 @@ public final class TieredCache: Sendable {
                 if let value = self.staleWhileRevalidate(entry, call: call) { return value }
                 fallback = self.fallbackCandidate(entry, call: call)
             case .miss:
-                break
+                if !localChecked, let value = self.localHit(key, as: Value.self, refreshAhead: call.policy.refreshAhead)
+                {
+                    return value
+                }
             }
         }
         if let candidate = fallback {

@@ -20,8 +20,12 @@ final class VersionFence: Sendable {
 
     private struct State {
         var version: UInt64 = 0
-        /// Snapshots of the lookups in flight, with how many share each.
-        var activeReads: [UInt64: Int] = [:]
+        /// How many lookups in flight started at the current version: the common case, counted
+        /// without hashing.
+        var currentReads = 0
+        /// Snapshots older than the current version of the lookups in flight, with how many
+        /// share each.
+        var olderReads: [UInt64: Int] = [:]
         /// Keys written while lookups were in flight, in version order.
         var log: [(version: UInt64, key: String)] = []
         var logHead = 0
@@ -38,6 +42,13 @@ final class VersionFence: Sendable {
             )
             return newest <= ticket.snapshot
         }
+
+        var hasActiveReads: Bool { self.currentReads > 0 || !self.olderReads.isEmpty }
+
+        /// The snapshot of the oldest lookup in flight.
+        var oldestRead: UInt64? {
+            self.olderReads.keys.min() ?? (self.currentReads > 0 ? self.version : nil)
+        }
     }
 
     private let state = Mutex(State())
@@ -45,22 +56,26 @@ final class VersionFence: Sendable {
     /// Starts a lookup below memory. Pair with ``endRead(_:)``.
     func beginRead() -> Ticket {
         self.state.withLock { state in
-            state.activeReads[state.version, default: 0] += 1
+            state.currentReads += 1
             return Ticket(snapshot: state.version)
         }
     }
 
     func endRead(_ ticket: Ticket) {
         self.state.withLock { state in
-            if let count = state.activeReads[ticket.snapshot], count > 1 {
-                state.activeReads[ticket.snapshot] = count - 1
+            if ticket.snapshot == state.version {
+                state.currentReads -= 1
+            } else if let count = state.olderReads[ticket.snapshot], count > 1 {
+                state.olderReads[ticket.snapshot] = count - 1
             } else {
-                state.activeReads[ticket.snapshot] = nil
+                state.olderReads[ticket.snapshot] = nil
             }
-            guard let oldest = state.activeReads.keys.min() else {
-                state.log = []
-                state.logHead = 0
-                state.recentKeys = [:]
+            guard let oldest = state.oldestRead else {
+                if !state.log.isEmpty {
+                    state.log = []
+                    state.logHead = 0
+                    state.recentKeys = [:]
+                }
                 return
             }
             while state.logHead < state.log.count, state.log[state.logHead].version <= oldest {
@@ -91,11 +106,15 @@ final class VersionFence: Sendable {
             if let ticket, case .store(let key, _, _) = operation, !state.isUnchanged(key, since: ticket) {
                 return nil
             }
+            if state.currentReads > 0 {
+                state.olderReads[state.version] = state.currentReads
+                state.currentReads = 0
+            }
             state.version += 1
             let version = state.version
             switch operation {
             case .store(let key, _, _), .remove(let key):
-                if !state.activeReads.isEmpty {
+                if state.hasActiveReads {
                     state.log.append((version, key.rawValue))
                     state.recentKeys[key.rawValue] = version
                 }

@@ -210,6 +210,20 @@ public final class SQLiteTier: CacheTier {
         return (found, stamp)
     }
 
+    /// The stored entry of `key` read on the caller's thread by an inline reader, for the cache's
+    /// local-hit path: `.some(nil)` on a miss (without a write stamp), and `nil` when no inline
+    /// reader can answer now (none is free, the lookups are paused, the database is locked, or the
+    /// entry is stored in chunks): the caller then takes ``lookup(forKey:decodingChunkedUpTo:)``.
+    func inlineLookup(forKey key: CacheKey, decodingUpTo maxPayloadBytes: Int) throws -> TierFound?? {
+        try self.checkOpen()
+        guard
+            let inline = try self.inlineReaders?.lookup(
+                key, log: self.writer.accessLog, decodingUpTo: maxPayloadBytes, stampingMisses: false)
+        else { return nil }
+        if inline.requestMaintenance { self.writer.scheduleMaintenance() }
+        return .some(inline.found)
+    }
+
     /// Applies `operations` in one write transaction, evicting least recently used entries when the
     /// file passes ``Configuration/maxBytes``.
     ///

@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 
 /// Read connections that point lookups use on the caller's own thread: a hit costs the lookup
@@ -22,11 +23,10 @@ final class InlineReaderPool: Sendable {
 
     private let state: Mutex<State>
     private let accessTimeResolution: Int64
-    private let clock = ContinuousClock()
-    private let start: ContinuousClock.Instant
-    private let slowLookup: Duration
-    private let pause: Duration
-    /// Until when (nanoseconds since `start`) lookups go to the queues, after a slow one.
+    /// `slowLookup` and `pause`, in nanoseconds.
+    private let slowLookupNanoseconds: Int64
+    private let pauseNanoseconds: Int64
+    /// Until when (``now()``) lookups go to the queues, after a slow one.
     private let pausedUntil = Atomic<Int64>(0)
     /// The process's disk reads so far (``DiskReads/count()``); `nil` when they cannot be counted.
     private let diskReads: @Sendable () -> Int?
@@ -52,21 +52,20 @@ final class InlineReaderPool: Sendable {
         }
         self.state = Mutex(State(free: connections.map { Handoff(value: $0) }))
         self.accessTimeResolution = accessTimeResolution
-        self.start = self.clock.now
-        self.slowLookup = slowLookup
-        self.pause = pause
+        self.slowLookupNanoseconds = slowLookup.wholeNanoseconds
+        self.pauseNanoseconds = pause.wholeNanoseconds
         self.diskReads = diskReads
         self.diskReadsSeen = Atomic(diskReads() ?? 0)
     }
 
     /// Looks `key` up on a free connection, on this thread; `nil` when the caller should use a
     /// reader queue instead (no free connection, the database is locked, or the entry is stored
-    /// in chunks).
-    func lookup(_ key: CacheKey, log: AccessLog, decodingUpTo maxPayloadBytes: Int?) throws -> (
-        found: TierFound?, missStamp: Int64?, requestMaintenance: Bool
-    )? {
-        let started = self.clock.now
-        let now = self.start.duration(to: started).wholeNanoseconds
+    /// in chunks). Without `stampingMisses`, a miss has no write stamp (see
+    /// ``SQLiteEntryLookup/lookup(_:log:decodingUpTo:headOnly:stampingMisses:)``).
+    func lookup(_ key: CacheKey, log: AccessLog, decodingUpTo maxPayloadBytes: Int?, stampingMisses: Bool = true)
+        throws -> (found: TierFound?, missStamp: Int64?, requestMaintenance: Bool)?
+    {
+        let now = Self.now()
         guard now >= self.pausedUntil.load(ordering: .relaxed) else { return nil }
         let taken = self.state.withLock { state -> Handoff<SQLiteConnection>? in
             state.isClosed ? nil : state.free.popLast()
@@ -80,15 +79,16 @@ final class InlineReaderPool: Sendable {
                 return false
             }
             if closeNow { connection.close() }
-            let elapsed = started.duration(to: self.clock.now)
-            if elapsed > self.slowLookup, self.readFromDisk() {
+            let elapsed = Self.now() - now
+            if elapsed > self.slowLookupNanoseconds, self.readFromDisk() {
                 // The file is cold: stop holding the caller's threads.
-                self.pausedUntil.store(now + (elapsed + self.pause).wholeNanoseconds, ordering: .relaxed)
+                self.pausedUntil.store(now + elapsed + self.pauseNanoseconds, ordering: .relaxed)
             }
         }
         do {
             return try SQLiteEntryLookup(connection: connection, accessTimeResolution: self.accessTimeResolution)
-                .lookup(key, log: log, decodingUpTo: maxPayloadBytes, headOnly: true)
+                .lookup(
+                    key, log: log, decodingUpTo: maxPayloadBytes, headOnly: true, stampingMisses: stampingMisses)
         } catch let error as PanzaError where error.code == .databaseBusy {
             return nil
         }
@@ -103,7 +103,13 @@ final class InlineReaderPool: Sendable {
 
     /// Whether lookups go to the reader queues now, after a slow one (for tests).
     var isPaused: Bool {
-        self.start.duration(to: self.clock.now).wholeNanoseconds < self.pausedUntil.load(ordering: .relaxed)
+        Self.now() < self.pausedUntil.load(ordering: .relaxed)
+    }
+
+    /// Monotonic nanoseconds (`CLOCK_MONOTONIC`): read twice per lookup, so the cheapest clock
+    /// that is fine enough for the slow-lookup bound.
+    private static func now() -> Int64 {
+        Int64(clamping: DispatchTime.now().uptimeNanoseconds)
     }
 
     /// Closes the free connections now and the others as their lookups end.

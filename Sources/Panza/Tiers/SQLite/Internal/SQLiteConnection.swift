@@ -12,6 +12,9 @@ final class SQLiteConnection {
     let path: String
     private let handle: OpaquePointer
     private var statements: [String: SQLiteStatement] = [:]
+    /// The statements of SQL given as literals, by the literal's address: found without hashing
+    /// the text (a point lookup's statement is looked up on every hit).
+    private var literalStatements: [UnsafeRawPointer: SQLiteStatement] = [:]
     private var isClosed = false
 
     /// Opens (creating if needed) the database at `path`.
@@ -38,7 +41,9 @@ final class SQLiteConnection {
         guard !self.isClosed else { return }
         self.isClosed = true
         for statement in self.statements.values { statement.finalize() }
+        for statement in self.literalStatements.values { statement.finalize() }
         self.statements = [:]
+        self.literalStatements = [:]
         sqlite3_close_v2(self.handle)
     }
 
@@ -67,6 +72,24 @@ final class SQLiteConnection {
             statement.reset()
             return statement
         }
+        let statement = try self.prepare(sql)
+        self.statements[sql] = statement
+        return statement
+    }
+
+    /// Returns the cached prepared statement for the literal `sql`, reset and with bindings cleared.
+    func statement(_ sql: StaticString) throws -> SQLiteStatement {
+        let address = UnsafeRawPointer(sql.utf8Start)
+        if let statement = self.literalStatements[address] {
+            statement.reset()
+            return statement
+        }
+        let statement = try self.prepare(sql.description)
+        self.literalStatements[address] = statement
+        return statement
+    }
+
+    private func prepare(_ sql: String) throws -> SQLiteStatement {
         var handle: OpaquePointer?
         let code = sqlite3_prepare_v3(self.handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &handle, nil)
         guard code == SQLITE_OK, let handle else {
@@ -77,9 +100,7 @@ final class SQLiteConnection {
                 context: "preparing \(sql.prefix(60))"
             )
         }
-        let statement = SQLiteStatement(handle: handle, connection: self)
-        self.statements[sql] = statement
-        return statement
+        return SQLiteStatement(handle: handle, connection: self)
     }
 
     /// Runs `body` in a `BEGIN IMMEDIATE` transaction, committing on success.

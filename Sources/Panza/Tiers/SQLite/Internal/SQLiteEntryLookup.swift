@@ -15,15 +15,21 @@ struct SQLiteEntryLookup {
     ///   - decodingUpTo: decode an entry stored in chunks, chunk by chunk, with this payload limit.
     ///   - headOnly: answer `nil` (look elsewhere) for an entry stored in chunks instead of reading
     ///     them: an inline lookup never holds the caller's thread for a large value.
-    func lookup(_ key: CacheKey, log: AccessLog, decodingUpTo maxPayloadBytes: Int?, headOnly: Bool) throws -> (
-        found: TierFound?, missStamp: Int64?, requestMaintenance: Bool
-    )? {
+    ///   - stampingMisses: read a miss's write stamp (a second look, in one read transaction);
+    ///     without it a miss has no stamp, and cannot guard a fill.
+    func lookup(
+        _ key: CacheKey, log: AccessLog, decodingUpTo maxPayloadBytes: Int?, headOnly: Bool, stampingMisses: Bool = true
+    ) throws -> (found: TierFound?, missStamp: Int64?, requestMaintenance: Bool)? {
         let now = WallClock.nowMilliseconds()
         switch try self.entry(key.rawValue, now: now, log: log, decodingUpTo: maxPayloadBytes, headOnly: headOnly) {
         case .hit(let found, let request):
             return (found, nil, request)
         case .chunked:
             return nil
+        case .miss where !stampingMisses:
+            return (nil, nil, false)
+        case .expired(let request) where !stampingMisses:
+            return (nil, nil, request)
         case .miss, .expired:
             // The miss again, with the stamp, in one read transaction: hits never pay for it.
             try self.connection.execute("BEGIN")
@@ -64,14 +70,14 @@ struct SQLiteEntryLookup {
         if now - statement.int64(at: 2) >= self.accessTimeResolution {
             request = log.recordAccess(key, at: now)
         }
-        let owner = BlobChunks.owner(entry: key)
         // An entry in chunks, or a large one, is decoded as it is read, straight from SQLite's
         // buffers: its bytes are not copied out whole first (the payload is the one copy).
         if let maxPayloadBytes, chunks > 0 || statement.byteCount(at: 0) > Self.decodeInPlaceAbove {
             let decoder = EnvelopeStreamDecoder(maxPayloadBytes: maxPayloadBytes)
             do {
                 try BlobChunks.stream(
-                    head: statement, column: 0, chunks: chunks, owner: owner, in: self.connection, into: decoder)
+                    head: statement, column: 0, chunks: chunks, owner: BlobChunks.owner(entry: key),
+                    in: self.connection, into: decoder)
                 return .hit(.decoded(try decoder.finish()), requestMaintenance: request)
             } catch let error as PanzaError
                 where [.corruptBlob, .unsupportedFormat, .valueTooLarge].contains(error.code)
@@ -79,8 +85,9 @@ struct SQLiteEntryLookup {
                 return .hit(.decodingFailed(error), requestMaintenance: request)
             }
         }
+        guard chunks > 0 else { return .hit(.blob(statement.bytes(at: 0)), requestMaintenance: request) }
         let blob = try BlobChunks.assemble(
-            head: statement, column: 0, chunks: chunks, owner: owner, in: self.connection)
+            head: statement, column: 0, chunks: chunks, owner: BlobChunks.owner(entry: key), in: self.connection)
         return .hit(.blob(blob), requestMaintenance: request)
     }
 }

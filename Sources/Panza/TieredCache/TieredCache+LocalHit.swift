@@ -1,0 +1,61 @@
+import Synchronization
+
+/// The SQLite tier's inline readers and the write queue whose pending operations decide before
+/// them: what ``TieredCache/localHit(_:as:refreshAhead:)`` reads.
+struct LocalReads: Sendable {
+    let tier: SQLiteTier
+    let queue: MemoryWriteQueue
+}
+
+extension TieredCache {
+    /// A memory miss answered by the SQLite tier on the caller's thread: the common case of a new
+    /// process reading what earlier ones stored. `nil` when anything needs the full read-through
+    /// path, which then decides (and counts) everything: no inline reader is free, a write of the
+    /// key is queued, the entry is missing, stale, expired, damaged, due for a refresh or not a
+    /// `Value`, a bust mode is on, or a newly opened cache has not yet read the invalidations
+    /// other caches published.
+    ///
+    /// What it does on a hit is what the read-through path does on a SQLite hit (the same
+    /// verification, counting and fill of memory under the version fence), without the single
+    /// flight, the task hops and the generic tier loop: a hit is a lookup, which concurrent
+    /// callers may all make.
+    ///
+    /// - Parameter refreshAhead: the caller's refresh-ahead ratio; an entry due for a refresh is
+    ///   left to the full path, which starts the refresh.
+    @usableFromInline
+    func localHit<Value: Decodable & Sendable>(_ key: CacheKey, as type: Value.Type, refreshAhead: Double?) -> Value? {
+        guard let local = self.localReads, !self.isClosed.load(ordering: .relaxed),
+            !self.bustModeActive.load(ordering: .relaxed),
+            self.invalidationFollower?.isFirstPollDone ?? true
+        else { return nil }
+        let lookupStart = self.trace == nil ? nil : ContinuousClock.now
+        let ticket = self.fence.beginRead()
+        defer { self.fence.endRead(ticket) }
+        guard case .none = local.queue.shadow(forKey: key),
+            let read = try? local.tier.inlineLookup(forKey: key, decodingUpTo: self.configuration.maxValueBytes),
+            let found = read
+        else { return nil }
+        let envelope: DecodedEnvelope
+        var blob: [UInt8]?
+        switch found {
+        case .blob(let bytes):
+            guard let decoded = try? DecodedEnvelope.decode(bytes, maxPayloadBytes: self.configuration.maxValueBytes)
+            else { return nil }
+            envelope = decoded
+            blob = bytes
+        case .decoded(let decoded):
+            envelope = decoded
+        case .decodingFailed:
+            return nil
+        }
+        let times = envelope.times
+        let now = self.clock.nowMilliseconds()
+        guard case .fresh = times.state(atMilliseconds: now) else { return nil }
+        if let ratio = refreshAhead, times.isRefreshDue(atMilliseconds: now, ratio: ratio) { return nil }
+        guard let value = try? ValueCoding.decode(type, from: envelope, key: key.rawValue) else { return nil }
+        self.acceptHit(
+            key, value: value, envelope: envelope, blob: blob, index: 0, ticket: ticket, missStamps: [:],
+            lookupStart: lookupStart)
+        return value
+    }
+}
