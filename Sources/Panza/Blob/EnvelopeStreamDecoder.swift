@@ -248,16 +248,22 @@ extension DecodedEnvelope {
     /// A verified whole envelope: decoded in place when it is small, through the stream decoder
     /// (payload handed out without a copy) when it is large.
     static func decode(_ blob: [UInt8], maxPayloadBytes: Int) throws -> DecodedEnvelope {
-        if blob.count > BlobEnvelope.frameSize {
+        try blob.withUnsafeBytes { try self.decode($0, maxPayloadBytes: maxPayloadBytes) }
+    }
+
+    /// A verified whole envelope read where its bytes are (SQLite's buffer, for one): the payload
+    /// is the one copy made.
+    static func decode(_ raw: UnsafeRawBufferPointer, maxPayloadBytes: Int) throws -> DecodedEnvelope {
+        if raw.count > BlobEnvelope.frameSize {
             let decoder = EnvelopeStreamDecoder(maxPayloadBytes: maxPayloadBytes)
-            try decoder.append(blob)
+            try decoder.append(raw)
             return try decoder.finish()
         }
-        let envelope = try BlobEnvelope.decode(blob, maxPayloadBytes: maxPayloadBytes)
+        let envelope = try BlobEnvelope.decode(raw, maxPayloadBytes: maxPayloadBytes)
         return DecodedEnvelope(
             contentType: envelope.contentType, payload: .bytes(envelope.payload),
             createdAtMilliseconds: envelope.createdAtMilliseconds,
             timeToLiveMilliseconds: envelope.timeToLiveMilliseconds,
-            staleForMilliseconds: envelope.staleForMilliseconds, storedBytes: blob.count)
+            staleForMilliseconds: envelope.staleForMilliseconds, storedBytes: raw.count)
     }
 }

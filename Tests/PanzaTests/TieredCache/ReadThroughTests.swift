@@ -81,8 +81,8 @@ struct ReadThroughTests {
     }
 
     /// Sizes of incompressible values, and where their stored bytes are damaged (1-based, as in
-    /// SQL's `substr`): the header, or the middle (the checksum). Those above
-    /// `SQLiteEntryLookup.decodeInPlaceAbove` are decoded from SQLite's buffer as they are read.
+    /// SQL's `substr`): the header, or the middle (the checksum). Both sizes are decoded from
+    /// SQLite's buffer as they are read.
     static let corruptions: [(size: Int, offset: Int)] = [(800, 1), (800, 300), (64 << 10, 1), (64 << 10, 30_000)]
 
     @Test("A corrupt blob in SQLite is a miss, is removed and is counted", arguments: corruptions)

@@ -1,10 +1,6 @@
 /// A point lookup of an entry on one connection: what a reader does for a lookup, on its own
 /// queue (``SQLiteReader``) or on the caller's thread (``InlineReaderPool``).
 struct SQLiteEntryLookup {
-    /// Entries stored in more bytes than this are decoded from SQLite's buffer when the caller
-    /// asks for a decoded value; smaller ones are copied out and decoded by the caller.
-    static let decodeInPlaceAbove = 16 << 10
-
     let connection: SQLiteConnection
     let accessTimeResolution: Int64
 
@@ -70,11 +66,17 @@ struct SQLiteEntryLookup {
         if now - statement.int64(at: 2) >= self.accessTimeResolution {
             request = log.recordAccess(key, at: now)
         }
-        // An entry in chunks, or a large one, is decoded as it is read, straight from SQLite's
-        // buffers: its bytes are not copied out whole first (the payload is the one copy).
-        if let maxPayloadBytes, chunks > 0 || statement.byteCount(at: 0) > Self.decodeInPlaceAbove {
-            let decoder = EnvelopeStreamDecoder(maxPayloadBytes: maxPayloadBytes)
+        // When the caller asks for a decoded value, the entry is decoded as it is read, straight
+        // from SQLite's buffers: its bytes are not copied out first (the payload is the one copy).
+        if let maxPayloadBytes {
             do {
+                if chunks == 0 {
+                    let envelope = try statement.withBytes(at: 0) {
+                        try DecodedEnvelope.decode($0, maxPayloadBytes: maxPayloadBytes)
+                    }
+                    return .hit(.decoded(envelope), requestMaintenance: request)
+                }
+                let decoder = EnvelopeStreamDecoder(maxPayloadBytes: maxPayloadBytes)
                 try BlobChunks.stream(
                     head: statement, column: 0, chunks: chunks, owner: BlobChunks.owner(entry: key),
                     in: self.connection, into: decoder)
