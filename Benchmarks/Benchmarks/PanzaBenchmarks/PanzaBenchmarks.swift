@@ -101,13 +101,17 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: SQLite reads
 
-    for (tasks, readers) in [(1, 1), (8, 1), (8, 2)] {
-        Benchmark("sqlite.hit.memoized-call.tasks-\(tasks).readers-\(readers)") { benchmark in
-            let (cache, lookup) = try await Fixtures.shared.sqliteHitCache(readers: readers, keyCount: keyCount)
+    // The tasks share the cooperative pool's one free thread (see `runConcurrently`), except in
+    // the every-core run, with an inline reader per core: a hit never suspends.
+    for (tasks, readers, inline) in [(1, 1, 0), (8, 1, 0), (8, 2, 0), (8, 1, 2)] {
+        let name = "tasks-\(tasks)" + (inline > 0 ? ".every-core.inline-\(inline)" : ".readers-\(readers)")
+        Benchmark("sqlite.hit.memoized-call.\(name)") { benchmark in
+            let (cache, lookup) = try await Fixtures.shared.sqliteHitCache(
+                readers: readers, inlineReaders: inline, keyCount: keyCount)
             let iterations = benchmark.scaledIterations.count
             let loadsBefore = cache.statistics.loads
             benchmark.startMeasurement()
-            try await runConcurrently(iterations: iterations, tasks: tasks) { task, index in
+            try await runConcurrently(iterations: iterations, tasks: tasks, onEveryCore: inline > 0) { task, index in
                 blackHole(try await lookup((task &* 7919 &+ (index &+ 1) &* 4099) % keyCount))
             }
             benchmark.stopMeasurement()
@@ -235,20 +239,27 @@ let benchmarks: @Sendable () -> Void = {
 final class Fixtures: @unchecked Sendable {
     static let shared = Fixtures()
     private let lock = NSLock()
-    private var sqliteHit: [Int: (TieredCache, Memoized<Int, String>)] = [:]
+    private var sqliteHit: [[Int]: (TieredCache, Memoized<Int, String>)] = [:]
     private var raw: (Baseline.RawSQLite, [String])?
 
-    func sqliteHitCache(readers: Int, keyCount: Int) async throws -> (TieredCache, Memoized<Int, String>) {
-        if let existing = self.lock.withLock({ self.sqliteHit[readers] }) { return existing }
+    /// A cache without a memory tier whose SQLite file holds `keyCount` memoized results;
+    /// `inlineReaders` 0 for the default count.
+    func sqliteHitCache(readers: Int, inlineReaders: Int = 0, keyCount: Int) async throws -> (
+        TieredCache, Memoized<Int, String>
+    ) {
+        if let existing = self.lock.withLock({ self.sqliteHit[[readers, inlineReaders]] }) { return existing }
         var configuration = TieredCache.Configuration()
         configuration.memory = nil
-        configuration.sqlite = .init(path: Workload.temporaryPath("sqlite-hit-\(readers).sqlite"), readerCount: readers)
+        var sqlite = SQLiteTier.Configuration(
+            path: Workload.temporaryPath("sqlite-hit-\(readers)-\(inlineReaders).sqlite"), readerCount: readers)
+        if inlineReaders > 0 { sqlite.inlineReaderCount = inlineReaders }
+        configuration.sqlite = sqlite
         configuration.modes = CacheModes()
         let cache = try await TieredCache(configuration: configuration)
         let lookup = cache.memoize(id: "completion") { (seed: Int) async throws -> String in Workload.json(seed: seed) }
         for seed in 0..<keyCount { _ = try await lookup(seed) }
         try await cache.flush()
-        self.lock.withLock { self.sqliteHit[readers] = (cache, lookup) }
+        self.lock.withLock { self.sqliteHit[[readers, inlineReaders]] = (cache, lookup) }
         return (cache, lookup)
     }
 
