@@ -8,6 +8,11 @@ extension SQLiteTier {
             max(1, min(4, ProcessInfo.processInfo.activeProcessorCount / 2))
         }
 
+        /// The default ``inlineReaderCount``: the processors, from 1 to 8.
+        public static var defaultInlineReaderCount: Int {
+            max(1, min(8, ProcessInfo.processInfo.activeProcessorCount))
+        }
+
         /// When SQLite waits for the disk.
         public enum Synchronous: String, Hashable, Sendable {
             /// `synchronous=NORMAL`: a committed write survives the process being killed; the last
@@ -50,12 +55,12 @@ extension SQLiteTier {
         /// a reader queue (0 to always use the reader queues). A lookup takes a free one or goes to
         /// the queues, never waits for a lock on it (no busy timeout), and leaves entries stored in
         /// chunks (over 1 MiB) to the queues. Each hit costs the lookup itself (a few microseconds
-        /// on a mapped file). A page not in memory is read on the caller's thread, which the other
-        /// tasks of the cooperative pool then wait for: so by default there are half as many as
-        /// processors (1 on 2 cores), which leaves threads free, and a lookup that takes longer
-        /// than ``inlineSlowLookup`` while the process read from the disk (a cold file) sends
-        /// lookups to the queues for a second.
-        public var inlineReaderCount = Configuration.defaultReaderCount
+        /// on a mapped file). By default one per processor (at most 8), so that every thread of
+        /// the cooperative pool can look up at once. A page not in memory is read on the caller's
+        /// thread, which the other tasks of the cooperative pool then wait for: a lookup that
+        /// takes longer than ``inlineSlowLookup`` while the process read from the disk (a cold
+        /// file) sends lookups to the queues for a second.
+        public var inlineReaderCount = Configuration.defaultInlineReaderCount
         /// How long an inline lookup may take before lookups go to the reader queues for a second
         /// (see ``inlineReaderCount``); 1 ms by default. Only a slow lookup during which the
         /// process read from the disk (major page faults or block reads, from `getrusage`) counts:
