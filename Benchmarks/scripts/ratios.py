@@ -20,6 +20,8 @@ PAIRS = [
     ("sqlite.hit.memoized-call.tasks-1.readers-1", "baseline.sqlite-c.point-lookup", "throughput"),
     ("sqlite.hit.memoized-call.tasks-8.readers-1", "baseline.sqlite-c.point-lookup", "throughput"),
     ("sqlite.hit.memoized-call.tasks-8.readers-2", "baseline.sqlite-c.point-lookup", "throughput"),
+    ("sqlite.hit.memoized-call.tasks-8.every-core.inline-2", "baseline.sqlite-c.point-lookup", "throughput"),
+    ("sqlite.hit.memoized-call.tasks-8.every-core.inline-2", "sqlite.hit.memoized-call.tasks-1.readers-1", "throughput"),
     ("set.write-behind.drain-to-sqlite", "baseline.sqlite-c.inserts-one-transaction", "throughput"),
     ("envelope.encode.json-1kib", "baseline.lz4.compress.json-1kib", "throughput"),
     ("envelope.decode.json-1kib", "baseline.lz4.decompress.json-1kib", "throughput"),
@@ -38,6 +40,8 @@ PAIRS = [
     ("sqlite.hit.memoized-call.tasks-8.readers-2", "baseline.python-panza.sqlite-hit.tasks-8.calls-per-second", "throughput-vs-custom"),
     ("sqlite.hit.memoized-call.tasks-1.readers-1", "baseline.diskcache.memoize-hit.tasks-1.calls-per-second", "throughput-vs-custom"),
     ("sqlite.hit.memoized-call.tasks-8.readers-2", "baseline.diskcache.memoize-hit.tasks-8.calls-per-second", "throughput-vs-custom"),
+    ("sqlite.hit.memoized-call.tasks-8.every-core.inline-2", "baseline.python-panza.sqlite-hit.tasks-8.calls-per-second", "throughput-vs-custom"),
+    ("sqlite.hit.memoized-call.tasks-8.every-core.inline-2", "baseline.diskcache.memoize-hit.tasks-8.calls-per-second", "throughput-vs-custom"),
 ] + [
     (f"shared.{step}.{size}", f"baseline.sha256.{size}", "latency")
     for size in ("1kib", "64kib", "1mib")
