@@ -112,6 +112,17 @@ enum ValueCoding {
         payload: DecodedEnvelope.Payload,
         key: String
     ) throws -> Value {
+        // The common result types first, by identity: no conformance check, no cast through `Any`.
+        if Value.self == String.self, contentType == .text {
+            let text: String
+            switch payload {
+            case .bytes(let bytes): text = String(decoding: bytes, as: UTF8.self)
+            case .data(let data): text = String(decoding: data, as: UTF8.self)
+            }
+            return unsafeBitCast(text, to: Value.self)
+        }
+        if Value.self == Data.self, contentType == .bytes { return unsafeBitCast(payload.data, to: Value.self) }
+        if Value.self == [UInt8].self, contentType == .bytes { return unsafeBitCast(payload.array, to: Value.self) }
         if !(Value.self is any OptionalRepresentable.Type), contentType != .null {
             return try self.decodeInnermost(Value.self, contentType: contentType, payload: payload, key: key) as! Value
         }

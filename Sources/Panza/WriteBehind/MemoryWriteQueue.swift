@@ -180,6 +180,10 @@ final class MemoryWriteQueue: WriteQueue {
 
     func shadow(forKey key: CacheKey) -> WriteShadow {
         self.state.withLock { state in
+            // The common case of a read: nothing queued, nothing poisoned; no key is hashed.
+            if state.keys.isEmpty, state.namespaceRemovals.isEmpty, state.removeAllVersion == nil, !state.hasPoison {
+                return .none
+            }
             let entry = state.keys[key.rawValue]
             var scopeRemoval = max(state.namespaceRemovals[key.namespace] ?? 0, state.removeAllVersion ?? 0)
             if state.hasPoison {
