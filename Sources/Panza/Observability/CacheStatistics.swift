@@ -131,16 +131,19 @@ final class StatisticsRecorder: Sendable {
     }
 
     private let counters: [Cell]  // indexed by Counter
-    /// The counters bumped on every memory lookup, striped so that hits on several cores do not
-    /// share a cache line.
+    /// The counters bumped on every memory lookup or tier hit, striped so that hits on several
+    /// cores do not share a cache line.
     private let memoryHits = StripedCounter()
     private let memoryMisses = StripedCounter()
-    private let tierCounters: [[Cell]]  // [tier][hits, misses, errors, timeouts, skipped]
+    private let bytesRead = StripedCounter()
+    private let tierHits: [StripedCounter]  // by tier
+    private let tierCounters: [[Cell]]  // [tier][-, misses, errors, timeouts, skipped, slow]
     let tierNames: [String]
 
     init(tierNames: [String]) {
         self.tierNames = tierNames
         self.counters = Counter.allCases.map { _ in Cell() }
+        self.tierHits = tierNames.map { _ in StripedCounter() }
         self.tierCounters = tierNames.map { _ in [Cell(), Cell(), Cell(), Cell(), Cell(), Cell()] }
     }
 
@@ -149,11 +152,12 @@ final class StatisticsRecorder: Sendable {
         switch counter {
         case .memoryHits: self.memoryHits.add(amount)
         case .memoryMisses: self.memoryMisses.add(amount)
+        case .bytesRead: self.bytesRead.add(amount)
         default: self.counters[counter.rawValue].add(amount)
         }
     }
 
-    func tierHit(_ tier: Int) { self.tierCounters[tier][0].add(1) }
+    func tierHit(_ tier: Int) { self.tierHits[tier].add() }
     func tierMiss(_ tier: Int) { self.tierCounters[tier][1].add(1) }
     func tierError(_ tier: Int) { self.tierCounters[tier][2].add(1) }
     func tierTimeout(_ tier: Int) { self.tierCounters[tier][3].add(1) }
@@ -164,6 +168,7 @@ final class StatisticsRecorder: Sendable {
         switch counter {
         case .memoryHits: self.memoryHits.load()
         case .memoryMisses: self.memoryMisses.load()
+        case .bytesRead: self.bytesRead.load()
         default: self.counters[counter.rawValue].load()
         }
     }
@@ -174,7 +179,7 @@ final class StatisticsRecorder: Sendable {
         for (index, name) in self.tierNames.enumerated() {
             let counters = self.tierCounters[index]
             statistics.tiers[name] = .init(
-                hits: counters[0].load(),
+                hits: self.tierHits[index].load(),
                 misses: counters[1].load(),
                 errors: counters[2].load(),
                 timeouts: counters[3].load(),
