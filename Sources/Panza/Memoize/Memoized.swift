@@ -68,6 +68,7 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
     public func callAsFunction(_ argument: repeat each Argument) async throws -> Value {
         self.counters?.recordCall()
         let key: CacheKey
+        let fast: MemoryFastKey?
         let refreshAhead = self.freshness?.refreshAhead
         if self.usesCanonicalKey {
             // The memory tier finds a call it answered before by its canonical arguments: no
@@ -78,19 +79,19 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
             // for its argument's type.
             var builder = MemoryFastKey.Builder()
             repeat try builder.append(each argument)
-            let fast = builder.key(function: self.fastKeyFunction)
-            if case .hit(let value) = try self.cache.probeMemory(fast: fast, as: Value.self, refreshAhead: refreshAhead)
+            let fastKey = builder.key(function: self.fastKeyFunction)
+            if case .hit(let value) = try self.cache.probeMemory(
+                fast: fastKey, as: Value.self, refreshAhead: refreshAhead)
             {
                 return value
             }
-            key = MemoizeKey.key(id: self.id, prefix: self.keyPrefix, arguments: fast)
-            let probe = try self.cache.probeMemory(key, as: Value.self, refreshAhead: refreshAhead, attaching: fast)
-            if case .hit(let value) = probe { return value }
-            if let value = self.cache.localHit(key, as: Value.self, refreshAhead: refreshAhead) { return value }
-            return try await self.readThrough(key: key, memoryChecked: probe.isMiss, repeat each argument)
+            key = MemoizeKey.key(id: self.id, prefix: self.keyPrefix, arguments: fastKey)
+            fast = fastKey
+        } else {
+            key = try self.key(repeat each argument)
+            fast = nil
         }
-        key = try self.key(repeat each argument)
-        let probe = try self.cache.probeMemory(key, as: Value.self, refreshAhead: refreshAhead)
+        let probe = try self.cache.probeMemory(key, as: Value.self, refreshAhead: refreshAhead, attaching: fast)
         if case .hit(let value) = probe { return value }
         if let value = self.cache.localHit(key, as: Value.self, refreshAhead: refreshAhead) { return value }
         return try await self.readThrough(key: key, memoryChecked: probe.isMiss, repeat each argument)

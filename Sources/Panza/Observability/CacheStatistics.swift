@@ -137,14 +137,14 @@ final class StatisticsRecorder: Sendable {
     private let memoryMisses = StripedCounter()
     private let bytesRead = StripedCounter()
     private let tierHits: [StripedCounter]  // by tier
-    private let tierCounters: [[Cell]]  // [tier][-, misses, errors, timeouts, skipped, slow]
+    private let tierCounters: [[Cell]]  // [tier][misses, errors, timeouts, skipped, slow]
     let tierNames: [String]
 
     init(tierNames: [String]) {
         self.tierNames = tierNames
         self.counters = Counter.allCases.map { _ in Cell() }
         self.tierHits = tierNames.map { _ in StripedCounter() }
-        self.tierCounters = tierNames.map { _ in [Cell(), Cell(), Cell(), Cell(), Cell(), Cell()] }
+        self.tierCounters = tierNames.map { _ in [Cell(), Cell(), Cell(), Cell(), Cell()] }
     }
 
     @inline(__always)
@@ -158,11 +158,11 @@ final class StatisticsRecorder: Sendable {
     }
 
     func tierHit(_ tier: Int) { self.tierHits[tier].add() }
-    func tierMiss(_ tier: Int) { self.tierCounters[tier][1].add(1) }
-    func tierError(_ tier: Int) { self.tierCounters[tier][2].add(1) }
-    func tierTimeout(_ tier: Int) { self.tierCounters[tier][3].add(1) }
-    func tierSkip(_ tier: Int) { self.tierCounters[tier][4].add(1) }
-    func tierSlow(_ tier: Int) { self.tierCounters[tier][5].add(1) }
+    func tierMiss(_ tier: Int) { self.tierCounters[tier][0].add(1) }
+    func tierError(_ tier: Int) { self.tierCounters[tier][1].add(1) }
+    func tierTimeout(_ tier: Int) { self.tierCounters[tier][2].add(1) }
+    func tierSkip(_ tier: Int) { self.tierCounters[tier][3].add(1) }
+    func tierSlow(_ tier: Int) { self.tierCounters[tier][4].add(1) }
 
     func value(_ counter: Counter) -> Int {
         switch counter {
@@ -180,11 +180,11 @@ final class StatisticsRecorder: Sendable {
             let counters = self.tierCounters[index]
             statistics.tiers[name] = .init(
                 hits: self.tierHits[index].load(),
-                misses: counters[1].load(),
-                errors: counters[2].load(),
-                timeouts: counters[3].load(),
-                skipped: counters[4].load(),
-                slow: counters[5].load()
+                misses: counters[0].load(),
+                errors: counters[1].load(),
+                timeouts: counters[2].load(),
+                skipped: counters[3].load(),
+                slow: counters[4].load()
             )
         }
         statistics.unstorableResults = self.value(.unstorableResults)

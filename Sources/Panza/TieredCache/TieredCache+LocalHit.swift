@@ -31,30 +31,19 @@ extension TieredCache {
         let lookupStart = self.trace == nil ? nil : ContinuousClock.now
         let ticket = self.fence.beginRead()
         defer { self.fence.endRead(ticket) }
+        // The inline lookup decodes the entry as it reads it: it answers `.decoded`, or
+        // `.decodingFailed` (left to the full path, which counts and repairs it).
         guard case .none = local.queue.shadow(forKey: key),
             let read = try? local.tier.inlineLookup(forKey: key, decodingUpTo: self.configuration.maxValueBytes),
-            let found = read
+            case .decoded(let envelope) = read
         else { return nil }
-        let envelope: DecodedEnvelope
-        var blob: [UInt8]?
-        switch found {
-        case .blob(let bytes):
-            guard let decoded = try? DecodedEnvelope.decode(bytes, maxPayloadBytes: self.configuration.maxValueBytes)
-            else { return nil }
-            envelope = decoded
-            blob = bytes
-        case .decoded(let decoded):
-            envelope = decoded
-        case .decodingFailed:
-            return nil
-        }
         let times = envelope.times
         let now = self.clock.nowMilliseconds()
         guard case .fresh = times.state(atMilliseconds: now) else { return nil }
         if let ratio = refreshAhead, times.isRefreshDue(atMilliseconds: now, ratio: ratio) { return nil }
         guard let value = try? ValueCoding.decode(type, from: envelope, key: key.rawValue) else { return nil }
         self.acceptHit(
-            key, value: value, envelope: envelope, blob: blob, index: 0, ticket: ticket, missStamps: [:],
+            key, value: value, envelope: envelope, blob: nil, index: 0, ticket: ticket, missStamps: [:],
             lookupStart: lookupStart)
         return value
     }

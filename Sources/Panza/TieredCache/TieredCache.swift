@@ -168,9 +168,9 @@ public final class TieredCache: Sendable {
             lanes.append(lane)
             slots.append(
                 TierSlot(tier: sqlite, index: slots.count, lane: lane, pending: lane.queue) { key in
-                    // Only memory is above SQLite: a large entry is decoded chunk by chunk on the
-                    // reader, never joined into one blob.
-                    try await sqlite.lookup(forKey: key, decodingChunkedUpTo: configuration.maxValueBytes)
+                    // Only memory is above SQLite: the entry is decoded as it is read, from
+                    // SQLite's buffers (a large one chunk by chunk), never copied out as one blob.
+                    try await sqlite.lookup(forKey: key, decodingUpTo: configuration.maxValueBytes)
                 }
             )
         }

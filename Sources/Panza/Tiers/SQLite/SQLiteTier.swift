@@ -192,9 +192,9 @@ public final class SQLiteTier: CacheTier {
     /// The stored entry of `key`; on a miss, the key's write stamp, which a fill of the key must
     /// still find unchanged when it is applied (see ``SQLiteWrite/fillStamp``).
     ///
-    /// - Parameter decodingChunkedUpTo: decode an entry stored in chunks on the reader, chunk by
-    ///   chunk (see ``SQLiteReader/lookup(forKey:log:decodingChunkedUpTo:)``).
-    func lookup(forKey key: CacheKey, decodingChunkedUpTo maxPayloadBytes: Int? = nil) async throws -> (
+    /// - Parameter decodingUpTo: decode the entry as it is read, with this payload limit (see
+    ///   ``SQLiteReader/lookup(forKey:log:decodingUpTo:)``); `nil` for its stored bytes.
+    func lookup(forKey key: CacheKey, decodingUpTo maxPayloadBytes: Int? = nil) async throws -> (
         found: SQLiteReader.Found?, missStamp: Int64?
     ) {
         try self.checkOpen()
@@ -205,7 +205,7 @@ public final class SQLiteTier: CacheTier {
             return (inline.found, inline.missStamp)
         }
         let (found, stamp, requestMaintenance) = try await self.nextReaderConnection().lookup(
-            forKey: key, log: self.writer.accessLog, decodingChunkedUpTo: maxPayloadBytes)
+            forKey: key, log: self.writer.accessLog, decodingUpTo: maxPayloadBytes)
         if requestMaintenance { self.writer.scheduleMaintenance() }
         return (found, stamp)
     }
@@ -213,7 +213,7 @@ public final class SQLiteTier: CacheTier {
     /// The stored entry of `key` read on the caller's thread by an inline reader, for the cache's
     /// local-hit path: `.some(nil)` on a miss (without a write stamp), and `nil` when no inline
     /// reader can answer now (none is free, the lookups are paused, the database is locked, or the
-    /// entry is stored in chunks): the caller then takes ``lookup(forKey:decodingChunkedUpTo:)``.
+    /// entry is stored in chunks): the caller then takes ``lookup(forKey:decodingUpTo:)``.
     func inlineLookup(forKey key: CacheKey, decodingUpTo maxPayloadBytes: Int) throws -> TierFound?? {
         try self.checkOpen()
         guard

@@ -144,18 +144,20 @@ enum BlobChunks {
         }
     }
 
-    /// The whole blob: `head` followed by the `chunks` chunk rows of `owner`, in order.
+    /// The whole blob: `head` followed by the `chunks` chunk rows of `owner`, in order. `owner` is
+    /// evaluated only when there are chunks (an entry's owner name is built from its key).
     ///
     /// Run it in the snapshot that read the head (while the head's statement is still stepping, or
     /// inside a transaction). A missing chunk leaves the blob short, which the envelope's checksum
     /// catches like any other damage.
     static func assemble(
-        head: SQLiteStatement, column: Int32, chunks: Int64, owner: String, in connection: SQLiteConnection
+        head: SQLiteStatement, column: Int32, chunks: Int64, owner: @autoclosure () -> String,
+        in connection: SQLiteConnection
     ) throws -> [UInt8] {
         guard chunks > 0 else { return head.bytes(at: column) }
         var blob: [UInt8] = []
         blob.reserveCapacity(head.byteCount(at: column) + Int(chunks) * chunkSize)
-        try self.forEachPiece(head: head, column: column, chunks: chunks, owner: owner, in: connection) {
+        try self.forEachPiece(head: head, column: column, chunks: chunks, owner: owner(), in: connection) {
             blob.append(contentsOf: $0)
         }
         return blob

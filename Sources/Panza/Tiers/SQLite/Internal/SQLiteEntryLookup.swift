@@ -8,7 +8,8 @@ struct SQLiteEntryLookup {
     /// stamp and whether the writer should be asked for maintenance.
     ///
     /// - Parameters:
-    ///   - decodingUpTo: decode an entry stored in chunks, chunk by chunk, with this payload limit.
+    ///   - decodingUpTo: decode the entry as it is read, from SQLite's buffers (one stored in
+    ///     chunks, chunk by chunk), with this payload limit; `nil` for its stored bytes.
     ///   - headOnly: answer `nil` (look elsewhere) for an entry stored in chunks instead of reading
     ///     them: an inline lookup never holds the caller's thread for a large value.
     ///   - stampingMisses: read a miss's write stamp (a second look, in one read transaction);
@@ -87,7 +88,6 @@ struct SQLiteEntryLookup {
                 return .hit(.decodingFailed(error), requestMaintenance: request)
             }
         }
-        guard chunks > 0 else { return .hit(.blob(statement.bytes(at: 0)), requestMaintenance: request) }
         let blob = try BlobChunks.assemble(
             head: statement, column: 0, chunks: chunks, owner: BlobChunks.owner(entry: key), in: self.connection)
         return .hit(.blob(blob), requestMaintenance: request)

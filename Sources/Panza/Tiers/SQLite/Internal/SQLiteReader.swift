@@ -43,15 +43,15 @@ actor SQLiteReader {
     /// The stored entry of `key`, or `nil` when it is missing or expired. Notes accesses and
     /// expiries in `log`.
     ///
-    /// - Parameter decodingChunkedUpTo: when set, an entry stored in chunks is decoded here, chunk
-    ///   by chunk, into its payload (the limit is the largest payload accepted), instead of being
-    ///   joined into one blob first.
+    /// - Parameter decodingUpTo: when set, the entry is decoded here as it is read, straight from
+    ///   SQLite's buffers (one stored in chunks, chunk by chunk), into its payload (the limit is the
+    ///   largest payload accepted), instead of being copied out as one blob first.
     /// - Returns: the entry; on a miss, the write stamp of the key (see ``WriteStamp``), read in
     ///   the same snapshot as the miss; and whether the writer should be asked for maintenance.
     func lookup(
         forKey key: CacheKey,
         log: AccessLog,
-        decodingChunkedUpTo maxPayloadBytes: Int? = nil
+        decodingUpTo maxPayloadBytes: Int? = nil
     ) throws -> (found: Found?, missStamp: Int64?, requestMaintenance: Bool) {
         try self.checkOpen()
         let lookup = SQLiteEntryLookup(connection: self.connection, accessTimeResolution: self.accessTimeResolution)
