@@ -23,11 +23,14 @@ final class RemoteReadGuard: Sendable {
     private let breaker: Mutex<CircuitBreaker>
     private let slowerThan: @Sendable () -> Duration?
     private let onSlowRead: @Sendable () -> Void
+    /// The breaker's time: the cache's clock (``TieredCache/Configuration/clock``).
+    private let now: @Sendable () -> Duration
+    /// Measures reads against `slowerThan`, as loads are measured.
     private let clock = ContinuousClock()
-    private let start: ContinuousClock.Instant
     private let logger: Logger
 
     /// - Parameters:
+    ///   - now: the time by which the breaker's open periods pass.
     ///   - slowerThan: how long a read may take before it counts as slow (a failure for the
     ///     breaker, its answer still used); `nil` when there is no such bound yet.
     ///   - onSlowRead: called for each slow read (statistics).
@@ -36,6 +39,7 @@ final class RemoteReadGuard: Sendable {
         timeout: Duration?,
         breaker: CircuitBreaker.Configuration,
         logger: Logger,
+        now: @escaping @Sendable () -> Duration,
         slowerThan: @escaping @Sendable () -> Duration? = { nil },
         onSlowRead: @escaping @Sendable () -> Void = {}
     ) {
@@ -44,18 +48,16 @@ final class RemoteReadGuard: Sendable {
         self.breaker = Mutex(CircuitBreaker(configuration: breaker))
         self.slowerThan = slowerThan
         self.onSlowRead = onSlowRead
-        self.start = self.clock.now
+        self.now = now
         self.logger = logger
     }
 
     /// Where the breaker stands.
     var state: CircuitBreaker.State { self.breaker.withLock { $0.state } }
 
-    private var now: Duration { self.start.duration(to: self.clock.now) }
-
     /// Runs `read` unless the breaker is open, within the deadline.
     func read<Value: Sendable>(_ read: @escaping @Sendable () async throws -> Value) async -> Outcome<Value> {
-        let now = self.now
+        let now = self.now()
         guard self.breaker.withLock({ $0.allowsRead(now: now) }) else { return .skipped }
         let outcome: Outcome<Value>
         let started = self.clock.now
@@ -83,7 +85,7 @@ final class RemoteReadGuard: Sendable {
             if case .failed(let error) = outcome, (error as? PanzaError)?.code == .untrustedBlob {
                 return breaker.recordSuccess()
             }
-            return breaker.recordFailure(now: self.now)
+            return breaker.recordFailure(now: self.now())
         }
         switch transition {
         case .opened(let duration):

@@ -184,6 +184,7 @@ public final class TieredCache: Sendable {
                 timeout: configuration.remoteReadTimeout,
                 breaker: breaker,
                 logger: logger,
+                now: { [clock = configuration.clock] in .milliseconds(clock.nowMilliseconds()) },
                 slowerThan: {
                     guard breaker.skipsTiersSlowerThanLoads, let typical = loaderLatency.typical else { return nil }
                     return max(typical, breaker.minimumSlowRead)

@@ -46,9 +46,11 @@ struct FaultInjectionTests {
             var breaker = CircuitBreaker.Configuration()
             breaker.skipsTiersSlowerThanLoads = false
             return breaker
-        }()
+        }(),
+        clock: any CacheClock = SystemCacheClock()
     ) async throws -> TieredCache {
         var configuration = TieredCache.Configuration()
+        configuration.clock = clock
         configuration.memory = memory ? .init() : nil
         configuration.sqlite = .init(path: self.directory.path(file))
         configuration.remote = try S3Tier(configuration: self.tier())
@@ -105,16 +107,18 @@ struct FaultInjectionTests {
     func blackholeThenRecovery() async throws {
         defer { self.proxy.close() }
         try await self.seed(["warm": "from S3"])
+        // The breaker's open periods pass on the cache's clock, which only this test moves: the
+        // breaker stays open until the test says its period is over, however slow the machine.
+        let clock = ManualCacheClock(nowMilliseconds: SystemCacheClock().nowMilliseconds())
         let cache = try await self.cache(
             "blackhole.sqlite",
             breaker: {
-                // Open long enough that the call right after the third timeout finds it still open
-                // on a loaded machine (300 ms was not: the breaker had gone half-open).
                 var breaker = CircuitBreaker.Configuration(
                     failureThreshold: 3, openDuration: .seconds(2), maxOpenDuration: .seconds(4))
                 breaker.skipsTiersSlowerThanLoads = false
                 return breaker
-            }()
+            }(),
+            clock: clock
         )
         self.proxy.inject(.blackhole)
         // Counted, not timed (a loaded machine stretches any wall-clock bound): each miss reached
@@ -139,15 +143,15 @@ struct FaultInjectionTests {
             #expect(try await self.stored("v1/_keys/up\(index)") != nil, "upload \(index) was lost")
         }
         #expect(cache.statistics.droppedWrites == 0)
-        // The breaker lets a probe through after its open period (at most `maxOpenDuration`, 4 s,
-        // counted from the last failed read); an answer closes it. Until then a read skips S3 and
-        // finds nothing. Polled, not slept: how long the uploads above took decides when it reopens.
-        var recovered: String?
-        for _ in 0..<100 where recovered == nil {
-            recovered = try await cache.value(forKey: "warm", as: String.self)
-            if recovered == nil { try await Task.sleep(for: .milliseconds(100)) }
-        }
-        #expect(recovered == "from S3", "the breaker never let a probe through after the outage")
+        // Until its open period passes, a read skips S3 and finds nothing; after it (at most
+        // `maxOpenDuration`, 4 s, from the last failed read) the breaker lets a probe through, and
+        // the answer closes it.
+        #expect(try await cache.value(forKey: "warm", as: String.self) == nil, "the breaker closed by itself")
+        #expect(cache.statistics.tiers["s3"]?.breaker == .open)
+        clock.advance(by: .seconds(5))
+        #expect(
+            try await cache.value(forKey: "warm", as: String.self) == "from S3",
+            "the breaker did not let a probe through after its open period")
         #expect(cache.statistics.tiers["s3"]?.breaker == .closed)
         try await cache.close()
     }

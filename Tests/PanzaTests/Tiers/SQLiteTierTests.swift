@@ -179,10 +179,10 @@ struct SQLiteTierTests {
         let blobs = (0..<200).map { self.blob("value \($0)", count: 1_000) }
         let checkpointsBefore = tier.idleCheckpointCount
         try await tier.apply((0..<200).map { store("k\($0)", blobs[$0]) })
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(10)
-        while tier.idleCheckpointCount == checkpointsBefore, clock.now < deadline {
-            try await Task.sleep(for: .milliseconds(20))
+        // Waits for the checkpoint itself, bounded so that a writer that never checkpoints fails
+        // the test instead of hanging it.
+        _ = try await Deadline.value(within: .seconds(30)) {
+            await tier.waitForIdleCheckpoint(after: checkpointsBefore)
         }
         #expect(tier.idleCheckpointCount > checkpointsBefore, "no checkpoint after the writer went idle")
         let fileBytes = try #require(FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)

@@ -74,6 +74,8 @@ public final class SQLiteTier: CacheTier {
     private let writer: SQLiteWriter
     /// How many times the writer checkpointed the WAL once idle (for tests).
     var idleCheckpointCount: Int { self.writer.idleCheckpointCount }
+    /// Returns once more than `count` idle checkpoints ran, or the tier closed (for tests).
+    func waitForIdleCheckpoint(after count: Int) async { await self.writer.waitForIdleCheckpoint(after: count) }
     private let readers: [SQLiteReader]
     /// Connections for point lookups on the caller's thread; `nil` when ``Configuration/inlineReaderCount`` is 0.
     private let inlineReaders: InlineReaderPool?

@@ -170,9 +170,27 @@ actor SQLiteWriter {
     private var writeGeneration = 0
     private var idleCheckpointScheduled = false
     private let idleCheckpoints = Atomic<Int>(0)
+    /// Callers of ``waitForIdleCheckpoint(after:)``, with the count each waits to see passed.
+    private var idleCheckpointWaiters: [(after: Int, continuation: CheckedContinuation<Void, Never>)] = []
 
     /// How many idle checkpoints ran (for tests).
     nonisolated var idleCheckpointCount: Int { self.idleCheckpoints.load(ordering: .relaxed) }
+
+    /// Returns once more than `count` idle checkpoints ran, or the writer closed (for tests).
+    func waitForIdleCheckpoint(after count: Int) async {
+        guard self.idleCheckpointCount <= count, !self.isClosed else { return }
+        await withCheckedContinuation { self.idleCheckpointWaiters.append((count, $0)) }
+    }
+
+    /// Resumes the waiters whose count was passed; every waiter when `all` (the writer closed).
+    private func resumeIdleCheckpointWaiters(all: Bool = false) {
+        let count = self.idleCheckpointCount
+        self.idleCheckpointWaiters.removeAll { waiter in
+            guard all || count > waiter.after else { return false }
+            waiter.continuation.resume()
+            return true
+        }
+    }
 
     /// Copies the WAL into the database file once no write came for ``idleCheckpointDelay``.
     ///
@@ -197,7 +215,10 @@ actor SQLiteWriter {
             self.startIdleCheckpointTimer()
             return
         }
-        if self.checkpoint(connection, mode: "PASSIVE") { self.idleCheckpoints.add(1, ordering: .relaxed) }
+        if self.checkpoint(connection, mode: "PASSIVE") {
+            self.idleCheckpoints.add(1, ordering: .relaxed)
+            self.resumeIdleCheckpointWaiters()
+        }
     }
 
     /// The WAL is truncated to at most this after a checkpoint (`PRAGMA journal_size_limit`).
@@ -250,6 +271,7 @@ actor SQLiteWriter {
         }
         self.connection = nil
         self.isClosed = true
+        self.resumeIdleCheckpointWaiters(all: true)
     }
 
     // MARK: Outbox
