@@ -2,6 +2,7 @@
 #define CPANZA_SQLITE_SHIM_H
 
 #include <sqlite3.h>
+#include <stdint.h>
 
 // SQLITE_TRANSIENT is a macro around a cast of -1 to a function pointer, which Swift cannot import.
 // Panza always binds with SQLITE_TRANSIENT so that SQLite copies the bytes before the Swift buffer
@@ -12,6 +13,28 @@ static inline int cpanza_sqlite3_bind_blob_transient(sqlite3_stmt *statement, in
 
 static inline int cpanza_sqlite3_bind_text_transient(sqlite3_stmt *statement, int index, const char *text, int count) {
     return sqlite3_bind_text(statement, index, text, count, SQLITE_TRANSIENT);
+}
+
+// The wal-index header of a WAL-mode database, read from the start of its `-shm` file as mapped
+// in memory (`shm`), the way SQLite's readers read it (https://sqlite.org/walformat.html): the
+// header's first copy, a barrier, its second copy; the writer of a commit stores them in the
+// opposite order. Fills `mark` with the header's six words and, in the seventh, the checkpoint's
+// backfill count (`nBackfill`), and returns 1; returns 0 when the copies differ (a commit is
+// being published) or the header is not initialized. Loads are atomic: other processes store to
+// this memory.
+static inline int cpanza_wal_index_mark(const void *shm, uint64_t mark[7]) {
+    const uint64_t *words = (const uint64_t *)shm;
+    uint64_t second[6];
+    for (int i = 0; i < 6; i++) mark[i] = __atomic_load_n(&words[i], __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    for (int i = 0; i < 6; i++) second[i] = __atomic_load_n(&words[6 + i], __ATOMIC_RELAXED);
+    for (int i = 0; i < 6; i++) {
+        if (mark[i] != second[i]) return 0;
+    }
+    // isInit is the header's 13th byte.
+    if (((const volatile uint8_t *)shm)[12] == 0) return 0;
+    mark[6] = __atomic_load_n(&((const uint32_t *)shm)[24], __ATOMIC_ACQUIRE);
+    return 1;
 }
 
 #endif

@@ -32,6 +32,24 @@ enum CommandLoop {
         try await cache.close()
     }
 
+    /// The answer to the commands every worker on a cache knows: `set KEY VALUE`, `get KEY`
+    /// (`nil` on a miss), `remove KEY` and `flush`; `nil` for another command.
+    static func cacheCommand(_ words: [String], on cache: TieredCache) async throws -> String? {
+        switch words.first ?? "" {
+        case "set":
+            try await cache.set(words[2], forKey: words[1])
+            return "ok"
+        case "get": return try await cache.value(forKey: words[1], as: String.self) ?? "nil"
+        case "remove":
+            try await cache.removeValue(forKey: words[1])
+            return "ok"
+        case "flush":
+            try await cache.flush()
+            return "ok"
+        default: return nil
+        }
+    }
+
     private static func answer(_ text: String) {
         FileHandle.standardOutput.write(Data("= \(text)\n".utf8))
     }

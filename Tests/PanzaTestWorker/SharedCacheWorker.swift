@@ -41,22 +41,12 @@ enum SharedCacheWorker {
             case "bust-all":
                 try await cache.bustAll()
                 return "ok"
-            case "set":
-                try await cache.set(words[2], forKey: words[1])
-                return "ok"
-            case "get": return try await cache.value(forKey: words[1], as: String.self) ?? "nil"
-            case "remove":
-                try await cache.removeValue(forKey: words[1])
-                return "ok"
-            case "flush":
-                try await cache.flush()
-                return "ok"
             case "sync": return "\(try await cache.synchronizeInvalidations())"
             case "stats":
                 let statistics = cache.statistics
                 return "applied=\(statistics.invalidationsApplied) untrusted=\(statistics.untrustedBlobs) "
                     + "loads=\(statistics.loads) s3hits=\(statistics.tiers["s3"]?.hits ?? 0)"
-            default: return nil
+            default: return try await CommandLoop.cacheCommand(words, on: cache)
             }
         }
     }

@@ -30,8 +30,9 @@
 //                                    take the SQLite write lock (BEGIN IMMEDIATE), print "locked",
 //                                    hold it that long, commit, print "released"
 //   PanzaTestWorker script DB        read operations from standard input, one a line, apply them
-//                                    to a cache on DB (memory off) and answer each with "ok" or the
-//                                    value read: "set K V", "get K", "remove K", "flush"
+//                                    to a cache on DB (memory off) and answer each with "= ok" or
+//                                    "= VALUE" ("= nil" on a miss), see CommandLoop.swift: "set K V",
+//                                    "get K", "remove K", "flush"
 import CPanzaSQLite
 import Foundation
 import Panza
@@ -165,6 +166,16 @@ do {
         guard sqlite3_exec(handle, "COMMIT", nil, nil, nil) == SQLITE_OK else { fail("commit failed") }
         sqlite3_close(handle)
         FileHandle.standardOutput.write(Data("released\n".utf8))
+
+    case "script":
+        var configuration = TieredCache.Configuration()
+        configuration.memory = nil
+        configuration.sqlite = .init(path: path)
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        try await CommandLoop.run(cache: cache, maxSplits: 2) { words in
+            try await CommandLoop.cacheCommand(words, on: cache)
+        }
 
     case "model-ops":
         // Seeded sets and removals of keys c-0..c-15, then flush, print the last write of each key

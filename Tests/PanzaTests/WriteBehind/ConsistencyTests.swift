@@ -338,16 +338,16 @@ struct ConsistencyTests {
         await tier.close()
         let connection = try SQLiteConnection(path: self.directory.path("cache.sqlite"), busyTimeoutMilliseconds: 100)
         defer { connection.close() }
-        let queries = [
-            "SELECT id, kind, blob FROM outbox WHERE key = 'k' ORDER BY id DESC LIMIT 1",
-            "SELECT max(id) FROM outbox WHERE kind = 2 AND namespace = 'n'",
-            "SELECT max(id) FROM outbox WHERE kind = 3",
-            "SELECT max(id) FROM dead_letter WHERE kind = 1 AND key = 'k'",
-            "SELECT max(id) FROM dead_letter WHERE kind = 2 AND namespace = 'n'",
-            "SELECT max(id) FROM dead_letter WHERE kind = 3",
+        let queries: [StaticString] = [
+            "EXPLAIN QUERY PLAN SELECT id, kind, blob FROM outbox WHERE key = 'k' ORDER BY id DESC LIMIT 1",
+            "EXPLAIN QUERY PLAN SELECT max(id) FROM outbox WHERE kind = 2 AND namespace = 'n'",
+            "EXPLAIN QUERY PLAN SELECT max(id) FROM outbox WHERE kind = 3",
+            "EXPLAIN QUERY PLAN SELECT max(id) FROM dead_letter WHERE kind = 1 AND key = 'k'",
+            "EXPLAIN QUERY PLAN SELECT max(id) FROM dead_letter WHERE kind = 2 AND namespace = 'n'",
+            "EXPLAIN QUERY PLAN SELECT max(id) FROM dead_letter WHERE kind = 3",
         ]
         for query in queries {
-            let statement = try connection.statement("EXPLAIN QUERY PLAN " + query)
+            let statement = try connection.statement(query)
             var plan: [String] = []
             while try statement.step() { plan.append(statement.text(at: 3)) }
             statement.reset()

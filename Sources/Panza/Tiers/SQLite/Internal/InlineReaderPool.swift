@@ -13,11 +13,15 @@ import Synchronization
 /// queues for `pause` (measured: with 2 inline connections on 2 cores and a cold 250 MB file, a
 /// task sleeping 1 ms woke up to 395 ms late). A lookup that is slow only because its thread was
 /// preempted on a busy machine read nothing from the disk, and pauses nothing.
+///
+/// Each reader keeps its read transaction across lookups while nothing changes in the file
+/// (``InlineReader``); a transaction idle for `idleTransaction` is ended, so that an idle process
+/// never pins the WAL that other processes checkpoint.
 final class InlineReaderPool: Sendable {
     private struct State: ~Copyable {
         /// Connections not in use. A connection is used by one thread at a time: the one that took
         /// it out of this list, until it puts it back (so handing it over is safe).
-        var free: [Handoff<SQLiteConnection>]
+        var free: [Handoff<InlineReader>]
         var isClosed = false
     }
 
@@ -32,25 +36,45 @@ final class InlineReaderPool: Sendable {
     private let diskReads: @Sendable () -> Int?
     /// The disk reads when the last slow lookup (or the pool's opening) counted them.
     private let diskReadsSeen: Atomic<Int>
+    /// The file's WAL index, which tells whether a held transaction still sees the file as it is;
+    /// `nil` when it cannot be mapped (then every lookup has a transaction of its own).
+    private let watch: WALIndexWatch?
+    /// `idleTransaction`, in nanoseconds.
+    private let idleTransactionNanoseconds: Int64
+    /// Whether a sweep of idle transactions is scheduled.
+    private let sweepScheduled = Atomic<Bool>(false)
+    /// How many read transactions the readers began (for tests).
+    private let transactionsBegun = Atomic<Int>(0)
 
     /// Opens `count` connections (none when 0).
     init(
         path: String, count: Int, memoryMapBytes: Int, accessTimeResolution: Int64,
         slowLookup: Duration = .milliseconds(1), pause: Duration = .seconds(1),
-        diskReads: @escaping @Sendable () -> Int? = DiskReads.count
+        idleTransaction: Duration = .milliseconds(10), diskReads: @escaping @Sendable () -> Int? = DiskReads.count
     ) throws {
         var connections: [SQLiteConnection] = []
+        var watch: WALIndexWatch?
         do {
             for _ in 0..<count {
                 let connection = try SQLiteConnection(path: path, busyTimeoutMilliseconds: 0)
                 connections.append(connection)
                 try connection.execute("PRAGMA mmap_size = \(memoryMapBytes)")
             }
+            if let first = connections.first {
+                // A read opens the file's WAL index, which the connection then keeps open (and
+                // SQLite never truncates while it is) until the pool closes it.
+                // Without it (the file is locked now), every lookup has a transaction of its own.
+                if (try? first.execute("SELECT count(*) FROM sqlite_master")) != nil {
+                    watch = WALIndexWatch(databasePath: path)
+                }
+            }
         } catch {
             for connection in connections { connection.close() }
             throw error
         }
-        self.state = Mutex(State(free: connections.map { Handoff(value: $0) }))
+        self.state = Mutex(State(free: connections.map { Handoff(value: InlineReader(connection: $0)) }))
+        self.watch = watch
+        self.idleTransactionNanoseconds = idleTransaction.wholeNanoseconds
         self.accessTimeResolution = accessTimeResolution
         self.slowLookupNanoseconds = slowLookup.wholeNanoseconds
         self.pauseNanoseconds = pause.wholeNanoseconds
@@ -67,32 +91,100 @@ final class InlineReaderPool: Sendable {
     {
         let now = Self.now()
         guard now >= self.pausedUntil.load(ordering: .relaxed) else { return nil }
-        let taken = self.state.withLock { state -> Handoff<SQLiteConnection>? in
+        let taken = self.state.withLock { state -> Handoff<InlineReader>? in
             state.isClosed ? nil : state.free.popLast()
         }
         guard let taken else { return nil }
-        let connection = taken.value
+        let reader = taken.value
         defer {
+            let end = Self.now()
+            reader.lastUsed = end
             let closeNow = self.state.withLock { state -> Bool in
                 if state.isClosed { return true }
                 state.free.append(taken)
                 return false
             }
-            if closeNow { connection.close() }
-            let elapsed = Self.now() - now
+            if closeNow {
+                reader.connection.close()
+            } else if reader.holdsTransaction {
+                self.scheduleSweep()
+            }
+            let elapsed = end - now
             if elapsed > self.slowLookupNanoseconds, self.readFromDisk() {
                 // The file is cold: stop holding the caller's threads.
                 self.pausedUntil.store(now + elapsed + self.pauseNanoseconds, ordering: .relaxed)
             }
         }
         do {
-            return try SQLiteEntryLookup(connection: connection, accessTimeResolution: self.accessTimeResolution)
+            if try reader.prepareLookup(watch: self.watch) {
+                self.transactionsBegun.add(1, ordering: .relaxed)
+            }
+            return try SQLiteEntryLookup(connection: reader.connection, accessTimeResolution: self.accessTimeResolution)
                 .lookup(
                     key, log: log, decodingUpTo: maxPayloadBytes, headOnly: true, stampingMisses: stampingMisses)
         } catch let error as PanzaError where error.code == .databaseBusy {
+            reader.endTransaction()
             return nil
+        } catch {
+            reader.endTransaction()
+            throw error
         }
     }
+
+    /// Schedules a sweep of idle transactions, unless one is scheduled.
+    private func scheduleSweep() {
+        guard !self.sweepScheduled.load(ordering: .relaxed),
+            self.sweepScheduled.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
+        else { return }
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(self.idleTransactionNanoseconds))) {
+            [weak self] in
+            self?.sweep()
+        }
+    }
+
+    /// Ends the transactions of the free readers idle for `idleTransaction`, and schedules another
+    /// sweep while transactions are held.
+    private func sweep() {
+        self.sweepScheduled.store(false, ordering: .relaxed)
+        let now = Self.now()
+        let (idle, stillHeld) = self.state.withLock { state -> ([Handoff<InlineReader>], Bool) in
+            guard !state.isClosed else { return ([], false) }
+            var idle: [Handoff<InlineReader>] = []
+            var stillHeld = false
+            state.free.removeAll { reader in
+                guard reader.value.holdsTransaction else { return false }
+                if now - reader.value.lastUsed >= self.idleTransactionNanoseconds {
+                    idle.append(reader)
+                    return true
+                }
+                stillHeld = true
+                return false
+            }
+            return (idle, stillHeld)
+        }
+        for reader in idle { reader.value.endTransaction() }
+        let closeNow = self.state.withLock { state -> Bool in
+            if state.isClosed { return true }
+            state.free.append(contentsOf: idle)
+            return false
+        }
+        if closeNow {
+            for reader in idle { reader.value.connection.close() }
+        } else if stillHeld {
+            self.scheduleSweep()
+        }
+    }
+
+    /// How many free readers hold a read transaction (for tests).
+    var heldTransactionCount: Int {
+        self.state.withLock { state in state.free.count { $0.value.holdsTransaction } }
+    }
+
+    /// Whether lookups can keep a read transaction across lookups (for tests).
+    var keepsTransactions: Bool { self.watch != nil }
+
+    /// How many read transactions the readers began and kept for later lookups (for tests).
+    var transactionsBegunCount: Int { self.transactionsBegun.load(ordering: .relaxed) }
 
     /// Whether the process read from the disk since the last slow lookup asked; `true` when that
     /// cannot be told. Only slow lookups ask, so a hit pays no system call.
@@ -114,11 +206,11 @@ final class InlineReaderPool: Sendable {
 
     /// Closes the free connections now and the others as their lookups end.
     func close() {
-        let free = self.state.withLock { state -> [Handoff<SQLiteConnection>] in
+        let free = self.state.withLock { state -> [Handoff<InlineReader>] in
             state.isClosed = true
             defer { state.free = [] }
             return state.free
         }
-        for connection in free { connection.value.close() }
+        for reader in free { reader.value.connection.close() }
     }
 }

@@ -284,7 +284,7 @@ enum OutboxRecord {
     /// remote copy. Every query is an index probe, however long the outbox.
     static func shadow(in connection: SQLiteConnection, key: CacheKey) throws -> WriteShadow {
         var newest: (id: Int64, blob: [UInt8]?)?
-        func consider(_ sql: String, bind: (SQLiteStatement) throws -> Void, hasBlob: Bool) throws {
+        func consider(_ sql: StaticString, bind: (SQLiteStatement) throws -> Void, hasBlob: Bool) throws {
             let statement = try connection.statement(sql)
             defer { statement.reset() }
             try bind(statement)

@@ -11,9 +11,9 @@ import CPanzaSQLite
 final class SQLiteConnection {
     let path: String
     private let handle: OpaquePointer
-    private var statements: [String: SQLiteStatement] = [:]
-    /// The statements of SQL given as literals, by the literal's address: found without hashing
-    /// the text (a point lookup's statement is looked up on every hit).
+    /// The prepared statements, by the address of their SQL literal: found without hashing the
+    /// text (a point lookup's statement is looked up on every hit). Only literals are prepared
+    /// and kept, so the cache is bounded by the program's text.
     private var literalStatements: [UnsafeRawPointer: SQLiteStatement] = [:]
     private var isClosed = false
 
@@ -40,11 +40,20 @@ final class SQLiteConnection {
     func close() {
         guard !self.isClosed else { return }
         self.isClosed = true
-        for statement in self.statements.values { statement.finalize() }
         for statement in self.literalStatements.values { statement.finalize() }
-        self.statements = [:]
         self.literalStatements = [:]
         sqlite3_close_v2(self.handle)
+    }
+
+    /// Whether a transaction is open (`BEGIN` ran and neither `COMMIT` nor `ROLLBACK` yet).
+    var isInTransaction: Bool { sqlite3_get_autocommit(self.handle) == 0 }
+
+    /// Runs the literal statement `sql`, which returns no rows, from its cached prepared statement:
+    /// for statements run often (`BEGIN`, `COMMIT`), which ``execute(_:)`` would parse every time.
+    func run(_ sql: StaticString) throws {
+        let statement = try self.statement(sql)
+        defer { statement.reset() }
+        _ = try statement.step()
     }
 
     /// The rowid of the last row inserted (`sqlite3_last_insert_rowid`).
@@ -64,17 +73,6 @@ final class SQLiteConnection {
                 context: "executing \(sql.prefix(60))"
             )
         }
-    }
-
-    /// Returns the cached prepared statement for `sql`, reset and with bindings cleared.
-    func statement(_ sql: String) throws -> SQLiteStatement {
-        if let statement = self.statements[sql] {
-            statement.reset()
-            return statement
-        }
-        let statement = try self.prepare(sql)
-        self.statements[sql] = statement
-        return statement
     }
 
     /// Returns the cached prepared statement for the literal `sql`, reset and with bindings cleared.

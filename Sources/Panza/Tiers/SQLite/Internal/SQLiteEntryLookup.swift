@@ -18,7 +18,8 @@ struct SQLiteEntryLookup {
         _ key: CacheKey, log: AccessLog, decodingUpTo maxPayloadBytes: Int?, headOnly: Bool, stampingMisses: Bool = true
     ) throws -> (found: TierFound?, missStamp: Int64?, requestMaintenance: Bool)? {
         let now = WallClock.nowMilliseconds()
-        switch try self.entry(key.rawValue, now: now, log: log, decodingUpTo: maxPayloadBytes, headOnly: headOnly) {
+        let first = try self.entry(key.rawValue, now: now, log: log, decodingUpTo: maxPayloadBytes, headOnly: headOnly)
+        switch first {
         case .hit(let found, let request):
             return (found, nil, request)
         case .chunked:
@@ -28,9 +29,16 @@ struct SQLiteEntryLookup {
         case .expired(let request) where !stampingMisses:
             return (nil, nil, request)
         case .miss, .expired:
-            // The miss again, with the stamp, in one read transaction: hits never pay for it.
-            try self.connection.execute("BEGIN")
-            defer { try? self.connection.execute("COMMIT") }
+            // The miss again, with the stamp, in one read transaction: hits never pay for it. In a
+            // transaction an inline reader keeps (``InlineReader``), the miss was already seen in
+            // the stamp's snapshot.
+            guard !self.connection.isInTransaction else {
+                let stamp = try WriteStamp.read(for: key, in: self.connection)
+                if case .expired(let request) = first { return (nil, stamp, request) }
+                return (nil, stamp, false)
+            }
+            try self.connection.run("BEGIN")
+            defer { try? self.connection.run("COMMIT") }
             let stamp = try WriteStamp.read(for: key, in: self.connection)
             switch try self.entry(key.rawValue, now: now, log: log, decodingUpTo: maxPayloadBytes, headOnly: headOnly) {
             case .hit(let found, let request): return (found, nil, request)

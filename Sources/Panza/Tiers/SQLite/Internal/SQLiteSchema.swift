@@ -179,7 +179,7 @@ enum SQLiteSchema {
         _ = try scalar(connection, "SELECT count(*) FROM sqlite_schema")
     }
 
-    private static func scalar(_ connection: SQLiteConnection, _ sql: String) throws -> Int64 {
+    private static func scalar(_ connection: SQLiteConnection, _ sql: StaticString) throws -> Int64 {
         let statement = try connection.statement(sql)
         defer { statement.reset() }
         return try statement.step() ? statement.int64(at: 0) : 0
