@@ -29,8 +29,11 @@ extension TieredCache {
             self.invalidationFollower?.isFirstPollDone ?? true
         else { return nil }
         let lookupStart = self.trace == nil ? nil : ContinuousClock.now
-        let ticket = self.fence.beginRead()
-        defer { self.fence.endRead(ticket) }
+        // The fence guards the fill of memory, the one tier above SQLite: without a memory tier a
+        // local hit fills nothing, and takes no ticket (one lock fewer shared by every core).
+        let fenced = self.memory != nil
+        let ticket = fenced ? self.fence.beginRead() : VersionFence.Ticket(snapshot: 0)
+        defer { if fenced { self.fence.endRead(ticket) } }
         // The inline lookup decodes the entry as it reads it: it answers `.decoded`, or
         // `.decodingFailed` (left to the full path, which counts and repairs it).
         guard case .none = local.queue.shadow(forKey: key),

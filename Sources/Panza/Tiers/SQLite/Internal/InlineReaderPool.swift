@@ -1,6 +1,14 @@
 import Dispatch
 import Synchronization
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// Read connections that point lookups use on the caller's own thread: a hit costs the lookup
 /// itself, not two thread hand-offs (cooperative pool → reader queue → back).
 ///
@@ -17,15 +25,32 @@ import Synchronization
 /// Each reader keeps its read transaction across lookups while nothing changes in the file
 /// (``InlineReader``); a transaction idle for `idleTransaction` is ended, so that an idle process
 /// never pins the WAL that other processes checkpoint.
+///
+/// Lookups on several cores share no lock: each reader has a slot of its own, which a lookup takes
+/// with one compare-and-exchange, starting from a slot chosen by its thread.
 final class InlineReaderPool: Sendable {
-    private struct State: ~Copyable {
-        /// Connections not in use. A connection is used by one thread at a time: the one that took
-        /// it out of this list, until it puts it back (so handing it over is safe).
-        var free: [Handoff<InlineReader>]
-        var isClosed = false
+    /// One reader and whether it is free, taken (used by one thread: the one that took it, so
+    /// handing the reader over is safe) or closed.
+    private final class Slot: @unchecked Sendable {
+        static let free = 0
+        static let taken = 1
+        static let closed = 2
+        let state = Atomic<Int>(Slot.free)
+        let reader: InlineReader
+        /// Keeps two slots' states off one cache line.
+        private let padding: (Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0)
+
+        init(reader: InlineReader) {
+            self.reader = reader
+        }
+
+        func take() -> Bool {
+            self.state.compareExchange(expected: Slot.free, desired: Slot.taken, ordering: .acquiring).exchanged
+        }
     }
 
-    private let state: Mutex<State>
+    private let slots: [Slot]
+    private let isClosed = Atomic<Bool>(false)
     private let accessTimeResolution: Int64
     /// `slowLookup` and `pause`, in nanoseconds.
     private let slowLookupNanoseconds: Int64
@@ -72,7 +97,7 @@ final class InlineReaderPool: Sendable {
             for connection in connections { connection.close() }
             throw error
         }
-        self.state = Mutex(State(free: connections.map { Handoff(value: InlineReader(connection: $0)) }))
+        self.slots = connections.map { Slot(reader: InlineReader(connection: $0)) }
         self.watch = watch
         self.idleTransactionNanoseconds = idleTransaction.wholeNanoseconds
         self.accessTimeResolution = accessTimeResolution
@@ -91,24 +116,13 @@ final class InlineReaderPool: Sendable {
     {
         let now = Self.now()
         guard now >= self.pausedUntil.load(ordering: .relaxed) else { return nil }
-        let taken = self.state.withLock { state -> Handoff<InlineReader>? in
-            state.isClosed ? nil : state.free.popLast()
-        }
-        guard let taken else { return nil }
-        let reader = taken.value
+        guard let slot = self.take() else { return nil }
+        let reader = slot.reader
         defer {
             let end = Self.now()
             reader.lastUsed = end
-            let closeNow = self.state.withLock { state -> Bool in
-                if state.isClosed { return true }
-                state.free.append(taken)
-                return false
-            }
-            if closeNow {
-                reader.connection.close()
-            } else if reader.holdsTransaction {
-                self.scheduleSweep()
-            }
+            let holds = reader.holdsTransaction
+            if self.release(slot), holds { self.scheduleSweep() }
             let elapsed = end - now
             if elapsed > self.slowLookupNanoseconds, self.readFromDisk() {
                 // The file is cold: stop holding the caller's threads.
@@ -131,6 +145,48 @@ final class InlineReaderPool: Sendable {
         }
     }
 
+    /// A free slot, now taken; `nil` when every slot is taken or the pool is closed.
+    private func take() -> Slot? {
+        let count = self.slots.count
+        guard count > 0, !self.isClosed.load(ordering: .relaxed) else { return nil }
+        // Threads start from different slots, so that two cores rarely try the same one.
+        var index = Self.threadHint() % count
+        for _ in 0..<count {
+            let slot = self.slots[index]
+            if slot.take() { return slot }
+            index = index + 1 == count ? 0 : index + 1
+        }
+        return nil
+    }
+
+    /// Frees a taken slot, or closes its reader when the pool closed; returns whether it is free.
+    ///
+    /// The slot is freed before the pool's state is read, and ``close()`` marks the pool closed
+    /// before it closes the free slots (all sequentially consistent): one of the two sees the
+    /// other, and exactly one closes the reader.
+    private func release(_ slot: Slot) -> Bool {
+        slot.state.store(Slot.free, ordering: .sequentiallyConsistent)
+        guard self.isClosed.load(ordering: .sequentiallyConsistent) else { return true }
+        Self.close(slot)
+        return false
+    }
+
+    /// Closes the reader of a free slot, unless another thread took or closed it first.
+    private static func close(_ slot: Slot) {
+        guard
+            slot.state.compareExchange(
+                expected: Slot.free, desired: Slot.closed, ordering: .sequentiallyConsistent
+            ).exchanged
+        else { return }
+        slot.reader.connection.close()
+    }
+
+    /// A number that differs between threads: the address of the thread's descriptor, mixed.
+    private static func threadHint() -> Int {
+        let address = UInt(bitPattern: Int(bitPattern: pthread_self()))
+        return Int(truncatingIfNeeded: ((address >> 12) &* 0x9E37_79B9_7F4A_7C15) >> 33)
+    }
+
     /// Schedules a sweep of idle transactions, unless one is scheduled.
     private func scheduleSweep() {
         guard !self.sweepScheduled.load(ordering: .relaxed),
@@ -147,37 +203,30 @@ final class InlineReaderPool: Sendable {
     private func sweep() {
         self.sweepScheduled.store(false, ordering: .relaxed)
         let now = Self.now()
-        let (idle, stillHeld) = self.state.withLock { state -> ([Handoff<InlineReader>], Bool) in
-            guard !state.isClosed else { return ([], false) }
-            var idle: [Handoff<InlineReader>] = []
-            var stillHeld = false
-            state.free.removeAll { reader in
-                guard reader.value.holdsTransaction else { return false }
-                if now - reader.value.lastUsed >= self.idleTransactionNanoseconds {
-                    idle.append(reader)
-                    return true
+        var stillHeld = false
+        for slot in self.slots where slot.take() {
+            let reader = slot.reader
+            if reader.holdsTransaction {
+                if now - reader.lastUsed >= self.idleTransactionNanoseconds {
+                    reader.endTransaction()
+                } else {
+                    stillHeld = true
                 }
-                stillHeld = true
-                return false
             }
-            return (idle, stillHeld)
+            guard self.release(slot) else { return }
         }
-        for reader in idle { reader.value.endTransaction() }
-        let closeNow = self.state.withLock { state -> Bool in
-            if state.isClosed { return true }
-            state.free.append(contentsOf: idle)
-            return false
-        }
-        if closeNow {
-            for reader in idle { reader.value.connection.close() }
-        } else if stillHeld {
-            self.scheduleSweep()
-        }
+        // A taken slot schedules a sweep when its lookup ends.
+        if stillHeld { self.scheduleSweep() }
     }
 
     /// How many free readers hold a read transaction (for tests).
     var heldTransactionCount: Int {
-        self.state.withLock { state in state.free.count { $0.value.holdsTransaction } }
+        var count = 0
+        for slot in self.slots where slot.take() {
+            if slot.reader.holdsTransaction { count += 1 }
+            _ = self.release(slot)
+        }
+        return count
     }
 
     /// Whether lookups can keep a read transaction across lookups (for tests).
@@ -206,11 +255,7 @@ final class InlineReaderPool: Sendable {
 
     /// Closes the free connections now and the others as their lookups end.
     func close() {
-        let free = self.state.withLock { state -> [Handoff<InlineReader>] in
-            state.isClosed = true
-            defer { state.free = [] }
-            return state.free
-        }
-        for reader in free { reader.value.connection.close() }
+        self.isClosed.store(true, ordering: .sequentiallyConsistent)
+        for slot in self.slots { Self.close(slot) }
     }
 }
