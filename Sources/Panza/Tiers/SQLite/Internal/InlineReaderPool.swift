@@ -1,14 +1,6 @@
 import Dispatch
 import Synchronization
 
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Musl)
-    import Musl
-#elseif canImport(Darwin)
-    import Darwin
-#endif
-
 /// Read connections that point lookups use on the caller's own thread: a hit costs the lookup
 /// itself, not two thread hand-offs (cooperative pool → reader queue → back).
 ///
@@ -27,7 +19,8 @@ import Synchronization
 /// never pins the WAL that other processes checkpoint.
 ///
 /// Lookups on several cores share no lock: each reader has a slot of its own, which a lookup takes
-/// with one compare-and-exchange, starting from a slot chosen by its thread.
+/// with one compare-and-exchange, starting from the slot freed last (its reader's connection, page
+/// cache and held transaction are the warmest).
 final class InlineReaderPool: Sendable {
     /// One reader and whether it is free, taken (used by one thread: the one that took it, so
     /// handing the reader over is safe) or closed.
@@ -37,11 +30,13 @@ final class InlineReaderPool: Sendable {
         static let closed = 2
         let state = Atomic<Int>(Slot.free)
         let reader: InlineReader
+        let index: Int
         /// Keeps two slots' states off one cache line.
         private let padding: (Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0)
 
-        init(reader: InlineReader) {
+        init(reader: InlineReader, index: Int) {
             self.reader = reader
+            self.index = index
         }
 
         func take() -> Bool {
@@ -51,6 +46,8 @@ final class InlineReaderPool: Sendable {
 
     private let slots: [Slot]
     private let isClosed = Atomic<Bool>(false)
+    /// The index of the slot freed last.
+    private let lastFreed = Atomic<Int>(0)
     private let accessTimeResolution: Int64
     /// `slowLookup` and `pause`, in nanoseconds.
     private let slowLookupNanoseconds: Int64
@@ -97,7 +94,7 @@ final class InlineReaderPool: Sendable {
             for connection in connections { connection.close() }
             throw error
         }
-        self.slots = connections.map { Slot(reader: InlineReader(connection: $0)) }
+        self.slots = connections.enumerated().map { Slot(reader: InlineReader(connection: $1), index: $0) }
         self.watch = watch
         self.idleTransactionNanoseconds = idleTransaction.wholeNanoseconds
         self.accessTimeResolution = accessTimeResolution
@@ -149,8 +146,7 @@ final class InlineReaderPool: Sendable {
     private func take() -> Slot? {
         let count = self.slots.count
         guard count > 0, !self.isClosed.load(ordering: .relaxed) else { return nil }
-        // Threads start from different slots, so that two cores rarely try the same one.
-        var index = Self.threadHint() % count
+        var index = self.lastFreed.load(ordering: .relaxed)
         for _ in 0..<count {
             let slot = self.slots[index]
             if slot.take() { return slot }
@@ -159,13 +155,17 @@ final class InlineReaderPool: Sendable {
         return nil
     }
 
-    /// Frees a taken slot, or closes its reader when the pool closed; returns whether it is free.
+    /// Frees a taken slot (the one to try first, after a lookup), or closes its reader when the
+    /// pool closed; returns whether it is free.
     ///
     /// The slot is freed before the pool's state is read, and ``close()`` marks the pool closed
     /// before it closes the free slots (all sequentially consistent): one of the two sees the
     /// other, and exactly one closes the reader.
-    private func release(_ slot: Slot) -> Bool {
+    private func release(_ slot: Slot, afterLookup: Bool = true) -> Bool {
         slot.state.store(Slot.free, ordering: .sequentiallyConsistent)
+        if afterLookup, self.lastFreed.load(ordering: .relaxed) != slot.index {
+            self.lastFreed.store(slot.index, ordering: .relaxed)
+        }
         guard self.isClosed.load(ordering: .sequentiallyConsistent) else { return true }
         Self.close(slot)
         return false
@@ -179,12 +179,6 @@ final class InlineReaderPool: Sendable {
             ).exchanged
         else { return }
         slot.reader.connection.close()
-    }
-
-    /// A number that differs between threads: the address of the thread's descriptor, mixed.
-    private static func threadHint() -> Int {
-        let address = UInt(bitPattern: Int(bitPattern: pthread_self()))
-        return Int(truncatingIfNeeded: ((address >> 12) &* 0x9E37_79B9_7F4A_7C15) >> 33)
     }
 
     /// Schedules a sweep of idle transactions, unless one is scheduled.
@@ -213,7 +207,7 @@ final class InlineReaderPool: Sendable {
                     stillHeld = true
                 }
             }
-            guard self.release(slot) else { return }
+            guard self.release(slot, afterLookup: false) else { return }
         }
         // A taken slot schedules a sweep when its lookup ends.
         if stillHeld { self.scheduleSweep() }
@@ -224,7 +218,7 @@ final class InlineReaderPool: Sendable {
         var count = 0
         for slot in self.slots where slot.take() {
             if slot.reader.holdsTransaction { count += 1 }
-            _ = self.release(slot)
+            _ = self.release(slot, afterLookup: false)
         }
         return count
     }
