@@ -24,27 +24,23 @@ struct SQLiteEntryLookup {
             return (found, nil, request)
         case .chunked:
             return nil
-        case .miss where !stampingMisses:
-            return (nil, nil, false)
-        case .expired(let request) where !stampingMisses:
-            return (nil, nil, request)
         case .miss, .expired:
-            // The miss again, with the stamp, in one read transaction: hits never pay for it. In a
-            // transaction an inline reader keeps (``InlineReader``), the miss was already seen in
-            // the stamp's snapshot.
+            guard stampingMisses else { return (nil, nil, first.requestsMaintenance) }
+            // In a transaction an inline reader keeps (``InlineReader``), the miss was seen in the
+            // stamp's own snapshot.
             guard !self.connection.isInTransaction else {
-                let stamp = try WriteStamp.read(for: key, in: self.connection)
-                if case .expired(let request) = first { return (nil, stamp, request) }
-                return (nil, stamp, false)
+                return (nil, try WriteStamp.read(for: key, in: self.connection), first.requestsMaintenance)
             }
+            // The miss again, with the stamp, in one read transaction: hits never pay for it.
             try self.connection.run("BEGIN")
             defer { try? self.connection.run("COMMIT") }
             let stamp = try WriteStamp.read(for: key, in: self.connection)
-            switch try self.entry(key.rawValue, now: now, log: log, decodingUpTo: maxPayloadBytes, headOnly: headOnly) {
+            let again = try self.entry(
+                key.rawValue, now: now, log: log, decodingUpTo: maxPayloadBytes, headOnly: headOnly)
+            switch again {
             case .hit(let found, let request): return (found, nil, request)
             case .chunked: return nil
-            case .miss: return (nil, stamp, false)
-            case .expired(let request): return (nil, stamp, request)
+            case .miss, .expired: return (nil, stamp, again.requestsMaintenance)
             }
         }
     }
@@ -55,6 +51,15 @@ struct SQLiteEntryLookup {
         case expired(requestMaintenance: Bool)
         /// Stored in chunks, and only the head may be read here.
         case chunked
+
+        /// Whether the writer should be asked for maintenance (access times or an expired entry to
+        /// write).
+        var requestsMaintenance: Bool {
+            switch self {
+            case .hit(_, let request), .expired(let request): request
+            case .miss, .chunked: false
+            }
+        }
     }
 
     private func entry(_ key: String, now: Int64, log: AccessLog, decodingUpTo maxPayloadBytes: Int?, headOnly: Bool)
