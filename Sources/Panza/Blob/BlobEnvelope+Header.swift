@@ -77,6 +77,22 @@ extension BlobEnvelope {
             self.checksumOffset = raw.count - BlobEnvelope.trailerSize
         }
 
+        /// Parses the header of `raw` (see ``init(_:)``) and refuses one whose payload is longer than
+        /// `maxPayloadBytes`, before anything is allocated for it (bytes from a shared bucket are not
+        /// trusted).
+        ///
+        /// - Throws: what ``init(_:)`` throws, and ``PanzaError/Code/valueTooLarge``.
+        init(_ raw: UnsafeRawBufferPointer, maxPayloadBytes: Int) throws {
+            try self.init(raw)
+            guard self.originalLength <= maxPayloadBytes else {
+                throw PanzaError(
+                    code: .valueTooLarge,
+                    message:
+                        "the envelope holds \(self.originalLength) bytes, more than the \(maxPayloadBytes) accepted"
+                )
+            }
+        }
+
         /// Parses the 48 header bytes of a version 2 envelope whose length may not be known yet (it
         /// arrives in pieces); ``checksumOffset`` is left at -1.
         init(version2Prefix raw: UnsafeRawBufferPointer) throws {
@@ -155,6 +171,11 @@ extension BlobEnvelope {
         /// exactly at the checksum. Nothing is allocated for the payload before this succeeds.
         func frames(in raw: UnsafeRawBufferPointer) throws -> [Frame] {
             let count = self.frameCount
+            // Each frame takes at least its word and one byte: a header that announces more frames
+            // than the bytes can hold is refused before the list of them is allocated.
+            guard count <= (self.checksumOffset - BlobEnvelope.headerSize) / (BlobEnvelope.frameHeaderSize + 1) else {
+                throw PanzaError(code: .corruptBlob, message: "blob ends inside its frames")
+            }
             var frames: [Frame] = []
             frames.reserveCapacity(count)
             var offset = BlobEnvelope.headerSize

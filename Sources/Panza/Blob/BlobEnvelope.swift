@@ -279,24 +279,19 @@ public struct BlobEnvelope: Hashable, Sendable {
 
     /// Parses and verifies envelope bytes. See ``decode(_:maxPayloadBytes:)-(Array<UInt8>,_)``.
     package static func decode(_ raw: UnsafeRawBufferPointer, maxPayloadBytes: Int = .max) throws -> BlobEnvelope {
-        let header = try Header(raw)
-        guard header.originalLength <= maxPayloadBytes else {
-            throw PanzaError(
-                code: .valueTooLarge,
-                message: "the envelope holds \(header.originalLength) bytes, more than the \(maxPayloadBytes) accepted"
-            )
-        }
-        let expected = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: header.checksumOffset, as: UInt64.self))
-        let actual = XXHash64.hash(UnsafeRawBufferPointer(rebasing: raw[0..<header.checksumOffset]))
-        guard expected == actual else {
-            throw PanzaError(code: .corruptBlob, message: "blob checksum mismatch")
-        }
+        let header = try Header(raw, maxPayloadBytes: maxPayloadBytes)
         let payload: [UInt8]
         var codec = header.codec
         if header.version == 1 {
+            try Self.verifyChecksum(raw, header: header)
             payload = try Self.payloadOfVersion1(raw, header: header)
         } else {
-            (payload, codec) = try Self.payload(raw, header: header)
+            (payload, codec) = try Self.verifiedPayload(ofVersion2: raw, header: header) { count, fill in
+                try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+                    try fill(UnsafeMutableRawBufferPointer(buffer))
+                    initialized = count
+                }
+            }
         }
         var envelope = BlobEnvelope(
             contentType: header.contentType,
@@ -310,29 +305,62 @@ public struct BlobEnvelope: Hashable, Sendable {
         return envelope
     }
 
-    /// The payload of a version 2 envelope whose header and checksum were verified: the frames are
-    /// walked once to check their lengths before the payload is allocated, then decompressed
-    /// straight into it.
-    private static func payload(_ raw: UnsafeRawBufferPointer, header: Header) throws -> ([UInt8], Codec) {
+    /// Throws ``PanzaError/Code/corruptBlob`` unless the checksum of `raw` matches its bytes.
+    private static func verifyChecksum(_ raw: UnsafeRawBufferPointer, header: Header) throws {
+        let covered = UnsafeRawBufferPointer(rebasing: raw[0..<header.checksumOffset])
+        guard XXHash64.hash(covered) == Self.storedChecksum(raw, header: header) else {
+            throw Self.checksumMismatch
+        }
+    }
+
+    private static func storedChecksum(_ raw: UnsafeRawBufferPointer, header: Header) -> UInt64 {
+        UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: header.checksumOffset, as: UInt64.self))
+    }
+
+    private static var checksumMismatch: PanzaError {
+        PanzaError(code: .corruptBlob, message: "blob checksum mismatch")
+    }
+
+    /// Verifies a version 2 envelope and decodes its payload into storage that `makeStorage`
+    /// allocates once the frames were walked (their lengths checked against the buffer):
+    /// `makeStorage(count, fill)` allocates `count` bytes, has `fill` write them, and returns them.
+    ///
+    /// A payload in one frame stored raw (a small value, or one that did not compress) is verified
+    /// and copied in one pass over its bytes; `fill` then throws when the checksum does not match,
+    /// and nothing it wrote is returned. Any other payload is decompressed only after its checksum
+    /// was verified.
+    static func verifiedPayload<Storage>(
+        ofVersion2 raw: UnsafeRawBufferPointer,
+        header: Header,
+        into makeStorage: (Int, (UnsafeMutableRawBufferPointer) throws -> Void) throws -> Storage
+    ) throws -> (Storage, Codec) {
         let frames = try header.frames(in: raw)
-        let codec: Codec = frames.contains { !$0.isRaw } ? .lz4 : .none
-        return (
-            try [UInt8](unsafeUninitializedCapacity: header.originalLength) { buffer, initialized in
-                let output = UnsafeMutableRawBufferPointer(buffer)
-                var start = 0
-                for frame in frames {
-                    let target = UnsafeMutableRawBufferPointer(rebasing: output[start..<(start + frame.length)])
-                    let stored = UnsafeRawBufferPointer(rebasing: raw[frame.stored])
-                    if frame.isRaw {
-                        target.copyMemory(from: stored)
-                    } else if !LZ4.decompress(stored, into: target) {
-                        throw PanzaError(code: .corruptBlob, message: "an LZ4 frame does not decompress to its length")
-                    }
-                    start += frame.length
+        let expected = Self.storedChecksum(raw, header: header)
+        let covered = UnsafeRawBufferPointer(rebasing: raw[0..<header.checksumOffset])
+        if frames.count == 1, frames[0].isRaw {
+            let frame = frames[0]
+            let storage = try makeStorage(frame.length) { target in
+                guard XXHash64.hash(covered, copying: frame.stored, to: target.baseAddress) == expected else {
+                    throw Self.checksumMismatch
                 }
-                initialized = header.originalLength
-            }, codec
-        )
+            }
+            return (storage, .none)
+        }
+        guard XXHash64.hash(covered) == expected else { throw Self.checksumMismatch }
+        let storage = try makeStorage(header.originalLength) { output in
+            var start = 0
+            for frame in frames {
+                let target = UnsafeMutableRawBufferPointer(rebasing: output[start..<(start + frame.length)])
+                let stored = UnsafeRawBufferPointer(rebasing: raw[frame.stored])
+                if frame.isRaw {
+                    target.copyMemory(from: stored)
+                } else if !LZ4.decompress(stored, into: target) {
+                    throw PanzaError(code: .corruptBlob, message: "an LZ4 frame does not decompress to its length")
+                }
+                start += frame.length
+            }
+        }
+        return (storage, frames.contains { !$0.isRaw } ? .lz4 : .none)
     }
 
     /// The payload of a version 1 envelope (one LZ4 block or raw bytes).

@@ -252,12 +252,37 @@ extension DecodedEnvelope {
     }
 
     /// A verified whole envelope read where its bytes are (SQLite's buffer, for one): the payload
-    /// is the one copy made.
+    /// is the one copy made. Bytes payloads are decoded into the storage of a `Data` (what a bytes
+    /// value is most often read as), which a `Data` result then takes without a copy.
     static func decode(_ raw: UnsafeRawBufferPointer, maxPayloadBytes: Int) throws -> DecodedEnvelope {
         if raw.count > BlobEnvelope.frameSize {
             let decoder = EnvelopeStreamDecoder(maxPayloadBytes: maxPayloadBytes)
             try decoder.append(raw)
             return try decoder.finish()
+        }
+        let header = try BlobEnvelope.Header(raw, maxPayloadBytes: maxPayloadBytes)
+        if header.version >= 2, header.contentType == .bytes {
+            let (data, _) = try BlobEnvelope.verifiedPayload(ofVersion2: raw, header: header) { count, fill in
+                guard count > 0 else {
+                    try fill(UnsafeMutableRawBufferPointer(start: nil, count: 0))
+                    return Data()
+                }
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
+                do {
+                    try fill(buffer)
+                } catch {
+                    buffer.deallocate()
+                    throw error
+                }
+                return Data(
+                    bytesNoCopy: buffer.baseAddress!, count: count,
+                    deallocator: .custom { pointer, _ in pointer.deallocate() })
+            }
+            return DecodedEnvelope(
+                contentType: header.contentType, payload: .data(data),
+                createdAtMilliseconds: header.createdAtMilliseconds,
+                timeToLiveMilliseconds: header.timeToLiveMilliseconds,
+                staleForMilliseconds: header.staleForMilliseconds, storedBytes: raw.count)
         }
         let envelope = try BlobEnvelope.decode(raw, maxPayloadBytes: maxPayloadBytes)
         return DecodedEnvelope(

@@ -15,25 +15,49 @@ enum XXHash64 {
     ///
     /// - Complexity: O(*n*), a few GB/s in release builds.
     static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
+        self.hash(bytes, seed: seed, copying: 0..<0, to: nil)
+    }
+
+    /// Returns the XXH64 digest of `bytes` and copies `bytes[range]` to `destination` on the way:
+    /// the 32-byte stripes inside `range` are stored as they are hashed, so those bytes are read
+    /// from memory once (a payload stored raw in an envelope is verified and copied out in one pass).
+    static func hash(
+        _ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0, copying range: Range<Int>,
+        to destination: UnsafeMutableRawPointer?
+    ) -> UInt64 {
+        precondition(range.isEmpty || (destination != nil && range.lowerBound >= 0 && range.upperBound <= bytes.count))
         let count = bytes.count
-        var offset = 0
-        var hash: UInt64
-
-        @inline(__always) func load64(_ at: Int) -> UInt64 {
-            UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self))
+        // Stripes start at multiples of 32; those in [storedFrom, storedTo) lie wholly in `range`.
+        let stripesEnd = count / 32 * 32
+        var storedFrom = 0
+        var storedTo = 0
+        if !range.isEmpty {
+            storedFrom = min((range.lowerBound + 31) / 32 * 32, stripesEnd)
+            storedTo = max(storedFrom, min(range.upperBound / 32 * 32, stripesEnd))
         }
-
+        var hash: UInt64
         if count >= 32 {
             var v1 = seed &+ prime1 &+ prime2
             var v2 = seed &+ prime2
             var v3 = seed
             var v4 = seed &- prime1
-            let limit = count - 32
-            while offset <= limit {
-                v1 = round(v1, load64(offset))
-                v2 = round(v2, load64(offset + 8))
-                v3 = round(v3, load64(offset + 16))
-                v4 = round(v4, load64(offset + 24))
+            var offset = 0
+            while offset < stripesEnd {
+                let a = bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+                let b = bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)
+                let c = bytes.loadUnaligned(fromByteOffset: offset + 16, as: UInt64.self)
+                let d = bytes.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self)
+                if offset >= storedFrom, offset < storedTo, let destination {
+                    let target = destination + (offset - range.lowerBound)
+                    target.storeBytes(of: a, as: UInt64.self)
+                    target.storeBytes(of: b, toByteOffset: 8, as: UInt64.self)
+                    target.storeBytes(of: c, toByteOffset: 16, as: UInt64.self)
+                    target.storeBytes(of: d, toByteOffset: 24, as: UInt64.self)
+                }
+                v1 = round(v1, UInt64(littleEndian: a))
+                v2 = round(v2, UInt64(littleEndian: b))
+                v3 = round(v3, UInt64(littleEndian: c))
+                v4 = round(v4, UInt64(littleEndian: d))
                 offset += 32
             }
             hash = rotateLeft(v1, 1) &+ rotateLeft(v2, 7) &+ rotateLeft(v3, 12) &+ rotateLeft(v4, 18)
@@ -44,9 +68,22 @@ enum XXHash64 {
         } else {
             hash = seed &+ prime5
         }
-
+        if let destination, !range.isEmpty {
+            // The bytes of `range` in no stored stripe: its edges, or all of it when it is short.
+            @inline(__always) func copy(_ edge: Range<Int>) {
+                guard !edge.isEmpty else { return }
+                (destination + (edge.lowerBound - range.lowerBound)).copyMemory(
+                    from: bytes.baseAddress! + edge.lowerBound, byteCount: edge.count)
+            }
+            if storedFrom < storedTo {
+                copy(range.lowerBound..<storedFrom)
+                copy(storedTo..<range.upperBound)
+            } else {
+                copy(range)
+            }
+        }
         hash &+= UInt64(count)
-        return finish(hash, tail: UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+        return finish(hash, tail: UnsafeRawBufferPointer(rebasing: bytes[stripesEnd...]))
     }
 
     /// The last steps of XXH64: the fewer than 32 bytes after the last stripe, then the avalanche.

@@ -1,4 +1,5 @@
 import Foundation
+import PanzaTestSupport
 import Testing
 
 @testable import Panza
@@ -60,6 +61,37 @@ struct BlobEnvelopeTests {
             #expect(throws: PanzaError.self, "flip at \(index) went unnoticed") {
                 _ = try BlobEnvelope.decode(damaged)
             }
+        }
+    }
+
+    /// Bytes values are decoded straight into a `Data`'s storage, a payload in one raw frame
+    /// verified and copied in one pass: every flipped byte is still refused, and nothing is served.
+    @Test(
+        "A bytes payload decoded into Data round-trips, and any flipped byte is refused",
+        arguments: [(0, false), (5, false), (100, false), (4_099, false), (4_099, true), (70_000, false)])
+    func bytesIntoData(count: Int, compressible: Bool) throws {
+        var generator = SplitMix64(seed: UInt64(count))
+        let payload = (0..<count).map { index in
+            compressible ? UInt8(index % 7) : UInt8.random(in: 0...255, using: &generator)
+        }
+        let bytes = BlobEnvelope(contentType: .bytes, payload: payload, createdAtMilliseconds: 42).encoded()
+        let decoded = try bytes.withUnsafeBytes { try DecodedEnvelope.decode($0, maxPayloadBytes: .max) }
+        guard case .data(let data) = decoded.payload else {
+            Issue.record("a bytes payload was not decoded into Data")
+            return
+        }
+        #expect(data == Data(payload))
+        #expect(decoded.contentType == .bytes && decoded.createdAtMilliseconds == 42)
+        let step = max(1, bytes.count / 600)
+        for index in Set(Array(stride(from: 0, to: bytes.count, by: step)) + Array(bytes.indices.suffix(40))) {
+            var damaged = bytes
+            damaged[index] ^= 0x20
+            #expect(throws: PanzaError.self, "flip at \(index) of \(bytes.count) went unnoticed") {
+                _ = try damaged.withUnsafeBytes { try DecodedEnvelope.decode($0, maxPayloadBytes: .max) }
+            }
+        }
+        #expect(throws: PanzaError.self) {
+            _ = try bytes.withUnsafeBytes { try DecodedEnvelope.decode($0, maxPayloadBytes: count - 1) }
         }
     }
 

@@ -1,3 +1,4 @@
+import PanzaTestSupport
 import Testing
 
 @testable import Panza
@@ -17,5 +18,36 @@ struct XXHash64Tests {
     func matchesReference(index: Int) {
         let vector = Self.vectors[index]
         #expect(XXHash64.hash(vector.input) == vector.digest)
+    }
+}
+
+extension XXHash64Tests {
+    /// Hashing while copying a range out (how an envelope's raw frame is verified and read in one
+    /// pass) gives the digest of plain hashing, and copies exactly the range: ranges aligned and
+    /// not aligned to the 32-byte stripes, shorter than a stripe, empty, and at both ends.
+    @Test("Hashing while copying a range gives the same digest and copies the range exactly")
+    func hashWhileCopying() {
+        var generator = SplitMix64(seed: 0x5EED)
+        for count in [0, 1, 31, 32, 33, 63, 64, 65, 100, 1000, 4096 + 52 + 8] {
+            let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            var ranges: [Range<Int>] = [0..<count, 0..<0, 0..<min(count, 5)]
+            if count >= 64 { ranges += [52..<(count - 8), 32..<64, 33..<34, 31..<(count - 1), (count - 3)..<count] }
+            for _ in 0..<20 {
+                let lower = Int.random(in: 0...count, using: &generator)
+                ranges.append(lower..<Int.random(in: lower...count, using: &generator))
+            }
+            let expected = XXHash64.hash(bytes)
+            for range in ranges {
+                var copied = [UInt8](repeating: 0xAA, count: range.count + 2)
+                let digest = bytes.withUnsafeBytes { raw in
+                    copied.withUnsafeMutableBytes { target in
+                        XXHash64.hash(raw, copying: range, to: target.baseAddress! + 1)
+                    }
+                }
+                #expect(digest == expected, "count \(count), range \(range)")
+                #expect(Array(copied[1..<(range.count + 1)]) == Array(bytes[range]), "count \(count), range \(range)")
+                #expect(copied.first == 0xAA && copied.last == 0xAA, "wrote outside the range: \(count), \(range)")
+            }
+        }
     }
 }
