@@ -5,14 +5,21 @@
 #include <stdint.h>
 
 // SQLITE_TRANSIENT is a macro around a cast of -1 to a function pointer, which Swift cannot import.
-// Panza always binds with SQLITE_TRANSIENT so that SQLite copies the bytes before the Swift buffer
-// that backs them goes away.
+// Panza binds with SQLITE_TRANSIENT, so that SQLite copies the bytes before the Swift buffer that
+// backs them goes away, except for the scoped binding below.
 static inline int cpanza_sqlite3_bind_blob_transient(sqlite3_stmt *statement, int index, const void *bytes, int count) {
     return sqlite3_bind_blob(statement, index, bytes, count, SQLITE_TRANSIENT);
 }
 
 static inline int cpanza_sqlite3_bind_text_transient(sqlite3_stmt *statement, int index, const char *text, int count) {
     return sqlite3_bind_text(statement, index, text, count, SQLITE_TRANSIENT);
+}
+
+// Binds text that SQLite does not copy (SQLITE_STATIC): the caller keeps the bytes alive until the
+// statement is reset and its bindings cleared (SQLiteStatement.withBinding does both before the
+// bytes go away). A point lookup then makes no allocation for its key.
+static inline int cpanza_sqlite3_bind_text_static(sqlite3_stmt *statement, int index, const char *text, int count) {
+    return sqlite3_bind_text(statement, index, text, count, SQLITE_STATIC);
 }
 
 // The wal-index header of a WAL-mode database, read from the start of its `-shm` file as mapped

@@ -67,8 +67,16 @@ struct SQLiteEntryLookup {
     {
         let statement = try self.connection.statement(
             "SELECT blob, expires_at, accessed_at, chunks FROM entry WHERE key = ?")
-        defer { statement.reset() }
-        try statement.bind(key, at: 1)
+        return try statement.withBinding(key, at: 1) {
+            try self.entry(statement, key: key, now: now, log: log, decodingUpTo: maxPayloadBytes, headOnly: headOnly)
+        }
+    }
+
+    /// The entry the stepped `statement` finds, read before it is reset.
+    private func entry(
+        _ statement: SQLiteStatement, key: String, now: Int64, log: AccessLog, decodingUpTo maxPayloadBytes: Int?,
+        headOnly: Bool
+    ) throws -> EntryLookup {
         guard try statement.step() else { return .miss }
         if let expiresAt = statement.optionalInt64(at: 1), expiresAt <= now {
             return .expired(requestMaintenance: log.recordExpired(key))

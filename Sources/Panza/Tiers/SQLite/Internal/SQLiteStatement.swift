@@ -40,6 +40,24 @@ final class SQLiteStatement {
         try self.check(code, "binding text")
     }
 
+    /// Binds `value` at `index` without a copy for the duration of `body`, then resets the statement
+    /// and clears its bindings, before the string's bytes can go away.
+    ///
+    /// Each allocation SQLite makes takes its process-wide memory-statistics mutex (the system
+    /// SQLite of Debian has no per-connection lookaside memory), so a lookup whose key is not copied
+    /// makes one allocation and one free fewer, and contends less with lookups on other threads.
+    func withBinding<Result>(_ value: String, at index: Int32, _ body: () throws -> Result) throws -> Result {
+        var value = value
+        return try value.withUTF8 { utf8 in
+            defer { self.reset() }
+            let code = utf8.withMemoryRebound(to: CChar.self) { text in
+                cpanza_sqlite3_bind_text_static(self.handle, index, text.baseAddress, Int32(text.count))
+            }
+            try self.check(code, "binding text")
+            return try body()
+        }
+    }
+
     func bind(_ value: Int64, at index: Int32) throws {
         try self.check(sqlite3_bind_int64(self.handle, index, value), "binding an integer")
     }
