@@ -84,11 +84,15 @@ extension BlobEnvelope {
         /// - Throws: what ``init(_:)`` throws, and ``PanzaError/Code/valueTooLarge``.
         init(_ raw: UnsafeRawBufferPointer, maxPayloadBytes: Int) throws {
             try self.init(raw)
-            guard self.originalLength <= maxPayloadBytes else {
+            try self.checkPayload(limit: maxPayloadBytes)
+        }
+
+        /// Throws ``PanzaError/Code/valueTooLarge`` when the payload is longer than `limit`.
+        func checkPayload(limit: Int) throws {
+            guard self.originalLength <= limit else {
                 throw PanzaError(
                     code: .valueTooLarge,
-                    message:
-                        "the envelope holds \(self.originalLength) bytes, more than the \(maxPayloadBytes) accepted"
+                    message: "the envelope holds \(self.originalLength) bytes, more than the \(limit) accepted"
                 )
             }
         }

@@ -98,13 +98,7 @@ final class EnvelopeStreamDecoder: @unchecked Sendable {
                     }
                     guard self.small.count == BlobEnvelope.headerSize else { continue }
                     let header = try self.small.withUnsafeBytes { try BlobEnvelope.Header(version2Prefix: $0) }
-                    guard header.originalLength <= self.maxPayloadBytes else {
-                        throw PanzaError(
-                            code: .valueTooLarge,
-                            message: "the envelope holds \(header.originalLength) bytes, more than the "
-                                + "\(self.maxPayloadBytes) accepted"
-                        )
-                    }
+                    try header.checkPayload(limit: self.maxPayloadBytes)
                     self.small.withUnsafeBytes { self.hasher.update($0) }
                     self.small.removeAll(keepingCapacity: true)
                     self.header = header
@@ -183,15 +177,8 @@ final class EnvelopeStreamDecoder: @unchecked Sendable {
                 throw PanzaError(code: .corruptBlob, message: "blob checksum mismatch")
             }
             self.payload = nil
-            let data =
-                header.originalLength == 0
-                ? Data()
-                : Data(
-                    bytesNoCopy: payload.baseAddress!, count: header.originalLength,
-                    deallocator: .custom { pointer, _ in pointer.deallocate() })
-            if header.originalLength == 0 { payload.deallocate() }
             return DecodedEnvelope(
-                contentType: header.contentType, payload: .data(data),
+                contentType: header.contentType, payload: .data(Data(adopting: payload, count: header.originalLength)),
                 createdAtMilliseconds: header.createdAtMilliseconds,
                 timeToLiveMilliseconds: header.timeToLiveMilliseconds,
                 staleForMilliseconds: header.staleForMilliseconds, storedBytes: self.storedBytes)
@@ -263,20 +250,14 @@ extension DecodedEnvelope {
         let header = try BlobEnvelope.Header(raw, maxPayloadBytes: maxPayloadBytes)
         if header.version >= 2, header.contentType == .bytes {
             let (data, _) = try BlobEnvelope.verifiedPayload(ofVersion2: raw, header: header) { count, fill in
-                guard count > 0 else {
-                    try fill(UnsafeMutableRawBufferPointer(start: nil, count: 0))
-                    return Data()
-                }
-                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, count), alignment: 16)
                 do {
-                    try fill(buffer)
+                    try fill(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]))
                 } catch {
                     buffer.deallocate()
                     throw error
                 }
-                return Data(
-                    bytesNoCopy: buffer.baseAddress!, count: count,
-                    deallocator: .custom { pointer, _ in pointer.deallocate() })
+                return Data(adopting: buffer, count: count)
             }
             return DecodedEnvelope(
                 contentType: header.contentType, payload: .data(data),
@@ -290,5 +271,19 @@ extension DecodedEnvelope {
             createdAtMilliseconds: envelope.createdAtMilliseconds,
             timeToLiveMilliseconds: envelope.timeToLiveMilliseconds,
             staleForMilliseconds: envelope.staleForMilliseconds, storedBytes: raw.count)
+    }
+}
+
+extension Data {
+    /// A `Data` of the first `count` bytes of `buffer`, which it owns from now on (and deallocates
+    /// when released): a decoded payload handed to a `Data` result without a copy.
+    init(adopting buffer: UnsafeMutableRawBufferPointer, count: Int) {
+        guard count > 0 else {
+            buffer.deallocate()
+            self.init()
+            return
+        }
+        self.init(
+            bytesNoCopy: buffer.baseAddress!, count: count, deallocator: .custom { pointer, _ in pointer.deallocate() })
     }
 }

@@ -28,11 +28,10 @@ final class InlineReaderPool: Sendable {
         static let free = 0
         static let taken = 1
         static let closed = 2
-        let state = Atomic<Int>(Slot.free)
+        /// Padded, so that two slots' states are never on one cache line.
+        let state = CacheLinePadded(Atomic<Int>(Slot.free))
         let reader: InlineReader
         let index: Int
-        /// Keeps two slots' states off one cache line.
-        private let padding: (Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0)
 
         init(reader: InlineReader, index: Int) {
             self.reader = reader
@@ -40,7 +39,7 @@ final class InlineReaderPool: Sendable {
         }
 
         func take() -> Bool {
-            self.state.compareExchange(expected: Slot.free, desired: Slot.taken, ordering: .acquiring).exchanged
+            self.state.value.compareExchange(expected: Slot.free, desired: Slot.taken, ordering: .acquiring).exchanged
         }
     }
 
@@ -162,7 +161,7 @@ final class InlineReaderPool: Sendable {
     /// before it closes the free slots (all sequentially consistent): one of the two sees the
     /// other, and exactly one closes the reader.
     private func release(_ slot: Slot, afterLookup: Bool = true) -> Bool {
-        slot.state.store(Slot.free, ordering: .sequentiallyConsistent)
+        slot.state.value.store(Slot.free, ordering: .sequentiallyConsistent)
         if afterLookup, self.lastFreed.load(ordering: .relaxed) != slot.index {
             self.lastFreed.store(slot.index, ordering: .relaxed)
         }
@@ -174,7 +173,7 @@ final class InlineReaderPool: Sendable {
     /// Closes the reader of a free slot, unless another thread took or closed it first.
     private static func close(_ slot: Slot) {
         guard
-            slot.state.compareExchange(
+            slot.state.value.compareExchange(
                 expected: Slot.free, desired: Slot.closed, ordering: .sequentiallyConsistent
             ).exchanged
         else { return }
