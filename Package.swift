@@ -36,11 +36,14 @@ let package = Package(
             pkgConfig: "liblz4",
             providers: [.apt(["liblz4-dev"]), .brew(["lz4"])]
         ),
+        // System calls Swift's Glibc module does not import (the current CPU).
+        .systemLibrary(name: "CPanzaSystem"),
         .target(
             name: "Panza",
             dependencies: [
                 "CPanzaSQLite",
                 "CPanzaLZ4",
+                "CPanzaSystem",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),

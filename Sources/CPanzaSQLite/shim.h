@@ -22,6 +22,12 @@ static inline int cpanza_sqlite3_bind_text_static(sqlite3_stmt *statement, int i
     return sqlite3_bind_text(statement, index, text, count, SQLITE_STATIC);
 }
 
+// sqlite3_config is variadic, which Swift cannot call. Turns SQLite's memory statistics on (1) or
+// off (0) for the whole process; SQLITE_MISUSE, changing nothing, once SQLite is initialized.
+static inline int cpanza_sqlite3_config_memstatus(int on) {
+    return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, on);
+}
+
 // The wal-index header of a WAL-mode database, read from the start of its `-shm` file as mapped
 // in memory (`shm`), the way SQLite's readers read it (https://sqlite.org/walformat.html): the
 // header's first copy, a barrier, its second copy; the writer of a commit stores them in the

@@ -29,6 +29,12 @@
 //   PanzaTestWorker hold-lock DB MILLISECONDS
 //                                    take the SQLite write lock (BEGIN IMMEDIATE), print "locked",
 //                                    hold it that long, commit, print "released"
+//   PanzaTestWorker memory-statistics DB off|on
+//                                    with "off", SQLiteTier.disableSQLiteMemoryStatistics() first;
+//                                    then a cache on DB (memory off) sets, flushes and reads 100
+//                                    values, and the worker prints "disabled=B used=BYTES again=B":
+//                                    the first call's result, sqlite3_memory_used(), and the result
+//                                    of a second call made once SQLite is initialized
 //   PanzaTestWorker script DB        read operations from standard input, one a line, apply them
 //                                    to a cache on DB (memory off) and answer each with "= ok" or
 //                                    "= VALUE" ("= nil" on a miss), see CommandLoop.swift: "set K V",
@@ -166,6 +172,23 @@ do {
         guard sqlite3_exec(handle, "COMMIT", nil, nil, nil) == SQLITE_OK else { fail("commit failed") }
         sqlite3_close(handle)
         FileHandle.standardOutput.write(Data("released\n".utf8))
+
+    case "memory-statistics":
+        let disabled = arguments[3] == "off" ? SQLiteTier.disableSQLiteMemoryStatistics() : false
+        var configuration = TieredCache.Configuration()
+        configuration.memory = nil
+        configuration.sqlite = .init(path: path)
+        configuration.modes = CacheModes()
+        let cache = try await TieredCache(configuration: configuration)
+        for index in 0..<100 { try await cache.set(String(repeating: "v", count: 2_000), forKey: "k\(index)") }
+        try await cache.flush()
+        for index in 0..<100 {
+            guard try await cache.value(forKey: "k\(index)", as: String.self) != nil else { fail("k\(index) missing") }
+        }
+        let used = sqlite3_memory_used()
+        let again = SQLiteTier.disableSQLiteMemoryStatistics()
+        try await cache.close()
+        print("disabled=\(disabled) used=\(used) again=\(again)")
 
     case "script":
         var configuration = TieredCache.Configuration()

@@ -25,6 +25,12 @@ var tolerance: BenchmarkThresholds { BenchmarkThresholds(relative: [.p50: 30.0, 
 var latencyThresholds: [BenchmarkMetric: BenchmarkThresholds] { [.wallClock: tolerance] }
 
 let benchmarks: @Sendable () -> Void = {
+    // PANZA_BENCHMARK_SQLITE_MEMSTATUS=off runs every benchmark, Panza's and the C baselines alike,
+    // with SQLite's process-wide memory statistics off (`SQLiteTier.disableSQLiteMemoryStatistics()`),
+    // as an application that calls it does.
+    if ProcessInfo.processInfo.environment["PANZA_BENCHMARK_SQLITE_MEMSTATUS"] == "off" {
+        precondition(SQLiteTier.disableSQLiteMemoryStatistics(), "SQLite was initialized before the benchmarks")
+    }
     Benchmark.defaultConfiguration = .init(
         metrics: [.throughput, .wallClock],
         scalingFactor: .kilo,

@@ -123,68 +123,53 @@ final class StatisticsRecorder: Sendable {
         case staleHits, refreshes, refreshFailures, failSafeActivations, softTimeouts, hardTimeouts
     }
 
-    /// One counter; a class because `Atomic` cannot live in an array.
-    private final class Cell: Sendable {
-        let value = Atomic<Int>(0)
-        func add(_ amount: Int) { self.value.add(amount, ordering: .relaxed) }
-        func load() -> Int { self.value.load(ordering: .relaxed) }
-    }
-
-    private let counters: [Cell]  // indexed by Counter
-    /// The counters bumped on every memory lookup or tier hit, striped so that hits on several
-    /// cores do not share a cache line.
-    private let memoryHits = StripedCounter()
-    private let memoryMisses = StripedCounter()
-    private let bytesRead = StripedCounter()
-    private let tierHits: [StripedCounter]  // by tier
-    private let tierCounters: [[Cell]]  // [tier][misses, errors, timeouts, skipped, slow]
+    /// Every counter, striped by CPU: the cache's counters first (indexed by ``Counter``), then six
+    /// per tier (hits, misses, errors, timeouts, skipped, slow). Hits on several cores then share
+    /// no cache line, and bumping a counter retains nothing.
+    private let counters: StripedCounters
     let tierNames: [String]
+
+    private static let perTier = 6
+    /// The index of the first tier's first counter (after the cache's own).
+    private let firstTierCounter = Counter.allCases.count
 
     init(tierNames: [String]) {
         self.tierNames = tierNames
-        self.counters = Counter.allCases.map { _ in Cell() }
-        self.tierHits = tierNames.map { _ in StripedCounter() }
-        self.tierCounters = tierNames.map { _ in [Cell(), Cell(), Cell(), Cell(), Cell()] }
+        self.counters = StripedCounters(count: Counter.allCases.count + tierNames.count * Self.perTier)
     }
 
     @inline(__always)
-    func add(_ counter: Counter, _ amount: Int = 1) {
-        switch counter {
-        case .memoryHits: self.memoryHits.add(amount)
-        case .memoryMisses: self.memoryMisses.add(amount)
-        case .bytesRead: self.bytesRead.add(amount)
-        default: self.counters[counter.rawValue].add(amount)
-        }
+    func add(_ counter: Counter, _ amount: Int = 1) { self.counters.add(counter.rawValue, amount) }
+
+    func tierHit(_ tier: Int) { self.addTier(tier, 0) }
+    func tierMiss(_ tier: Int) { self.addTier(tier, 1) }
+    func tierError(_ tier: Int) { self.addTier(tier, 2) }
+    func tierTimeout(_ tier: Int) { self.addTier(tier, 3) }
+    func tierSkip(_ tier: Int) { self.addTier(tier, 4) }
+    func tierSlow(_ tier: Int) { self.addTier(tier, 5) }
+
+    func value(_ counter: Counter) -> Int { self.counters.load(counter.rawValue) }
+
+    @inline(__always)
+    private func addTier(_ tier: Int, _ offset: Int) {
+        self.counters.add(self.firstTierCounter + tier * Self.perTier + offset)
     }
 
-    func tierHit(_ tier: Int) { self.tierHits[tier].add() }
-    func tierMiss(_ tier: Int) { self.tierCounters[tier][0].add(1) }
-    func tierError(_ tier: Int) { self.tierCounters[tier][1].add(1) }
-    func tierTimeout(_ tier: Int) { self.tierCounters[tier][2].add(1) }
-    func tierSkip(_ tier: Int) { self.tierCounters[tier][3].add(1) }
-    func tierSlow(_ tier: Int) { self.tierCounters[tier][4].add(1) }
-
-    func value(_ counter: Counter) -> Int {
-        switch counter {
-        case .memoryHits: self.memoryHits.load()
-        case .memoryMisses: self.memoryMisses.load()
-        case .bytesRead: self.bytesRead.load()
-        default: self.counters[counter.rawValue].load()
-        }
+    private func tierValue(_ tier: Int, _ offset: Int) -> Int {
+        self.counters.load(self.firstTierCounter + tier * Self.perTier + offset)
     }
 
     func snapshot() -> CacheStatistics {
         var statistics = CacheStatistics()
         statistics.memory = .init(hits: self.value(.memoryHits), misses: self.value(.memoryMisses))
         for (index, name) in self.tierNames.enumerated() {
-            let counters = self.tierCounters[index]
             statistics.tiers[name] = .init(
-                hits: self.tierHits[index].load(),
-                misses: counters[0].load(),
-                errors: counters[1].load(),
-                timeouts: counters[2].load(),
-                skipped: counters[3].load(),
-                slow: counters[4].load()
+                hits: self.tierValue(index, 0),
+                misses: self.tierValue(index, 1),
+                errors: self.tierValue(index, 2),
+                timeouts: self.tierValue(index, 3),
+                skipped: self.tierValue(index, 4),
+                slow: self.tierValue(index, 5)
             )
         }
         statistics.unstorableResults = self.value(.unstorableResults)

@@ -64,7 +64,7 @@ final class MetricsReporter: Sendable {
             counts.append(("panza_slow_reads_total", [("tier", tier)], tierCounts.slow))
         }
         for (id, counters) in ids {
-            let calls = counters.calls.load()
+            let calls = counters.calls.load(0)
             let loads = counters.loads.load(ordering: .relaxed)
             counts.append(("panza_memoized_calls_total", [("id", id), ("result", "hit")], max(0, calls - loads)))
             counts.append(("panza_memoized_calls_total", [("id", id), ("result", "miss")], loads))
@@ -156,7 +156,7 @@ final class IdCounterRegistry: Sendable {
 @usableFromInline
 final class IdCounters: Sendable {
     /// Calls of the memoized function (hits and misses), striped: every call adds to it.
-    let calls = StripedCounter()
+    let calls = StripedCounters(count: 1)
     /// Calls that ran the function.
     let loads = Atomic<Int>(0)
     /// Calls of the function that threw.
@@ -164,5 +164,5 @@ final class IdCounters: Sendable {
 
     /// Counts one call of the memoized function.
     @usableFromInline
-    func recordCall() { self.calls.add() }
+    func recordCall() { self.calls.add(0) }
 }

@@ -2,9 +2,29 @@ import Synchronization
 
 /// The SQLite tier's inline readers and the write queue whose pending operations decide before
 /// them: what ``TieredCache/localHit(_:as:refreshAhead:)`` reads.
-struct LocalReads: Sendable {
+///
+/// A class that the cache holds and calls into, rather than a pair the cache copies out: copying
+/// the pair retained both objects on every lookup, and lookups on several cores then passed their
+/// reference counts between them.
+final class LocalReads: Sendable {
     let tier: SQLiteTier
     let queue: MemoryWriteQueue
+
+    init(tier: SQLiteTier, queue: MemoryWriteQueue) {
+        self.tier = tier
+        self.queue = queue
+    }
+
+    /// The entry of `key` as SQLite holds it, read and decoded on this thread; `nil` when a write
+    /// of the key is queued, no inline reader answers, the entry is missing, stored in chunks or
+    /// damaged (left to the full path, which counts and repairs it).
+    func envelope(forKey key: CacheKey, decodingUpTo maxPayloadBytes: Int) -> DecodedEnvelope? {
+        guard case .none = self.queue.shadow(forKey: key),
+            let read = try? self.tier.inlineLookup(forKey: key, decodingUpTo: maxPayloadBytes),
+            case .decoded(let envelope) = read
+        else { return nil }
+        return envelope
+    }
 }
 
 extension TieredCache {
@@ -24,7 +44,7 @@ extension TieredCache {
     ///   left to the full path, which starts the refresh.
     @usableFromInline
     func localHit<Value: Decodable & Sendable>(_ key: CacheKey, as type: Value.Type, refreshAhead: Double?) -> Value? {
-        guard let local = self.localReads, !self.isClosed.load(ordering: .relaxed),
+        guard self.localReads != nil, !self.isClosed.load(ordering: .relaxed),
             !self.bustModeActive.load(ordering: .relaxed),
             self.invalidationFollower?.isFirstPollDone ?? true
         else { return nil }
@@ -34,11 +54,8 @@ extension TieredCache {
         let fenced = self.memory != nil
         let ticket = fenced ? self.fence.beginRead() : VersionFence.Ticket(snapshot: 0)
         defer { if fenced { self.fence.endRead(ticket) } }
-        // The inline lookup decodes the entry as it reads it: it answers `.decoded`, or
-        // `.decodingFailed` (left to the full path, which counts and repairs it).
-        guard case .none = local.queue.shadow(forKey: key),
-            let read = try? local.tier.inlineLookup(forKey: key, decodingUpTo: self.configuration.maxValueBytes),
-            case .decoded(let envelope) = read
+        guard
+            let envelope = self.localReads?.envelope(forKey: key, decodingUpTo: self.configuration.maxValueBytes)
         else { return nil }
         let times = envelope.times
         let now = self.clock.nowMilliseconds()

@@ -47,6 +47,11 @@ final class MemoryWriteQueue: WriteQueue {
         var isClosed = false
 
         var count: Int { self.pending.count - self.head }
+
+        /// Whether no read sees anything here: nothing queued, nothing poisoned.
+        var shadowsNothing: Bool {
+            self.keys.isEmpty && self.namespaceRemovals.isEmpty && self.removeAllVersion == nil && !self.hasPoison
+        }
     }
 
     let tierName: String
@@ -55,6 +60,11 @@ final class MemoryWriteQueue: WriteQueue {
     private let applier: @Sendable ([QueuedWrite]) async throws -> Void
     private let permanent: @Sendable (any Error) -> Bool
     private let state = Mutex(State())
+    /// `state.shadowsNothing`, stored under the lock whenever it may change: the common read (an
+    /// idle queue) loads it and takes no lock, so that reads on several cores do not pass the
+    /// lock's cache line between them. A read that loads `true` while a write is being queued is
+    /// ordered before that write, as if it had taken the lock first.
+    private let shadowsNothing = Atomic<Bool>(true)
 
     /// - Parameters:
     ///   - applier: writes a batch to the tier (for SQLite, with its outbox records).
@@ -162,6 +172,7 @@ final class MemoryWriteQueue: WriteQueue {
             }
             state.pending.append(Pending(write: write, version: version, namespace: namespace))
             state.pendingBytes += write.byteCount
+            self.shadowsNothing.store(false, ordering: .releasing)
             return write.sequence
         }
     }
@@ -179,11 +190,10 @@ final class MemoryWriteQueue: WriteQueue {
     // MARK: Readers
 
     func shadow(forKey key: CacheKey) -> WriteShadow {
-        self.state.withLock { state in
-            // The common case of a read: nothing queued, nothing poisoned; no key is hashed.
-            if state.keys.isEmpty, state.namespaceRemovals.isEmpty, state.removeAllVersion == nil, !state.hasPoison {
-                return .none
-            }
+        // The common case of a read: nothing queued, nothing poisoned; no lock, no key hashed.
+        if self.shadowsNothing.load(ordering: .acquiring) { return .none }
+        return self.state.withLock { state in
+            if state.shadowsNothing { return .none }
             let entry = state.keys[key.rawValue]
             var scopeRemoval = max(state.namespaceRemovals[key.namespace] ?? 0, state.removeAllVersion ?? 0)
             if state.hasPoison {
@@ -250,6 +260,7 @@ final class MemoryWriteQueue: WriteQueue {
     // MARK: Internals
 
     private func removeHead(_ state: inout State, poisoned: Bool) {
+        defer { if state.shadowsNothing { self.shadowsNothing.store(true, ordering: .releasing) } }
         guard state.count > 0 else { return }
         let item = state.pending[state.head]
         state.head += 1

@@ -137,4 +137,32 @@ struct ProcessTests {
         }
         #expect(loads >= 1)
     }
+
+    @Test("SQLite's memory statistics turn off for a process only before SQLite initializes")
+    func memoryStatisticsOff() async throws {
+        // The twin with the statistics on: SQLite counts what the same work allocated.
+        let on = try await ChildProcess.run(["memory-statistics", self.directory.path("on.sqlite"), "on"])
+        #expect(on.status == 0, "\(on.error)")
+        let onFields = Self.fields(on.output)
+        #expect(onFields["disabled"] == "false")
+        #expect(Int(onFields["used"] ?? "") ?? 0 > 0, "\(on.output)")
+        #expect(onFields["again"] == "false", "a call once SQLite is initialized must change nothing")
+
+        let off = try await ChildProcess.run(["memory-statistics", self.directory.path("off.sqlite"), "off"])
+        #expect(off.status == 0, "\(off.error)")
+        let offFields = Self.fields(off.output)
+        #expect(offFields["disabled"] == "true")
+        #expect(offFields["used"] == "0", "\(off.output)")
+        #expect(offFields["again"] == "false")
+    }
+
+    /// `"a=1 b=2\n"` as `["a": "1", "b": "2"]`.
+    private static func fields(_ line: String) -> [String: String] {
+        var fields: [String: String] = [:]
+        for word in line.split(whereSeparator: \.isWhitespace) {
+            let parts = word.split(separator: "=", maxSplits: 1)
+            if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
+        }
+        return fields
+    }
 }

@@ -72,6 +72,10 @@ public final class SQLiteTier: CacheTier {
     /// The configuration the tier was opened with.
     public let configuration: Configuration
     private let writer: SQLiteWriter
+    /// The writer's access log, held here too: lookups pass it on from a field of the tier itself,
+    /// which retains nothing (through the writer, each lookup retained it, and lookups on several
+    /// cores passed its reference count between them).
+    private let accessLog: AccessLog
     /// How many times the writer checkpointed the WAL once idle (for tests).
     var idleCheckpointCount: Int { self.writer.idleCheckpointCount }
     /// Returns once more than `count` idle checkpoints ran, or the tier closed (for tests).
@@ -93,6 +97,7 @@ public final class SQLiteTier: CacheTier {
     ) {
         self.configuration = configuration
         self.writer = writer
+        self.accessLog = writer.accessLog
         self.readers = readers
         self.inlineReaders = inlineReaders
         let interval = configuration.expiredReclaimInterval
@@ -201,13 +206,13 @@ public final class SQLiteTier: CacheTier {
     ) {
         try self.checkOpen()
         if let inline = try self.inlineReaders?.lookup(
-            key, log: self.writer.accessLog, decodingUpTo: maxPayloadBytes)
+            key, log: self.accessLog, decodingUpTo: maxPayloadBytes)
         {
             if inline.requestMaintenance { self.writer.scheduleMaintenance() }
             return (inline.found, inline.missStamp)
         }
         let (found, stamp, requestMaintenance) = try await self.nextReaderConnection().lookup(
-            forKey: key, log: self.writer.accessLog, decodingUpTo: maxPayloadBytes)
+            forKey: key, log: self.accessLog, decodingUpTo: maxPayloadBytes)
         if requestMaintenance { self.writer.scheduleMaintenance() }
         return (found, stamp)
     }
@@ -220,7 +225,7 @@ public final class SQLiteTier: CacheTier {
         try self.checkOpen()
         guard
             let inline = try self.inlineReaders?.lookup(
-                key, log: self.writer.accessLog, decodingUpTo: maxPayloadBytes, stampingMisses: false)
+                key, log: self.accessLog, decodingUpTo: maxPayloadBytes, stampingMisses: false)
         else { return nil }
         if inline.requestMaintenance { self.writer.scheduleMaintenance() }
         return .some(inline.found)

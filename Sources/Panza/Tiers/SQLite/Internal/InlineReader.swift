@@ -29,13 +29,14 @@ final class InlineReader {
     /// Whether a read transaction is held.
     var holdsTransaction: Bool { self.heldSince != nil }
 
-    /// Makes the connection ready for a lookup that sees the file as it is now: keeps the held
-    /// transaction when nothing changed since it began, else ends it and, when `watch` can mark
-    /// the index, begins another. Without a mark, the lookup runs in a transaction of its own.
-    /// Returns whether it began a transaction to keep.
-    func prepareLookup(watch: WALIndexWatch?) throws -> Bool {
-        guard let watch else { return false }
-        let current = watch.mark()
+    /// Makes the connection ready for a lookup that sees the file as it is now (`current`, the
+    /// index's mark read just before): keeps the held transaction when nothing changed since it
+    /// began, else ends it and, given a mark, begins another. Without a mark, the lookup runs in
+    /// a transaction of its own. Returns whether it began a transaction to keep.
+    ///
+    /// The pool reads the mark, so that the watch it shares between its readers is not retained
+    /// here on every lookup (which would pass its reference count between cores).
+    func prepareLookup(current: WALIndexWatch.Mark?) throws -> Bool {
         if let held = self.heldSince {
             if let current, current == held { return false }
             self.endTransaction()

@@ -18,9 +18,11 @@ import Synchronization
 /// (``InlineReader``); a transaction idle for `idleTransaction` is ended, so that an idle process
 /// never pins the WAL that other processes checkpoint.
 ///
-/// Lookups on several cores share no lock: each reader has a slot of its own, which a lookup takes
-/// with one compare-and-exchange, starting from the slot freed last (its reader's connection, page
-/// cache and held transaction are the warmest).
+/// Lookups on several cores share no lock and, as long as there is a reader per core, no cache
+/// line: each reader has a slot of its own, which a lookup takes with one compare-and-exchange,
+/// starting from the slot of the CPU it runs on (``CurrentCPU``). A core then keeps using the same
+/// reader, whose connection, statements and page cache stay in that core's caches; a pool that
+/// started from the slot freed last (as this one did) passed readers between cores on every lookup.
 final class InlineReaderPool: Sendable {
     /// One reader and whether it is free, taken (used by one thread: the one that took it, so
     /// handing the reader over is safe) or closed.
@@ -31,11 +33,9 @@ final class InlineReaderPool: Sendable {
         /// Padded, so that two slots' states are never on one cache line.
         let state = CacheLinePadded(Atomic<Int>(Slot.free))
         let reader: InlineReader
-        let index: Int
 
-        init(reader: InlineReader, index: Int) {
+        init(reader: InlineReader) {
             self.reader = reader
-            self.index = index
         }
 
         func take() -> Bool {
@@ -45,8 +45,6 @@ final class InlineReaderPool: Sendable {
 
     private let slots: [Slot]
     private let isClosed = Atomic<Bool>(false)
-    /// The index of the slot freed last.
-    private let lastFreed = Atomic<Int>(0)
     private let accessTimeResolution: Int64
     /// `slowLookup` and `pause`, in nanoseconds.
     private let slowLookupNanoseconds: Int64
@@ -93,7 +91,7 @@ final class InlineReaderPool: Sendable {
             for connection in connections { connection.close() }
             throw error
         }
-        self.slots = connections.enumerated().map { Slot(reader: InlineReader(connection: $1), index: $0) }
+        self.slots = connections.map { Slot(reader: InlineReader(connection: $0)) }
         self.watch = watch
         self.idleTransactionNanoseconds = idleTransaction.wholeNanoseconds
         self.accessTimeResolution = accessTimeResolution
@@ -126,7 +124,8 @@ final class InlineReaderPool: Sendable {
             }
         }
         do {
-            if try reader.prepareLookup(watch: self.watch) {
+            // Without a watch, no transaction is kept (nothing tells when it would go stale).
+            if self.watch != nil, try reader.prepareLookup(current: self.watch?.mark()) {
                 self.transactionsBegun.add(1, ordering: .relaxed)
             }
             return try SQLiteEntryLookup(connection: reader.connection, accessTimeResolution: self.accessTimeResolution)
@@ -145,7 +144,7 @@ final class InlineReaderPool: Sendable {
     private func take() -> Slot? {
         let count = self.slots.count
         guard count > 0, !self.isClosed.load(ordering: .relaxed) else { return nil }
-        var index = self.lastFreed.load(ordering: .relaxed)
+        var index = CurrentCPU.index % count
         for _ in 0..<count {
             let slot = self.slots[index]
             if slot.take() { return slot }
@@ -154,17 +153,13 @@ final class InlineReaderPool: Sendable {
         return nil
     }
 
-    /// Frees a taken slot (the one to try first, after a lookup), or closes its reader when the
-    /// pool closed; returns whether it is free.
+    /// Frees a taken slot, or closes its reader when the pool closed; returns whether it is free.
     ///
     /// The slot is freed before the pool's state is read, and ``close()`` marks the pool closed
     /// before it closes the free slots (all sequentially consistent): one of the two sees the
     /// other, and exactly one closes the reader.
-    private func release(_ slot: Slot, afterLookup: Bool = true) -> Bool {
+    private func release(_ slot: Slot) -> Bool {
         slot.state.value.store(Slot.free, ordering: .sequentiallyConsistent)
-        if afterLookup, self.lastFreed.load(ordering: .relaxed) != slot.index {
-            self.lastFreed.store(slot.index, ordering: .relaxed)
-        }
         guard self.isClosed.load(ordering: .sequentiallyConsistent) else { return true }
         Self.close(slot)
         return false
@@ -206,7 +201,7 @@ final class InlineReaderPool: Sendable {
                     stillHeld = true
                 }
             }
-            guard self.release(slot, afterLookup: false) else { return }
+            guard self.release(slot) else { return }
         }
         // A taken slot schedules a sweep when its lookup ends.
         if stillHeld { self.scheduleSweep() }
@@ -217,7 +212,7 @@ final class InlineReaderPool: Sendable {
         var count = 0
         for slot in self.slots where slot.take() {
             if slot.reader.holdsTransaction { count += 1 }
-            _ = self.release(slot, afterLookup: false)
+            _ = self.release(slot)
         }
         return count
     }

@@ -37,6 +37,12 @@ final class SQLiteConnection {
         self.close()
     }
 
+    /// Turns SQLite's memory statistics off for the process; `false` (changing nothing) once
+    /// SQLite is initialized (see ``SQLiteTier/disableSQLiteMemoryStatistics()``).
+    static func disableMemoryStatistics() -> Bool {
+        cpanza_sqlite3_config_memstatus(0) == SQLITE_OK
+    }
+
     func close() {
         guard !self.isClosed else { return }
         self.isClosed = true
