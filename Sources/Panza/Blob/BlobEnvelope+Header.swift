@@ -170,18 +170,22 @@ extension BlobEnvelope {
             var isRaw: Bool
         }
 
-        /// Walks the frames of a version 2 envelope, checking that they are as many as the payload
-        /// length needs, that each is no longer than LZ4 could make its frame, and that they end
-        /// exactly at the checksum. Nothing is allocated for the payload before this succeeds.
-        func frames(in raw: UnsafeRawBufferPointer) throws -> [Frame] {
+        /// Walks the frames of a version 2 envelope in order, checking that they are as many as the
+        /// payload length needs, that each is no longer than LZ4 could make its frame, and that they
+        /// end exactly at the checksum; calls `body` with each frame as it is checked. Allocates
+        /// nothing: a hit walks its envelope's frames twice (checked, then decoded) rather than
+        /// keeping a list of them.
+        ///
+        /// A walk that throws may have called `body` with the frames before the bad one; callers
+        /// walk once without decoding (``BlobEnvelope/verifiedPayload(ofVersion2:header:into:)``)
+        /// before they allocate anything for the payload.
+        func walkFrames(in raw: UnsafeRawBufferPointer, _ body: (Frame) throws -> Void) throws {
             let count = self.frameCount
             // Each frame takes at least its word and one byte: a header that announces more frames
-            // than the bytes can hold is refused before the list of them is allocated.
+            // than the bytes can hold is refused before any is walked.
             guard count <= (self.checksumOffset - BlobEnvelope.headerSize) / (BlobEnvelope.frameHeaderSize + 1) else {
                 throw PanzaError(code: .corruptBlob, message: "blob ends inside its frames")
             }
-            var frames: [Frame] = []
-            frames.reserveCapacity(count)
             var offset = BlobEnvelope.headerSize
             var remaining = self.originalLength
             for _ in 0..<count {
@@ -195,14 +199,13 @@ extension BlobEnvelope {
                 guard start + storedLength <= self.checksumOffset else {
                     throw PanzaError(code: .corruptBlob, message: "a frame of the blob has an impossible length")
                 }
-                frames.append(Frame(stored: start..<(start + storedLength), length: length, isRaw: isRaw))
+                try body(Frame(stored: start..<(start + storedLength), length: length, isRaw: isRaw))
                 offset = start + storedLength
                 remaining -= length
             }
             guard offset == self.checksumOffset else {
                 throw PanzaError(code: .corruptBlob, message: "blob has bytes after its last frame")
             }
-            return frames
         }
     }
 }

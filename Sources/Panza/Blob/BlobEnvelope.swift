@@ -334,11 +334,17 @@ public struct BlobEnvelope: Hashable, Sendable {
         header: Header,
         into makeStorage: (Int, (UnsafeMutableRawBufferPointer) throws -> Void) throws -> Storage
     ) throws -> (Storage, Codec) {
-        let frames = try header.frames(in: raw)
+        // The frames are checked first, without decoding: nothing is allocated for the payload
+        // before they are.
+        var first: Header.Frame?
+        var compressed = false
+        try header.walkFrames(in: raw) { frame in
+            if first == nil { first = frame }
+            if !frame.isRaw { compressed = true }
+        }
         let expected = Self.storedChecksum(raw, header: header)
         let covered = UnsafeRawBufferPointer(rebasing: raw[0..<header.checksumOffset])
-        if frames.count == 1, frames[0].isRaw {
-            let frame = frames[0]
+        if header.frameCount == 1, let frame = first, frame.isRaw {
             let storage = try makeStorage(frame.length) { target in
                 guard XXHash64.hash(covered, copying: frame.stored, to: target.baseAddress) == expected else {
                     throw Self.checksumMismatch
@@ -349,7 +355,7 @@ public struct BlobEnvelope: Hashable, Sendable {
         guard XXHash64.hash(covered) == expected else { throw Self.checksumMismatch }
         let storage = try makeStorage(header.originalLength) { output in
             var start = 0
-            for frame in frames {
+            try header.walkFrames(in: raw) { frame in
                 let target = UnsafeMutableRawBufferPointer(rebasing: output[start..<(start + frame.length)])
                 let stored = UnsafeRawBufferPointer(rebasing: raw[frame.stored])
                 if frame.isRaw {
@@ -360,7 +366,7 @@ public struct BlobEnvelope: Hashable, Sendable {
                 start += frame.length
             }
         }
-        return (storage, frames.contains { !$0.isRaw } ? .lz4 : .none)
+        return (storage, compressed ? .lz4 : .none)
     }
 
     /// The payload of a version 1 envelope (one LZ4 block or raw bytes).
