@@ -89,6 +89,7 @@ let package = Package(
         // Helpers shared by the test targets: temporary folders, child processes, gates.
         .target(
             name: "PanzaTestSupport",
+            dependencies: ["Panza"],
             path: "Tests/PanzaTestSupport"
         ),
         .testTarget(

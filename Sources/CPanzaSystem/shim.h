@@ -19,4 +19,24 @@ static inline int cpanza_current_cpu(void) {
 #endif
 }
 
+#include <spawn.h>
+
+#if defined(__linux__)
+// Declared by <spawn.h> only under _GNU_SOURCE (glibc 2.34 and later).
+extern int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *, int);
+#endif
+
+// Makes a spawned child close every descriptor from `from` up, after its other file actions: the
+// child inherits only the descriptors it was given. Returns an errno value; ENOSYS where the
+// system has no such action.
+static inline int cpanza_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
+#if defined(__linux__)
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+#else
+    (void)actions;
+    (void)from;
+    return 38;
+#endif
+}
+
 #endif

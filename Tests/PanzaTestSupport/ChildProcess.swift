@@ -1,12 +1,11 @@
 public import Foundation
+package import Panza
 
 /// Runs `PanzaTestWorker` (the helper program built beside the test bundle), or another program
-/// such as `panza`, as a real process.
+/// such as `panza`, as a real process (spawned by `SpawnedProcess`: Foundation's `Process.run()`
+/// crashes now and then on Linux).
 public struct ChildProcess {
-    public let process: Process
-    let output: Pipe
-    let error: Pipe
-    let input: Pipe
+    package let process: SpawnedProcess
 
     /// The worker binary: it sits in the same build folder as the test bundle.
     public static var workerURL: URL {
@@ -21,21 +20,12 @@ public struct ChildProcess {
         executable: URL = workerURL,
         environment: [String: String] = [:]
     ) throws -> ChildProcess {
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
         var merged = ProcessInfo.processInfo.environment
         for name in ["BUST_CACHE", "CACHE_ONLY", "PRINT_CACHE_MISSES", "PANZA_S3_BUCKET"] { merged[name] = nil }
         merged.merge(environment) { $1 }
-        process.environment = merged
-        let output = Pipe()
-        let error = Pipe()
-        let input = Pipe()
-        process.standardOutput = output
-        process.standardError = error
-        process.standardInput = input
-        try process.run()
-        return ChildProcess(process: process, output: output, error: error, input: input)
+        let process = try SpawnedProcess(
+            executable: executable.path, arguments: arguments, environment: merged, standardInput: .pipe)
+        return ChildProcess(process: process)
     }
 
     /// Runs the worker to completion; returns its exit status, standard output and standard error.
@@ -47,17 +37,15 @@ public struct ChildProcess {
     }
 
     public func wait() async throws -> (status: Int32, output: String, error: String) {
-        let output = self.output
-        let error = self.error
         let process = self.process
         return await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
-                let out = output.fileHandleForReading.readDataToEndOfFile()
-                let err = error.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
+                let out = process.standardOutput!.readDataToEndOfFile()
+                let err = process.standardError!.readDataToEndOfFile()
+                let status = process.waitUntilExit().status
                 continuation.resume(
                     returning: (
-                        process.terminationStatus,
+                        status,
                         String(decoding: out, as: UTF8.self),
                         String(decoding: err, as: UTF8.self)
                     ))
@@ -77,7 +65,7 @@ public struct ChildProcess {
     }
 
     private func waitForLine(where matches: @escaping @Sendable (Substring) -> Bool) async -> String? {
-        let handle = self.output.fileHandleForReading
+        let handle = self.process.standardOutput!
         return await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
                 var buffer = ""
@@ -101,7 +89,7 @@ public struct ChildProcess {
 
     /// Writes `line` and a newline to the child's standard input.
     public func send(line: String) {
-        self.input.fileHandleForWriting.write(Data((line + "\n").utf8))
+        self.process.standardInput!.write(Data((line + "\n").utf8))
     }
 
     /// Sends `line` and returns the next answer line, which starts with `= ` (without it); `nil`
@@ -113,11 +101,13 @@ public struct ChildProcess {
 
     /// Sends `signal` and returns at once (``wait()`` collects the end).
     public func send(signal: Int32) {
-        _ = Foundation.kill(self.process.processIdentifier, signal)
+        self.process.send(signal: signal)
     }
 
-    public func kill(signal: Int32) {
-        Foundation.kill(self.process.processIdentifier, signal)
-        self.process.waitUntilExit()
+    /// Sends `signal` and waits for the child's end, which it returns.
+    @discardableResult
+    package func kill(signal: Int32) -> SpawnedProcess.Termination {
+        self.process.send(signal: signal)
+        return self.process.waitUntilExit()
     }
 }

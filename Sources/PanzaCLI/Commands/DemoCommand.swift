@@ -135,16 +135,14 @@ struct DemoCommand: AsyncParsableCommand {
 
     /// Starts this program again with `--child`: a new process, with an empty memory tier.
     private func runChild(path: String) async throws -> Step {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = ["demo", "--child", "--path", path, "--latency", "\(self.latency)"] + self.s3.arguments
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw CLIError(message: "the second demo process failed with status \(process.terminationStatus)")
+        let process = try SpawnedProcess(
+            executable: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path,
+            arguments: ["demo", "--child", "--path", path, "--latency", "\(self.latency)"] + self.s3.arguments,
+            environment: ProcessInfo.processInfo.environment, standardInput: .inherit, standardError: .inherit)
+        let data = process.standardOutput!.readDataToEndOfFile()
+        let status = process.waitUntilExit().status
+        guard status == 0 else {
+            throw CLIError(message: "the second demo process failed with status \(status)")
         }
         return try JSONDecoder().decode(Step.self, from: data)
     }

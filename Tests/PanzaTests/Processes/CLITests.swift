@@ -52,18 +52,15 @@ struct CLITests {
         try await cache.set("v", forKey: "k")
         try await cache.close()
 
-        let process = Process()
-        process.executableURL = Self.panzaURL
-        process.arguments = ["stats", "--watch", "--json", "--path", path]
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
+        let process = try SpawnedProcess(
+            executable: Self.panzaURL.path, arguments: ["stats", "--watch", "--json", "--path", path],
+            environment: ProcessInfo.processInfo.environment, standardError: .inherit)
         try await Task.sleep(for: .milliseconds(2_500))
-        process.terminate()
+        process.send(signal: SIGTERM)
         let text: String = await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
-                let data = output.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
+                let data = process.standardOutput!.readDataToEndOfFile()
+                _ = process.waitUntilExit()
                 continuation.resume(returning: String(decoding: data, as: UTF8.self))
             }
         }

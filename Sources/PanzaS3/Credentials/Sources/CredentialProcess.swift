@@ -1,4 +1,5 @@
 import Foundation
+import Panza
 
 /// Runs a profile's `credential_process` command (through `/bin/sh -c`) and reads the JSON it
 /// prints (`Version` 1, `AccessKeyId`, `SecretAccessKey`, `SessionToken`, `Expiration`).
@@ -8,17 +9,11 @@ struct CredentialProcess: Sendable {
     var timeout: Duration = .seconds(60)
 
     func run() async throws -> S3Credentials {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", self.command]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
-        let finished = AsyncStream<Int32>.makeStream()
-        process.terminationHandler = { finished.continuation.yield($0.terminationStatus) }
+        let process: SpawnedProcess
         do {
-            try process.run()
+            process = try SpawnedProcess(
+                executable: "/bin/sh", arguments: ["-c", self.command],
+                environment: ProcessInfo.processInfo.environment, standardError: .null)
         } catch {
             throw S3Error(
                 code: .missingCredentials, message: "credential_process could not start", underlying: "\(error)")
@@ -27,17 +22,17 @@ struct CredentialProcess: Sendable {
         // own: a blocking read must not hold a thread of the cooperative pool.
         let read = AsyncStream<Data>.makeStream()
         Thread {
-            read.continuation.yield(output.fileHandleForReading.readDataToEndOfFile())
+            read.continuation.yield(process.standardOutput!.readDataToEndOfFile())
             read.continuation.finish()
         }.start()
         let status: Int32
         do {
             status = try await RequestDeadline.run(within: self.timeout, what: "credential_process") {
-                for await status in finished.stream { return status }
-                return -1
+                await process.exit().status
             }
         } catch {
-            if process.isRunning { process.terminate() }
+            // A command past its deadline is killed, and reaped by the wait still running.
+            process.send(signal: SIGKILL)
             throw error
         }
         var data = Data()
