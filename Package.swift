@@ -36,7 +36,8 @@ let package = Package(
             pkgConfig: "liblz4",
             providers: [.apt(["liblz4-dev"]), .brew(["lz4"])]
         ),
-        // System calls Swift's Glibc module does not import (the current CPU).
+        // System calls Swift's Glibc module does not import (the current CPU, closing a spawned
+        // child's inherited descriptors).
         .systemLibrary(name: "CPanzaSystem"),
         .target(
             name: "Panza",

@@ -11,8 +11,9 @@ import Synchronization
 ///
 /// Foundation's `Process.run()` on Linux (Swift 6.3) reads `/proc/self/fd` with a copy of each
 /// directory entry's whole 256-byte name, past the end of the entry, and crashes when that runs
-/// into an unmapped page (swift-corelibs-foundation pull request 5472): in a process with many
-/// descriptors open, about one start in several hundred. This type spawns directly; the child
+/// into an unmapped page (swift-corelibs-foundation pull request 5472, which reports it in about
+/// one run in five of a test suite that starts children; it crashed one run of Panza's). This type
+/// spawns directly; the child
 /// inherits its three standard streams and nothing else (`posix_spawn_file_actions_addclosefrom_np`).
 package final class SpawnedProcess: Sendable {
     /// What a standard stream of the child is connected to.
