@@ -111,6 +111,13 @@ public struct CacheStatistics: Hashable, Sendable, Codable {
     public var softTimeouts = 0
     /// Loads given up after ``Freshness/hardTimeout``.
     public var hardTimeouts = 0
+    /// Loads (misses' and refreshes') whose result was returned but not stored, because a write
+    /// of their key (a `set`, a removal, a bust) came while they ran: a result is kept only if
+    /// nothing newer happened to its key while it loaded.
+    public var discardedLoads = 0
+    /// Background refreshes and fail-safe loads not started because the key's last attempt failed
+    /// within its backoff period (the stale entry was served).
+    public var backedOffLoads = 0
 }
 
 /// Lock-free counters behind ``CacheStatistics``.
@@ -121,6 +128,7 @@ final class StatisticsRecorder: Sendable {
         case throttledWaits, throttledNanoseconds, rateLimitRetries, droppedWrites, unstorableResults
         case undecodableValues, untrustedBlobs, invalidationsApplied, invalidationPollFailures
         case staleHits, refreshes, refreshFailures, failSafeActivations, softTimeouts, hardTimeouts
+        case discardedLoads, backedOffLoads
     }
 
     /// Every counter, striped by CPU: the cache's counters first (indexed by ``Counter``), then six
@@ -198,6 +206,8 @@ final class StatisticsRecorder: Sendable {
         statistics.failSafeActivations = self.value(.failSafeActivations)
         statistics.softTimeouts = self.value(.softTimeouts)
         statistics.hardTimeouts = self.value(.hardTimeouts)
+        statistics.discardedLoads = self.value(.discardedLoads)
+        statistics.backedOffLoads = self.value(.backedOffLoads)
         return statistics
     }
 }

@@ -53,6 +53,8 @@ final class MetricsReporter: Sendable {
             ("panza_fail_safe_activations_total", [], statistics.failSafeActivations),
             ("panza_load_timeouts_total", [("kind", "soft")], statistics.softTimeouts),
             ("panza_load_timeouts_total", [("kind", "hard")], statistics.hardTimeouts),
+            ("panza_discarded_loads_total", [], statistics.discardedLoads),
+            ("panza_backed_off_loads_total", [], statistics.backedOffLoads),
         ]
         for (tier, tierCounts) in statistics.tiers {
             for (result, value) in [

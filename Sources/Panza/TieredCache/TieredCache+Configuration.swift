@@ -1,5 +1,7 @@
 public import CoreMetrics
+import Logging
 public import Logging
+import Synchronization
 
 extension TieredCache {
     /// Settings of a ``TieredCache``. Every tier is optional.

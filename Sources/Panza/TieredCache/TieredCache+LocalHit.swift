@@ -1,3 +1,4 @@
+import Logging
 import Synchronization
 
 /// The SQLite tier's inline readers and the write queue whose pending operations decide before
@@ -44,7 +45,7 @@ extension TieredCache {
     ///   left to the full path, which starts the refresh.
     @usableFromInline
     func localHit<Value: Decodable & Sendable>(_ key: CacheKey, as type: Value.Type, refreshAhead: Double?) -> Value? {
-        guard self.localReads != nil, !self.isClosed.load(ordering: .relaxed),
+        guard self.localReads != nil, !self.fence.isClosed,
             !self.bustModeActive.load(ordering: .relaxed),
             self.invalidationFollower?.isFirstPollDone ?? true
         else { return nil }

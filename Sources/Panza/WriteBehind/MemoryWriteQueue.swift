@@ -9,8 +9,29 @@ import Synchronization
 /// letters keeps hiding the key for the life of the process, since the tier may still hold the
 /// old value.
 ///
+/// A removal learned from another cache (an invalidation with a creation cutoff) hides only the
+/// values made before its cutoff: ``shadow(forKey:)`` answers ``WriteShadow/removedBefore(_:)``,
+/// and the reader judges the tier's copy by its creation time.
+///
 /// The queue is bounded by operations and by bytes; ``waitForRoom()`` is where writers wait.
 final class MemoryWriteQueue: WriteQueue {
+    /// A queued removal of a namespace or of everything: its version, and the creation cutoff of
+    /// the values it removes (`nil`: all of them). Two removals of one scope merge into the wider.
+    private struct ScopeRemoval {
+        var version: UInt64
+        var createdBefore: Int64?
+
+        func merged(with newer: ScopeRemoval) -> ScopeRemoval {
+            ScopeRemoval(version: newer.version, createdBefore: Self.wider(self.createdBefore, newer.createdBefore))
+        }
+
+        /// The wider of two cutoffs: `nil` (everything) wins, else the later time.
+        static func wider(_ a: Int64?, _ b: Int64?) -> Int64? {
+            guard let a, let b else { return nil }
+            return max(a, b)
+        }
+    }
+
     private struct Pending {
         var write: QueuedWrite
         var version: UInt64
@@ -22,6 +43,8 @@ final class MemoryWriteQueue: WriteQueue {
         var namespace: String
         var blob: [UInt8]?
         var pending: PendingEnvelope?
+        /// For a removal: the creation cutoff of the values it removes; `nil` for all.
+        var createdBefore: Int64? = nil
     }
 
     private struct State {
@@ -31,8 +54,8 @@ final class MemoryWriteQueue: WriteQueue {
         var lastSequence: UInt64 = 0
         var watermark: UInt64 = 0
         var keys: [String: KeyShadow] = [:]
-        var namespaceRemovals: [String: UInt64] = [:]
-        var removeAllVersion: UInt64?
+        var namespaceRemovals: [String: ScopeRemoval] = [:]
+        var removeAll: ScopeRemoval?
         /// Removals that went to the dead letters: they hide their keys for good.
         var poisonedKeys: [String: UInt64] = [:]
         var poisonedNamespaces: [String: UInt64] = [:]
@@ -50,7 +73,7 @@ final class MemoryWriteQueue: WriteQueue {
 
         /// Whether no read sees anything here: nothing queued, nothing poisoned.
         var shadowsNothing: Bool {
-            self.keys.isEmpty && self.namespaceRemovals.isEmpty && self.removeAllVersion == nil && !self.hasPoison
+            self.keys.isEmpty && self.namespaceRemovals.isEmpty && self.removeAll == nil && !self.hasPoison
         }
     }
 
@@ -163,12 +186,15 @@ final class MemoryWriteQueue: WriteQueue {
                 state.keys[key.rawValue] = KeyShadow(
                     version: version, namespace: key.namespace, blob: blob, pending: pending)
             case .remove(let key):
-                state.keys[key.rawValue] = KeyShadow(version: version, namespace: key.namespace, blob: nil)
+                state.keys[key.rawValue] = KeyShadow(
+                    version: version, namespace: key.namespace, blob: nil, createdBefore: createdBefore)
             case .removeNamespace(let removed):
-                state.namespaceRemovals[removed] = version
+                let removal = ScopeRemoval(version: version, createdBefore: createdBefore)
+                state.namespaceRemovals[removed] = state.namespaceRemovals[removed]?.merged(with: removal) ?? removal
                 namespace = removed
             case .removeAll:
-                state.removeAllVersion = version
+                let removal = ScopeRemoval(version: version, createdBefore: createdBefore)
+                state.removeAll = state.removeAll?.merged(with: removal) ?? removal
             }
             state.pending.append(Pending(write: write, version: version, namespace: namespace))
             state.pendingBytes += write.byteCount
@@ -195,20 +221,35 @@ final class MemoryWriteQueue: WriteQueue {
         return self.state.withLock { state in
             if state.shadowsNothing { return .none }
             let entry = state.keys[key.rawValue]
-            var scopeRemoval = max(state.namespaceRemovals[key.namespace] ?? 0, state.removeAllVersion ?? 0)
+            // The removals of the key's namespace and of everything that are still queued (or
+            // poisoned), merged: the newest version, and the widest cutoff.
+            var scope: ScopeRemoval?
+            for removal in [state.namespaceRemovals[key.namespace], state.removeAll] {
+                guard let removal else { continue }
+                scope =
+                    scope.map { removal.version > $0.version ? $0.merged(with: removal) : removal.merged(with: $0) }
+                    ?? removal
+            }
             if state.hasPoison {
                 let poison = max(
                     state.poisonedNamespaces[key.namespace] ?? 0,
                     state.poisonedAll ?? 0,
                     state.poisonedKeys[key.rawValue] ?? 0
                 )
-                if poison > state.writtenAfterPoison[key.rawValue] ?? 0 { scopeRemoval = max(scopeRemoval, poison) }
+                if poison > state.writtenAfterPoison[key.rawValue] ?? 0 {
+                    scope = ScopeRemoval(version: max(poison, scope?.version ?? 0), createdBefore: nil)
+                }
             }
-            if let entry, entry.version >= scopeRemoval {
+            if let entry, entry.version >= scope?.version ?? 0 {
                 if let pending = entry.pending { return .pending(pending) }
-                return entry.blob.map { .stored($0) } ?? .removed
+                if let blob = entry.blob { return .stored(blob) }
+                // A removal of the key, together with any older removal of its scope still queued.
+                let cutoff =
+                    scope.map { ScopeRemoval.wider($0.createdBefore, entry.createdBefore) } ?? entry.createdBefore
+                return cutoff.map { .removedBefore($0) } ?? .removed
             }
-            return scopeRemoval > 0 ? .removed : .none
+            guard let scope else { return .none }
+            return scope.createdBefore.map { .removedBefore($0) } ?? .removed
         }
     }
 
@@ -283,14 +324,14 @@ final class MemoryWriteQueue: WriteQueue {
                 }
             }
         case .removeNamespace(let namespace):
-            if state.namespaceRemovals[namespace] == item.version { state.namespaceRemovals[namespace] = nil }
+            if state.namespaceRemovals[namespace]?.version == item.version { state.namespaceRemovals[namespace] = nil }
             if poisoned {
                 state.poisonedNamespaces[namespace] = item.version
             } else if let poison = state.poisonedNamespaces[namespace], poison <= item.version {
                 state.poisonedNamespaces[namespace] = nil  // a later removal of the namespace succeeded
             }
         case .removeAll:
-            if state.removeAllVersion == item.version { state.removeAllVersion = nil }
+            if state.removeAll?.version == item.version { state.removeAll = nil }
             if poisoned {
                 state.poisonedAll = item.version
             } else if state.hasPoison {

@@ -57,6 +57,10 @@ enum WriteShadow: Sendable, Equatable {
     /// A removal of the key, its namespace or everything is queued: the tier will not hold it,
     /// and the tiers below must not be asked either.
     case removed
+    /// A removal learned from another cache is queued: of what the tier holds, only a value made
+    /// at or after this time (milliseconds since 1970) may be served; the tiers below judge their
+    /// own copies (the removal came from the shared tier).
+    case removedBefore(Int64)
 }
 
 /// A write-behind queue of one tier: the in-memory ``MemoryWriteQueue`` or the durable

@@ -7,7 +7,7 @@ struct VersionFenceTests {
     let fence = VersionFence()
 
     func store(_ key: String, namespace: String = "") {
-        _ = self.fence.write(
+        _ = try! self.fence.write(
             .store(key: CacheKey(namespace: namespace, rawValue: key), blob: [], expiresAtMilliseconds: nil)
         ) { _ in }
     }
@@ -63,14 +63,64 @@ struct VersionFenceTests {
     @Test("A removal of the namespace or of everything refuses the fills of lookups that started before it")
     func scopeRemovals() {
         let ticket = self.fence.beginRead()
-        _ = self.fence.write(.removeNamespace("ns")) { _ in }
+        _ = try! self.fence.write(.removeNamespace("ns")) { _ in }
         #expect(!self.fills("ns/k", namespace: "ns", ticket))
         #expect(self.fills("other/k", namespace: "other", ticket))
-        _ = self.fence.write(.removeAll) { _ in }
+        _ = try! self.fence.write(.removeAll) { _ in }
         #expect(!self.fills("other/k", namespace: "other", ticket))
         self.fence.endRead(ticket)
         let later = self.fence.beginRead()
         #expect(self.fills("ns/k", namespace: "ns", later))
         self.fence.endRead(later)
+    }
+}
+
+struct VersionFenceLoadTests {
+    let fence = VersionFence()
+
+    func store(_ key: String, namespace: String = "", if ticket: VersionFence.LoadTicket? = nil) throws -> Bool {
+        try self.fence.write(
+            .store(key: CacheKey(namespace: namespace, rawValue: key), blob: [], expiresAtMilliseconds: nil),
+            ifUnchangedSince: ticket
+        ) { _ in true } ?? false
+    }
+
+    @Test("A load's store lands only if no write of its key, namespace or everything came after its ticket")
+    func loadTickets() throws {
+        let key = CacheKey(namespace: "ns", rawValue: "k")
+        let clean = self.fence.beginLoad(key)
+        #expect(try self.store("other", namespace: "ns"))
+        #expect(try self.store("k", namespace: "ns", if: clean), "a write of another key does not matter")
+        self.fence.endLoad(clean)
+
+        let overtaken = self.fence.beginLoad(key)
+        #expect(try self.store("k", namespace: "ns"))
+        #expect(try !self.store("k", namespace: "ns", if: overtaken))
+        self.fence.endLoad(overtaken)
+
+        let busted = self.fence.beginLoad(key)
+        _ = try self.fence.write(.removeNamespace("ns")) { _ in }
+        #expect(try !self.store("k", namespace: "ns", if: busted))
+        self.fence.endLoad(busted)
+        #expect(self.fence.watchedKeyCount == 0)
+    }
+
+    @Test("A load watches one key however many writes come while it runs: the lookup log stays empty")
+    func loadsDoNotPinTheLog() throws {
+        let ticket = self.fence.beginLoad(CacheKey(rawValue: "slow"))
+        for index in 0..<10_000 { _ = try self.store("k\(index)") }
+        #expect(self.fence.logCount == 0)
+        #expect(self.fence.watchedKeyCount == 1)
+        self.fence.endLoad(ticket)
+    }
+
+    @Test("After close() every write throws .closed, and fills do not run")
+    func closedFence() throws {
+        let ticket = self.fence.beginRead()
+        #expect(self.fence.close())
+        #expect(!self.fence.close())
+        #expect(throws: PanzaError.self) { try self.store("k") }
+        #expect(!self.fence.fill(CacheKey(rawValue: "k"), ticket: ticket) {})
+        self.fence.endRead(ticket)
     }
 }

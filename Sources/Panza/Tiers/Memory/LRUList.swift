@@ -31,6 +31,11 @@ struct LRUList<Key: Hashable, Element: Costed> {
         index >= 0 && index < self.nodes.count ? self.nodes[index].element : nil
     }
 
+    /// Records that the cost of an element held changed by `delta` (its cost is computed).
+    mutating func adjustCost(by delta: Int) {
+        self.totalCost += delta
+    }
+
     /// Changes the element at an occupied `index` in place (not its cost).
     mutating func update(at index: Int, _ body: (inout Element) -> Void) {
         body(&self.nodes[index].element!)

@@ -51,8 +51,13 @@ public final class MemoryTier: Sendable {
     /// dynamic type (see ``make(value:cost:storedBytes:namespace:times:)``).
     @usableFromInline
     class Entry: @unchecked Sendable {
-        /// What the entry counts against ``Configuration/maxBytes``: its decoded size.
-        let cost: Int
+        /// What the entry counts against ``Configuration/maxBytes``: its decoded size, and the
+        /// argument bytes of its ``fastKey``.
+        var cost: Int { self.valueCost + self.fastKeyBytes }
+        /// The decoded size of the value and its key.
+        let valueCost: Int
+        /// The argument bytes of ``fastKey`` that the entry keeps. Under the tier's main lock.
+        var fastKeyBytes = 0
         /// The size of its envelope.
         let storedBytes: Int
         let namespace: String
@@ -64,7 +69,7 @@ public final class MemoryTier: Sendable {
         var fastKey: MemoryFastKey? = nil
 
         fileprivate init(cost: Int, storedBytes: Int, namespace: String, times: EntryTimes) {
-            self.cost = cost
+            self.valueCost = cost
             self.storedBytes = storedBytes
             self.namespace = namespace
             self.times = times
@@ -172,15 +177,26 @@ public final class MemoryTier: Sendable {
         return entry
     }
 
-    /// Lets `entry(fast:)` find the entry of `key` by `fast`.
+    /// The most argument bytes a fast key may have to be attached: a call with longer arguments
+    /// (a whole prompt) is found by its persistent key, whose hash costs little next to the call,
+    /// instead of keeping its arguments twice.
+    static let maximumFastKeyBytes = 1024
+
+    /// Lets `entry(fast:)` find the entry of `key` by `fast`. The fast key's argument bytes are
+    /// charged to the entry (and may evict others); a key of more than ``maximumFastKeyBytes`` is
+    /// not attached.
     func attach(_ fast: MemoryFastKey, toKey key: String) {
+        guard fast.count <= Self.maximumFastKeyBytes else { return }
         self.list.withLock { list in
             guard let index = list.index(forKey: key) else { return }
             let entry = list[index]
             guard entry.fastKey != fast else { return }
             self.detachFastKey(of: entry)
             entry.fastKey = fast
+            list.adjustCost(by: fast.count - entry.fastKeyBytes)
+            entry.fastKeyBytes = fast.count
             self.fastShards[fast.shard].value.withLock { $0[fast] = entry }
+            self.evictOverBounds(&list, keeping: entry)
         }
     }
 
@@ -189,57 +205,89 @@ public final class MemoryTier: Sendable {
     /// ``maximumSecondChances`` times per insert). The entry inserted is never the one evicted.
     ///
     /// An entry larger than ``Configuration/entryLimit`` is not held (and any older one is dropped).
+    ///
+    /// - Parameter keepingNewer: for a fill from a lower tier: nothing happens when the entry held
+    ///   for `key` was made after `entry` (expired or not), so that a fill never puts an older
+    ///   copy above a newer one.
     /// - Returns: how many entries were evicted.
     @discardableResult
-    func insert(_ entry: Entry, forKey key: String) -> Int {
+    func insert(_ entry: Entry, forKey key: String, keepingNewer: Bool = false) -> Int {
         self.list.withLock { list in
-            if let index = list.index(forKey: key) { self.detachFastKey(of: list[index]) }
+            if let index = list.index(forKey: key) {
+                if keepingNewer, list[index].times.createdAtMilliseconds > entry.times.createdAtMilliseconds {
+                    return 0
+                }
+                self.detachFastKey(of: list[index])
+            }
             guard entry.cost <= min(self.configuration.entryLimit, self.configuration.maxBytes) else {
                 if let index = list.index(forKey: key) { self.remove(at: index, from: &list) }
                 return 0
             }
             list.insertAtFront(entry, forKey: key)
-            var evicted = 0
-            var chances = 0
-            while list.count > self.configuration.maxEntries || list.totalCost > self.configuration.maxBytes,
-                let tail = list.lastIndex
-            {
-                let candidate = list[tail]
-                if candidate === entry {
-                    list.moveToFront(tail)
-                    continue
-                }
-                if chances < Self.maximumSecondChances, candidate.referenced.load(ordering: .relaxed) {
-                    candidate.referenced.store(false, ordering: .relaxed)
-                    list.moveToFront(tail)
-                    chances += 1
-                    continue
-                }
-                self.remove(at: tail, from: &list)
-                evicted += 1
+            return self.evictOverBounds(&list, keeping: entry)
+        }
+    }
+
+    /// Evicts entries until within bounds: the least recently used, but for a referenced one,
+    /// which is moved to the front instead (at most ``maximumSecondChances`` times), and never
+    /// `kept`. Returns how many were evicted; the list's lock is held.
+    @discardableResult
+    private func evictOverBounds(_ list: inout LRUList<String, Entry>, keeping kept: Entry) -> Int {
+        var evicted = 0
+        var chances = 0
+        while list.count > self.configuration.maxEntries || list.totalCost > self.configuration.maxBytes,
+            list.count > 1, let tail = list.lastIndex
+        {
+            let candidate = list[tail]
+            if candidate === kept {
+                list.moveToFront(tail)
+                continue
             }
-            return evicted
+            if chances < Self.maximumSecondChances, candidate.referenced.load(ordering: .relaxed) {
+                candidate.referenced.store(false, ordering: .relaxed)
+                list.moveToFront(tail)
+                chances += 1
+                continue
+            }
+            self.remove(at: tail, from: &list)
+            evicted += 1
         }
+        return evicted
     }
 
-    func remove(_ key: String) {
+    /// Removes the entry of `key`; with `createdBefore`, only if it was made before that time.
+    func remove(_ key: String, createdBefore: Int64? = nil) {
         self.list.withLock { list in
-            if let index = list.index(forKey: key) { self.remove(at: index, from: &list) }
+            guard let index = list.index(forKey: key) else { return }
+            if let createdBefore, list[index].times.createdAtMilliseconds >= createdBefore { return }
+            self.remove(at: index, from: &list)
         }
     }
 
-    func removeNamespace(_ namespace: String) {
+    /// Removes the entries of `namespace`; with `createdBefore`, only those made before that time.
+    func removeNamespace(_ namespace: String, createdBefore: Int64? = nil) {
         self.list.withLock { list in
             list.removeAll { entry in
-                guard entry.namespace == namespace else { return false }
+                guard entry.namespace == namespace,
+                    createdBefore.map({ entry.times.createdAtMilliseconds < $0 }) ?? true
+                else { return false }
                 self.detachFastKey(of: entry)
                 return true
             }
         }
     }
 
-    func removeAll() {
+    /// Removes every entry; with `createdBefore`, only those made before that time.
+    func removeAll(createdBefore: Int64? = nil) {
         self.list.withLock { list in
+            if let createdBefore {
+                list.removeAll { entry in
+                    guard entry.times.createdAtMilliseconds < createdBefore else { return false }
+                    self.detachFastKey(of: entry)
+                    return true
+                }
+                return
+            }
             list = LRUList()
             for shard in self.fastShards.indices { self.fastShards[shard].value.withLock { $0 = [:] } }
         }
