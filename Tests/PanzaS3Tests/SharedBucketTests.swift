@@ -99,6 +99,42 @@ struct SharedBucketTests {
         #expect(osloAfterAll != osloOnA, "A still serves an entry after bustAll on B")
     }
 
+    @Test(
+        "After a bustAll in the bucket's log, new processes serve what their SQLite file and the bucket hold, with 0 loads"
+    )
+    func newProcessesServeWhatTheyHold() async throws {
+        let bucket = S3TestServer.uniqueBucket("shared")
+        let cities = (0..<6).map { "City\($0)" }
+        // A busts everything (the log now holds a bustAll), then computes and shares the cities.
+        let a = try self.machine("a", bucket: bucket, pollMilliseconds: 0)
+        #expect(await a.ask("bust-all") == "ok")
+        #expect(await a.ask("flush") == "ok")
+        var computed: [String] = []
+        for city in cities { computed.append(try #require(await a.ask("forecast \(city)"))) }
+        #expect(await a.ask("flush") == "ok")
+        #expect(await a.ask("quit") == "bye")
+        _ = try await a.wait()
+        // New processes on A's SQLite file, one after another: each is served by SQLite.
+        for round in 0..<3 {
+            let again = try self.machine("a", bucket: bucket, pollMilliseconds: 0)
+            defer { again.kill(signal: SIGKILL) }
+            for (city, value) in zip(cities, computed) {
+                #expect(await again.ask("forecast \(city)") == value, "round \(round): \(city) was loaded again")
+            }
+            #expect(try #require(await again.ask("stats")).contains("loads=0"))
+            #expect(await again.ask("quit") == "bye")
+            _ = try await again.wait()
+        }
+        // Another machine (its own SQLite file) is served by the bucket.
+        let b = try self.machine("b", bucket: bucket, pollMilliseconds: 0)
+        defer { b.kill(signal: SIGKILL) }
+        for (city, value) in zip(cities, computed) {
+            #expect(await b.ask("forecast \(city)") == value, "the other machine loaded \(city) again")
+        }
+        let stats = try #require(await b.ask("stats"))
+        #expect(stats.contains("loads=0") && stats.contains("s3hits=\(cities.count)"), "\(stats)")
+    }
+
     @Test("An unsigned machine's objects are refused by signed machines, counted, and never copied into their SQLite")
     func unsignedMachinesAreRefused() async throws {
         let bucket = S3TestServer.uniqueBucket("shared")

@@ -37,9 +37,12 @@ final class RefreshScheduler: Sendable {
         self.state.withLock { state in
             guard !state.isClosed, state.tasks[key.rawValue] == nil else { return false }
             if let failure = state.failures[key.rawValue], failure.until > now { return false }
-            state.tasks[key.rawValue] = Task {
-                await body()
-                _ = self.state.withLock { $0.tasks.removeValue(forKey: key.rawValue) }
+            // A refresh runs on its own: it holds none of the permits of the load that started it.
+            state.tasks[key.rawValue] = HeldPermits.$current.withValue([]) {
+                Task {
+                    await body()
+                    _ = self.state.withLock { $0.tasks.removeValue(forKey: key.rawValue) }
+                }
             }
             return true
         }

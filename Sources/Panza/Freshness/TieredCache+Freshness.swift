@@ -57,9 +57,9 @@ extension TieredCache {
         }
         let ticket = self.fence.beginLoad(call.key)
         let condition = StoreCondition(ticket: ticket, createdAtMilliseconds: now, sqliteStamp: nil)
+        // The refresh ends its ticket: after its store, or when it gives up before its load.
         let started = self.refreshes.start(call.key, atMilliseconds: now) {
             await self.refresh(call, condition: condition)
-            self.fence.endLoad(ticket)
         }
         if !started { self.fence.endLoad(ticket) }
     }
@@ -79,12 +79,14 @@ extension TieredCache {
                     let taken = try await sqlite.acquireRefreshLease(
                         key: key, holder: self.refreshHolder, now: now, until: now + leaseLength.wholeMilliseconds)
                 else {
+                    self.fence.endLoad(condition.ticket)
                     self.logger.debug(
                         "panza: refresh left to the process that holds its lease", metadata: ["key": "\(key)"])
                     return
                 }
                 condition.sqliteStamp = taken
             } catch {
+                self.fence.endLoad(condition.ticket)
                 self.recorder.add(.refreshFailures)
                 self.refreshes.recordFailure(key, atMilliseconds: self.clock.nowMilliseconds())
                 self.logger.warning(
@@ -98,7 +100,12 @@ extension TieredCache {
             guard
                 try await Deadline.value(
                     within: limit, clock: self.clock, cancelsOnTimeout: true,
-                    { try await self.loadAndStore(call, condition: settled) }) != nil
+                    {
+                        // A loader that ignores cancellation may store after the timeout: the
+                        // ticket watches the key until then.
+                        defer { self.fence.endLoad(settled.ticket) }
+                        return try await self.loadAndStore(call, condition: settled)
+                    }) != nil
             else {
                 self.recorder.add(.hardTimeouts)
                 throw PanzaError(

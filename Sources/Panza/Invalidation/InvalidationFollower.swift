@@ -51,7 +51,10 @@ final class InvalidationFollower: Sendable {
     func waitForFirstPoll(timeout: Duration) async {
         guard !self.firstPollDone.value.load(ordering: .acquiring) else { return }
         let firstPoll = self.firstPoll
-        if await !Deadline.completes(within: timeout, { await firstPoll.value }) {
+        if await Deadline.completes(within: timeout, { await firstPoll.value }) {
+            // Done: later lookups need not wait, even before the polling task records it.
+            self.firstPollDone.value.store(true, ordering: .releasing)
+        } else {
             // One bounded wait in all: later lookups serve local entries at once until it answers.
             self.firstPollDone.value.store(true, ordering: .releasing)
             self.logger.warning(

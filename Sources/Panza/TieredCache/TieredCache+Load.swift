@@ -11,7 +11,18 @@ extension TieredCache {
     /// is stored only if no write of its key, its namespace or everything came meanwhile (in this
     /// process, and in the SQLite file when `sqliteStamp` was read).
     func load<Value: Codable & Sendable>(_ call: LoadCall<Value>, sqliteStamp: Int64?) async throws -> Value {
+        try await self.load(
+            call,
+            condition: StoreCondition(
+                ticket: self.fence.beginLoad(call.key), createdAtMilliseconds: self.clock.nowMilliseconds(),
+                sqliteStamp: sqliteStamp))
+    }
+
+    /// ``load(_:sqliteStamp:)`` with a condition taken already (by a flight before its lookup);
+    /// the load ends its ticket.
+    func load<Value: Codable & Sendable>(_ call: LoadCall<Value>, condition: StoreCondition) async throws -> Value {
         if call.modes.cacheOnly {
+            self.fence.endLoad(condition.ticket)
             throw PanzaError(
                 code: .cacheOnlyMiss,
                 message:
@@ -28,9 +39,6 @@ extension TieredCache {
         return try await self.withHardTimeout(call) {
             // Inside the timed body: with completesInBackground, the store may come after the
             // caller stopped waiting, and the ticket must watch the key until then.
-            let condition = StoreCondition(
-                ticket: self.fence.beginLoad(call.key), createdAtMilliseconds: self.clock.nowMilliseconds(),
-                sqliteStamp: sqliteStamp)
             defer { self.fence.endLoad(condition.ticket) }
             return try await self.loadAndStore(call, condition: condition)
         }

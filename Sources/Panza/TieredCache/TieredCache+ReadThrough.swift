@@ -86,12 +86,23 @@ extension TieredCache {
     ) async throws -> Fetched<Value> {
         let stamp = MissStampBox()
         let key = call.key
+        // The load's ticket is taken before the lookup that may miss, so that a write made after
+        // the lookup read SQLite's stamp is newer than the ticket too.
+        let ticket = LoadTicketBox()
         return try await self.singleFlight.run(
             key: key.rawValue,
             namespace: key.namespace,
             onJoin: { self.recorder.add(.coalescedWaits) },
             lookup: {
-                guard !bust else { return nil }
+                ticket.take(
+                    StoreCondition(
+                        ticket: self.fence.beginLoad(key), createdAtMilliseconds: self.clock.nowMilliseconds()))
+                var handedOver = false
+                defer { if !handedOver { ticket.release(self.fence) } }
+                guard !bust else {
+                    handedOver = true
+                    return nil
+                }
                 // A flight of this key that ended between this caller's look in memory and the
                 // start of this flight left its value in memory: without this second look, the
                 // loader would run again for a value just loaded.
@@ -102,10 +113,19 @@ extension TieredCache {
                 guard
                     let found = try await self.lowerLookupEntry(
                         key, as: Value.self, acceptingStale: acceptingStale, missStamp: stamp)
-                else { return nil }
+                else {
+                    handedOver = true
+                    return nil
+                }
                 return .found(found.value, found.times)
             },
-            load: { .loaded(try await self.load(call, sqliteStamp: stamp.value)) }
+            load: {
+                guard var condition = ticket.handOver() else {
+                    return .loaded(try await self.load(call, sqliteStamp: stamp.value))
+                }
+                condition.sqliteStamp = stamp.value
+                return .loaded(try await self.load(call, condition: condition))
+            }
         )
     }
 
@@ -183,3 +203,23 @@ extension TieredCache {
 
 /// The error a fail-safe policy is asked about when a load is skipped during its key's backoff.
 struct LoadBackoff: Error {}
+
+/// The ticket a flight's leader takes before its lookup, handed to its load on a miss.
+final class LoadTicketBox: @unchecked Sendable {
+    /// Written by the leader's lookup, read by the load task it starts afterwards.
+    private var condition: StoreCondition?
+
+    func take(_ condition: StoreCondition) { self.condition = condition }
+
+    /// Ends the ticket when the lookup answered (or failed) instead of a load.
+    func release(_ fence: VersionFence) {
+        if let condition = self.condition { fence.endLoad(condition.ticket) }
+        self.condition = nil
+    }
+
+    /// The ticket, for the load that now owns it (and ends it).
+    func handOver() -> StoreCondition? {
+        defer { self.condition = nil }
+        return self.condition
+    }
+}

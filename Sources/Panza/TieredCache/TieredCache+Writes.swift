@@ -41,6 +41,9 @@ extension TieredCache {
     ) async throws -> [(Lane, UInt64)]? {
         for lane in self.lanes { try await lane.queue.waitForRoom() }
         let sequences = try self.fence.write(operation, ifUnchangedSince: condition?.ticket) { version in
+            // Detached in the critical section: no caller can join the old flight once memory
+            // shows the write.
+            if condition == nil { self.singleFlight.detach(operation) }
             if let memory = self.memory { inMemory(memory) }
             return self.lanes.compactMap { lane in
                 lane.queue.enqueue(
@@ -49,7 +52,6 @@ extension TieredCache {
                 ).map { (lane, $0) }
             }
         }
-        if condition == nil { self.singleFlight.detach(operation) }
         for lane in self.lanes { lane.drainer.notify() }
         return sequences
     }
@@ -202,6 +204,7 @@ extension TieredCache {
                 }
             let cutoff = invalidation.createdBeforeMilliseconds
             let applied = try? fence.write(operation) { version in
+                flights.detach(operation)
                 switch invalidation.scope {
                 case .key(let key): memory?.remove(key.rawValue, createdBefore: cutoff)
                 case .namespace(let namespace): memory?.removeNamespace(namespace, createdBefore: cutoff)
@@ -212,7 +215,6 @@ extension TieredCache {
                 }
             }
             guard applied != nil else { return }  // closed
-            flights.detach(operation)
         }
         for lane in lanes { lane.drainer.notify() }
     }

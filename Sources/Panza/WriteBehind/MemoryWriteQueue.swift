@@ -186,6 +186,11 @@ final class MemoryWriteQueue: WriteQueue {
                 state.keys[key.rawValue] = KeyShadow(
                     version: version, namespace: key.namespace, blob: blob, pending: pending)
             case .remove(let key):
+                if let createdBefore, let held = state.keys[key.rawValue], Self.survives(held, cutoff: createdBefore) {
+                    // A removal learned from another cache does not hide this process's own
+                    // queued removal (it stays whole) or a store made after its cutoff.
+                    break
+                }
                 state.keys[key.rawValue] = KeyShadow(
                     version: version, namespace: key.namespace, blob: nil, createdBefore: createdBefore)
             case .removeNamespace(let removed):
@@ -201,6 +206,16 @@ final class MemoryWriteQueue: WriteQueue {
             self.shadowsNothing.store(false, ordering: .releasing)
             return write.sequence
         }
+    }
+
+    /// Whether a queued key entry stands over a later removal with a creation cutoff: a whole
+    /// removal does, and so does a store of a value made at or after the cutoff.
+    private static func survives(_ entry: KeyShadow, cutoff: Int64) -> Bool {
+        if let pending = entry.pending { return pending.createdAtMilliseconds >= cutoff }
+        if let blob = entry.blob {
+            return (BlobEnvelope.createdAtMilliseconds(ofStored: blob) ?? .min) >= cutoff
+        }
+        return entry.createdBefore == nil
     }
 
     /// Lets every writer waiting for room go (they then find the cache closed).

@@ -121,6 +121,11 @@ struct FreshnessTests {
         #expect(try await cache.load(under: policy, from: loader) == "v1")
         #expect(cache.statistics.failSafeActivations == 1)
         #expect(cache.statistics.loadFailures == 1)
+        // Within the key's backoff after a failure, a fail-safe caller gets the stale entry without
+        // a load (an outage does not make every call wait for a load expected to fail).
+        #expect(try await cache.load(under: policy, from: loader) == "v1")
+        #expect(cache.statistics.backedOffLoads == 1)
+        self.clock.advance(by: .seconds(2))
         await #expect(throws: TestError(message: "fatal")) {
             try await cache.load(under: policy, from: loader)
         }
@@ -128,7 +133,7 @@ struct FreshnessTests {
         await #expect(throws: TestError(message: "down")) {
             try await cache.load(under: policy, from: loader)
         }
-        #expect(cache.statistics.failSafeActivations == 1)
+        #expect(cache.statistics.failSafeActivations == 2)
         try await cache.close()
     }
 
@@ -249,6 +254,11 @@ struct FreshnessTests {
         #expect(try await cache.load(under: policy, from: loader) == "v1")
         await cache.waitForRefreshes()
         #expect(cache.statistics.refreshFailures == 1)
+        // Within the key's backoff no refresh starts; after it, the next stale hit tries again.
+        #expect(try await cache.load(under: policy, from: loader) == "v1")
+        await cache.waitForRefreshes()
+        #expect(cache.statistics.backedOffLoads == 1)
+        self.clock.advance(by: .seconds(2))
         #expect(try await cache.load(under: policy, from: loader) == "v1")
         await cache.waitForRefreshes()
         #expect(cache.statistics.refreshes == 1)

@@ -135,13 +135,14 @@ struct LocalHitTests {
         try await cache.close()
     }
 
-    @Test("A value of another type declines; the full path counts it as undecodable")
+    @Test("A value of another type declines; the full path counts it and throws typeMismatch")
     func otherType() async throws {
         try await self.store(Forecast(city: "Oslo", days: 1, temperatures: [2]), forKey: "k")
         let cache = try await self.open()
         #expect(cache.localHit(try TieredCache.plainKey("k"), as: Int.self, refreshAhead: nil) == nil)
         #expect(cache.statistics.undecodableValues == 0)
-        #expect(try await cache.value(forKey: "k", as: Int.self) == nil)
+        let error = try await #require(throws: PanzaError.self) { _ = try await cache.value(forKey: "k", as: Int.self) }
+        #expect(error.code == .typeMismatch)
         #expect(cache.statistics.undecodableValues == 1)
         try await cache.close()
     }

@@ -143,7 +143,7 @@ struct ReadThroughTests {
         try await cache.close()
     }
 
-    @Test("Reading a value as another type: a typed error in memory, a counted miss below it")
+    @Test("Reading a value as another type: the same typed error in memory and below it; a read-through loads")
     func typeMismatch() async throws {
         let cache = try await makeCache(in: self.directory)
         try await cache.set(Forecast(city: "Oslo", days: 1, temperatures: []), forKey: "k")
@@ -153,10 +153,17 @@ struct ReadThroughTests {
         #expect(memoryError.code == .typeMismatch)
         try await cache.close()
         let reopened = try await makeCache(in: self.directory)
-        // From SQLite, a value that does not decode as the type asked for is a miss, counted, and
-        // the local copy goes (issue 9: the loader runs instead of the call failing for ever).
-        #expect(try await reopened.value(forKey: "k", as: [String].self) == nil)
+        // From SQLite, a plain read of a value that does not decode as the type asked for throws
+        // the same typed error, counted, and deletes nothing; a read-through loads (issue 9: the
+        // loader runs instead of the call failing for ever), and its store replaces it.
+        let sqliteError = try await #require(throws: PanzaError.self) {
+            _ = try await reopened.value(forKey: "k", as: [String].self)
+        }
+        #expect(sqliteError.code == .typeMismatch)
         #expect(reopened.statistics.undecodableValues == 1)
+        let check = try await makeCache(in: self.directory, memory: nil)
+        #expect(try await check.value(forKey: "k", as: Forecast.self)?.city == "Oslo", "nothing was deleted")
+        try await check.close()
         let loaded = try await reopened.value(forKey: "k", timeToLive: nil) { ["fresh"] }
         #expect(loaded == ["fresh"])
         try await reopened.flush()
