@@ -176,9 +176,14 @@ struct DrainStateMachine {
     }
 
     /// An operation was moved to the dead letters; nothing up to `watermark` is pending.
+    ///
+    /// The poison is out of the queue: the operations behind it are drained at once, in full
+    /// batches, without the backoff it earned (one poison write used to stall the queue ~11 s).
     mutating func deadLettered(watermark: UInt64) -> [Resume] {
         guard self.phase != .finished else { return [] }
         self.drops += 1
+        self.limit = self.configuration.maxBatch
+        self.backoff = self.configuration.initialBackoff
         return self.advance(to: watermark)
     }
 

@@ -275,4 +275,25 @@ struct DrainStateMachineTests {
             #expect(result == .finish)
         }
     }
+
+    @Test(
+        "A dead-lettered operation resets the backoff: the next failure pauses the initial backoff, and batches are full"
+    )
+    func deadLetterResetsBackoff() {
+        var machine = DrainStateMachine(configuration: Self.configuration)
+        #expect(machine.next(now: .zero) == .drain(limit: 4))
+        // The batch fails, then its head alone fails until it is dead-lettered; the backoff grows.
+        var pauses: [Duration] = []
+        var decision = machine.failed(batchCount: 4, headAttempts: 1, permanent: false, now: .zero).decision
+        for attempt in 2...3 {
+            if case .retry(let pause) = decision { pauses.append(pause) }
+            decision = machine.failed(batchCount: 1, headAttempts: attempt, permanent: false, now: .zero).decision
+        }
+        #expect(decision == .deadLetter)
+        #expect(pauses == [.milliseconds(10), .milliseconds(20)])
+        _ = machine.deadLettered(watermark: 1)
+        #expect(machine.next(now: .seconds(1)) == .drain(limit: 4), "full batches again after the poison is out")
+        let next = machine.failed(batchCount: 4, headAttempts: 1, permanent: false, now: .seconds(1)).decision
+        #expect(next == .retry(after: .milliseconds(10)), "the poison's backoff does not carry over")
+    }
 }
