@@ -24,19 +24,14 @@ final class RefreshScheduler: Sendable {
     }
 
     private let state = Mutex(State())
-    private let clock: any CacheClock
 
-    init(clock: any CacheClock) {
-        self.clock = clock
-    }
-
-    /// Starts `body` as the refresh of `key` unless one runs already, the scheduler is closed or
-    /// the key is backing off. Returns whether it started.
+    /// Starts `body` as the refresh of `key` unless one runs already or the scheduler is closed
+    /// (its caller asks ``isBackingOff(_:atMilliseconds:)`` first, and counts a backed-off key).
+    /// Returns whether it started.
     @discardableResult
-    func start(_ key: CacheKey, atMilliseconds now: Int64, _ body: @escaping @Sendable () async -> Void) -> Bool {
+    func start(_ key: CacheKey, _ body: @escaping @Sendable () async -> Void) -> Bool {
         self.state.withLock { state in
             guard !state.isClosed, state.tasks[key.rawValue] == nil else { return false }
-            if let failure = state.failures[key.rawValue], failure.until > now { return false }
             // A refresh runs on its own: it holds none of the permits of the load that started it.
             state.tasks[key.rawValue] = HeldPermits.$current.withValue([]) {
                 Task {

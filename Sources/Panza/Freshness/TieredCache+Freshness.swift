@@ -18,12 +18,6 @@ struct LoadCall<Value: Codable & Sendable>: Sendable {
 enum Fetched<Value: Sendable>: Sendable {
     case found(Value, EntryTimes)
     case loaded(Value)
-
-    var value: Value {
-        switch self {
-        case .found(let value, _), .loaded(let value): value
-        }
-    }
 }
 
 /// An entry past its time to live but within its stale period.
@@ -58,7 +52,7 @@ extension TieredCache {
         let ticket = self.fence.beginLoad(call.key)
         let condition = StoreCondition(ticket: ticket, createdAtMilliseconds: now, sqliteStamp: nil)
         // The refresh ends its ticket: after its store, or when it gives up before its load.
-        let started = self.refreshes.start(call.key, atMilliseconds: now) {
+        let started = self.refreshes.start(call.key) {
             await self.refresh(call, condition: condition)
         }
         if !started { self.fence.endLoad(ticket) }

@@ -1,10 +1,9 @@
 import Logging
 
-/// The tiers of a cache and how each is written, wired once when the cache opens: the memory
-/// tier, the slots below it in chain order, the write-behind lanes, the SQLite outbox and the
+/// The tiers of a cache below memory and how each is written, wired once when the cache opens:
+/// the slots in chain order, the write-behind lanes, the SQLite outbox and the
 /// follower of other caches' invalidations. No policy lives here; ``TieredCache`` decides.
 struct CacheChain: Sendable {
-    let memory: MemoryTier?
     let sqlite: SQLiteTier?
     /// The tiers below memory, in chain order, with how each is written.
     let slots: [TierSlot]
@@ -21,13 +20,12 @@ struct CacheChain: Sendable {
     /// Opens the configured tiers and wires them.
     ///
     /// - Parameters:
-    ///   - writes: where invalidations learned from other caches are applied (memory, lanes,
-    ///     flights), as this cache's own removals are.
+    ///   - applyInvalidations: where invalidations learned from other caches are applied (memory,
+    ///     the local lanes given, flights), as this cache's own removals are.
     static func open(
         configuration: TieredCache.Configuration,
         logger: Logger,
         recorder: StatisticsRecorder,
-        memory: MemoryTier?,
         applyInvalidations: @escaping @Sendable ([CacheInvalidation], [Lane]) -> Void
     ) async throws -> CacheChain {
         var sqlite: SQLiteTier?
@@ -145,7 +143,7 @@ struct CacheChain: Sendable {
             }
         }
         return CacheChain(
-            memory: memory, sqlite: sqlite, slots: slots, lanes: lanes, outbox: outbox, localReads: localReads,
+            sqlite: sqlite, slots: slots, lanes: lanes, outbox: outbox, localReads: localReads,
             invalidationFollower: follower, loaderLatency: loaderLatency)
     }
 }

@@ -15,11 +15,7 @@ extension TieredCache {
         for lane in self.lanes {
             try await lane.drainer.waitUntilApplied(lane.queue.lastSequence())
         }
-        if let outbox = self.outbox {
-            let target = try await outbox.queue.lastSequence()
-            outbox.drainer.notify()
-            try await outbox.drainer.waitUntilApplied(target)
-        }
+        try await self.waitForOutboxUploads()
     }
 
     /// Applies what is queued, then closes every tier, within ``Configuration/closeTimeout``
@@ -63,12 +59,7 @@ extension TieredCache {
             // Give pending uploads a bounded chance; what is left stays in the outbox for next time.
             let budget = min(self.configuration.remoteCloseTimeout, remaining())
             if lanesDrained, budget > .zero {
-                _ = await Deadline.completes(within: budget) {
-                    if let target = try? await outbox.queue.lastSequence() {
-                        outbox.drainer.notify()
-                        try? await outbox.drainer.waitUntilApplied(target)
-                    }
-                }
+                _ = await Deadline.completes(within: budget) { try? await self.waitForOutboxUploads() }
             }
             outbox.drainer.abandon()
             self.outboxTask?.cancel()

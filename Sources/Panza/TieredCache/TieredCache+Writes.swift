@@ -129,11 +129,16 @@ extension TieredCache {
         for (lane, sequence) in sequences {
             try await lane.drainer.waitUntilApplied(sequence)
         }
-        if let outbox = self.outbox, sequences.contains(where: \.0.replicates) {
-            let target = try await outbox.queue.lastSequence()
-            outbox.drainer.notify()
-            try await outbox.drainer.waitUntilApplied(target)
-        }
+        if sequences.contains(where: \.0.replicates) { try await self.waitForOutboxUploads() }
+    }
+
+    /// Returns once everything in the SQLite outbox now has been uploaded to the remote tier
+    /// (at once without an outbox).
+    func waitForOutboxUploads() async throws {
+        guard let outbox = self.outbox else { return }
+        let target = try await outbox.queue.lastSequence()
+        outbox.drainer.notify()
+        try await outbox.drainer.waitUntilApplied(target)
     }
 
     /// Removes from memory at once, then from every tier below; returns when they applied it.

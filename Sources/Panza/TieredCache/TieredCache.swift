@@ -110,12 +110,12 @@ public final class TieredCache: Sendable {
         self.fence = fence
         let singleFlight = SingleFlight()
         self.singleFlight = singleFlight
-        let tierNames = [configuration.sqlite.map { _ in "sqlite" }, configuration.remote?.name]
+        let tierNames = [configuration.sqlite.map { _ in SQLiteTier.tierName }, configuration.remote?.name]
         let recorder = StatisticsRecorder(tierNames: tierNames.compactMap { $0 })
         self.recorder = recorder
         self.unretainedRecorder = Unmanaged.passUnretained(recorder)
         let chain = try await CacheChain.open(
-            configuration: configuration, logger: logger, recorder: recorder, memory: memory
+            configuration: configuration, logger: logger, recorder: recorder
         ) { invalidations, lanes in
             Self.applyInvalidations(
                 invalidations, memory: memory, lanes: lanes, fence: fence, flights: singleFlight)
@@ -127,7 +127,7 @@ public final class TieredCache: Sendable {
         self.localReads = chain.localReads
         self.invalidationFollower = chain.invalidationFollower
         self.loaderLatency = chain.loaderLatency
-        self.refreshes = RefreshScheduler(clock: configuration.clock)
+        self.refreshes = RefreshScheduler()
         self.drainerTasks = chain.lanes.map { lane in Task { await lane.drainer.run() } }
         self.outboxTask = chain.outbox.map { outbox in Task { await outbox.drainer.run() } }
         self.currentModes = Mutex(configuration.modes)

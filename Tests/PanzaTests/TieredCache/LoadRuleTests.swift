@@ -190,7 +190,7 @@ struct LoadRuleTests {
         try await reader.close()
     }
 
-    @Test("A refresh decided before a set does not overwrite it, even when its lease waits")
+    @Test("A refresh decided at a stale hit does not overwrite a set made after that hit")
     func refreshDoesNotOverwriteSet() async throws {
         let clock = ManualCacheClock()
         let cache = try await makeCache(in: self.directory) {

@@ -68,7 +68,9 @@ public final class SQLiteTier: CacheTier {
     }
 
     /// `"sqlite"`, in statistics and logs.
-    public let name = "sqlite"
+    public var name: String { Self.tierName }
+    /// ``name``, known before a tier is opened (for the statistics of the cache that opens it).
+    static let tierName = "sqlite"
     /// The configuration the tier was opened with.
     public let configuration: Configuration
     private let writer: SQLiteWriter
