@@ -6,7 +6,8 @@ import Synchronization
 /// blackholed remote costs a caller at most a short wait, then nothing.
 ///
 /// A read that passes its deadline is abandoned, not cancelled: it goes on in the background (the
-/// tier's own timeouts end it) while the caller moves on to its loader.
+/// tier's own timeouts end it) while the caller moves on to its loader. A caller that is cancelled
+/// stops waiting at once, cancels its read and tells the breaker nothing.
 final class RemoteReadGuard: Sendable {
     /// How a guarded read ended.
     enum Outcome<Value: Sendable>: Sendable {
@@ -56,14 +57,19 @@ final class RemoteReadGuard: Sendable {
     var state: CircuitBreaker.State { self.breaker.withLock { $0.state } }
 
     /// Runs `read` unless the breaker is open, within the deadline.
-    func read<Value: Sendable>(_ read: @escaping @Sendable () async throws -> Value) async -> Outcome<Value> {
+    ///
+    /// - Throws: `CancellationError` when the calling task is cancelled, at once (the read is
+    ///   cancelled, and the breaker counts neither a success nor a failure).
+    func read<Value: Sendable>(_ read: @escaping @Sendable () async throws -> Value) async throws -> Outcome<Value> {
         let now = self.now()
         guard self.breaker.withLock({ $0.allowsRead(now: now) }) else { return .skipped }
         let outcome: Outcome<Value>
         let started = self.clock.now
         do {
             if let timeout = self.timeout {
-                if let value = try await Deadline.value(within: timeout, read) {
+                if let value = try await Deadline.value(
+                    within: timeout, clock: SystemCacheClock(), cancelsOnTimeout: false, read)
+                {
                     outcome = .value(value)
                 } else {
                     outcome = .timedOut(timeout)
@@ -71,6 +77,8 @@ final class RemoteReadGuard: Sendable {
             } else {
                 outcome = .value(try await read())
             }
+        } catch is CancellationError where Task.isCancelled {
+            throw CancellationError()
         } catch {
             outcome = .failed(error)
         }

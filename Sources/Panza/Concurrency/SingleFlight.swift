@@ -8,6 +8,7 @@ import Synchronization
 /// the load belongs to no one caller, and then waits for it like everyone else. A caller that is
 /// cancelled stops waiting at once with `CancellationError`; the load goes on for the others, and
 /// its result is still stored by the load itself, so a call already paid for is never thrown away.
+/// A leader cancelled during its lookup stops at once too, and its followers start over.
 /// Errors reach every waiter and are not remembered: the next call after a failure starts anew.
 ///
 /// A write of the key (a `set`, a removal, a bust of its namespace or of everything) *detaches*
@@ -74,7 +75,10 @@ final class SingleFlight: Sendable {
             do {
                 found = try await lookup()
             } catch {
-                self.finish(key: key, generation: generation, with: .failure(error))
+                // A leader cancelled during its lookup ends the flight for itself only: the
+                // followers start over, one of them leading.
+                let cancelled = error is CancellationError && Task.isCancelled
+                self.finish(key: key, generation: generation, with: .failure(cancelled ? FlightEnded() : error))
                 throw error
             }
             if let found {

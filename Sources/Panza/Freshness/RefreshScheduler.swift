@@ -15,6 +15,8 @@ final class RefreshScheduler: Sendable {
     private struct Failure {
         var until: Int64
         var backoff: Int64
+        /// The failure's error: a fail-safe policy is asked about it while the key backs off.
+        var error: any Error
     }
 
     private struct State {
@@ -45,13 +47,19 @@ final class RefreshScheduler: Sendable {
 
     /// Whether the key's last load failed within its backoff period.
     func isBackingOff(_ key: CacheKey, atMilliseconds now: Int64) -> Bool {
+        self.backoffError(key, atMilliseconds: now) != nil
+    }
+
+    /// The error of the key's last load when it failed within its backoff period; `nil` when the
+    /// key is not backing off.
+    func backoffError(_ key: CacheKey, atMilliseconds now: Int64) -> (any Error)? {
         self.state.withLock { state in
-            guard let failure = state.failures[key.rawValue] else { return false }
-            return failure.until > now
+            guard let failure = state.failures[key.rawValue], failure.until > now else { return nil }
+            return failure.error
         }
     }
 
-    func recordFailure(_ key: CacheKey, atMilliseconds now: Int64) {
+    func recordFailure(_ key: CacheKey, error: any Error, atMilliseconds now: Int64) {
         self.state.withLock { state in
             if state.failures.count >= Self.maximumFailedKeys, state.failures[key.rawValue] == nil {
                 state.failures = state.failures.filter { $0.value.until > now }
@@ -60,7 +68,7 @@ final class RefreshScheduler: Sendable {
             let backoff =
                 state.failures[key.rawValue].map { min($0.backoff * 2, Self.maximumBackoff) }
                 ?? Self.initialBackoff
-            state.failures[key.rawValue] = Failure(until: now + backoff, backoff: backoff)
+            state.failures[key.rawValue] = Failure(until: now + backoff, backoff: backoff, error: error)
         }
     }
 

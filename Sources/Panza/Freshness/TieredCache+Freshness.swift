@@ -82,7 +82,7 @@ extension TieredCache {
             } catch {
                 self.fence.endLoad(condition.ticket)
                 self.recorder.add(.refreshFailures)
-                self.refreshes.recordFailure(key, atMilliseconds: self.clock.nowMilliseconds())
+                self.refreshes.recordFailure(key, error: error, atMilliseconds: self.clock.nowMilliseconds())
                 self.logger.warning(
                     "panza: background refresh could not take its lease; the stale entry stays",
                     metadata: ["key": "\(key)", "error": "\(error)"])
@@ -109,7 +109,7 @@ extension TieredCache {
             self.refreshes.recordSuccess(key)
         } catch {
             self.recorder.add(.refreshFailures)
-            self.refreshes.recordFailure(key, atMilliseconds: self.clock.nowMilliseconds())
+            self.refreshes.recordFailure(key, error: error, atMilliseconds: self.clock.nowMilliseconds())
             self.logger.warning(
                 "panza: background refresh failed; the stale entry stays",
                 metadata: ["id": "\(call.id)", "key": "\(key)", "error": "\(error)"])

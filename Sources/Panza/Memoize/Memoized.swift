@@ -122,6 +122,14 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
         try await self.cache.lookup(try self.key(repeat each argument), as: Value.self)
     }
 
+    /// Whether a result is cached for these arguments; never calls the function.
+    ///
+    /// For a function whose result is optional, this tells a cached `nil` from nothing cached,
+    /// which `peek` (flattened to one optional) does not.
+    public func isCached(_ argument: repeat each Argument) async throws -> Bool {
+        try await self.cache.lookup(try self.key(repeat each argument), as: Value.self) != nil
+    }
+
     /// Removes the cached result for these arguments from every tier.
     public func bust(_ argument: repeat each Argument) async throws {
         try await self.cache.remove(.remove(try self.key(repeat each argument)))
@@ -142,6 +150,15 @@ public struct Memoized<each Argument: Encodable & Sendable, Value: Codable & Sen
         }
         // Inlined, so that argument encoding is specialized for the caller's types.
         return try MemoizeKey.make(id: self.id, arguments: repeat each argument)
+    }
+}
+
+extension Memoized {
+    /// Returns the cached result of a function whose result is optional, or `nil` when there is
+    /// none: one optional, not two. A cached `nil` and no cached result both read as `nil`;
+    /// ``isCached(_:)`` tells them apart. Never calls the function.
+    public func peek<Wrapped>(_ argument: repeat each Argument) async throws -> Wrapped? where Value == Wrapped? {
+        try await self.cache.lookup(try self.key(repeat each argument), as: Value.self) ?? nil
     }
 }
 

@@ -30,7 +30,8 @@ struct CacheChain: Sendable {
     ) async throws -> CacheChain {
         var sqlite: SQLiteTier?
         if let sqliteConfiguration = configuration.sqlite {
-            sqlite = try await SQLiteTier.open(configuration: sqliteConfiguration, logger: logger)
+            sqlite = try await SQLiteTier.open(
+                configuration: sqliteConfiguration, logger: logger, clock: configuration.clock)
         }
         let remote = configuration.remote
         let writeBehind = configuration.writeBehind

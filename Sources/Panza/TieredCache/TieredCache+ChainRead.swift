@@ -79,7 +79,7 @@ extension TieredCache {
                             missStamps[index] = read.missStamp
                             break
                         }
-                        switch await readGuard.read({ try await slot.read(key) }) {
+                        switch try await readGuard.read({ try await slot.read(key) }) {
                         case .value(let read):
                             found = read.found
                         case .skipped:
@@ -115,6 +115,9 @@ extension TieredCache {
                         metadata: ["tier": "\(slot.tier.name)", "key": "\(key)", "error": "\(error)"]
                     )
                     continue slots
+                } catch is CancellationError where Task.isCancelled {
+                    // The caller is gone: not a tier's failure, and no reason to read further.
+                    throw CancellationError()
                 } catch {
                     self.recorder.tierError(index)
                     self.recorder.tierMiss(index)

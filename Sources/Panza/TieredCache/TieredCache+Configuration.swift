@@ -97,9 +97,10 @@ extension TieredCache {
         /// The ``Freshness`` of calls that give none (stale-while-revalidate, fail-safe, loader
         /// timeouts, refresh-ahead); `nil` (the default) for none of it.
         public var defaultFreshness: Freshness? = nil
-        /// The clock behind creation and expiry times, stale periods, loader timeouts and the
-        /// remote circuit breaker's open periods; the system's by default. Tests give a
-        /// ``ManualCacheClock``.
+        /// The clock behind creation and expiry times (in every tier: the SQLite tier expires
+        /// entries and dates accesses by it too), stale periods, loader timeouts and the remote
+        /// circuit breaker's open periods; the system's by default. Tests give a
+        /// ``ManualCacheClock``. Outbox leases, which other processes judge, use the wall clock.
         public var clock: any CacheClock = SystemCacheClock()
         /// How long a lookup waits for the remote tier before it counts as a miss and the caller
         /// goes on to its loader (the read goes on in the background); 1 s by default, `nil` for

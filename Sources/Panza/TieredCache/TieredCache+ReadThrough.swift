@@ -141,6 +141,7 @@ extension TieredCache {
                 let decision = ServeDecision.decide(
                     times, for: call.policy, atMilliseconds: self.clock.nowMilliseconds())
                 if decision.servesAtOnce {
+                    if decision == .staleServable { self.recorder.add(.staleHits) }
                     if decision != .fresh { self.startRefresh(call) }
                     return value
                 }
@@ -159,9 +160,10 @@ extension TieredCache {
         let wait: @Sendable () async throws -> Value = { try await self.freshFlightValue(call) }
         guard let fallback else { return try await wait() }
         let now = self.clock.nowMilliseconds()
-        if self.refreshes.isBackingOff(call.key, atMilliseconds: now),
-            ServeDecision.mayServeAfterFailure(
-                fallback.times, for: call.policy, error: LoadBackoff(), atMilliseconds: now)
+        // The policy is asked about the error of the failure that started the backoff: a caller
+        // whose fail-safe excludes that error loads, as it would have without the backoff.
+        if let failure = self.refreshes.backoffError(call.key, atMilliseconds: now),
+            ServeDecision.mayServeAfterFailure(fallback.times, for: call.policy, error: failure, atMilliseconds: now)
         {
             self.recorder.add(.backedOffLoads)
             self.recorder.add(.failSafeActivations)
@@ -187,7 +189,9 @@ extension TieredCache {
             return value
         } catch {
             let now = self.clock.nowMilliseconds()
-            if !(error is CancellationError) { self.refreshes.recordFailure(call.key, atMilliseconds: now) }
+            if !(error is CancellationError) {
+                self.refreshes.recordFailure(call.key, error: error, atMilliseconds: now)
+            }
             guard
                 ServeDecision.mayServeAfterFailure(fallback.times, for: call.policy, error: error, atMilliseconds: now)
             else { throw error }
@@ -200,9 +204,6 @@ extension TieredCache {
         }
     }
 }
-
-/// The error a fail-safe policy is asked about when a load is skipped during its key's backoff.
-struct LoadBackoff: Error {}
 
 /// The ticket a flight's leader takes before its lookup, handed to its load on a miss.
 final class LoadTicketBox: @unchecked Sendable {

@@ -208,7 +208,7 @@ extension TieredCache {
                 case .all: .removeAll
                 }
             let cutoff = invalidation.createdBeforeMilliseconds
-            let applied = try? fence.write(operation) { version in
+            let applied: Void? = try? fence.write(operation) { version in
                 flights.detach(operation)
                 switch invalidation.scope {
                 case .key(let key): memory?.remove(key.rawValue, createdBefore: cutoff)

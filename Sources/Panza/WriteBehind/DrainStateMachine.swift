@@ -202,9 +202,23 @@ struct DrainStateMachine {
     }
 
     /// Stop once the queue is empty. Returns whether a parked drainer must be woken.
+    ///
+    /// The drainer claims once more after this, whatever it found before: a write accepted just
+    /// before close (queued before the cache's fence closed) may have come after the last claim,
+    /// with its ``workArrived()`` still on its way. Only a claim that starts after close, and so
+    /// after every accepted write was queued, may find the queue empty for good.
     mutating func close() -> Bool {
         self.isClosing = true
-        return self.phase == .idle
+        switch self.phase {
+        case .idle:
+            self.phase = .running
+            return true
+        case .running:
+            self.workSignalled = true
+            return false
+        case .backingOff, .finished:
+            return false
+        }
     }
 
     /// Stop now, whatever is pending (close's deadline passed). Returns the waiters to end.

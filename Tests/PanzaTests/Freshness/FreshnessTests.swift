@@ -137,6 +137,26 @@ struct FreshnessTests {
         try await cache.close()
     }
 
+    @Test(
+        "During a key's backoff, a caller whose fail-safe excludes the last failure's error loads instead of the stale entry"
+    )
+    func backoffAsksAboutTheLastError() async throws {
+        let policy = Freshness(
+            failSafeFor: .seconds(3600), failSafeExcludes: { ($0 as? TestError)?.message == "fatal" })
+        let cache = try await self.cache()
+        let loader = ScriptedLoader([.value("v1"), .failure("fatal"), .value("v2")])
+        _ = try await cache.load(under: policy, from: loader)
+        self.clock.advance(by: .seconds(61))
+        await #expect(throws: TestError(message: "fatal")) {
+            try await cache.load(under: policy, from: loader)
+        }
+        // Still within the backoff: the error that started it is one the policy never covers.
+        #expect(try await cache.load(under: policy, from: loader) == "v2")
+        #expect(cache.statistics.backedOffLoads == 0)
+        #expect(cache.statistics.failSafeActivations == 0)
+        try await cache.close()
+    }
+
     @Test("Fail-safe from SQLite: a new process with a stale copy on disk answers with it when the API is down")
     func failSafeFromSQLite() async throws {
         let policy = Freshness(failSafeFor: .seconds(3600))
@@ -395,6 +415,22 @@ struct FreshnessTests {
         await reader.waitForRefreshes()
         #expect(loader.calls.value == 1)
         try await reader.close()
+    }
+
+    @Test("The SQLite tier expires entries by the cache's clock, not the wall clock")
+    func sqliteExpiresByTheCacheClock() async throws {
+        // A clock years behind the wall clock: by the wall clock every entry has long expired.
+        let past = ManualCacheClock(nowMilliseconds: 1_000_000_000_000)
+        let cache = try await makeCache(in: self.directory, memory: nil, file: "past.sqlite") { $0.clock = past }
+        try await cache.set("kept", forKey: "k", timeToLive: .seconds(60))
+        try await cache.flush()
+        #expect(try await cache.value(forKey: "k", as: String.self) == "kept")
+        #expect(
+            try await cache.sqliteTier!.removeExpired() == 0, "maintenance deleted an entry fresh by the cache's clock")
+        past.advance(by: .seconds(61))
+        #expect(try await cache.value(forKey: "k", as: String.self) == nil)
+        #expect(try await cache.sqliteTier!.removeExpired() == 1)
+        try await cache.close()
     }
 
     @Test("Invalid policies are refused with a clear error")

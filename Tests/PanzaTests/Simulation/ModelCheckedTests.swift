@@ -10,9 +10,13 @@ import Testing
 /// Each step is drawn from the seed: sets, reads, read-throughs, removals, memoized calls, busts
 /// of one call, of an id and of everything, flushes, close and reopen, groups of concurrent
 /// operations on colliding keys, and a child process that writes the same file and is killed with
-/// SIGKILL. The remote tier fails a seeded fraction of its applies, and a second cache on the same
-/// file and bucket (memory off, as another process) reads alongside. After each step the test
-/// checks what a user relies on:
+/// SIGKILL. The seams between mechanisms are driven too (`Simulation+Seams.swift`): loads held
+/// in flight by gated loaders while sets, removals, busts and `close()` happen; background
+/// refreshes, and refreshes racing writes; callers with different freshness policies on one key
+/// as the injected clock moves; a loader that hangs past its hard timeout; memoized calls nested
+/// under shared concurrency limits. The remote tier fails a seeded fraction of its applies, and a
+/// second cache on the same file and bucket (memory off, as another process) reads alongside.
+/// After each step the test checks what a user relies on:
 /// - a read returns the model's value (or, during a concurrent group, one of the values the group
 ///   could linearize to);
 /// - after a removal or bust returns, neither cache returns an older value;
@@ -79,12 +83,21 @@ final class Simulation {
     let directory: TemporaryDirectory
     var random: SplitMix64
     let remote = RecordingTier()
+    /// The caches' clock (every tier's, SQLite's too): it moves only when a step moves it.
+    let clock = ManualCacheClock()
+    /// One concurrency limiter, given cache-wide and to the nested memoized functions.
+    let limits = LoadLimits.concurrency(2)
     var cache: TieredCache
     var other: TieredCache
     /// The model: logical key ("k3", "m:2") to its value; absent means "not stored".
     var model: [String: String] = [:]
     /// What the last killed child flushed.
     var childModel: [String: String] = [:]
+    /// The model of the memoized function with freshness policies (`Simulation+Seams.swift`).
+    var freshModel: [Int: FreshEntry] = [:]
+    /// When a load of a freshness key last failed, and no load of it has succeeded since: its
+    /// failure backoff may be in effect (for at most 30 s of the clock).
+    var lastFailure: [Int: Int64] = [:]
     var history: [String] = []
     var step = 0
     var operations = 0
@@ -97,13 +110,20 @@ final class Simulation {
             $0.failureRate = 0.15
             $0.random = SplitMix64(seed: seed ^ 0x5EED)
         }
-        self.cache = try await Self.open(directory, remote: self.remote, memory: true)
-        self.other = try await Self.open(directory, remote: self.remote, memory: false)
+        self.cache = try await Self.open(
+            directory, remote: self.remote, memory: true, clock: self.clock, limits: self.limits)
+        self.other = try await Self.open(
+            directory, remote: self.remote, memory: false, clock: self.clock, limits: self.limits)
     }
 
-    static func open(_ directory: TemporaryDirectory, remote: RecordingTier, memory: Bool) async throws -> TieredCache {
+    static func open(
+        _ directory: TemporaryDirectory, remote: RecordingTier, memory: Bool, clock: ManualCacheClock,
+        limits: LoadLimits
+    ) async throws -> TieredCache {
         try await makeCache(in: directory, memory: memory ? .init(maxEntries: 6, maxBytes: 1 << 20) : nil) {
             $0.remote = remote
+            $0.clock = clock
+            $0.loadLimits = limits
             $0.writeBehind = .init(
                 maxPendingWrites: 16,
                 maxBatchSize: 8,
@@ -148,7 +168,7 @@ final class Simulation {
     // MARK: Steps
 
     private func randomStep() async throws {
-        let roll = self.random.below(100)
+        let roll = self.random.below(122)
         switch roll {
         case 0..<18: try await self.setStep()
         case 18..<34: try await self.getStep()
@@ -162,7 +182,13 @@ final class Simulation {
         case 72..<75: try await self.reopenStep()
         case 75..<77: try await self.setDoNotReuseStep()
         case 77..<78: try await self.killedChildStep()
-        default: try await self.concurrentGroupStep()
+        case 78..<100: try await self.concurrentGroupStep()
+        case 100..<106: try await self.loadRacingWriteStep()
+        case 106..<113: try await self.freshnessStep()
+        case 113..<115: try await self.refreshRacingWriteStep()
+        case 115..<117: try await self.hangingLoaderStep()
+        case 117..<120: try await self.nestedLimitsStep()
+        default: try await self.closeDuringLoadStep()
         }
     }
 
@@ -266,14 +292,13 @@ final class Simulation {
     private func bustAllStep() async throws {
         self.note("bustAll")
         try await self.cache.bustAll()
-        self.model = [:]
-        self.childModel = [:]  // the child's keys are gone too
+        self.forgetEverything()
         for key in Self.childKeys { try await self.expectOther(key, nil) }
         for key in Self.plainKeys { try await self.expectOther(key, nil) }
     }
 
     /// Flushes (retrying while the remote's injected failures reach it), then checks every tier.
-    private func flushAndCheck() async throws {
+    func flushAndCheck() async throws {
         self.note("flush")
         try await self.flushUntilDone(self.cache)
         let sqlite = try #require(self.cache.tiers.first as? SQLiteTier)
@@ -284,6 +309,7 @@ final class Simulation {
             let key = try self.memo(self.cache).key(argument)
             try await self.checkEverywhere(logical: "m:\(argument)", key: key, sqlite: sqlite)
         }
+        try await self.checkFreshEntries(sqlite: sqlite)
         for key in Self.childKeys {
             let value = try await self.other.value(forKey: key, as: String.self)
             try self.check(
@@ -297,7 +323,7 @@ final class Simulation {
         let expected = self.model[logical]
         if case .hit(let value, _, _) = self.cache.memory?.lookup(
             key.rawValue,
-            nowMilliseconds: WallClock.nowMilliseconds()
+            nowMilliseconds: self.clock.nowMilliseconds()
         ) {
             try self.check(
                 value as? String == expected,
@@ -329,8 +355,7 @@ final class Simulation {
         if flushFirst { try await self.flushUntilDone(self.cache) }
         try await self.cache.close()
         try await self.other.close()
-        self.cache = try await Self.open(self.directory, remote: self.remote, memory: true)
-        self.other = try await Self.open(self.directory, remote: self.remote, memory: false)
+        try await self.reopenCaches()
         for key in Self.plainKeys {
             let value = try await self.cache.value(forKey: key, as: String.self)
             try self.check(
@@ -452,7 +477,7 @@ final class Simulation {
 
     // MARK: Helpers
 
-    private func flushUntilDone(_ cache: TieredCache) async throws {
+    func flushUntilDone(_ cache: TieredCache) async throws {
         for _ in 0..<2_000 {
             do {
                 try await cache.flush()
@@ -466,7 +491,7 @@ final class Simulation {
         throw ModelViolation(step: self.step, message: "flush never succeeded", history: self.history)
     }
 
-    private func expectOther(_ key: String, _ expected: String?) async throws {
+    func expectOther(_ key: String, _ expected: String?) async throws {
         let seen = try await self.other.value(forKey: key, as: String.self)
         try self.check(
             seen == expected,
@@ -474,21 +499,21 @@ final class Simulation {
         )
     }
 
-    private func plainKey() -> String { Self.plainKeys[self.random.below(Self.plainKeys.count)] }
+    func plainKey() -> String { Self.plainKeys[self.random.below(Self.plainKeys.count)] }
 
-    private func memoArgument() -> Int { Self.memoArguments[self.random.below(Self.memoArguments.count)] }
+    func memoArgument() -> Int { Self.memoArguments[self.random.below(Self.memoArguments.count)] }
 
-    private func note(_ text: String) {
+    func note(_ text: String) {
         self.operations += 1
         self.history.append("\(self.step): \(text)")
         if self.history.count > 64 { self.history.removeFirst(32) }
     }
 
-    private func check(_ condition: Bool, _ message: @autoclosure () -> String) throws {
+    func check(_ condition: Bool, _ message: @autoclosure () -> String) throws {
         if !condition { throw ModelViolation(step: self.step, message: message(), history: self.history) }
     }
 
-    private static func decode(_ blob: [UInt8], _ key: CacheKey) throws -> String {
+    static func decode(_ blob: [UInt8], _ key: CacheKey) throws -> String {
         try ValueCoding.decode(String.self, from: BlobEnvelope.decode(blob), key: key.rawValue)
     }
 }

@@ -42,6 +42,35 @@ struct LoadRuleTests {
         try await reopened.close()
     }
 
+    @Test("An eviction or expiry pass during a load does not refuse its store: the value paid for reaches SQLite")
+    func maintenanceDuringLoadKeepsTheResult() async throws {
+        let clock = ManualCacheClock()
+        let cache = try await makeCache(in: self.directory) { $0.clock = clock }
+        try await cache.set("short-lived", forKey: "other", timeToLive: .seconds(1))
+        try await cache.flush()
+        clock.advance(by: .seconds(2))
+        let gate = Gate()
+        let started = CallCounter()
+        let load = Task {
+            try await cache.value(forKey: "k") { () async throws -> String in
+                started.increment()
+                await gate.wait()
+                return "paid for"
+            }
+        }
+        #expect(await eventually { started.value == 1 })
+        // Another key's expired row is deleted meanwhile (a maintenance pass of any process).
+        #expect(try await cache.sqliteTier!.removeExpired() == 1)
+        gate.open()
+        #expect(try await load.value == "paid for")
+        try await cache.flush()
+        #expect(cache.statistics.discardedLoads == 0)
+        try await cache.close()
+        let reader = try await makeCache(in: self.directory, memory: nil) { $0.clock = clock }
+        #expect(try await reader.value(forKey: "k", as: String.self) == "paid for")
+        try await reader.close()
+    }
+
     @Test("A set made while a load is in flight wins over the load's result")
     func setDuringLoadWins() async throws {
         let cache = try await makeCache(in: self.directory)

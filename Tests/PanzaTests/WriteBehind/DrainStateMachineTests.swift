@@ -269,11 +269,39 @@ struct DrainStateMachineTests {
             let result = machine.close()
             #expect(result == false)
         }
+        // The claim in flight started before close: one more claim, then the end.
+        _ = machine.claimedNothing(watermark: 0)
+        do {
+            let result = machine.next(now: .seconds(2))
+            #expect(result == .drain(limit: 4))
+        }
         _ = machine.claimedNothing(watermark: 0)
         do {
             let result = machine.next(now: .seconds(2))
             #expect(result == .finish)
         }
+    }
+
+    @Test("Only a claim made after close ends the drainer: a write accepted just before close is never left behind")
+    func closeClaimsOnceMore() {
+        // Running: the claim in flight ran before the write was queued; the write's workArrived()
+        // comes after close (the model-checked test lost a `set` to this interleaving).
+        var running = DrainStateMachine(configuration: Self.configuration)
+        #expect(running.next(now: .zero) == .drain(limit: 4))
+        #expect(running.close() == false)
+        _ = running.claimedNothing(watermark: 0)
+        #expect(running.next(now: .zero) == .drain(limit: 4), "the claim before close ended the drainer")
+        _ = running.claimedNothing(watermark: 1)
+        #expect(running.next(now: .zero) == .finish)
+
+        // Idle: parked after a claim that found nothing; close wakes it to claim again.
+        var idle = DrainStateMachine(configuration: Self.configuration)
+        _ = idle.next(now: .zero)
+        _ = idle.claimedNothing(watermark: 0)
+        #expect(idle.close() == true, "a parked drainer must be woken by close")
+        #expect(idle.next(now: .zero) == .drain(limit: 4))
+        _ = idle.claimedNothing(watermark: 0)
+        #expect(idle.next(now: .zero) == .finish)
     }
 
     @Test(

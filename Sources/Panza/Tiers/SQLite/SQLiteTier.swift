@@ -137,10 +137,15 @@ public final class SQLiteTier: CacheTier {
 
     /// Opens (creating or migrating) the database described by `configuration`.
     ///
+    /// - Parameter clock: the time by which entries expire and accesses are dated; a
+    ///   ``TieredCache`` passes its own (``TieredCache/Configuration/clock``). Outbox leases, which
+    ///   other processes judge, always use the system's wall clock.
     /// - Throws: ``PanzaError`` with code ``PanzaError/Code/corruptDatabase``,
     ///   ``PanzaError/Code/notAPanzaDatabase`` or ``PanzaError/Code/unsupportedSchemaVersion``,
     ///   naming the path.
-    public static func open(configuration: Configuration, logger: Logger? = nil) async throws -> SQLiteTier {
+    public static func open(
+        configuration: Configuration, logger: Logger? = nil, clock: any CacheClock = SystemCacheClock()
+    ) async throws -> SQLiteTier {
         guard configuration.maxBytes > 0, (1...64).contains(configuration.readerCount),
             (0...64).contains(configuration.inlineReaderCount)
         else {
@@ -152,7 +157,8 @@ public final class SQLiteTier: CacheTier {
                 path: configuration.path
             )
         }
-        let writer = try await SQLiteWriter.open(configuration: configuration, logger: logger ?? .panzaDisabled)
+        let writer = try await SQLiteWriter.open(
+            configuration: configuration, logger: logger ?? .panzaDisabled, clock: clock)
         var readers: [SQLiteReader] = []
         var inlineReaders: InlineReaderPool?
         do {
@@ -161,7 +167,7 @@ public final class SQLiteTier: CacheTier {
                     path: configuration.path, count: configuration.inlineReaderCount,
                     memoryMapBytes: configuration.memoryMapBytes,
                     accessTimeResolution: configuration.accessTimeResolution.wholeMilliseconds,
-                    slowLookup: configuration.inlineSlowLookup)
+                    clock: clock, slowLookup: configuration.inlineSlowLookup)
             }
             for index in 0..<configuration.readerCount {
                 readers.append(
@@ -170,6 +176,7 @@ public final class SQLiteTier: CacheTier {
                         busyTimeoutMilliseconds: Int32(clamping: configuration.busyTimeout.wholeMilliseconds),
                         memoryMapBytes: configuration.memoryMapBytes,
                         accessTimeResolution: configuration.accessTimeResolution.wholeMilliseconds,
+                        clock: clock,
                         label: "panza.sqlite.reader.\(index)"
                     )
                 )

@@ -46,6 +46,7 @@ final class InlineReaderPool: Sendable {
     private let slots: [Slot]
     private let isClosed = Atomic<Bool>(false)
     private let accessTimeResolution: Int64
+    private let clock: any CacheClock
     /// `slowLookup` and `pause`, in nanoseconds.
     private let slowLookupNanoseconds: Int64
     private let pauseNanoseconds: Int64
@@ -68,7 +69,8 @@ final class InlineReaderPool: Sendable {
     /// Opens `count` connections (none when 0).
     init(
         path: String, count: Int, memoryMapBytes: Int, accessTimeResolution: Int64,
-        slowLookup: Duration = .milliseconds(1), pause: Duration = .seconds(1),
+        clock: any CacheClock = SystemCacheClock(), slowLookup: Duration = .milliseconds(1),
+        pause: Duration = .seconds(1),
         idleTransaction: Duration = .milliseconds(10), diskReads: @escaping @Sendable () -> Int? = DiskReads.count
     ) throws {
         var connections: [SQLiteConnection] = []
@@ -95,6 +97,7 @@ final class InlineReaderPool: Sendable {
         self.watch = watch
         self.idleTransactionNanoseconds = idleTransaction.wholeNanoseconds
         self.accessTimeResolution = accessTimeResolution
+        self.clock = clock
         self.slowLookupNanoseconds = slowLookup.wholeNanoseconds
         self.pauseNanoseconds = pause.wholeNanoseconds
         self.diskReads = diskReads
@@ -128,9 +131,11 @@ final class InlineReaderPool: Sendable {
             if self.watch != nil, try reader.prepareLookup(current: self.watch?.mark()) {
                 self.transactionsBegun.add(1, ordering: .relaxed)
             }
-            return try SQLiteEntryLookup(connection: reader.connection, accessTimeResolution: self.accessTimeResolution)
-                .lookup(
-                    key, log: log, decodingUpTo: maxPayloadBytes, headOnly: true, stampingMisses: stampingMisses)
+            return try SQLiteEntryLookup(
+                connection: reader.connection, accessTimeResolution: self.accessTimeResolution, clock: self.clock
+            )
+            .lookup(
+                key, log: log, decodingUpTo: maxPayloadBytes, headOnly: true, stampingMisses: stampingMisses)
         } catch let error as PanzaError where error.code == .databaseBusy {
             reader.endTransaction()
             return nil

@@ -3,6 +3,8 @@
 struct SQLiteEntryLookup {
     let connection: SQLiteConnection
     let accessTimeResolution: Int64
+    /// The time by which entries expire and accesses are dated: the cache's clock.
+    let clock: any CacheClock
 
     /// The stored entry of `key`, or `nil` when it is missing or expired, with the miss's write
     /// stamp and whether the writer should be asked for maintenance.
@@ -17,7 +19,7 @@ struct SQLiteEntryLookup {
     func lookup(
         _ key: CacheKey, log: AccessLog, decodingUpTo maxPayloadBytes: Int?, headOnly: Bool, stampingMisses: Bool = true
     ) throws -> (found: TierFound?, missStamp: Int64?, requestMaintenance: Bool)? {
-        let now = WallClock.nowMilliseconds()
+        let now = self.clock.nowMilliseconds()
         let first = try self.entry(key.rawValue, now: now, log: log, decodingUpTo: maxPayloadBytes, headOnly: headOnly)
         switch first {
         case .hit(let found, let request):

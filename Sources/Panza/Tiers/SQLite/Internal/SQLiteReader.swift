@@ -6,15 +6,18 @@ actor SQLiteReader {
     private nonisolated let executor: DispatchQueueExecutor
     private let connection: SQLiteConnection
     private let accessTimeResolution: Int64
+    private let clock: any CacheClock
     private let path: String
     private var isClosed = false
 
     nonisolated var unownedExecutor: UnownedSerialExecutor { self.executor.asUnownedSerialExecutor() }
 
     private init(
-        executor: DispatchQueueExecutor, connection: SQLiteConnection, accessTimeResolution: Int64, path: String
+        executor: DispatchQueueExecutor, connection: SQLiteConnection, accessTimeResolution: Int64,
+        clock: any CacheClock, path: String
     ) {
         self.path = path
+        self.clock = clock
         self.executor = executor
         self.connection = connection
         self.accessTimeResolution = accessTimeResolution
@@ -26,6 +29,7 @@ actor SQLiteReader {
         busyTimeoutMilliseconds: Int32,
         memoryMapBytes: Int,
         accessTimeResolution: Int64,
+        clock: any CacheClock,
         label: String
     ) async throws -> SQLiteReader {
         let executor = DispatchQueueExecutor(label: label)
@@ -35,7 +39,8 @@ actor SQLiteReader {
             return connection
         }
         return SQLiteReader(
-            executor: executor, connection: connection.value, accessTimeResolution: accessTimeResolution, path: path)
+            executor: executor, connection: connection.value, accessTimeResolution: accessTimeResolution,
+            clock: clock, path: path)
     }
 
     typealias Found = TierFound
@@ -54,7 +59,8 @@ actor SQLiteReader {
         decodingUpTo maxPayloadBytes: Int? = nil
     ) throws -> (found: Found?, missStamp: Int64?, requestMaintenance: Bool) {
         try self.checkOpen()
-        let lookup = SQLiteEntryLookup(connection: self.connection, accessTimeResolution: self.accessTimeResolution)
+        let lookup = SQLiteEntryLookup(
+            connection: self.connection, accessTimeResolution: self.accessTimeResolution, clock: self.clock)
         // Never nil: a reader on its own queue reads chunked entries too.
         return try lookup.lookup(key, log: log, decodingUpTo: maxPayloadBytes, headOnly: false)!
     }

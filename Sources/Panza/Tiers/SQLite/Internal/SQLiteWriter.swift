@@ -15,6 +15,9 @@ actor SQLiteWriter {
     typealias VerificationReport = SQLiteTier.VerificationReport
 
     nonisolated let configuration: Configuration
+    /// The time by which entries expire and accesses are dated (the cache's clock); outbox leases,
+    /// which other processes judge, use the wall clock.
+    private nonisolated let clock: any CacheClock
     private nonisolated let executor: DispatchQueueExecutor
     private let logger: Logger
     let accessLog = AccessLog()
@@ -28,14 +31,17 @@ actor SQLiteWriter {
     }
 
     /// Opens (creating or migrating) the database described by `configuration`.
-    static func open(configuration: Configuration, logger: Logger) async throws -> SQLiteWriter {
-        let writer = SQLiteWriter(configuration: configuration, logger: logger)
+    static func open(
+        configuration: Configuration, logger: Logger, clock: any CacheClock = SystemCacheClock()
+    ) async throws -> SQLiteWriter {
+        let writer = SQLiteWriter(configuration: configuration, logger: logger, clock: clock)
         try await writer.openConnection()
         return writer
     }
 
-    private init(configuration: Configuration, logger: Logger) {
+    private init(configuration: Configuration, logger: Logger, clock: any CacheClock) {
         self.configuration = configuration
+        self.clock = clock
         self.logger = logger
         self.executor = DispatchQueueExecutor(label: "panza.sqlite.writer")
     }
@@ -54,7 +60,7 @@ actor SQLiteWriter {
     func apply(_ writes: [SQLiteWrite]) throws {
         let connection = try self.openConnectionOrThrow()
         try self.writeTransaction(connection) {
-            let now = WallClock.nowMilliseconds()
+            let now = self.clock.nowMilliseconds()
             for write in writes {
                 let operation = write.operation
                 if let stamp = write.fillStamp {
@@ -64,8 +70,11 @@ actor SQLiteWriter {
                         try WriteStamp.read(for: key, in: connection) == stamp
                     else { continue }
                 } else if let stamp = write.refreshStamp {
+                    // A load's store lands where nothing was removed since it started (evictions
+                    // and deletions of expired entries are not removals: they do not refuse a
+                    // value just paid for) and no newer value was stored since.
                     guard case .store(let key, let blob, _) = operation,
-                        try WriteStamp.read(for: key, in: connection) == stamp,
+                        WriteStamp.sameRemovals(try WriteStamp.read(for: key, in: connection), stamp),
                         try !Self.holdsNewerValue(
                             key,
                             than: write.pending?.createdAtMilliseconds
@@ -248,11 +257,11 @@ actor SQLiteWriter {
             let statement = try connection.statement(
                 "DELETE FROM entry WHERE key IN (SELECT key FROM entry WHERE expires_at <= ?1 LIMIT ?2)"
             )
-            try statement.bind(WallClock.nowMilliseconds(), at: 1)
+            try statement.bind(self.clock.nowMilliseconds(), at: 1)
             try statement.bind(Int64(limit), at: 2)
             try statement.run()
             let deleted = connection.changes
-            if deleted > 0 { try WriteStamp.bumpAll(in: connection) }
+            if deleted > 0 { try WriteStamp.bumpMaintenance(in: connection) }
             return deleted
         }
     }
@@ -262,7 +271,7 @@ actor SQLiteWriter {
         if let connection = self.connection {
             do {
                 try connection.writeTransaction {
-                    try self.writePendingMaintenance(connection, now: WallClock.nowMilliseconds())
+                    try self.writePendingMaintenance(connection, now: self.clock.nowMilliseconds())
                 }
             } catch {
                 self.logger.debug("panza: could not record access times on close", metadata: ["error": "\(error)"])
@@ -414,7 +423,7 @@ actor SQLiteWriter {
                 letters.append((select.int64(at: 1), select.optionalText(at: 2), select.optionalText(at: 3)))
             }
             select.reset()
-            let now = WallClock.nowMilliseconds()
+            let now = self.clock.nowMilliseconds()
             let current = try connection.statement(
                 "SELECT key, namespace, blob, expires_at, chunks FROM entry WHERE key = ?")
             let scope = try connection.statement(
@@ -602,10 +611,10 @@ actor SQLiteWriter {
         let connection = try self.openConnectionOrThrow()
         return try self.writeTransaction(connection) {
             let statement = try connection.statement("DELETE FROM entry WHERE expires_at <= ?")
-            try statement.bind(WallClock.nowMilliseconds(), at: 1)
+            try statement.bind(self.clock.nowMilliseconds(), at: 1)
             try statement.run()
             let deleted = connection.changes
-            if deleted > 0 { try WriteStamp.bumpAll(in: connection) }
+            if deleted > 0 { try WriteStamp.bumpMaintenance(in: connection) }
             return deleted
         }
     }
@@ -717,7 +726,7 @@ actor SQLiteWriter {
         guard let connection = self.connection, !self.accessLog.isEmpty else { return }
         do {
             try self.writeTransaction(connection) {
-                try self.writePendingMaintenance(connection, now: WallClock.nowMilliseconds())
+                try self.writePendingMaintenance(connection, now: self.clock.nowMilliseconds())
             }
         } catch {
             self.logger.debug("panza: SQLite maintenance deferred", metadata: ["error": "\(error)"])
@@ -750,7 +759,7 @@ actor SQLiteWriter {
                     try statement.run()
                     deleted += connection.changes
                 }
-                if deleted > 0 { try WriteStamp.bumpAll(in: connection) }
+                if deleted > 0 { try WriteStamp.bumpMaintenance(in: connection) }
             }
         } catch {
             self.accessLog.restore(touches: touches, expired: expired)
@@ -785,7 +794,7 @@ actor SQLiteWriter {
                 self.accessLog.forget(key)
             }
         }
-        if evicted > 0 { try WriteStamp.bumpAll(in: connection) }
+        if evicted > 0 { try WriteStamp.bumpMaintenance(in: connection) }
         self.evictions.add(evicted, ordering: .relaxed)
         self.logger.debug("panza: evicted SQLite entries", metadata: ["count": "\(evicted)"])
     }

@@ -2,12 +2,20 @@
 /// transaction, that no process removed the key since the lookup that missed it.
 ///
 /// A removal of a key bumps the counter of the key's bucket (one of 1,024, by FNV-1a of the key),
-/// a removal of a namespace bumps that namespace's counter, and a removal of everything, an
-/// eviction pass or a deletion of expired entries bumps one more. A lookup that misses reads the
-/// sum of the three counters that concern its key in the same snapshot; the fill is written only
-/// if the sum is unchanged and the key has no row (a store since the miss left one). Stores, the
-/// hot path, touch no counter. The table stays small: 1,024 buckets, one row per namespace ever
-/// removed, and one.
+/// a removal of a namespace bumps that namespace's counter, and a removal of everything one more
+/// (`*`); an eviction pass or a deletion of expired entries bumps the maintenance counter (`~`).
+/// A lookup that misses reads, in the same snapshot, the stamp of its key: the sum of the three
+/// removal counters that concern it and the maintenance counter, packed in one `Int64`.
+///
+/// - A *fill* (a copy from a lower tier) is written only if the whole stamp is unchanged and the
+///   key has no row: a store since the miss left one, and a store since that was evicted or
+///   expired bumped the maintenance counter, so an older copy never takes a newer one's place.
+/// - A *load's* store (``SQLiteWrite/refreshStamp``) is refused only by removals
+///   (``sameRemovals(_:_:)``): its value is newer than anything evicted or expired meanwhile, and
+///   an eviction pass anywhere in the file must not throw away a call just paid for.
+///
+/// Stores, the hot path, touch no counter. The table stays small: 1,024 buckets, one row per
+/// namespace ever removed, and two.
 enum WriteStamp {
     static let bucketCount: UInt64 = 1024
 
@@ -36,22 +44,48 @@ enum WriteStamp {
         try statement.run()
     }
 
-    /// Bumps the counter of everything (an eviction pass, a deletion of expired entries).
-    static func bumpAll(in connection: SQLiteConnection) throws {
-        try self.bump(for: .removeAll, in: connection)
+    /// The scope of the maintenance counter.
+    static let maintenanceScope = "~"
+
+    /// Bumps the maintenance counter (an eviction pass, a deletion of expired entries).
+    static func bumpMaintenance(in connection: SQLiteConnection) throws {
+        let statement = try connection.statement(
+            "INSERT INTO write_stamp (scope, stamp) VALUES (?, 1) ON CONFLICT (scope) DO UPDATE SET stamp = stamp + 1"
+        )
+        try statement.bind(self.maintenanceScope, at: 1)
+        try statement.run()
     }
 
-    /// The sum of the counters that concern `key`.
+    /// The stamp of `key`: the sum of the removal counters that concern it (the high 32 bits) and
+    /// the maintenance counter (the low 32 bits), each wrapping. Stamps are only ever compared
+    /// for equality, between a read and a write a few seconds apart.
     static func read(for key: CacheKey, in connection: SQLiteConnection) throws -> Int64 {
         let scopes = self.scopes(of: key)
         let statement = try connection.statement(
-            "SELECT coalesce(sum(stamp), 0) FROM write_stamp WHERE scope IN (?, ?, ?)"
+            """
+            SELECT coalesce(sum(CASE WHEN scope = ?4 THEN 0 ELSE stamp END), 0),
+                   coalesce(sum(CASE WHEN scope = ?4 THEN stamp ELSE 0 END), 0)
+            FROM write_stamp WHERE scope IN (?1, ?2, ?3, ?4)
+            """
         )
         defer { statement.reset() }
         try statement.bind(scopes.key, at: 1)
         try statement.bind(scopes.namespace, at: 2)
         try statement.bind(scopes.all, at: 3)
-        return try statement.step() ? statement.int64(at: 0) : 0
+        try statement.bind(self.maintenanceScope, at: 4)
+        guard try statement.step() else { return 0 }
+        return self.pack(removals: statement.int64(at: 0), maintenance: statement.int64(at: 1))
+    }
+
+    static func pack(removals: Int64, maintenance: Int64) -> Int64 {
+        Int64(
+            bitPattern: (UInt64(truncatingIfNeeded: removals) &<< 32)
+                | (UInt64(truncatingIfNeeded: maintenance) & 0xFFFF_FFFF))
+    }
+
+    /// Whether two stamps of one key saw the same removals (maintenance aside).
+    static func sameRemovals(_ a: Int64, _ b: Int64) -> Bool {
+        UInt64(bitPattern: a) >> 32 == UInt64(bitPattern: b) >> 32
     }
 }
 
