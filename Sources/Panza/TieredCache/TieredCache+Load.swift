@@ -9,7 +9,8 @@ extension TieredCache {
     ///
     /// The load takes its ``StoreCondition`` when it starts: its result is dated from then, and
     /// is stored only if no write of its key, its namespace or everything came meanwhile (in this
-    /// process, and in the SQLite file when `sqliteStamp` was read).
+    /// process, and in the SQLite file: by the stamp `sqliteStamp` the lookup read, else one read
+    /// when the load starts).
     func load<Value: Codable & Sendable>(_ call: LoadCall<Value>, sqliteStamp: Int64?) async throws -> Value {
         try await self.load(
             call,
@@ -36,12 +37,30 @@ extension TieredCache {
             )
         }
         self.logger.debug("panza: cache miss, loading", metadata: ["id": "\(call.id)", "key": "\(call.key)"])
+        var condition = condition
+        if condition.sqliteStamp == nil, let sqlite = self.sqliteTier, await self.sqliteQueueIsQuiet(for: call.key) {
+            // No lookup read the key's stamp (SQLite held a stale copy, or the flight answered
+            // with one this caller may not be served): read it now, before the loader runs, so
+            // that a removal by another process of the file during the load wins over it. Not
+            // while this process has a write of the key queued for SQLite: the fence orders the
+            // load against that one, and its stamp is not yet in the file. When the stamp cannot
+            // be read, the fence alone decides.
+            condition.sqliteStamp = try? await sqlite.writeStamp(forKey: call.key)
+        }
+        let settled = condition
         return try await self.withHardTimeout(call) {
             // Inside the timed body: with completesInBackground, the store may come after the
             // caller stopped waiting, and the ticket must watch the key until then.
-            defer { self.fence.endLoad(condition.ticket) }
-            return try await self.loadAndStore(call, condition: condition)
+            defer { self.fence.endLoad(settled.ticket) }
+            return try await self.loadAndStore(call, condition: settled)
         }
+    }
+
+    /// Whether nothing this process queued for the SQLite tier concerns `key`.
+    private func sqliteQueueIsQuiet(for key: CacheKey) async -> Bool {
+        guard let slot = self.slots.first(where: { $0.tier is SQLiteTier }) else { return false }
+        guard let pending = slot.pending else { return true }
+        return (try? await pending.shadow(forKey: key)) == WriteShadow.none
     }
 
     /// Calls the loader within its limits, records how it went, and stores its result.

@@ -172,10 +172,12 @@ extension TieredCache {
         do {
             let value: Value
             if let softTimeout = call.policy.softTimeout {
-                // Stopping the wait leaves the load running: it belongs to the flight, and stores.
+                // Stopping the wait leaves the flight running, uncancelled: a lookup still reading
+                // a slow remote tier goes on to its load, which stores (cancelling it would leave
+                // every such caller on the stale copy, with no load ever started).
                 guard
                     let loaded = try await Deadline.value(
-                        within: softTimeout, clock: self.clock, cancelsOnTimeout: true, wait)
+                        within: softTimeout, clock: self.clock, cancelsOnTimeout: false, wait)
                 else {
                     self.recorder.add(.softTimeouts)
                     self.recorder.add(.staleHits)

@@ -168,7 +168,7 @@ final class Simulation {
     // MARK: Steps
 
     private func randomStep() async throws {
-        let roll = self.random.below(122)
+        let roll = self.random.below(125)
         switch roll {
         case 0..<18: try await self.setStep()
         case 18..<34: try await self.getStep()
@@ -188,7 +188,8 @@ final class Simulation {
         case 113..<115: try await self.refreshRacingWriteStep()
         case 115..<117: try await self.hangingLoaderStep()
         case 117..<120: try await self.nestedLimitsStep()
-        default: try await self.closeDuringLoadStep()
+        case 120..<122: try await self.closeDuringLoadStep()
+        default: try await self.loadRacingOtherProcessStep()
         }
     }
 

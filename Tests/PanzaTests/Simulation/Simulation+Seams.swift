@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import Testing
 
 @testable import Panza
 
@@ -151,6 +152,51 @@ extension Simulation {
             await self.eventuallyTrue { cache.fence.watchedKeyCount == 0 },
             "\(cache.fence.watchedKeyCount) keys still watched after the load ended"
         )
+    }
+
+    /// A load in flight while another cache on the file (another process) sets or removes the
+    /// key and flushes: the load's caller gets its result, and the file keeps the other cache's
+    /// write (a removal by its stamp, a store by its newer creation time).
+    func loadRacingOtherProcessStep() async throws {
+        let logical = self.plainKey()
+        let removes = self.random.below(2) == 0
+        self.note("load of \(logical) in flight while the other cache \(removes ? "removes" : "sets") it")
+        try await self.startFromMiss(logical, key: CacheKey(rawValue: logical))
+        let cache = self.cache
+        let gate = Gate()
+        let started = CallCounter()
+        let first = "first-\(self.step)"
+        let load = Task {
+            try await cache.value(forKey: logical) { () async throws -> String in
+                started.increment()
+                await gate.wait()
+                return first
+            }
+        }
+        try await self.waitUntil(started, reaches: 1, "the gated loader of \(logical) never started")
+        let written = "other-\(self.step)"
+        if removes {
+            try await self.other.removeValue(forKey: logical)
+        } else {
+            try await self.other.set(written, forKey: logical)
+        }
+        try await self.flushUntilDone(self.other)
+        gate.open()
+        let value = try await self.bounded("the gated load of \(logical)") { try await load.value }
+        try self.check(value == first, "the load's caller got \(value), not \(first)")
+        try await self.flushUntilDone(cache)
+        let sqlite = try #require(cache.tiers.first as? SQLiteTier)
+        let key = CacheKey(rawValue: logical)
+        let stored = try await sqlite.storedBlob(forKey: logical).map { try Self.decode($0, key) }
+        let expected: String? = removes ? nil : written
+        try self.check(
+            stored == expected,
+            "the load that raced another process's \(removes ? "removal" : "set") left \(stored ?? "nil") in SQLite"
+        )
+        // This cache's memory kept its own load (processes do not invalidate each other's memory):
+        // from here the model follows the file.
+        cache.memory?.remove(logical)
+        self.model[logical] = expected
     }
 
     /// A load in flight and a write of another key race `close()`: close returns, the write is

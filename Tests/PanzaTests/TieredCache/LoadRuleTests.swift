@@ -71,6 +71,68 @@ struct LoadRuleTests {
         try await reader.close()
     }
 
+    @Test("A removal by another process during a load that found only a stale copy wins over the load")
+    func otherProcessRemovalDuringLoadOverStaleCopy() async throws {
+        let clock = ManualCacheClock()
+        let cache = try await makeCache(in: self.directory) { $0.clock = clock }
+        let other = try await makeCache(in: self.directory, memory: nil) { $0.clock = clock }
+        let lenient = Freshness(staleFor: .seconds(3600))
+        _ = try await cache.value(forKey: "k", timeToLive: .seconds(1), freshness: lenient) { "v1" }
+        try await cache.flush()
+        clock.advance(by: .seconds(2))
+        // A caller without a stale policy: SQLite holds only a stale copy, so no miss stamp.
+        let gate = Gate()
+        let started = CallCounter()
+        let load = Task {
+            try await cache.value(forKey: "k", timeToLive: .seconds(1)) { () async throws -> String in
+                started.increment()
+                await gate.wait()
+                return "v2"
+            }
+        }
+        #expect(await eventually { started.value == 1 })
+        try await other.removeValue(forKey: "k")
+        gate.open()
+        #expect(try await load.value == "v2")
+        try await cache.flush()
+        #expect(try await other.value(forKey: "k", as: String.self) == nil, "the load's result outlived the removal")
+        try await cache.close()
+        try await other.close()
+    }
+
+    @Test("A soft timeout while the lookup waits for a slow remote tier leaves the load to start and store")
+    func softTimeoutDuringRemoteRead() async throws {
+        let clock = ManualCacheClock()
+        let remote = RecordingTier()
+        let cache = try await makeCache(in: self.directory) {
+            $0.clock = clock
+            $0.remote = remote
+            $0.remoteReadTimeout = .seconds(30)
+            $0.remoteCloseTimeout = .milliseconds(100)
+        }
+        let policy = Freshness(failSafeFor: .seconds(3600), softTimeout: .milliseconds(50))
+        _ = try await cache.value(forKey: "k", timeToLive: .seconds(1), freshness: policy) { "old" }
+        try await cache.flush()
+        clock.advance(by: .seconds(2))
+        remote.state.withLock { $0.readDelay = .milliseconds(300) }
+        let calls = CallCounter()
+        let caller = Task {
+            try await cache.value(forKey: "k", timeToLive: .seconds(1), freshness: policy) {
+                () async throws -> String in
+                calls.increment()
+                return "new"
+            }
+        }
+        await clock.waitForSleepers(1)
+        clock.advance(by: .milliseconds(60))
+        #expect(try await caller.value == "old", "the soft timeout answers with the stale copy")
+        // The flight was not cancelled with the caller's wait: its remote read ends, and it loads.
+        #expect(await eventually { calls.value == 1 }, "no load started after the soft timeout")
+        #expect(await eventually { (try? await cache.value(forKey: "k", as: String.self)) == "new" })
+        #expect(cache.statistics.tiers["remote"]?.timeouts == 0)
+        try? await cache.close()
+    }
+
     @Test("A set made while a load is in flight wins over the load's result")
     func setDuringLoadWins() async throws {
         let cache = try await makeCache(in: self.directory)

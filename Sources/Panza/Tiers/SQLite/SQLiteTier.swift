@@ -137,9 +137,12 @@ public final class SQLiteTier: CacheTier {
 
     /// Opens (creating or migrating) the database described by `configuration`.
     ///
-    /// - Parameter clock: the time by which entries expire and accesses are dated; a
-    ///   ``TieredCache`` passes its own (``TieredCache/Configuration/clock``). Outbox leases, which
-    ///   other processes judge, always use the system's wall clock.
+    /// - Parameters:
+    ///   - configuration: the file and its bounds.
+    ///   - logger: where the tier logs; `nil` for nowhere.
+    ///   - clock: the time by which entries expire and accesses are dated; a ``TieredCache``
+    ///     passes its own (``TieredCache/Configuration/clock``). Outbox leases, which other
+    ///     processes judge, always use the system's wall clock.
     /// - Throws: ``PanzaError`` with code ``PanzaError/Code/corruptDatabase``,
     ///   ``PanzaError/Code/notAPanzaDatabase`` or ``PanzaError/Code/unsupportedSchemaVersion``,
     ///   naming the path.
@@ -348,6 +351,13 @@ public final class SQLiteTier: CacheTier {
     package func discardDeadLetters() async throws -> Int {
         try self.checkOpen()
         return try await self.writer.discardDeadLetters()
+    }
+
+    /// The key's write stamp now, on a reader connection: what a load's store is conditional on
+    /// when no lookup read one (see ``WriteStamp``).
+    func writeStamp(forKey key: CacheKey) async throws -> Int64 {
+        try self.checkOpen()
+        return try await self.nextReaderConnection().writeStamp(for: key)
     }
 
     func outboxShadow(forKey key: CacheKey) async throws -> WriteShadow {

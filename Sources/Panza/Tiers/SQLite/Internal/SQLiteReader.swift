@@ -65,6 +65,12 @@ actor SQLiteReader {
         return try lookup.lookup(key, log: log, decodingUpTo: maxPayloadBytes, headOnly: false)!
     }
 
+    /// The key's write stamp now (see ``WriteStamp``).
+    func writeStamp(for key: CacheKey) throws -> Int64 {
+        try self.checkOpen()
+        return try WriteStamp.read(for: key, in: self.connection)
+    }
+
     /// What the outbox holds for `key`.
     ///
     /// The queries run in one read transaction: an uploader deleting records between two of them
