@@ -38,13 +38,12 @@ extension TieredCache {
         }
         self.logger.debug("panza: cache miss, loading", metadata: ["id": "\(call.id)", "key": "\(call.key)"])
         var condition = condition
-        if condition.sqliteStamp == nil, let sqlite = self.sqliteTier, await self.sqliteQueueIsQuiet(for: call.key) {
-            // No lookup read the key's stamp (SQLite held a stale copy, or the flight answered
-            // with one this caller may not be served): read it now, before the loader runs, so
-            // that a removal by another process of the file during the load wins over it. Not
-            // while this process has a write of the key queued for SQLite: the fence orders the
-            // load against that one, and its stamp is not yet in the file. When the stamp cannot
-            // be read, the fence alone decides.
+        if condition.sqliteStamp == nil, let sqlite = self.sqliteTier, await self.sqliteHoldsQueuedWrites(of: call.key)
+        {
+            // No lookup read the key's stamp (SQLite held a stale copy, a write of the key was
+            // still queued, or the flight answered with a copy this caller may not be served):
+            // read it now, before the loader runs, so that a removal by another process of the
+            // file during the load wins over it. When it cannot be read, the fence alone decides.
             condition.sqliteStamp = try? await sqlite.writeStamp(forKey: call.key)
         }
         let settled = condition
@@ -56,11 +55,21 @@ extension TieredCache {
         }
     }
 
-    /// Whether nothing this process queued for the SQLite tier concerns `key`.
-    private func sqliteQueueIsQuiet(for key: CacheKey) async -> Bool {
+    /// How long a load waits for this process's queued writes of its key to reach the SQLite
+    /// file before it reads the key's stamp (a bust just before a call, say); past it, the fence
+    /// alone decides.
+    static let stampWait: Duration = .milliseconds(250)
+
+    /// Whether the SQLite file holds every write of `key` this process queued (their stamps are in
+    /// it), waiting for them at most ``stampWait``.
+    private func sqliteHoldsQueuedWrites(of key: CacheKey) async -> Bool {
         guard let slot = self.slots.first(where: { $0.tier is SQLiteTier }) else { return false }
-        guard let pending = slot.pending else { return true }
-        return (try? await pending.shadow(forKey: key)) == WriteShadow.none
+        guard let pending = slot.pending, let lane = slot.lane else { return true }
+        if (try? await pending.shadow(forKey: key)) == WriteShadow.none { return true }
+        let target = lane.queue.lastSequence()
+        return await Deadline.completes(within: Self.stampWait) {
+            _ = try? await lane.drainer.waitUntilApplied(target)
+        }
     }
 
     /// Calls the loader within its limits, records how it went, and stores its result.
