@@ -70,7 +70,8 @@ struct CacheChain: Sendable {
                             SQLiteWrite(
                                 operation: $0.operation, replicate: $0.replicate, fillStamp: $0.fillStamp,
                                 pending: $0.pending, createdBefore: $0.createdBefore,
-                                madeAtMilliseconds: $0.madeAtMilliseconds, refreshStamp: $0.refreshStamp)
+                                madeAtMilliseconds: $0.madeAtMilliseconds, refreshStamp: $0.refreshStamp,
+                                isRepair: $0.isRepair)
                         }
                     )
                 },

@@ -45,6 +45,10 @@ extension TieredCache {
         defer { self.fence.endRead(ticket) }
         /// The write stamps read by the tiers that missed, by slot index.
         var missStamps: [Int: Int64] = [:]
+        /// The creation time of the newest copy a tier above held that could not be served
+        /// (expired, or stale for this caller): a copy below made before it was replaced by it,
+        /// and is never an answer (an older value must not come back because the newer expired).
+        var replacedBefore: Int64?
         slots: for slot in self.slots where slot.tier.isReadable {
             let index = slot.index
             var found: TierFound?
@@ -163,7 +167,7 @@ extension TieredCache {
                     "panza: stored blob failed verification; treated as a miss",
                     metadata: ["tier": "\(slot.tier.name)", "key": "\(key)", "error": "\(error)"]
                 )
-                self.repair(key, in: slot, ticket: ticket)
+                self.repair(key, in: slot, ticket: ticket, copyCreatedAt: nil)
                 continue
             }
             let times = envelope.times
@@ -173,18 +177,24 @@ extension TieredCache {
                 self.recorder.tierMiss(index)
                 continue
             }
+            if let replacedBefore, times.createdAtMilliseconds < replacedBefore {
+                self.recorder.tierMiss(index)
+                continue
+            }
             switch times.state(atMilliseconds: self.clock.nowMilliseconds()) {
             case .fresh:
                 break
             case .stale where acceptingStale:
                 break
             case .stale:
+                replacedBefore = max(replacedBefore ?? .min, times.createdAtMilliseconds)
                 self.recorder.tierMiss(index)
                 continue
             case .gone:
+                replacedBefore = max(replacedBefore ?? .min, times.createdAtMilliseconds)
                 self.recorder.add(.expired)
                 self.recorder.tierMiss(index)
-                self.repair(key, in: slot, ticket: ticket)
+                self.repair(key, in: slot, ticket: ticket, copyCreatedAt: times.createdAtMilliseconds)
                 continue
             }
             let value: Value
@@ -283,10 +293,18 @@ extension TieredCache {
     /// key is already on its way. A shared (remote) tier is never repaired by a reader: an object
     /// this process cannot decode may be one a newer Panza wrote; it is counted, logged and left to
     /// its writers (and to the bucket's expiry).
-    private func repair(_ key: CacheKey, in slot: TierSlot, ticket: VersionFence.Ticket) {
+    /// Deletes the copy of `key` that `slot` holds and a lookup found expired or damaged: the
+    /// copy made at `copyCreatedAt` or an older one, never a value another process stored since
+    /// (`nil` for a damaged copy, whose time cannot be read). A repair is maintenance, not a
+    /// removal: it invalidates nothing, so a load that started before it still stores its value.
+    private func repair(
+        _ key: CacheKey, in slot: TierSlot, ticket: VersionFence.Ticket, copyCreatedAt: Int64?
+    ) {
         guard slot.readGuard == nil, let lane = slot.lane else { return }
         self.fence.fill(key, ticket: ticket) {
-            lane.queue.enqueue(.remove(key), version: ticket.snapshot, replicate: false, isFill: true)
+            lane.queue.enqueue(
+                .remove(key), version: ticket.snapshot, replicate: false, isFill: true,
+                createdBefore: copyCreatedAt.map { $0 + 1 }, isRepair: true)
         }
         lane.drainer.notify()
     }

@@ -154,6 +154,8 @@ final class MemoryWriteQueue: WriteQueue {
     ///   - isFill: a copy of an entry from a lower tier, or a repair; dropped (returns `nil`) when
     ///     the queue is full, since nothing is lost.
     ///   - fillStamp: for a fill into SQLite, the stamp its lookup read.
+    ///   - isRepair: for a removal, the deletion of a copy a lookup found unusable (see
+    ///     ``SQLiteWrite/isRepair``).
     /// - Returns: the operation's sequence, for ``QueueDrainer/waitUntilApplied(_:)``.
     @discardableResult
     func enqueue(
@@ -164,7 +166,8 @@ final class MemoryWriteQueue: WriteQueue {
         fillStamp: Int64? = nil,
         pending: PendingEnvelope? = nil,
         createdBefore: Int64? = nil,
-        refreshStamp: Int64? = nil
+        refreshStamp: Int64? = nil,
+        isRepair: Bool = false
     ) -> UInt64? {
         self.state.withLock { state in
             if isFill, !self.hasRoom(state) { return nil }
@@ -178,7 +181,8 @@ final class MemoryWriteQueue: WriteQueue {
                 pending: pending,
                 createdBefore: createdBefore,
                 madeAtMilliseconds: WallClock.nowMilliseconds(),
-                refreshStamp: refreshStamp
+                refreshStamp: refreshStamp,
+                isRepair: isRepair
             )
             var namespace: String?
             switch operation {

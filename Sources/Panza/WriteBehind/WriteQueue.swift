@@ -22,6 +22,9 @@ struct QueuedWrite: Sendable {
     var madeAtMilliseconds: Int64? = nil
     /// For the store of a background refresh into SQLite (see ``SQLiteWrite/refreshStamp``).
     var refreshStamp: Int64? = nil
+    /// For a removal: a repair, the deletion of a copy a lookup found unusable (expired or
+    /// damaged); see ``SQLiteWrite/isRepair``.
+    var isRepair = false
 
     /// The bytes the operation carries (the payload of a pending envelope).
     var byteCount: Int {

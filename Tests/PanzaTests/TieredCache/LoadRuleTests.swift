@@ -100,6 +100,68 @@ struct LoadRuleTests {
         try await other.close()
     }
 
+    @Test("Another process deleting a damaged copy during a load does not refuse the load's store")
+    func otherProcessRepairDuringLoadKeepsTheResult() async throws {
+        let cache = try await makeCache(in: self.directory)
+        let other = try await makeCache(in: self.directory, memory: nil)
+        let sqlite = try #require(cache.sqliteTier)
+        let gate = Gate()
+        let started = CallCounter()
+        let load = Task {
+            try await cache.value(forKey: "k") { () async throws -> String in
+                started.increment()
+                await gate.wait()
+                return "paid for"
+            }
+        }
+        #expect(await eventually { started.value == 1 })
+        // Meanwhile a damaged row of the key appears (a torn write of some process) ...
+        try await sqlite.applyWrites([
+            SQLiteWrite(
+                operation: .store(key: CacheKey(rawValue: "k"), blob: Array("damaged".utf8), expiresAtMilliseconds: nil)
+            )
+        ])
+        // ... and another process finds it and deletes it: a repair, which invalidates nothing.
+        #expect(try await other.value(forKey: "k", as: String.self) == nil)
+        try await other.flush()
+        #expect(try await sqlite.storedBlob(forKey: "k") == nil, "the damaged copy was not deleted")
+        gate.open()
+        #expect(try await load.value == "paid for")
+        try await cache.flush()
+        #expect(cache.statistics.discardedLoads == 0)
+        #expect(try await other.value(forKey: "k", as: String.self) == "paid for", "the load's store was refused")
+        try await cache.close()
+        try await other.close()
+    }
+
+    @Test("A repair of a copy found expired deletes only that copy, never a newer value stored since")
+    func repairDeletesOnlyTheCopyItFound() async throws {
+        let clock = ManualCacheClock()
+        let cache = try await makeCache(in: self.directory, memory: nil) { $0.clock = clock }
+        let sqlite = try #require(cache.sqliteTier)
+        try await cache.set("old", forKey: "k", timeToLive: .seconds(1))
+        try await cache.flush()
+        clock.advance(by: .seconds(2))
+        #expect(try await cache.value(forKey: "k", as: String.self) == nil)
+        // Another process replaced the expired copy between that lookup and its repair: the
+        // repair is applied after the newer row landed (as the lookup's queue would apply it).
+        let (contentType, payload) = try ValueCoding.encode("new")
+        let newer = BlobEnvelope(
+            contentType: contentType, payload: payload, createdAtMilliseconds: clock.nowMilliseconds(),
+            timeToLiveMilliseconds: 60_000
+        ).encoded()
+        try await sqlite.applyWrites([
+            SQLiteWrite(
+                operation: .store(
+                    key: CacheKey(rawValue: "k"), blob: newer, expiresAtMilliseconds: clock.nowMilliseconds() + 60_000)),
+            SQLiteWrite(
+                operation: .remove(CacheKey(rawValue: "k")), createdBefore: clock.nowMilliseconds() - 2_000 + 1,
+                isRepair: true),
+        ])
+        #expect(try await cache.value(forKey: "k", as: String.self) == "new", "the repair deleted a newer value")
+        try await cache.close()
+    }
+
     @Test("A soft timeout while the lookup waits for a slow remote tier leaves the load to start and store")
     func softTimeoutDuringRemoteRead() async throws {
         let clock = ManualCacheClock()

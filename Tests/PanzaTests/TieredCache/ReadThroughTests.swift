@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import Panza
@@ -184,6 +185,30 @@ struct ReadThroughTests {
         try await Task.sleep(for: .milliseconds(2_100))
         #expect(try await cache.value(forKey: "k", as: String.self) == nil)
         #expect(cache.statistics.expired >= 1)
+        try await cache.close()
+    }
+
+    @Test("An older copy below a newer one that expired is never served: the newer value replaced it")
+    func olderCopyBelowAnExpiredNewerOne() async throws {
+        let clock = ManualCacheClock()
+        let remote = RecordingTier()
+        let cache = try await makeCache(in: self.directory) {
+            $0.clock = clock
+            $0.remote = remote
+        }
+        try await cache.set("old", forKey: "k", timeToLive: .seconds(60))
+        try await cache.flush()
+        clock.advance(by: .seconds(1))
+        // The newer value waits in the SQLite queue (another process holds the write lock), so
+        // its upload is not queued yet and the remote tier keeps the older value, which lives
+        // longer.
+        let holder = LockHolder(path: self.directory.path("cache.sqlite"))
+        try holder.lock()
+        try await cache.set("new", forKey: "k", timeToLive: .seconds(1))
+        clock.advance(by: .seconds(5))
+        let served = try await cache.value(forKey: "k", as: String.self)
+        #expect(served == nil, "served \(served ?? "") from below a newer value that expired")
+        holder.unlock()
         try await cache.close()
     }
 

@@ -82,6 +82,9 @@ actor SQLiteWriter {
                     else { continue }
                 } else if case .store = operation {
                     // A store leaves a row, which is what keeps an older fill out.
+                } else if write.isRepair {
+                    // Deleting a copy found expired or damaged is maintenance (bumped below if a
+                    // row went), not a removal: a load that started before it still lands.
                 } else {
                     try WriteStamp.bump(for: operation, in: connection)
                 }
@@ -135,6 +138,7 @@ actor SQLiteWriter {
                     try statement.bind(key.rawValue, at: 1)
                     try statement.bind(write.createdBefore, at: 2)
                     try statement.run()
+                    if write.isRepair, connection.changes > 0 { try WriteStamp.bumpMaintenance(in: connection) }
                     self.accessLog.forget(key.rawValue)
                 case .removeNamespace(let namespace):
                     let statement = try connection.statement(

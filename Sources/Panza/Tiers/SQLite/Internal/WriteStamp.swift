@@ -109,4 +109,9 @@ struct SQLiteWrite: Sendable {
     /// store lands only if the stamp is unchanged (no removal since) and no row of the key holds a
     /// value made after the refreshed one (no newer store since).
     var refreshStamp: Int64? = nil
+    /// For a removal: a repair, which deletes a copy a lookup found expired or damaged (with
+    /// ``createdBefore``, only that copy or an older one) and invalidates nothing. It is
+    /// maintenance, not a removal: it bumps the maintenance counter, not the key's, so that a load
+    /// that started before it still stores its value.
+    var isRepair = false
 }
