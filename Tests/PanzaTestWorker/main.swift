@@ -173,6 +173,20 @@ do {
         sqlite3_close(handle)
         FileHandle.standardOutput.write(Data("released\n".utf8))
 
+    case "checkpoint":
+        // A TRUNCATE checkpoint by another process, which must not wait: prints its result row.
+        var handle: OpaquePointer?
+        guard sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK else { fail("open failed") }
+        var statement: OpaquePointer?
+        guard sqlite3_prepare_v2(handle, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &statement, nil) == SQLITE_OK,
+            sqlite3_step(statement) == SQLITE_ROW
+        else { fail("checkpoint failed: \(String(cString: sqlite3_errmsg(handle)))") }
+        print(
+            "busy=\(sqlite3_column_int64(statement, 0)) log=\(sqlite3_column_int64(statement, 1))"
+                + " checkpointed=\(sqlite3_column_int64(statement, 2))")
+        sqlite3_finalize(statement)
+        sqlite3_close(handle)
+
     case "memory-statistics":
         let disabled = arguments[3] == "off" ? SQLiteTier.disableSQLiteMemoryStatistics() : false
         var configuration = TieredCache.Configuration()

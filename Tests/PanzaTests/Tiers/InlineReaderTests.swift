@@ -156,4 +156,49 @@ struct InlineReaderTests {
         #expect(try self.read(pool, "k") == "first")
         #expect(pool.transactionsBegunCount == begun + 1)
     }
+    /// Another process's TRUNCATE checkpoint, which does not wait: its "busy" column.
+    func checkpointIsBusy(_ path: String) async throws -> Bool {
+        let result = try await ChildProcess.start(["checkpoint", path]).wait()
+        #expect(result.status == 0, "the checkpoint process failed: \(result.error)")
+        return result.output.hasPrefix("busy=1")
+    }
+
+    @Test(
+        "Releasing another cache of the same file in this process keeps SQLite's locks: a kept transaction still blocks a TRUNCATE"
+    )
+    func releasingAnotherCacheKeepsTheLocks() async throws {
+        let path = self.directory.path("locks.sqlite")
+        var configuration = SQLiteTier.Configuration(path: path)
+        configuration.inlineReaderCount = 0
+        let tier = try await SQLiteTier.open(configuration: configuration)
+        try await tier.apply([self.store("k", "first")])
+        let pool = try self.pool(path)
+        #expect(pool.keepsTransactions)
+        #expect(try self.read(pool, "k") == "first")
+        // A commit after the kept snapshot: a TRUNCATE checkpoint must wait for the reader.
+        try await tier.apply([self.store("k", "second")])
+        #expect(try await self.checkpointIsBusy(path), "the kept transaction did not block the checkpoint")
+
+        // A second cache of the file in this process, closed, then released (a reload).
+        let second = try await TieredCache(
+            configuration: {
+                var configuration = TieredCache.Configuration()
+                configuration.memory = nil
+                configuration.sqlite = .init(path: path)
+                configuration.modes = CacheModes()
+                return configuration
+            }())
+        #expect(try await second.value(forKey: "absent", as: String.self) == nil)
+        try await second.close()
+        // And a tier released without close().
+        var third: SQLiteTier? = try await SQLiteTier.open(configuration: .init(path: path))
+        _ = try await third?.storedBlob(forKey: "k")
+        third = nil
+
+        #expect(try await self.checkpointIsBusy(path), "releasing a cache of the file dropped this process's locks")
+        #expect(pool.heldTransactionCount == 1)
+        #expect(try self.read(pool, "k") == "second")
+        pool.close()
+        await tier.close()
+    }
 }

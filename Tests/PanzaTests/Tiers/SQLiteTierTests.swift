@@ -193,6 +193,37 @@ struct SQLiteTierTests {
         await tier.close()
     }
 
+    @Test("Deleted blobs are not zeroed into the WAL: secure_delete is FAST on the writer")
+    func deletesWriteLittleToTheWAL() async throws {
+        let path = self.directory.path("delete.sqlite")
+        var configuration = SQLiteTier.Configuration(path: path)
+        configuration.expiredReclaimInterval = nil
+        let tier = try await SQLiteTier.open(configuration: configuration)
+        #expect(try await tier.secureDeleteMode() == 2)
+        // 4 MiB that do not compress, in entries of 64 KiB.
+        var random = SplitMix64(seed: 7)
+        let payload = (0..<(64 << 10)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+        try await tier.apply(
+            (0..<64).map {
+                .store(
+                    key: CacheKey(rawValue: "k\($0)"),
+                    blob: BlobEnvelope(contentType: .bytes, payload: payload, createdAtMilliseconds: 1).encoded(
+                        compress: false), expiresAtMilliseconds: nil)
+            })
+        // Empty the WAL, then delete everything: only the b-tree and freelist pages change.
+        let other = try SQLiteConnection(path: path, busyTimeoutMilliseconds: 30_000)
+        defer { other.close() }
+        let checkpoint = try other.statement("PRAGMA wal_checkpoint(TRUNCATE)")
+        #expect(try checkpoint.step())
+        #expect(checkpoint.int64(at: 0) == 0, "the checkpoint was busy")
+        checkpoint.reset()
+        try await tier.apply([.removeAll])
+        let walBytes = try #require(FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int)
+        #expect(walBytes < 512 << 10, "deleting 4 MiB wrote \(walBytes) bytes to the WAL")
+        #expect(try await tier.blob(forKey: CacheKey(rawValue: "k0")) == nil)
+        await tier.close()
+    }
+
     @Test("The process's disk reads are counted, and never go down")
     func diskReadsCount() throws {
         let first = try #require(DiskReads.count())

@@ -82,6 +82,8 @@ public final class SQLiteTier: CacheTier {
     var idleCheckpointCount: Int { self.writer.idleCheckpointCount }
     /// Returns once more than `count` idle checkpoints ran, or the tier closed (for tests).
     func waitForIdleCheckpoint(after count: Int) async { await self.writer.waitForIdleCheckpoint(after: count) }
+    /// The writer connection's `secure_delete` mode (0 off, 1 on, 2 fast), for tests.
+    func secureDeleteMode() async throws -> Int64 { try await self.writer.secureDeleteMode() }
     private let readers: [SQLiteReader]
     /// Connections for point lookups on the caller's thread; `nil` when ``Configuration/inlineReaderCount`` is 0.
     private let inlineReaders: InlineReaderPool?

@@ -81,12 +81,14 @@ final class InlineReaderPool: Sendable {
                 connections.append(connection)
                 try connection.execute("PRAGMA mmap_size = \(memoryMapBytes)")
             }
-            if let first = connections.first {
-                // A read opens the file's WAL index, which the connection then keeps open (and
-                // SQLite never truncates while it is) until the pool closes it.
-                // Without it (the file is locked now), every lookup has a transaction of its own.
-                if (try? first.execute("SELECT count(*) FROM sqlite_master")) != nil {
-                    watch = WALIndexWatch(databasePath: path)
+            if count > 0 {
+                // A connection of its own maps the file's WAL index (by a read) and keeps it mapped
+                // for as long as the watch lives: the readers' connections close with the pool,
+                // while a lookup may still read the index. Without it (the file is locked now),
+                // every lookup has a transaction of its own.
+                let watcher = try SQLiteConnection(path: path, busyTimeoutMilliseconds: 0)
+                if (try? watcher.execute("SELECT count(*) FROM sqlite_master")) != nil {
+                    watch = WALIndexWatch(connection: watcher)
                 }
             }
         } catch {

@@ -51,6 +51,13 @@ final class SQLiteConnection {
         sqlite3_close_v2(self.handle)
     }
 
+    /// The wal-index of the main database as this connection's VFS mapped it, or `nil` (see
+    /// ``WALIndexWatch``); valid until the connection closes.
+    func walIndex() -> UnsafeRawPointer? {
+        guard !self.isClosed else { return nil }
+        return cpanza_sqlite3_wal_index(self.handle)
+    }
+
     /// Whether a transaction is open (`BEGIN` ran and neither `COMMIT` nor `ROLLBACK` yet).
     var isInTransaction: Bool { sqlite3_get_autocommit(self.handle) == 0 }
 

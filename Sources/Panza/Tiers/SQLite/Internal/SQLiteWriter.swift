@@ -681,6 +681,15 @@ actor SQLiteWriter {
         return self.evictionCount - before
     }
 
+    /// The writer connection's `secure_delete` mode (0 off, 1 on, 2 fast), for tests.
+    func secureDeleteMode() throws -> Int64 {
+        let connection = try self.openConnectionOrThrow()
+        let statement = try connection.statement("PRAGMA secure_delete")
+        defer { statement.reset() }
+        guard try statement.step() else { return -1 }
+        return statement.int64(at: 0)
+    }
+
     private func makeConnection() throws -> SQLiteConnection {
         let timeout = Int32(clamping: self.configuration.busyTimeout.wholeMilliseconds)
         let connection = try SQLiteConnection(path: self.configuration.path, busyTimeoutMilliseconds: timeout)
@@ -690,6 +699,10 @@ actor SQLiteWriter {
             try connection.execute("PRAGMA journal_mode = WAL")
             try connection.execute("PRAGMA journal_size_limit = \(Self.journalSizeLimit)")
             try connection.execute("PRAGMA synchronous = \(self.configuration.synchronous.rawValue)")
+            // Builds with SECURE_DELETE (Debian's, Ubuntu's) zero every freed page and write it to
+            // the WAL: deleting 10 MiB of blobs wrote 10.6 MB, and every upload's outbox row passed
+            // through the WAL twice more. FAST zeroes only what costs no extra I/O.
+            try connection.execute("PRAGMA secure_delete = FAST")
             try SQLiteSchema.prepare(connection)
             return connection
         } catch {
