@@ -224,6 +224,43 @@ struct SQLiteTierTests {
         await tier.close()
     }
 
+    @Test(
+        "A TRUNCATE held back by a long reader is counted, holds no writer for the busy timeout, and is tried again until it completes"
+    )
+    func busyCheckpoint() async throws {
+        let path = self.directory.path("busy.sqlite")
+        let clock = ManualCacheClock()
+        var configuration = SQLiteTier.Configuration(path: path)
+        configuration.expiredReclaimInterval = nil
+        configuration.checkpointAfterBytes = 64 << 10
+        configuration.busyTimeout = .seconds(60)
+        let tier = try await SQLiteTier.open(configuration: configuration, clock: clock)
+        try await tier.apply([store("a", self.blob("a", count: 1_000))])
+        // A long read transaction of another connection, older than the next commit.
+        let reader = try SQLiteConnection(path: path, busyTimeoutMilliseconds: 0)
+        defer { reader.close() }
+        try reader.execute("BEGIN")
+        let count = try reader.statement("SELECT count(*) FROM entry")
+        #expect(try count.step())
+        // 128 KiB written: a TRUNCATE is due, and the reader holds it back. It waits a short while,
+        // not the writer's busy timeout of 60 s.
+        let big = store("big", self.blob("b", count: 128 << 10))
+        try await Deadline.value(within: .seconds(20)) { try await tier.apply([big]) }
+        #expect(tier.busyCheckpointCount == 1)
+        // Not tried again at once: the next batch does not wait for the reader either.
+        try await tier.apply([store("b", self.blob("b", count: 1_000))])
+        #expect(tier.busyCheckpointCount == 1)
+        count.reset()
+        try reader.execute("COMMIT")
+        // Later, the bytes still count: the next batch empties the WAL.
+        clock.advance(by: .seconds(2))
+        try await tier.apply([store("c", self.blob("c", count: 1_000))])
+        #expect(tier.busyCheckpointCount == 1)
+        let walBytes = try FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int
+        #expect(walBytes == 0, "the WAL was not emptied once the reader left")
+        await tier.close()
+    }
+
     @Test("The process's disk reads are counted, and never go down")
     func diskReadsCount() throws {
         let first = try #require(DiskReads.count())

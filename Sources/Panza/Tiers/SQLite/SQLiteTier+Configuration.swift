@@ -51,6 +51,9 @@ extension SQLiteTier {
         /// after a first pass right after the open; `nil` for that first pass only (reads delete
         /// the expired entries they find). One minute by default.
         public var expiredReclaimInterval: Duration? = .seconds(60)
+        /// The writer empties the WAL (a `TRUNCATE` checkpoint) after this many bytes were written,
+        /// so that large batches do not leave a large WAL behind. 32 MiB; smaller in tests.
+        var checkpointAfterBytes = 32 << 20
         /// Connections that serve point lookups on the caller's own thread, without a hand-off to
         /// a reader queue (0 to always use the reader queues). A lookup takes a free one or goes to
         /// the queues, never waits for a lock on it (no busy timeout), and leaves entries stored in

@@ -200,6 +200,10 @@ public final class SQLiteTier: CacheTier {
     /// Entries evicted to keep within ``Configuration/maxBytes`` since the tier opened.
     public var evictionCount: Int { self.writer.evictionCount }
 
+    /// WAL checkpoints that another connection held back since the tier opened (a long read
+    /// transaction, in this process or another). Each is logged and tried again later.
+    public var busyCheckpointCount: Int { self.writer.busyCheckpointCount }
+
     // MARK: CacheTier
 
     /// The stored envelope of `key`, read on one of the reader connections (never behind a write).

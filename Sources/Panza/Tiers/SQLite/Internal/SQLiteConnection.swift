@@ -58,6 +58,12 @@ final class SQLiteConnection {
         return cpanza_sqlite3_wal_index(self.handle)
     }
 
+    /// Sets how long a statement waits for a lock other connections hold.
+    func setBusyTimeout(milliseconds: Int32) {
+        guard !self.isClosed else { return }
+        sqlite3_busy_timeout(self.handle, milliseconds)
+    }
+
     /// Whether a transaction is open (`BEGIN` ran and neither `COMMIT` nor `ROLLBACK` yet).
     var isInTransaction: Bool { sqlite3_get_autocommit(self.handle) == 0 }
 

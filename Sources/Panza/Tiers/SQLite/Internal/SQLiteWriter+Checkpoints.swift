@@ -46,29 +46,92 @@ extension SQLiteWriter {
             self.startIdleCheckpointTimer()
             return
         }
-        if self.checkpoint(connection, mode: "PASSIVE") {
+        switch self.checkpoint(connection, mode: .passive) {
+        case .complete, .partial:
             self.idleCheckpoints.add(1, ordering: .relaxed)
             self.resumeIdleCheckpointWaiters()
+        case .busy, .failed:
+            break
         }
     }
 
     /// The WAL is truncated to at most this after a checkpoint (`PRAGMA journal_size_limit`).
     static let journalSizeLimit = 64 << 20
 
-    /// A `TRUNCATE` checkpoint runs after this many bytes were written, so that large batches do
-    /// not leave a large WAL behind.
-    static let checkpointAfterBytes = 32 << 20
+    /// How long a checkpoint waits for other connections (its busy timeout, in milliseconds). A
+    /// `TRUNCATE` waits for every reader of the WAL while it holds the file's write lock, so every
+    /// writer of every process waits with it: it waits this long at most, and is tried again later.
+    static let checkpointBusyTimeoutMilliseconds: Int32 = 100
+    /// After a `TRUNCATE` that did not complete, the next is tried once this much of the clock
+    /// passed (milliseconds), so that a long reader does not slow every batch.
+    static let truncateRetryMilliseconds: Int64 = 1_000
 
-    /// Runs a checkpoint of `mode` (`TRUNCATE` or `PASSIVE`); a failure is logged and the
-    /// checkpoint left for later. Returns whether it ran.
+    enum CheckpointMode {
+        /// Copies what it can, waiting for no one.
+        case passive
+        /// Copies the whole WAL and empties it, waiting (a short while) for readers and writers.
+        case truncate
+    }
+
+    /// What a checkpoint did.
+    enum CheckpointOutcome: Equatable {
+        /// The whole WAL is in the database file (for `TRUNCATE`, the WAL is empty).
+        case complete
+        /// It ran, but readers still use part of the WAL (a `PASSIVE` one only).
+        case partial
+        /// Another connection held it back (SQLite's "busy" column); nothing was truncated.
+        case busy
+        /// It failed with an error.
+        case failed
+    }
+
+    /// Runs a checkpoint and reads what it did from its result row (busy, frames in the WAL,
+    /// frames copied): a busy one is logged and counted (``busyCheckpointCount``), a failure
+    /// logged; either is tried again later.
     @discardableResult
-    func checkpoint(_ connection: SQLiteConnection, mode: StaticString) -> Bool {
+    func checkpoint(_ connection: SQLiteConnection, mode: CheckpointMode) -> CheckpointOutcome {
+        connection.setBusyTimeout(milliseconds: Self.checkpointBusyTimeoutMilliseconds)
+        defer {
+            connection.setBusyTimeout(milliseconds: Int32(clamping: self.configuration.busyTimeout.wholeMilliseconds))
+        }
         do {
-            try connection.execute("PRAGMA wal_checkpoint(\(mode))")
-            return true
+            let statement = try connection.statement(
+                mode == .truncate ? "PRAGMA wal_checkpoint(TRUNCATE)" : "PRAGMA wal_checkpoint(PASSIVE)")
+            defer { statement.reset() }
+            guard try statement.step() else { return .failed }
+            let busy = statement.int64(at: 0) != 0
+            let walFrames = statement.int64(at: 1)
+            let copiedFrames = statement.int64(at: 2)
+            if busy {
+                self.busyCheckpoints.add(1, ordering: .relaxed)
+                self.logger.notice(
+                    "panza: WAL checkpoint held back by another connection; tried again later",
+                    metadata: [
+                        "mode": "\(mode)", "walFrames": "\(walFrames)", "copiedFrames": "\(copiedFrames)",
+                        "path": "\(self.configuration.path)",
+                    ])
+                return .busy
+            }
+            return walFrames == copiedFrames ? .complete : .partial
         } catch {
             self.logger.debug("panza: WAL checkpoint deferred", metadata: ["mode": "\(mode)", "error": "\(error)"])
-            return false
+            return .failed
         }
     }
+
+    /// Empties the WAL once ``Configuration/checkpointAfterBytes`` were written since the last
+    /// `TRUNCATE` that completed; the bytes are kept until one does.
+    func truncateIfDue(_ connection: SQLiteConnection) {
+        guard self.bytesSinceCheckpoint >= self.configuration.checkpointAfterBytes else { return }
+        let now = self.clock.nowMilliseconds()
+        guard now >= self.truncateNotBefore else { return }
+        if self.checkpoint(connection, mode: .truncate) == .complete {
+            self.bytesSinceCheckpoint = 0
+        } else {
+            self.truncateNotBefore = now + Self.truncateRetryMilliseconds
+        }
+    }
+
+    /// How many checkpoints another connection held back since the tier opened.
+    nonisolated var busyCheckpointCount: Int { self.busyCheckpoints.load(ordering: .relaxed) }
 }

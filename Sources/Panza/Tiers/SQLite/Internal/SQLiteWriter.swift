@@ -28,7 +28,11 @@ actor SQLiteWriter {
     let accessLog = AccessLog()
     var connection: SQLiteConnection?
     var isClosed = false
+    /// Bytes written since the last `TRUNCATE` checkpoint that completed.
     var bytesSinceCheckpoint = 0
+    /// The clock's time before which no `TRUNCATE` is tried again (after one did not complete).
+    var truncateNotBefore: Int64 = .min
+    let busyCheckpoints = Atomic<Int>(0)
     let evictions = Atomic<Int>(0)
 
     nonisolated var unownedExecutor: UnownedSerialExecutor {
@@ -166,10 +170,7 @@ actor SQLiteWriter {
             if case .store(_, let blob, _) = item.operation { return total + blob.count }
             return total
         }
-        if self.bytesSinceCheckpoint >= Self.checkpointAfterBytes {
-            self.bytesSinceCheckpoint = 0
-            self.checkpoint(connection, mode: "TRUNCATE")
-        }
+        self.truncateIfDue(connection)
     }
 
     /// Runs `body` in a write transaction, then schedules a checkpoint for when the writer is idle.
