@@ -9,6 +9,14 @@ enum TierFound: Sendable {
     case decoded(DecodedEnvelope)
     /// The tier's entry failed verification while it was decoded piece by piece.
     case decodingFailed(any Error & Sendable)
+    /// The tier holds a copy past its retention, made at this time: a miss, which still tells the
+    /// lookup that copies below made before it were replaced by it.
+    case expired(createdAtMilliseconds: Int64)
+
+    var isExpiredCopy: Bool {
+        if case .expired = self { return true }
+        return false
+    }
 }
 
 /// A tier below memory, and how the cache writes it.

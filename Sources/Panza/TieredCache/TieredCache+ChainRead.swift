@@ -65,6 +65,9 @@ extension TieredCache {
                     var shadow = try await slot.pending?.shadow(forKey: key) ?? .none
                     if case .removedBefore(let cutoff) = shadow {
                         createdCutoff = cutoff
+                        // What this tier's queue removes, the tiers below hold too, or held: their
+                        // copies made before the cutoff are never an answer either.
+                        replacedBefore = max(replacedBefore ?? .min, cutoff)
                         shadow = .none
                     }
                     switch shadow {
@@ -132,7 +135,8 @@ extension TieredCache {
                     if slot.tier.failuresReachCallers { throw error }
                     continue slots
                 }
-                if fromTier, found != nil, slot.readGuard == nil, let follower = self.invalidationFollower,
+                if fromTier, let found, !found.isExpiredCopy, slot.readGuard == nil,
+                    let follower = self.invalidationFollower,
                     !follower.isFirstPollDone
                 {
                     // A newly opened cache learns what other caches busted while it was closed before
@@ -148,6 +152,13 @@ extension TieredCache {
                 self.recorder.tierMiss(index)
                 continue
             }
+            if case .expired(let createdAt) = found {
+                // A copy past its retention, still in the tier's file: a miss, and the copies below
+                // made before it were replaced by it.
+                replacedBefore = max(replacedBefore ?? .min, createdAt)
+                self.recorder.tierMiss(index)
+                continue
+            }
             let envelope: DecodedEnvelope
             var blob: [UInt8]?
             do {
@@ -159,6 +170,8 @@ extension TieredCache {
                     envelope = decoded
                 case .decodingFailed(let error):
                     throw error
+                case .expired:
+                    preconditionFailure("an expired copy is a miss, handled above")
                 }
             } catch {
                 self.recorder.add(.corruptBlobs)

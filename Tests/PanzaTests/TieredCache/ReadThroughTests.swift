@@ -208,7 +208,40 @@ struct ReadThroughTests {
         clock.advance(by: .seconds(5))
         let served = try await cache.value(forKey: "k", as: String.self)
         #expect(served == nil, "served \(served ?? "") from below a newer value that expired")
+        // Again, now that the lookup queued the deletion of the expired copy (a repair).
+        let again = try await cache.value(forKey: "k", as: String.self)
+        #expect(again == nil, "served \(again ?? "") from below a newer value once its repair was queued")
         holder.unlock()
+        try await cache.close()
+    }
+
+    @Test("An older copy below a newer one that expired in SQLite's file is never served")
+    func olderCopyBelowAnExpiredRow() async throws {
+        let clock = ManualCacheClock()
+        let remote = RecordingTier()
+        let cache = try await makeCache(in: self.directory, memory: nil) {
+            $0.clock = clock
+            $0.remote = remote
+        }
+        try await cache.set("old", forKey: "k", timeToLive: .seconds(60))
+        try await cache.flush()
+        clock.advance(by: .seconds(1))
+        // A newer value in the file that never reached the remote tier (written by a process of
+        // the file without one, or its upload dead-lettered).
+        let (contentType, payload) = try ValueCoding.encode("new")
+        let newer = BlobEnvelope(
+            contentType: contentType, payload: payload, createdAtMilliseconds: clock.nowMilliseconds(),
+            timeToLiveMilliseconds: 1_000
+        ).encoded()
+        let sqlite = try #require(cache.sqliteTier)
+        try await sqlite.applyWrites([
+            SQLiteWrite(
+                operation: .store(
+                    key: CacheKey(rawValue: "k"), blob: newer, expiresAtMilliseconds: clock.nowMilliseconds() + 1_000))
+        ])
+        clock.advance(by: .seconds(5))
+        let served = try await cache.value(forKey: "k", as: String.self)
+        #expect(served == nil, "served \(served ?? "") from below a newer value that expired in SQLite")
         try await cache.close()
     }
 

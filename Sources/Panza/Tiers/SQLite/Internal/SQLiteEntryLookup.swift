@@ -27,11 +27,13 @@ struct SQLiteEntryLookup {
         case .chunked:
             return nil
         case .miss, .expired:
-            guard stampingMisses else { return (nil, nil, first.requestsMaintenance) }
+            guard stampingMisses else { return (first.expiredCopy, nil, first.requestsMaintenance) }
             // In a transaction an inline reader keeps (``InlineReader``), the miss was seen in the
             // stamp's own snapshot.
             guard !self.connection.isInTransaction else {
-                return (nil, try WriteStamp.read(for: key, in: self.connection), first.requestsMaintenance)
+                return (
+                    first.expiredCopy, try WriteStamp.read(for: key, in: self.connection), first.requestsMaintenance
+                )
             }
             // The miss again, with the stamp, in one read transaction: hits never pay for it.
             try self.connection.run("BEGIN")
@@ -42,7 +44,7 @@ struct SQLiteEntryLookup {
             switch again {
             case .hit(let found, let request): return (found, nil, request)
             case .chunked: return nil
-            case .miss, .expired: return (nil, stamp, again.requestsMaintenance)
+            case .miss, .expired: return (again.expiredCopy, stamp, again.requestsMaintenance)
             }
         }
     }
@@ -50,15 +52,21 @@ struct SQLiteEntryLookup {
     private enum EntryLookup {
         case hit(TierFound, requestMaintenance: Bool)
         case miss
-        case expired(requestMaintenance: Bool)
+        case expired(createdAtMilliseconds: Int64, requestMaintenance: Bool)
         /// Stored in chunks, and only the head may be read here.
         case chunked
+
+        /// A miss's answer: the expired copy's creation time (see ``TierFound/expired(createdAtMilliseconds:)``).
+        var expiredCopy: TierFound? {
+            guard case .expired(let createdAt, _) = self else { return nil }
+            return .expired(createdAtMilliseconds: createdAt)
+        }
 
         /// Whether the writer should be asked for maintenance (access times or an expired entry to
         /// write).
         var requestsMaintenance: Bool {
             switch self {
-            case .hit(_, let request), .expired(let request): request
+            case .hit(_, let request), .expired(_, let request): request
             case .miss, .chunked: false
             }
         }
@@ -68,7 +76,7 @@ struct SQLiteEntryLookup {
         throws -> EntryLookup
     {
         let statement = try self.connection.statement(
-            "SELECT blob, expires_at, accessed_at, chunks FROM entry WHERE key = ?")
+            "SELECT blob, expires_at, accessed_at, chunks, created_at FROM entry WHERE key = ?")
         return try statement.withBinding(key, at: 1) {
             try self.entry(statement, key: key, now: now, log: log, decodingUpTo: maxPayloadBytes, headOnly: headOnly)
         }
@@ -81,7 +89,7 @@ struct SQLiteEntryLookup {
     ) throws -> EntryLookup {
         guard try statement.step() else { return .miss }
         if let expiresAt = statement.optionalInt64(at: 1), expiresAt <= now {
-            return .expired(requestMaintenance: log.recordExpired(key))
+            return .expired(createdAtMilliseconds: statement.int64(at: 4), requestMaintenance: log.recordExpired(key))
         }
         // The chunks are read while the entry's statement still holds its snapshot.
         let chunks = statement.int64(at: 3)
