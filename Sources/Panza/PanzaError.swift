@@ -35,6 +35,7 @@ public struct PanzaError: Error, Hashable, Sendable, CustomStringConvertible {
             case closeTimedOut
             case timedOut
             case untrustedBlob
+            case leaseLost
         }
 
         private let value: Value
@@ -83,6 +84,10 @@ public struct PanzaError: Error, Hashable, Sendable, CustomStringConvertible {
         /// required, signed with an unknown key, or for another object key or bucket. Lookups
         /// treat it as a miss and count it in ``CacheStatistics/untrustedBlobs``.
         public static let untrustedBlob = Code(.untrustedBlob)
+        /// An upload batch's outbox lease is no longer this process's: it stalled past the lease
+        /// (paused, suspended) and another process took the records over. The batch is neither
+        /// uploaded further nor deleted by this process; the other process uploads it.
+        public static let leaseLost = Code(.leaseLost)
 
         /// `PanzaError.code: message`, with the key or path.
         public var description: String { "\(self.value)" }

@@ -9,12 +9,19 @@ import Synchronization
 /// remote tier within the lease, and deletes it. A batch that outlives
 /// ``TieredCache/Configuration/WriteBehind/outboxLease`` (minus a margin) is abandoned as failed,
 /// so that no upload of this process can land after another process took the records over.
+///
+/// The lease is also checked before every request to the remote tier, on this process's clock
+/// of boot time (which runs while the process is paused or the machine sleeps): a process that
+/// wakes past 3/4 of its lease sends nothing more. Its later steps are fenced by the claim's token
+/// (``OutboxRecord``), so that it deletes or renews nothing another process took over.
 final class OutboxWriteQueue: WriteQueue {
     let outbox: SQLiteTier
     let remote: any CacheTier
     let lease: Duration
     /// Identifies this cache's claims in the file.
     let owner: String
+    /// When the last claim was made (its lease runs from then).
+    private let claimedAt = Mutex(ContinuousClock.now)
 
     init(outbox: SQLiteTier, remote: any CacheTier, lease: Duration) {
         self.outbox = outbox
@@ -26,7 +33,10 @@ final class OutboxWriteQueue: WriteQueue {
     var tierName: String { self.remote.name }
 
     func claim(limit: Int) async throws -> [QueuedWrite] {
-        try await self.outbox.claimOutbox(limit: limit, owner: self.owner, lease: self.lease)
+        let now = ContinuousClock.now
+        let claimed = try await self.outbox.claimOutbox(limit: limit, owner: self.owner, lease: self.lease)
+        self.claimedAt.withLock { $0 = now }
+        return claimed
     }
 
     /// Uploads `batch` in order. A large store (kept in chunk rows) is read one chunk at a time and
@@ -36,13 +46,13 @@ final class OutboxWriteQueue: WriteQueue {
     /// renews the lease of the whole batch (at most every quarter lease), so a large upload over
     /// a slow link completes, while a stalled one is abandoned and retried.
     func apply(_ batch: [QueuedWrite]) async throws {
-        guard let first = batch.first, let last = batch.last else { return }
+        guard !batch.isEmpty else { return }
         let remote = self.remote
-        let keeper = LeaseKeeper(
-            outbox: self.outbox, ids: Int64(first.sequence)...Int64(last.sequence), owner: self.owner,
-            lease: self.lease)
         // Leave a margin: the upload must be over before another process may take the lease over.
         let budget = self.lease * 3 / 4
+        let keeper = LeaseKeeper(
+            outbox: self.outbox, batch: batch, lease: self.lease, claimedAt: self.claimedAt.withLock { $0 },
+            budget: budget)
         try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask {
                 try await Self.upload(batch, to: remote, outbox: self.outbox, keeper: keeper)
@@ -77,9 +87,11 @@ final class OutboxWriteQueue: WriteQueue {
                 continue
             }
             if !run.isEmpty {
+                try keeper.checkHeld()
                 try await TieredCache.apply(run, to: remote)
                 run = []
             }
+            try keeper.checkHeld()
             let pieces = BlobPieces(count: upload.chunks + 1) { index in
                 let piece = try await outbox.outboxPiece(id: upload.id, index: index)
                 try await keeper.progress()
@@ -93,7 +105,10 @@ final class OutboxWriteQueue: WriteQueue {
                 try await remote.apply([.store(key: key, blob: blob, expiresAtMilliseconds: expiresAt)])
             }
         }
-        if !run.isEmpty { try await TieredCache.apply(run, to: remote) }
+        if !run.isEmpty {
+            try keeper.checkHeld()
+            try await TieredCache.apply(run, to: remote)
+        }
     }
 
     func complete(_ batch: [QueuedWrite]) async throws -> UInt64 {
@@ -102,11 +117,11 @@ final class OutboxWriteQueue: WriteQueue {
     }
 
     func recordFailure(_ batch: [QueuedWrite]) async {
-        try? await self.outbox.recordOutboxFailure(batch, owner: self.owner)
+        try? await self.outbox.recordOutboxFailure(batch)
     }
 
     func deadLetter(_ write: QueuedWrite, error: any Error) async throws -> UInt64 {
-        try await self.outbox.deadLetterOutbox(id: Int64(write.sequence), error: "\(error)")
+        try await self.outbox.deadLetterOutbox(id: Int64(write.sequence), error: "\(error)", token: write.leaseToken)
         return try await self.outbox.outboxWatermark().watermark
     }
 
@@ -132,55 +147,96 @@ final class OutboxWriteQueue: WriteQueue {
     }
 }
 
-/// Renews an upload batch's outbox lease while the upload makes progress.
+/// Renews an upload batch's outbox lease while the upload makes progress, and tells whether this
+/// process may still send a request of it.
 final class LeaseKeeper: Sendable {
     private let outbox: SQLiteTier
-    private let ids: ClosedRange<Int64>
-    private let owner: String
+    private let batch: [QueuedWrite]
     private let lease: Duration
+    private let budget: Duration
+    /// Boot time on Linux: it runs while the process is stopped and while the machine sleeps.
     private let clock = ContinuousClock()
     private let lastProgress: Mutex<ContinuousClock.Instant>
+    /// When the lease was last known to be held: the claim, then each renewal.
     private let lastRenewal: Mutex<ContinuousClock.Instant>
 
-    init(outbox: SQLiteTier, ids: ClosedRange<Int64>, owner: String, lease: Duration) {
+    init(
+        outbox: SQLiteTier, batch: [QueuedWrite], lease: Duration, claimedAt: ContinuousClock.Instant, budget: Duration
+    ) {
         self.outbox = outbox
-        self.ids = ids
-        self.owner = owner
+        self.batch = batch
         self.lease = lease
+        self.budget = budget
         self.lastProgress = Mutex(self.clock.now)
-        self.lastRenewal = Mutex(self.clock.now)
+        self.lastRenewal = Mutex(claimedAt)
     }
 
     /// How long since the upload last made progress.
     var sinceProgress: Duration { self.lastProgress.withLock { $0.duration(to: self.clock.now) } }
 
+    /// Throws ``PanzaError/Code/leaseLost`` once `budget` (3/4 of the lease) passed since the lease
+    /// was last known held: another process may take the records over at the lease's end, and a
+    /// request sent now could land after its newer ones.
+    func checkHeld() throws {
+        let since = self.lastRenewal.withLock { $0.duration(to: self.clock.now) }
+        guard since < self.budget else {
+            throw PanzaError(
+                code: .leaseLost,
+                message: "an upload batch's outbox lease ran out (\(since) since it was last renewed; this process "
+                    + "was paused or stalled); it sends nothing more and leaves the records to the next claim")
+        }
+    }
+
     /// Notes progress; renews the lease when a quarter of it has passed since the last renewal.
     func progress() async throws {
         let now = self.clock.now
         self.lastProgress.withLock { $0 = now }
-        let due = self.lastRenewal.withLock { last in
-            guard last.duration(to: now) >= self.lease / 4 else { return false }
-            last = now
-            return true
-        }
-        if due { try await self.outbox.renewOutboxLease(ids: self.ids, owner: self.owner, lease: self.lease) }
+        let due = self.lastRenewal.withLock { last in last.duration(to: now) >= self.lease / 4 }
+        guard due else { return }
+        try self.checkHeld()
+        try await self.outbox.renewOutboxLease(self.batch, lease: self.lease)
+        self.lastRenewal.withLock { $0 = now }
     }
 }
 
-/// The name an uploader writes in the outbox leases it holds: `host/pid/random`, so that a lease of
-/// a process of this machine that no longer runs is taken over at once instead of at its expiry.
+/// The name an uploader writes in the outbox leases it holds:
+/// `host/boot-id/pid-namespace/pid/random`, so that a lease of a process that no longer runs, on
+/// this machine since its last boot and in this PID namespace, is taken over at once instead of
+/// at its expiry. Owners of other machines, boots or namespaces (containers sharing a volume) are
+/// trusted until their lease expires.
 enum OutboxLeaseOwner {
     private static let host = ProcessInfo.processInfo.hostName
+    /// The kernel's boot id (Linux), or `-`.
+    static let bootID: String = Self.firstLine("/proc/sys/kernel/random/boot_id") ?? "-"
+    /// The PID namespace (Linux: the inode of `/proc/self/ns/pid`), or `-`.
+    static let pidNamespace: String = {
+        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/pid") else {
+            return "-"
+        }
+        return target.filter { $0.isNumber }
+    }()
 
-    static func make() -> String {
-        "\(self.host)/\(ProcessInfo.processInfo.processIdentifier)/\(UUID().uuidString.prefix(8))"
+    private static func firstLine(_ path: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: path),
+            let line = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).first
+        else { return nil }
+        return String(line).replacingOccurrences(of: "/", with: "")
     }
 
-    /// `false` only for an owner of this machine whose process is gone; owners elsewhere are
-    /// trusted until their lease expires.
+    static func make() -> String {
+        "\(self.host.replacingOccurrences(of: "/", with: "_"))/\(self.bootID)/\(self.pidNamespace)/"
+            + "\(ProcessInfo.processInfo.processIdentifier)/\(UUID().uuidString.prefix(8))"
+    }
+
+    /// `false` only for an owner of this machine, boot and PID namespace whose process is gone.
     static func isAlive(_ owner: String) -> Bool {
-        let parts = owner.split(separator: "/")
-        guard parts.count == 3, parts[0] == Substring(self.host), let pid = Int32(parts[1]) else { return true }
+        let parts = owner.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 5,
+            parts[0] == Substring(self.host.replacingOccurrences(of: "/", with: "_")),
+            parts[1] == Substring(self.bootID), parts[1] != "-",
+            parts[2] == Substring(self.pidNamespace), parts[2] != "-",
+            let pid = Int32(parts[3])
+        else { return true }
         if pid == ProcessInfo.processInfo.processIdentifier { return true }
         return kill(pid, 0) == 0 || errno != ESRCH
     }

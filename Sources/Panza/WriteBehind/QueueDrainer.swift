@@ -169,6 +169,15 @@ final class QueueDrainer: Sendable {
             self.statistics.add(.bytesWritten, batch.reduce(0) { $0 + $1.byteCount })
             self.onApplied(batch)
             self.resume(self.state.withLock { $0.machine.succeeded(watermark: watermark) }, error: nil)
+        } catch let error as PanzaError where error.code == .leaseLost {
+            // Another uploader took the batch over (this one stalled past its lease): not a failure
+            // of the tier, and nothing of it is this uploader's to fail or dead-letter any more.
+            self.logger.notice(
+                "panza: an upload batch was taken over by another uploader; leaving it to that one",
+                metadata: ["tier": "\(self.queue.tierName)", "operations": "\(batch.count)", "error": "\(error)"]
+            )
+            let watermark = (try? await self.queue.watermark()) ?? 0
+            self.resume(self.state.withLock { $0.machine.claimedNothing(watermark: watermark) }, error: nil)
         } catch {
             guard !self.isFinished else { return }
             await self.queue.recordFailure(batch)

@@ -25,6 +25,9 @@ struct QueuedWrite: Sendable {
     /// For a removal: a repair, the deletion of a copy a lookup found unusable (expired or
     /// damaged); see ``SQLiteWrite/isRepair``.
     var isRepair = false
+    /// For a record claimed from the SQLite outbox: the claim's lease token (its owner and the
+    /// claim's number), which every later step of the batch must still find on its rows.
+    var leaseToken: String? = nil
 
     /// The bytes the operation carries (the payload of a pending envelope).
     var byteCount: Int {

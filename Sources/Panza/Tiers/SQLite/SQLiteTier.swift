@@ -278,14 +278,14 @@ public final class SQLiteTier: CacheTier {
         try await self.writer.completeOutbox(batch)
     }
 
-    func recordOutboxFailure(_ batch: [QueuedWrite], owner: String) async throws {
+    func recordOutboxFailure(_ batch: [QueuedWrite]) async throws {
         try self.checkOpen()
-        try await self.writer.recordOutboxFailure(batch, owner: owner)
+        try await self.writer.recordOutboxFailure(batch)
     }
 
-    func renewOutboxLease(ids: ClosedRange<Int64>, owner: String, lease: Duration) async throws {
+    func renewOutboxLease(_ batch: [QueuedWrite], lease: Duration) async throws {
         try self.checkOpen()
-        try await self.writer.renewOutboxLease(ids: ids, owner: owner, lease: lease)
+        try await self.writer.renewOutboxLease(batch, lease: lease)
     }
 
     /// Takes the background-refresh lease of `key` for `holder` (see ``RefreshLease``).
@@ -313,9 +313,9 @@ public final class SQLiteTier: CacheTier {
         try await self.writer.releaseOutboxLeases(owner: owner)
     }
 
-    func deadLetterOutbox(id: Int64, error: String) async throws {
+    func deadLetterOutbox(id: Int64, error: String, token: String? = nil) async throws {
         try self.checkOpen()
-        try await self.writer.deadLetterOutbox(id: id, error: error)
+        try await self.writer.deadLetterOutbox(id: id, error: error, token: token)
     }
 
     func outboxWatermark() async throws -> (watermark: UInt64, last: UInt64) {

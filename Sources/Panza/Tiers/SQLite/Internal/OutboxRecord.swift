@@ -6,7 +6,37 @@
 /// expired: so one process at a time uploads, in id order, and no older write of a key can land
 /// after a newer one. A record whose process died is taken over when its lease expires, or at once
 /// when the owner was a process of this machine that no longer runs.
+///
+/// Leases are fenced: each claim writes a token of its own (`owner#n`) on its rows, and renewing,
+/// completing or failing the batch requires that every row still carries it. An uploader that
+/// stalled past its lease (a paused process) and lost its rows to another one changes nothing.
 enum OutboxRecord {
+    /// The owner part of a claim's lease token (`owner#n`); a token of an older version is all owner.
+    static func owner(ofToken token: String) -> Substring {
+        guard let hash = token.lastIndex(of: "#") else { return Substring(token) }
+        return token[..<hash]
+    }
+
+    /// The rows of `batch` still carry its lease token: throws ``PanzaError/Code/leaseLost``
+    /// otherwise. Run inside the write transaction of the step it guards.
+    private static func checkHeld(_ batch: [QueuedWrite], in connection: SQLiteConnection) throws {
+        guard let first = batch.first, let last = batch.last, let token = first.leaseToken else { return }
+        let statement = try connection.statement(
+            "SELECT count(*) FROM outbox WHERE id BETWEEN ?1 AND ?2 AND lease_owner = ?3")
+        defer { statement.reset() }
+        try statement.bind(Int64(first.sequence), at: 1)
+        try statement.bind(Int64(last.sequence), at: 2)
+        try statement.bind(token, at: 3)
+        let held = try statement.step() ? Int(statement.int64(at: 0)) : 0
+        guard held == batch.count else {
+            throw PanzaError(
+                code: .leaseLost,
+                message: "\(batch.count - held) of \(batch.count) outbox records of this upload were taken over "
+                    + "by another uploader (this one stalled past its lease)",
+                path: connection.path)
+        }
+    }
+
     enum Kind: Int64 {
         case store = 0
         case remove = 1
@@ -91,6 +121,7 @@ enum OutboxRecord {
         in connection: SQLiteConnection,
         limit: Int,
         owner: String,
+        token: String,
         leaseMilliseconds: Int64,
         now: Int64,
         ownerIsAlive: (String) -> Bool
@@ -112,8 +143,9 @@ enum OutboxRecord {
             var claimed: [QueuedWrite] = []
             var unreadable: [(id: Int64, error: PanzaError)] = []
             while try select.step() {
-                if let leaseOwner = select.optionalText(at: 7), leaseOwner != owner,
-                    let expiresAt = select.optionalInt64(at: 8), expiresAt > now, ownerIsAlive(leaseOwner)
+                if let leaseToken = select.optionalText(at: 7), Self.owner(ofToken: leaseToken) != owner,
+                    let expiresAt = select.optionalInt64(at: 8), expiresAt > now,
+                    ownerIsAlive(String(Self.owner(ofToken: leaseToken)))
                 {
                     break  // another process is uploading the head; keep the order
                 }
@@ -128,6 +160,7 @@ enum OutboxRecord {
                         attempts: Int(select.int64(at: 6))
                     )
                     write.madeAtMilliseconds = select.int64(at: 10)
+                    write.leaseToken = token
                     let chunks = select.int64(at: 9)
                     if case .store = operation, chunks > 0 {
                         write.outboxUpload = OutboxUpload(
@@ -146,7 +179,7 @@ enum OutboxRecord {
                 let lease = try connection.statement(
                     "UPDATE outbox SET lease_owner = ?1, lease_expires_at = ?2 WHERE id BETWEEN ?3 AND ?4"
                 )
-                try lease.bind(owner, at: 1)
+                try lease.bind(token, at: 1)
                 try lease.bind(now + leaseMilliseconds, at: 2)
                 try lease.bind(Int64(first.sequence), at: 3)
                 try lease.bind(Int64(last.sequence), at: 4)
@@ -157,9 +190,13 @@ enum OutboxRecord {
     }
 
     /// Deletes uploaded records, and the dead-lettered removals of their keys that they supersede.
+    ///
+    /// - Throws: ``PanzaError/Code/leaseLost`` (deleting nothing) when another uploader took any
+    ///   record of the batch over.
     static func complete(_ batch: [QueuedWrite], in connection: SQLiteConnection) throws {
         guard let first = batch.first, let last = batch.last else { return }
         try connection.writeTransaction {
+            try self.checkHeld(batch, in: connection)
             let delete = try connection.statement("DELETE FROM outbox WHERE id BETWEEN ? AND ?")
             try delete.bind(Int64(first.sequence), at: 1)
             try delete.bind(Int64(last.sequence), at: 2)
@@ -179,34 +216,40 @@ enum OutboxRecord {
         }
     }
 
-    /// Counts a failed attempt of every record of `batch` and gives the lease back.
-    static func recordFailure(_ batch: [QueuedWrite], owner: String, in connection: SQLiteConnection) throws {
-        guard let first = batch.first, let last = batch.last else { return }
+    /// Counts a failed attempt of every record of `batch` and gives the lease back, on the records
+    /// that still carry the batch's lease token only.
+    static func recordFailure(_ batch: [QueuedWrite], in connection: SQLiteConnection) throws {
+        guard let first = batch.first, let last = batch.last, let token = first.leaseToken else { return }
         try connection.writeTransaction {
             let statement = try connection.statement(
                 """
                 UPDATE outbox SET attempts = attempts + 1, lease_owner = NULL, lease_expires_at = NULL
-                WHERE id BETWEEN ?1 AND ?2 AND (lease_owner IS NULL OR lease_owner = ?3)
+                WHERE id BETWEEN ?1 AND ?2 AND lease_owner = ?3
                 """
             )
             try statement.bind(Int64(first.sequence), at: 1)
             try statement.bind(Int64(last.sequence), at: 2)
-            try statement.bind(owner, at: 3)
+            try statement.bind(token, at: 3)
             try statement.run()
         }
     }
 
-    /// Extends the lease of `owner` on the records `ids` (a batch whose upload is making progress).
+    /// Extends the lease of `batch` (whose upload is making progress).
+    ///
+    /// - Throws: ``PanzaError/Code/leaseLost`` (renewing nothing) when another uploader took any
+    ///   record of the batch over.
     static func renewLease(
-        ids: ClosedRange<Int64>, owner: String, leaseMilliseconds: Int64, now: Int64, in connection: SQLiteConnection
+        _ batch: [QueuedWrite], leaseMilliseconds: Int64, now: Int64, in connection: SQLiteConnection
     ) throws {
+        guard let first = batch.first, let last = batch.last, let token = first.leaseToken else { return }
         try connection.writeTransaction {
+            try self.checkHeld(batch, in: connection)
             let statement = try connection.statement(
                 "UPDATE outbox SET lease_expires_at = ?1 WHERE id BETWEEN ?2 AND ?3 AND lease_owner = ?4")
             try statement.bind(now + leaseMilliseconds, at: 1)
-            try statement.bind(ids.lowerBound, at: 2)
-            try statement.bind(ids.upperBound, at: 3)
-            try statement.bind(owner, at: 4)
+            try statement.bind(Int64(first.sequence), at: 2)
+            try statement.bind(Int64(last.sequence), at: 3)
+            try statement.bind(token, at: 4)
             try statement.run()
         }
     }
@@ -230,8 +273,12 @@ enum OutboxRecord {
     /// Gives back every lease of `owner` (its cache is closing).
     static func releaseLeases(owner: String, in connection: SQLiteConnection) throws {
         try connection.writeTransaction {
+            // The owner's own tokens (`owner#n`), and a lease of an older version (`owner`).
             let statement = try connection.statement(
-                "UPDATE outbox SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?"
+                """
+                UPDATE outbox SET lease_owner = NULL, lease_expires_at = NULL
+                WHERE lease_owner = ?1 OR substr(lease_owner, 1, length(?1) + 1) = ?1 || '#'
+                """
             )
             try statement.bind(owner, at: 1)
             try statement.run()
@@ -239,8 +286,29 @@ enum OutboxRecord {
     }
 
     /// Moves record `id` to the dead letters, with the error that put it there.
-    static func deadLetter(id: Int64, error: String, in connection: SQLiteConnection, now: Int64) throws {
+    ///
+    /// - Parameters:
+    ///   - token: the lease token of the claim that failed it; `nil` inside the claim itself (an
+    ///     unreadable record).
+    /// - Throws: ``PanzaError/Code/leaseLost`` (moving nothing) when another claim holds the
+    ///   record (it carries neither `token` nor, given back by the failure, no lease).
+    static func deadLetter(
+        id: Int64, error: String, token: String? = nil, in connection: SQLiteConnection, now: Int64
+    ) throws {
         try connection.writeTransaction {
+            if let token {
+                let held = try connection.statement(
+                    "SELECT EXISTS (SELECT 1 FROM outbox WHERE id = ?1 AND (lease_owner = ?2 OR lease_owner IS NULL))")
+                defer { held.reset() }
+                try held.bind(id, at: 1)
+                try held.bind(token, at: 2)
+                guard try held.step(), held.int64(at: 0) == 1 else {
+                    throw PanzaError(
+                        code: .leaseLost,
+                        message: "outbox record \(id) was taken over by another uploader; it is not dead-lettered",
+                        path: connection.path)
+                }
+            }
             let move = try connection.statement(
                 """
                 INSERT OR REPLACE INTO dead_letter

@@ -10,10 +10,13 @@ extension SQLiteWriter {
     func claimOutbox(limit: Int, owner: String, lease: Duration) throws -> [QueuedWrite] {
         let connection = try self.openConnectionOrThrow()
         let now = WallClock.nowMilliseconds()
+        // Every claim has a token of its own, which fences the batch's later steps.
+        self.claimCount += 1
         let (claimed, unreadable) = try OutboxRecord.claim(
             in: connection,
             limit: limit,
             owner: owner,
+            token: "\(owner)#\(self.claimCount)",
             leaseMilliseconds: lease.wholeMilliseconds,
             now: now,
             ownerIsAlive: OutboxLeaseOwner.isAlive
@@ -36,13 +39,13 @@ extension SQLiteWriter {
         try OutboxRecord.complete(batch, in: try self.openConnectionOrThrow())
     }
 
-    func recordOutboxFailure(_ batch: [QueuedWrite], owner: String) throws {
-        try OutboxRecord.recordFailure(batch, owner: owner, in: try self.openConnectionOrThrow())
+    func recordOutboxFailure(_ batch: [QueuedWrite]) throws {
+        try OutboxRecord.recordFailure(batch, in: try self.openConnectionOrThrow())
     }
 
-    func renewOutboxLease(ids: ClosedRange<Int64>, owner: String, lease: Duration) throws {
+    func renewOutboxLease(_ batch: [QueuedWrite], lease: Duration) throws {
         try OutboxRecord.renewLease(
-            ids: ids, owner: owner, leaseMilliseconds: lease.wholeMilliseconds, now: WallClock.nowMilliseconds(),
+            batch, leaseMilliseconds: lease.wholeMilliseconds, now: WallClock.nowMilliseconds(),
             in: try self.openConnectionOrThrow())
     }
 
@@ -65,9 +68,9 @@ extension SQLiteWriter {
         try OutboxRecord.releaseLeases(owner: owner, in: try self.openConnectionOrThrow())
     }
 
-    func deadLetterOutbox(id: Int64, error: String) throws {
+    func deadLetterOutbox(id: Int64, error: String, token: String?) throws {
         try OutboxRecord.deadLetter(
-            id: id, error: error, in: try self.openConnectionOrThrow(), now: WallClock.nowMilliseconds())
+            id: id, error: error, token: token, in: try self.openConnectionOrThrow(), now: WallClock.nowMilliseconds())
     }
 
     func outboxWatermark() throws -> (watermark: UInt64, last: UInt64) {

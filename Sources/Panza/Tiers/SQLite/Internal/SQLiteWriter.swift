@@ -33,6 +33,8 @@ actor SQLiteWriter {
     /// The clock's time before which no `TRUNCATE` is tried again (after one did not complete).
     var truncateNotBefore: Int64 = .min
     let busyCheckpoints = Atomic<Int>(0)
+    /// Outbox claims made, which number their lease tokens.
+    var claimCount = 0
     let evictions = Atomic<Int>(0)
 
     nonisolated var unownedExecutor: UnownedSerialExecutor {
