@@ -10,9 +10,10 @@ import Synchronization
 /// ``TieredCache/Configuration/WriteBehind/outboxLease`` (minus a margin) is abandoned as failed,
 /// so that no upload of this process can land after another process took the records over.
 ///
-/// The lease is also checked before every request to the remote tier, on this process's clock
-/// of boot time (which runs while the process is paused or the machine sleeps): a process that
-/// wakes past 3/4 of its lease sends nothing more. Its later steps are fenced by the claim's token
+/// The lease is also renewed before any request to the remote tier made a quarter lease or more
+/// after the last renewal, on this process's clock of boot time (which runs while the process is
+/// paused or the machine sleeps): a process that wakes after another took its records over sends
+/// nothing more. Its later steps are fenced by the claim's token
 /// (``OutboxRecord``), so that it deletes or renews nothing another process took over.
 final class OutboxWriteQueue: WriteQueue {
     let outbox: SQLiteTier
@@ -87,11 +88,11 @@ final class OutboxWriteQueue: WriteQueue {
                 continue
             }
             if !run.isEmpty {
-                try keeper.checkHeld()
+                try await keeper.beforeRequest()
                 try await TieredCache.apply(run, to: remote)
                 run = []
             }
-            try keeper.checkHeld()
+            try await keeper.beforeRequest()
             let pieces = BlobPieces(count: upload.chunks + 1) { index in
                 let piece = try await outbox.outboxPiece(id: upload.id, index: index)
                 try await keeper.progress()
@@ -106,7 +107,7 @@ final class OutboxWriteQueue: WriteQueue {
             }
         }
         if !run.isEmpty {
-            try keeper.checkHeld()
+            try await keeper.beforeRequest()
             try await TieredCache.apply(run, to: remote)
         }
     }
@@ -153,7 +154,6 @@ final class LeaseKeeper: Sendable {
     private let outbox: SQLiteTier
     private let batch: [QueuedWrite]
     private let lease: Duration
-    private let budget: Duration
     /// Boot time on Linux: it runs while the process is stopped and while the machine sleeps.
     private let clock = ContinuousClock()
     private let lastProgress: Mutex<ContinuousClock.Instant>
@@ -166,7 +166,6 @@ final class LeaseKeeper: Sendable {
         self.outbox = outbox
         self.batch = batch
         self.lease = lease
-        self.budget = budget
         self.lastProgress = Mutex(self.clock.now)
         self.lastRenewal = Mutex(claimedAt)
     }
@@ -174,26 +173,25 @@ final class LeaseKeeper: Sendable {
     /// How long since the upload last made progress.
     var sinceProgress: Duration { self.lastProgress.withLock { $0.duration(to: self.clock.now) } }
 
-    /// Throws ``PanzaError/Code/leaseLost`` once `budget` (3/4 of the lease) passed since the lease
-    /// was last known held: another process may take the records over at the lease's end, and a
-    /// request sent now could land after its newer ones.
-    func checkHeld() throws {
-        let since = self.lastRenewal.withLock { $0.duration(to: self.clock.now) }
-        guard since < self.budget else {
-            throw PanzaError(
-                code: .leaseLost,
-                message: "an upload batch's outbox lease ran out (\(since) since it was last renewed; this process "
-                    + "was paused or stalled); it sends nothing more and leaves the records to the next claim")
-        }
+    /// Before a request to the remote tier: unless the lease was renewed less than a quarter lease
+    /// ago (on the boot-time clock, which runs while the process is paused), renews it first, a
+    /// write fenced by the claim's token that throws ``PanzaError/Code/leaseLost`` when another
+    /// uploader took the records over. So a process that wakes after a pause sends nothing more
+    /// unless its lease is still its own.
+    func beforeRequest() async throws {
+        try await self.renewIfDue(now: self.clock.now)
     }
 
     /// Notes progress; renews the lease when a quarter of it has passed since the last renewal.
     func progress() async throws {
         let now = self.clock.now
         self.lastProgress.withLock { $0 = now }
+        try await self.renewIfDue(now: now)
+    }
+
+    private func renewIfDue(now: ContinuousClock.Instant) async throws {
         let due = self.lastRenewal.withLock { last in last.duration(to: now) >= self.lease / 4 }
         guard due else { return }
-        try self.checkHeld()
         try await self.outbox.renewOutboxLease(self.batch, lease: self.lease)
         self.lastRenewal.withLock { $0 = now }
     }
