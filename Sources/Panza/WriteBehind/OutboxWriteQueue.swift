@@ -52,8 +52,7 @@ final class OutboxWriteQueue: WriteQueue {
         // Leave a margin: the upload must be over before another process may take the lease over.
         let budget = self.lease * 3 / 4
         let keeper = LeaseKeeper(
-            outbox: self.outbox, batch: batch, lease: self.lease, claimedAt: self.claimedAt.withLock { $0 },
-            budget: budget)
+            outbox: self.outbox, batch: batch, lease: self.lease, claimedAt: self.claimedAt.withLock { $0 })
         try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask {
                 try await Self.upload(batch, to: remote, outbox: self.outbox, keeper: keeper)
@@ -160,9 +159,7 @@ final class LeaseKeeper: Sendable {
     /// When the lease was last known to be held: the claim, then each renewal.
     private let lastRenewal: Mutex<ContinuousClock.Instant>
 
-    init(
-        outbox: SQLiteTier, batch: [QueuedWrite], lease: Duration, claimedAt: ContinuousClock.Instant, budget: Duration
-    ) {
+    init(outbox: SQLiteTier, batch: [QueuedWrite], lease: Duration, claimedAt: ContinuousClock.Instant) {
         self.outbox = outbox
         self.batch = batch
         self.lease = lease
@@ -203,7 +200,8 @@ final class LeaseKeeper: Sendable {
 /// at its expiry. Owners of other machines, boots or namespaces (containers sharing a volume) are
 /// trusted until their lease expires.
 enum OutboxLeaseOwner {
-    private static let host = ProcessInfo.processInfo.hostName
+    /// The host name, without the separator of the owner's parts.
+    private static let host = ProcessInfo.processInfo.hostName.replacingOccurrences(of: "/", with: "_")
     /// The kernel's boot id (Linux), or `-`.
     static let bootID: String = Self.firstLine("/proc/sys/kernel/random/boot_id") ?? "-"
     /// The PID namespace (Linux: the inode of `/proc/self/ns/pid`), or `-`.
@@ -222,7 +220,7 @@ enum OutboxLeaseOwner {
     }
 
     static func make() -> String {
-        "\(self.host.replacingOccurrences(of: "/", with: "_"))/\(self.bootID)/\(self.pidNamespace)/"
+        "\(self.host)/\(self.bootID)/\(self.pidNamespace)/"
             + "\(ProcessInfo.processInfo.processIdentifier)/\(UUID().uuidString.prefix(8))"
     }
 
@@ -230,7 +228,7 @@ enum OutboxLeaseOwner {
     static func isAlive(_ owner: String) -> Bool {
         let parts = owner.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 5,
-            parts[0] == Substring(self.host.replacingOccurrences(of: "/", with: "_")),
+            parts[0] == Substring(self.host),
             parts[1] == Substring(self.bootID), parts[1] != "-",
             parts[2] == Substring(self.pidNamespace), parts[2] != "-",
             let pid = Int32(parts[3])

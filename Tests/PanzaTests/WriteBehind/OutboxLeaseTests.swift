@@ -128,13 +128,19 @@ struct OutboxLeaseTests {
         let stalled = OutboxWriteQueue(outbox: tier, remote: remote, lease: .milliseconds(200))
         let batch = try await stalled.claim(limit: 10)
         #expect(batch.count == 1)
-        // The uploader stalls (a paused process) past its lease; meanwhile a newer value is queued
-        // and another uploader takes both records over.
-        try await Task.sleep(for: .milliseconds(250))
+        // The uploader stalls (a paused process); meanwhile a newer value is queued, and another
+        // uploader takes both records over once the stalled one's lease expired.
         try await tier.applyWrites([store("v2")])
         let other = OutboxWriteQueue(outbox: tier, remote: remote, lease: .seconds(60))
-        let taken = try await other.claim(limit: 10)
-        #expect(taken.map(\.sequence) == [1, 2], "the expired lease was not taken over")
+        let claimed = Mutex<[QueuedWrite]>([])
+        #expect(
+            await eventually {
+                let batch = (try? await other.claim(limit: 10)) ?? []
+                claimed.withLock { $0 = batch }
+                return !batch.isEmpty
+            }, "the expired lease was not taken over")
+        let taken = claimed.withLock { $0 }
+        #expect(taken.map(\.sequence) == [1, 2])
         try await other.apply(taken)
         #expect(remote.storedBlob("k") == Array("v2".utf8))
 

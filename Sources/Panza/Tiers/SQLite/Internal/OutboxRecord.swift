@@ -143,9 +143,9 @@ enum OutboxRecord {
             var claimed: [QueuedWrite] = []
             var unreadable: [(id: Int64, error: PanzaError)] = []
             while try select.step() {
-                if let leaseToken = select.optionalText(at: 7), Self.owner(ofToken: leaseToken) != owner,
-                    let expiresAt = select.optionalInt64(at: 8), expiresAt > now,
-                    ownerIsAlive(String(Self.owner(ofToken: leaseToken)))
+                if let leaseOwner = select.optionalText(at: 7).map({ String(Self.owner(ofToken: $0)) }),
+                    leaseOwner != owner, let expiresAt = select.optionalInt64(at: 8), expiresAt > now,
+                    ownerIsAlive(leaseOwner)
                 {
                     break  // another process is uploading the head; keep the order
                 }
