@@ -18,6 +18,14 @@ extension TieredCache {
         try await self.waitForOutboxUploads()
     }
 
+    /// Returns once every write made before the call reached the memory and SQLite tiers (for a
+    /// remote tier below SQLite, its outbox), without waiting for uploads.
+    package func waitForLocalTiers() async throws {
+        for lane in self.lanes {
+            try await lane.drainer.waitUntilApplied(lane.queue.lastSequence())
+        }
+    }
+
     /// Applies what is queued, then closes every tier, within ``Configuration/closeTimeout``
     /// whatever the tiers do: it returns by then, strictly. Calls after `close()` throw
     /// ``PanzaError/Code/closed``; a write that races `close()` either is accepted before it, and

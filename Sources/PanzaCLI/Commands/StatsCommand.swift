@@ -96,7 +96,10 @@ struct StatsCommand: AsyncParsableCommand {
         print("entries   \(report.usage.entries)")
         print("stored    \(Output.bytes(report.usage.bytes))")
         print("file      \(Output.bytes(report.usage.fileBytes))")
-        print("uploads   \(report.pendingUploads) pending, \(report.deadLetters) dead letters (panza outbox)")
+        print(
+            "uploads   \(report.pendingUploads) pending (\(Output.bytes(report.usage.outboxBytes))), "
+                + "\(report.deadLetters) dead letters (\(Output.bytes(report.usage.deadLetterBytes))), "
+                + "\(report.usage.refusedUploads) refused for want of room (panza outbox)")
         if let s3 = report.s3 {
             if s3.reachable {
                 print(

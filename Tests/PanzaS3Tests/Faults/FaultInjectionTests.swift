@@ -47,7 +47,8 @@ struct FaultInjectionTests {
             breaker.skipsTiersSlowerThanLoads = false
             return breaker
         }(),
-        clock: any CacheClock = SystemCacheClock()
+        clock: any CacheClock = SystemCacheClock(),
+        configure: (inout TieredCache.Configuration) -> Void = { _ in }
     ) async throws -> TieredCache {
         var configuration = TieredCache.Configuration()
         configuration.clock = clock
@@ -61,6 +62,7 @@ struct FaultInjectionTests {
         configuration.writeBehind.retryBackoff = .milliseconds(50)
         configuration.writeBehind.maxRetryBackoff = .milliseconds(500)
         configuration.writeBehind.maxAttempts = 1_000
+        configure(&configuration)
         return try await TieredCache(configuration: configuration)
     }
 
@@ -154,6 +156,64 @@ struct FaultInjectionTests {
             "the breaker did not let a probe through after its open period")
         #expect(cache.statistics.tiers["s3"]?.breaker == .closed)
         try await cache.close()
+    }
+
+    @Test(
+        "Blackholed with a full outbox: the file stays bounded, refused uploads remove their keys from S3 once it heals, and no older copy is served"
+    )
+    func blackholeWithAFullOutbox() async throws {
+        defer { self.proxy.close() }
+        try await self.seed(["value-299": "old", "value-0": "old"])
+        let maxBytes = 4 << 20
+        let path = self.directory.path("full.sqlite")
+        let cache = try await self.cache("full.sqlite") { configuration in
+            configuration.sqlite?.maxBytes = maxBytes
+            configuration.memory = nil
+        }
+        self.proxy.inject(.blackhole)
+        var random = SplitMix64(seed: 28)
+        var largest = 0
+        var first: [UInt8] = []
+        var last: [UInt8] = []
+        for index in 0..<300 {
+            var value = [UInt8](repeating: 0, count: 100 << 10)
+            for offset in stride(from: 0, to: value.count, by: 8) {
+                withUnsafeBytes(of: random.next()) { value.replaceSubrange(offset..<offset + 8, with: $0) }
+            }
+            try await cache.set(value, forKey: "value-\(index)")
+            last = value
+            if index == 0 { first = value }
+            if index % 25 == 0 {
+                largest = max(
+                    largest,
+                    ["", "-wal"].reduce(0) { total, suffix in
+                        let attributes = try? FileManager.default.attributesOfItem(atPath: path + suffix)
+                        return total + ((attributes?[.size] as? NSNumber)?.intValue ?? 0)
+                    })
+            }
+        }
+        #expect(largest < 3 * maxBytes, "the file and its WAL reached \(largest) bytes")
+        try await cache.waitForLocalTiers()
+        #expect(try await cache.value(forKey: "value-299", as: [UInt8].self) == last, "the newest value is not served")
+        // Read as `panza stats` reads it: the file's own totals.
+        let inspector = try await SQLiteTier.open(configuration: .init(path: path))
+        let usage = try await inspector.usage()
+        await inspector.close()
+        #expect(usage.refusedUploads > 0)
+        #expect(usage.outboxBytes + usage.deadLetterBytes <= maxBytes)
+
+        self.proxy.inject(.none)
+        try await self.flushEventually(cache)
+        try await cache.close()
+        #expect(try await self.stored("v1/_keys/value-0") != nil, "a queued upload was lost")
+        #expect(
+            try await self.stored("v1/_keys/value-299") == nil,
+            "S3 still holds a copy older than a refused upload")
+        // Another machine misses instead of being served the older copy.
+        let other = try await self.cache("other-machine.sqlite")
+        #expect(try await other.value(forKey: "value-299", as: String.self) == nil)
+        #expect(try await other.value(forKey: "value-0", as: [UInt8].self) == first, "a queued upload did not land")
+        try await other.close()
     }
 
     @Test(
@@ -256,7 +316,7 @@ struct FaultInjectionTests {
         self.proxy.inject(.answer(status: 500, code: "InternalError", count: 1))
         #expect(
             try await reader.value(forKey: "throttled") { "loader" } == "through throttling",
-            "one retry of the GET reaches S3")
+            "one retry of the GET reaches S3: \(String(describing: reader.statistics.tiers["s3"]))")
         #expect(self.proxy.answeredCount == 4)
         try await reader.close()
         try await cache.close()

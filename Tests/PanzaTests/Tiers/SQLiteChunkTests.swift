@@ -243,7 +243,7 @@ struct SQLiteChunkTests {
         await tier.close()
     }
 
-    @Test("A file of schema version 2 migrates to version 4 and keeps its entries")
+    @Test("A file of schema version 2 migrates to version 5 and keeps its entries")
     func migrationFromVersion2() async throws {
         let path = self.directory.path("cache.sqlite")
         try FileManager.default.copyItem(atPath: Fixtures.url("sqlite/schema-v2.sqlite").path, toPath: path)
@@ -256,7 +256,7 @@ struct SQLiteChunkTests {
         defer { connection.close() }
         let version = try connection.statement("PRAGMA user_version")
         defer { version.reset() }
-        #expect(try version.step() && version.int64(at: 0) == 4)
+        #expect(try version.step() && version.int64(at: 0) == 5)
     }
 }
 

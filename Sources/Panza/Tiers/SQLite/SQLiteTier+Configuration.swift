@@ -51,6 +51,20 @@ extension SQLiteTier {
         /// after a first pass right after the open; `nil` for that first pass only (reads delete
         /// the expired entries they find). One minute by default.
         public var expiredReclaimInterval: Duration? = .seconds(60)
+        /// The most bytes that uploads waiting for the remote tier (the outbox) and uploads that
+        /// failed for good (the dead letters) may hold together, on top of ``maxBytes``; `nil`
+        /// (the default) for as much as ``maxBytes``. When a store would pass it, its upload is
+        /// refused: the entry is stored locally as usual, and the remote tier is sent a removal of
+        /// the key instead (a few bytes), so that no older copy there is served in its place.
+        /// Removals are never refused. Refusals are logged and counted
+        /// (``SQLiteTier/Usage/refusedUploads``). A queued upload is dropped as soon as a newer
+        /// write of its key is queued, so an outage costs one upload per key, not one per write.
+        public var maxOutboxBytes: Int? = nil
+        /// How long an upload that failed for good stays in the dead letters (for `panza outbox`
+        /// to retry or show) before the expiry pass deletes it; 7 days by default, `nil` to keep
+        /// them until they are retried or discarded. A dead-lettered *removal* never expires: it
+        /// keeps the remote copy it could not remove from being served.
+        public var deadLetterTimeToLive: Duration? = .seconds(7 * 24 * 3600)
         /// The writer empties the WAL (a `TRUNCATE` checkpoint) after this many bytes were written,
         /// so that large batches do not leave a large WAL behind. 32 MiB; smaller in tests.
         var checkpointAfterBytes = 32 << 20
@@ -69,6 +83,10 @@ extension SQLiteTier {
         /// process read from the disk (major page faults or block reads, from `getrusage`) counts:
         /// one slowed by a busy machine's scheduler does not.
         public var inlineSlowLookup: Duration = .milliseconds(1)
+
+        /// The bound of the outbox and the dead letters together: ``maxOutboxBytes``, or
+        /// ``maxBytes`` when it is `nil`.
+        public var outboxByteLimit: Int { self.maxOutboxBytes ?? self.maxBytes }
 
         /// - Parameters:
         ///   - path: the database file.

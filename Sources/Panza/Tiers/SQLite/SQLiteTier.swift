@@ -25,6 +25,14 @@ public final class SQLiteTier: CacheTier {
         public var entries: Int
         /// The size of the database file (pages in use and free).
         public var fileBytes: Int
+        /// Bytes of uploads waiting for the remote tier (blobs and keys), counted against
+        /// ``Configuration/outboxByteLimit`` with ``deadLetterBytes``.
+        public var outboxBytes: Int = 0
+        /// Bytes of uploads that failed for good (see `panza outbox`).
+        public var deadLetterBytes: Int = 0
+        /// Stores whose upload was refused because the outbox and the dead letters were full, by
+        /// every process that shares the file (see ``Configuration/maxOutboxBytes``).
+        public var refusedUploads: Int = 0
     }
 
     /// Entries and bytes of one namespace.
@@ -121,7 +129,16 @@ public final class SQLiteTier: CacheTier {
                         reclaimed += batch
                         if batch < 10_000 { break }
                     }
-                    if first { _ = try await writer.evictIfOverLimit() }
+                    let expiredLetters = try await writer.expireDeadLetters()
+                    if expiredLetters > 0 {
+                        logger.info(
+                            "panza: deleted dead letters past their time to live",
+                            metadata: ["count": "\(expiredLetters)"])
+                    }
+                    if first {
+                        _ = try await writer.evictIfOverLimit()
+                        writer.firstReclaimPassDone.store(true, ordering: .releasing)
+                    }
                     first = false
                     if reclaimed > 0 {
                         logger.debug("panza: reclaimed expired SQLite entries", metadata: ["count": "\(reclaimed)"])
@@ -200,9 +217,17 @@ public final class SQLiteTier: CacheTier {
     /// Entries evicted to keep within ``Configuration/maxBytes`` since the tier opened.
     public var evictionCount: Int { self.writer.evictionCount }
 
+    /// Whether the background pass that follows the open (expired entries, `maxBytes`) finished.
+    var hasFinishedFirstReclaimPass: Bool { self.writer.firstReclaimPassDone.load(ordering: .acquiring) }
+
     /// WAL checkpoints that another connection held back since the tier opened (a long read
     /// transaction, in this process or another). Each is logged and tried again later.
     public var busyCheckpointCount: Int { self.writer.busyCheckpointCount }
+
+    /// Stores whose upload this process refused since the tier opened, because the outbox and the
+    /// dead letters were full (see ``Configuration/maxOutboxBytes``; the file's count, of every
+    /// process, is ``Usage/refusedUploads``).
+    public var refusedUploadCount: Int { self.writer.refusedUploadCount }
 
     // MARK: CacheTier
 
@@ -249,8 +274,9 @@ public final class SQLiteTier: CacheTier {
         return .some(inline.found)
     }
 
-    /// Applies `operations` in one write transaction, evicting least recently used entries when the
-    /// file passes ``Configuration/maxBytes``.
+    /// Applies `operations` in one write transaction (several, of at most an eighth of
+    /// ``Configuration/maxBytes`` of values each, for large batches, so that the WAL stays small),
+    /// evicting least recently used entries when the file passes ``Configuration/maxBytes``.
     ///
     /// - Complexity: O(*k* log *n*) for *k* operations on *n* entries; removing a namespace or
     ///   everything is O(*m*) in the entries removed.
@@ -259,8 +285,9 @@ public final class SQLiteTier: CacheTier {
         try await self.writer.apply(operations)
     }
 
-    /// Applies `writes` in one transaction: those marked `replicate` are also recorded in the
-    /// outbox, and fills only where their key's stamp is unchanged.
+    /// Applies `writes` (in one transaction, or in several of a bounded size for large values):
+    /// those marked `replicate` are also recorded in the outbox, and fills only where their key's
+    /// stamp is unchanged.
     func applyWrites(_ writes: [SQLiteWrite]) async throws {
         try self.checkOpen()
         try await self.writer.apply(writes)
@@ -422,6 +449,11 @@ public final class SQLiteTier: CacheTier {
     @discardableResult
     package func removeExpired() async throws -> Int { try await self.writer.removeExpired() }
 
+    /// Deletes the dead-lettered stores older than ``Configuration/deadLetterTimeToLive`` now
+    /// (the expiry pass does it in the background). Returns how many.
+    @discardableResult
+    package func expireDeadLetters() async throws -> Int { try await self.writer.expireDeadLetters() }
+
     /// Moves an unreadable database file (and its `-wal` and `-shm` files) aside, so that the next
     /// open starts a new one. Returns the new path of the old file.
     ///
@@ -438,5 +470,13 @@ public final class SQLiteTier: CacheTier {
         if self.isClosed.load(ordering: .relaxed) {
             throw PanzaError(code: .closed, message: "the SQLite tier is closed", path: self.configuration.path)
         }
+        let newerSchema = self.writer.newerSchemaVersion.load(ordering: .relaxed)
+        if newerSchema != 0 { throw SQLiteWriter.newerSchemaError(newerSchema, path: self.configuration.path) }
+    }
+
+    /// A file migrated to a newer schema while open is never used again by this tier: writes
+    /// to it fail for good (counted as dropped), instead of being retried forever.
+    public func isPermanentFailure(_ error: any Error) -> Bool {
+        (error as? PanzaError)?.code == .unsupportedSchemaVersion
     }
 }

@@ -50,7 +50,8 @@ enum BlobChunks {
     }
 
     /// Stores `pending` as the entry of `key` (and, with `replicate`, as an outbox record for the
-    /// remote tier; with `onlyIfAbsent`, only if the key has no entry), encoding it frame by frame into 1 MiB rows as it goes: the head in the row,
+    /// remote tier; with `onlyIfAbsent`, a fill, only if the key has no entry or an expired one no
+    /// newer than `pending`), encoding it frame by frame into 1 MiB rows as it goes: the head in the row,
     /// the rest in chunk rows, each written for both owners. Only one MiB of the envelope is ever
     /// held. Runs inside the caller's write transaction.
     static func writeEncoding(
@@ -64,9 +65,15 @@ enum BlobChunks {
     ) throws {
         if onlyIfAbsent {
             // A fill: a row written since its lookup missed is newer, and stays.
-            let exists = try connection.statement("SELECT EXISTS (SELECT 1 FROM entry WHERE key = ?1)")
+            let exists = try connection.statement(
+                """
+                SELECT EXISTS (SELECT 1 FROM entry
+                    WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2 OR created_at > ?3))
+                """)
             defer { exists.reset() }
             try exists.bind(key.rawValue, at: 1)
+            try exists.bind(now, at: 2)
+            try exists.bind(pending.createdAtMilliseconds, at: 3)
             if try exists.step(), exists.int64(at: 0) == 1 { return }
         }
         let entryOwner = self.owner(entry: key.rawValue)
@@ -137,9 +144,10 @@ enum BlobChunks {
         try finish.bind(chunks, at: 3)
         try finish.run()
         if let outboxID {
-            let outbox = try connection.statement("UPDATE outbox SET chunks = ?2 WHERE id = ?1")
+            let outbox = try connection.statement("UPDATE outbox SET chunks = ?2, size = ?3 WHERE id = ?1")
             try outbox.bind(outboxID, at: 1)
             try outbox.bind(chunks, at: 2)
+            try outbox.bind(Int64(total + key.rawValue.utf8.count), at: 3)
             try outbox.run()
         }
     }

@@ -46,10 +46,14 @@ enum OutboxRecord {
 
     static func insert(_ operation: CacheTierOperation, into connection: SQLiteConnection, now: Int64) throws {
         let statement = try connection.statement(
-            "INSERT INTO outbox (kind, key, namespace, blob, expires_at, created_at, chunks) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            """
+            INSERT INTO outbox (kind, key, namespace, blob, expires_at, created_at, chunks, size)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """
         )
         var tail: [UInt8]?
         try statement.bind(Int64(0), at: 7)
+        try statement.bind(Int64(OutboxBudget.byteCount(of: operation)), at: 8)
         switch operation {
         case .store(let key, let blob, let expiresAt):
             try statement.bind(Kind.store.rawValue, at: 1)
@@ -309,11 +313,23 @@ enum OutboxRecord {
                         path: connection.path)
                 }
             }
+            // A dead letter of the same operation on the same key (or scope) is older and
+            // superseded; the totals' triggers see deletions, not REPLACE's implicit ones.
+            let superseded = try connection.statement(
+                """
+                DELETE FROM dead_letter WHERE id IN (
+                    SELECT dead.id FROM dead_letter AS dead, outbox AS record
+                    WHERE record.id = ?1 AND dead.kind = record.kind AND dead.id <= record.id
+                        AND dead.key IS record.key AND dead.namespace IS record.namespace)
+                """
+            )
+            try superseded.bind(id, at: 1)
+            try superseded.run()
             let move = try connection.statement(
                 """
-                INSERT OR REPLACE INTO dead_letter
-                    (id, kind, key, namespace, blob, expires_at, created_at, attempts, error, failed_at, chunks)
-                SELECT id, kind, key, namespace, blob, expires_at, created_at, attempts + 1, ?2, ?3, chunks
+                INSERT INTO dead_letter
+                    (id, kind, key, namespace, blob, expires_at, created_at, attempts, error, failed_at, chunks, size)
+                SELECT id, kind, key, namespace, blob, expires_at, created_at, attempts + 1, ?2, ?3, chunks, size
                 FROM outbox WHERE id = ?1
                 """
             )

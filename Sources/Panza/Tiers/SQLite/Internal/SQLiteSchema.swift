@@ -107,6 +107,41 @@ enum SQLiteSchema {
             DELETE FROM blob_chunk WHERE owner = 'dead_letter:' || OLD.id;
         END;
         """,
+        // Version 5: the disk budget of the outbox and the dead letters (see OutboxBudget). Each
+        // record counts its bytes (blob, chunks and key) in `size`, and triggers keep the totals
+        // in `usage` as they do for entries; `refused_uploads` counts the stores the budget
+        // turned away.
+        """
+        ALTER TABLE outbox ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE dead_letter ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+        UPDATE outbox SET size = coalesce(length(blob), 0) + coalesce(length(CAST(key AS BLOB)), 0)
+            + (SELECT coalesce(sum(length(bytes)), 0) FROM blob_chunk WHERE owner = 'outbox:' || outbox.id);
+        UPDATE dead_letter SET size = coalesce(length(blob), 0) + coalesce(length(CAST(key AS BLOB)), 0)
+            + (SELECT coalesce(sum(length(bytes)), 0) FROM blob_chunk WHERE owner = 'dead_letter:' || dead_letter.id);
+        ALTER TABLE usage ADD COLUMN outbox_bytes INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE usage ADD COLUMN dead_letter_bytes INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE usage ADD COLUMN refused_uploads INTEGER NOT NULL DEFAULT 0;
+        UPDATE usage SET
+            outbox_bytes = (SELECT coalesce(sum(size), 0) FROM outbox),
+            dead_letter_bytes = (SELECT coalesce(sum(size), 0) FROM dead_letter)
+        WHERE id = 0;
+        CREATE TRIGGER outbox_after_insert AFTER INSERT ON outbox BEGIN
+            UPDATE usage SET outbox_bytes = outbox_bytes + NEW.size WHERE id = 0;
+        END;
+        CREATE TRIGGER outbox_after_delete AFTER DELETE ON outbox BEGIN
+            UPDATE usage SET outbox_bytes = outbox_bytes - OLD.size WHERE id = 0;
+        END;
+        CREATE TRIGGER outbox_after_update_size AFTER UPDATE OF size ON outbox BEGIN
+            UPDATE usage SET outbox_bytes = outbox_bytes - OLD.size + NEW.size WHERE id = 0;
+        END;
+        CREATE TRIGGER dead_letter_after_insert AFTER INSERT ON dead_letter BEGIN
+            UPDATE usage SET dead_letter_bytes = dead_letter_bytes + NEW.size WHERE id = 0;
+        END;
+        CREATE TRIGGER dead_letter_after_delete AFTER DELETE ON dead_letter BEGIN
+            UPDATE usage SET dead_letter_bytes = dead_letter_bytes - OLD.size WHERE id = 0;
+        END;
+        CREATE INDEX dead_letter_by_age ON dead_letter(failed_at) WHERE kind = 0;
+        """,
     ]
 
     /// Creates or migrates the schema of the file behind `connection`.

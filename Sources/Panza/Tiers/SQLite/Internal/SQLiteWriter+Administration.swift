@@ -7,17 +7,20 @@ extension SQLiteWriter {
     /// How full the tier is.
     func usage() throws -> Usage {
         let connection = try self.openConnectionOrThrow()
-        let statement = try connection.statement("SELECT bytes, entries FROM usage WHERE id = 0")
+        let statement = try connection.statement(
+            "SELECT bytes, entries, outbox_bytes, dead_letter_bytes, refused_uploads FROM usage WHERE id = 0")
         defer { statement.reset() }
         guard try statement.step() else { return Usage(bytes: 0, entries: 0, fileBytes: 0) }
-        let bytes = Int(statement.int64(at: 0))
-        let entries = Int(statement.int64(at: 1))
+        var usage = Usage(
+            bytes: Int(statement.int64(at: 0)), entries: Int(statement.int64(at: 1)), fileBytes: 0,
+            outboxBytes: Int(statement.int64(at: 2)), deadLetterBytes: Int(statement.int64(at: 3)),
+            refusedUploads: Int(statement.int64(at: 4)))
         statement.reset()
         let pages = try connection.statement(
             "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
         defer { pages.reset() }
-        let fileBytes = try pages.step() ? Int(pages.int64(at: 0)) : 0
-        return Usage(bytes: bytes, entries: entries, fileBytes: fileBytes)
+        usage.fileBytes = try pages.step() ? Int(pages.int64(at: 0)) : 0
+        return usage
     }
 
     /// Entries and bytes per namespace, largest first.

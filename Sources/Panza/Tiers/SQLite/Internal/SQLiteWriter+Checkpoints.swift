@@ -119,17 +119,43 @@ extension SQLiteWriter {
         }
     }
 
-    /// Empties the WAL once ``Configuration/checkpointAfterBytes`` were written since the last
-    /// `TRUNCATE` that completed; the bytes are kept until one does.
+    /// Empties the WAL once ``truncateAfterBytes`` were written since the last `TRUNCATE` that
+    /// completed (the bytes are kept until one does), or once the WAL file is twice that large:
+    /// the values written are only part of a WAL's pages (indexes, the usage row, evictions'
+    /// freed pages, per transaction), and many small transactions write many more.
+    ///
+    /// After one that did not complete, the next waits ``truncateRetryMilliseconds``, unless the
+    /// WAL grew to four times the threshold and doubled meanwhile: a fast writer fills many megabytes in a
+    /// second, and the disk budget counts the WAL.
     func truncateIfDue(_ connection: SQLiteConnection) {
-        guard self.bytesSinceCheckpoint >= self.configuration.checkpointAfterBytes else { return }
+        let walBytes = self.walFileBytes
+        guard self.bytesSinceCheckpoint >= self.truncateAfterBytes || walBytes >= 2 * self.truncateAfterBytes
+        else { return }
         let now = self.clock.nowMilliseconds()
-        guard now >= self.truncateNotBefore else { return }
+        guard
+            now >= self.truncateNotBefore
+                || walBytes >= max(4 * self.truncateAfterBytes, 2 * self.walBytesAtFailedTruncate)
+        else { return }
         if self.checkpoint(connection, mode: .truncate) == .complete {
             self.bytesSinceCheckpoint = 0
+            self.walBytesAtFailedTruncate = 0
         } else {
             self.truncateNotBefore = now + Self.truncateRetryMilliseconds
+            self.walBytesAtFailedTruncate = walBytes
         }
+    }
+
+    /// The size of the WAL file (SQLite names it `<path>-wal`); 0 when there is none.
+    var walFileBytes: Int {
+        var info = stat()
+        return stat(self.configuration.path + "-wal", &info) == 0 ? Int(info.st_size) : 0
+    }
+
+    /// The bytes written after which the WAL is emptied: ``Configuration/checkpointAfterBytes``,
+    /// at most an eighth of ``Configuration/maxBytes`` (and at least 1 MiB), so that the WAL of a
+    /// small file stays small beside it.
+    var truncateAfterBytes: Int {
+        min(self.configuration.checkpointAfterBytes, max(1 << 20, self.configuration.maxBytes / 8))
     }
 
     /// How many checkpoints another connection held back since the tier opened.

@@ -9,15 +9,7 @@ extension SQLiteWriter {
     func reclaimExpired(limit: Int) throws -> Int {
         let connection = try self.openConnectionOrThrow()
         return try self.writeTransaction(connection) {
-            let statement = try connection.statement(
-                "DELETE FROM entry WHERE key IN (SELECT key FROM entry WHERE expires_at <= ?1 LIMIT ?2)"
-            )
-            try statement.bind(self.clock.nowMilliseconds(), at: 1)
-            try statement.bind(Int64(limit), at: 2)
-            try statement.run()
-            let deleted = connection.changes
-            if deleted > 0 { try WriteStamp.bumpMaintenance(in: connection) }
-            return deleted
+            try self.deleteExpired(limit: Int64(limit), in: connection)
         }
     }
 
@@ -26,13 +18,28 @@ extension SQLiteWriter {
     func removeExpired() throws -> Int {
         let connection = try self.openConnectionOrThrow()
         return try self.writeTransaction(connection) {
-            let statement = try connection.statement("DELETE FROM entry WHERE expires_at <= ?")
-            try statement.bind(self.clock.nowMilliseconds(), at: 1)
-            try statement.run()
-            let deleted = connection.changes
-            if deleted > 0 { try WriteStamp.bumpMaintenance(in: connection) }
-            return deleted
+            try self.deleteExpired(limit: -1, in: connection)
         }
+    }
+
+    /// Deletes up to `limit` (-1: all) expired entries, bumping the maintenance counters of their
+    /// keys' buckets only.
+    private func deleteExpired(limit: Int64, in connection: SQLiteConnection) throws -> Int {
+        let select = try connection.statement("SELECT key FROM entry WHERE expires_at <= ?1 LIMIT ?2")
+        try select.bind(self.clock.nowMilliseconds(), at: 1)
+        try select.bind(limit, at: 2)
+        var keys: [String] = []
+        while try select.step() { keys.append(select.text(at: 0)) }
+        select.reset()
+        let delete = try connection.statement("DELETE FROM entry WHERE key = ?1")
+        for key in keys {
+            delete.reset()
+            try delete.bind(key, at: 1)
+            try delete.run()
+            self.accessLog.forget(key)
+        }
+        try WriteStamp.bumpMaintenance(forKeys: keys, in: connection)
+        return keys.count
     }
 
     /// Evicts least recently used entries until the file is within ``Configuration/maxBytes``
@@ -84,15 +91,15 @@ extension SQLiteWriter {
             }
             if !expired.isEmpty {
                 let statement = try connection.statement("DELETE FROM entry WHERE key = ?1 AND expires_at <= ?2")
-                var deleted = 0
+                var deleted: [String] = []
                 for key in expired {
                     statement.reset()
                     try statement.bind(key, at: 1)
                     try statement.bind(now, at: 2)
                     try statement.run()
-                    deleted += connection.changes
+                    if connection.changes > 0 { deleted.append(key) }
                 }
-                if deleted > 0 { try WriteStamp.bumpMaintenance(in: connection) }
+                try WriteStamp.bumpMaintenance(forKeys: deleted, in: connection)
             }
         } catch {
             self.accessLog.restore(touches: touches, expired: expired)
@@ -101,15 +108,16 @@ extension SQLiteWriter {
     }
 
     /// Deletes least recently used entries until the stored bytes are at most 95% of the bound.
+    /// Entries read or written in the same millisecond go in the order their rows were made.
     func evictIfNeeded(_ connection: SQLiteConnection) throws {
         let usage = try connection.statement("SELECT bytes FROM usage WHERE id = 0")
         var bytes = try usage.step() ? Int(usage.int64(at: 0)) : 0
         usage.reset()
         guard bytes > self.configuration.maxBytes else { return }
         let target = self.configuration.maxBytes - self.configuration.maxBytes / 20
-        let oldest = try connection.statement("SELECT key, size FROM entry ORDER BY accessed_at, key LIMIT 256")
+        let oldest = try connection.statement("SELECT key, size FROM entry ORDER BY accessed_at, rowid LIMIT 256")
         let delete = try connection.statement("DELETE FROM entry WHERE key = ?")
-        var evicted = 0
+        var evicted: [String] = []
         while bytes > target {
             oldest.reset()
             var victims: [(String, Int)] = []
@@ -123,12 +131,12 @@ extension SQLiteWriter {
                 try delete.bind(key, at: 1)
                 try delete.run()
                 bytes -= size
-                evicted += 1
+                evicted.append(key)
                 self.accessLog.forget(key)
             }
         }
-        if evicted > 0 { try WriteStamp.bumpMaintenance(in: connection) }
-        self.evictions.add(evicted, ordering: .relaxed)
-        self.logger.debug("panza: evicted SQLite entries", metadata: ["count": "\(evicted)"])
+        try WriteStamp.bumpMaintenance(forKeys: evicted, in: connection)
+        self.evictions.add(evicted.count, ordering: .relaxed)
+        self.logger.debug("panza: evicted SQLite entries", metadata: ["count": "\(evicted.count)"])
     }
 }

@@ -34,6 +34,43 @@ extension SQLiteWriter {
         return claimed
     }
 
+    /// Uploads this process refused for want of room in the outbox (see ``OutboxBudget``).
+    nonisolated var refusedUploadCount: Int { self.refusedUploads.load(ordering: .relaxed) }
+
+    /// Counts refused uploads and warns: at the first, then at most once a minute with the count.
+    func noteRefusedUploads(_ count: Int) {
+        self.refusedUploads.add(count, ordering: .relaxed)
+        self.refusalsSinceWarning += count
+        let now = self.clock.nowMilliseconds()
+        guard self.lastRefusalWarning == .min || now - self.lastRefusalWarning >= 60_000 else { return }
+        self.logger.warning(
+            """
+            panza: the outbox is full; uploads to the remote tier are refused (their keys are removed there \
+            instead) until it drains. Local entries are stored as usual
+            """,
+            metadata: [
+                "refused": "\(self.refusalsSinceWarning)",
+                "limitBytes": "\(self.configuration.outboxByteLimit)",
+                "path": "\(self.configuration.path)",
+            ]
+        )
+        self.lastRefusalWarning = now
+        self.refusalsSinceWarning = 0
+    }
+
+    /// Deletes the dead-lettered stores older than ``Configuration/deadLetterTimeToLive``.
+    /// Returns how many; run with the expiry pass.
+    @discardableResult
+    func expireDeadLetters() throws -> Int {
+        guard let timeToLive = self.configuration.deadLetterTimeToLive else { return 0 }
+        let connection = try self.openConnectionOrThrow()
+        // Dead letters are dated by the wall clock (other processes read them).
+        let cutoff = WallClock.nowMilliseconds() - timeToLive.wholeMilliseconds
+        return try self.writeTransaction(connection) {
+            try OutboxBudget.expireDeadLetters(olderThan: cutoff, in: connection)
+        }
+    }
+
     /// Deletes outbox records once the remote tier applied them.
     func completeOutbox(_ batch: [QueuedWrite]) throws {
         try OutboxRecord.complete(batch, in: try self.openConnectionOrThrow())

@@ -32,10 +32,19 @@ actor SQLiteWriter {
     var bytesSinceCheckpoint = 0
     /// The clock's time before which no `TRUNCATE` is tried again (after one did not complete).
     var truncateNotBefore: Int64 = .min
+    /// The WAL file's size when the last `TRUNCATE` did not complete (0 after one that did).
+    var walBytesAtFailedTruncate = 0
     let busyCheckpoints = Atomic<Int>(0)
     /// Outbox claims made, which number their lease tokens.
     var claimCount = 0
     let evictions = Atomic<Int>(0)
+    /// Set once the tier's first background pass after the open finished (for tests).
+    let firstReclaimPassDone = Atomic<Bool>(false)
+    /// Uploads this process's writer refused for want of room in the outbox (see ``OutboxBudget``).
+    let refusedUploads = Atomic<Int>(0)
+    /// The clock's time of the last warning about refused uploads, and the refusals since.
+    var lastRefusalWarning: Int64 = .min
+    var refusalsSinceWarning = 0
 
     nonisolated var unownedExecutor: UnownedSerialExecutor {
         self.executor.asUnownedSerialExecutor()
@@ -68,15 +77,44 @@ actor SQLiteWriter {
     /// outbox, for a remote tier. A fill is skipped when its key was removed since the lookup that
     /// missed it (its stamp changed) or stored since (a row exists); removals bump the stamps they
     /// change, and so do evictions and deletions of expired entries (see ``WriteStamp``).
+    ///
+    /// A batch larger than ``transactionByteLimit`` is applied in several transactions, each
+    /// followed by its eviction and, when due, a checkpoint: a transaction's pages all stay in the
+    /// WAL until it commits, so one of 512 large values would hold the file and its WAL far above
+    /// ``Configuration/maxBytes``. A failure leaves the transactions before it applied; applying
+    /// them again on the batch's retry changes nothing (a store rewrites the same value, a
+    /// superseded upload is dropped, a removal removes nothing more).
     func apply(_ writes: [SQLiteWrite]) throws {
+        var start = writes.startIndex
+        while start < writes.endIndex {
+            var end = start
+            var bytes = 0
+            repeat {
+                bytes += writes[end].byteCount
+                end += 1
+            } while end < writes.endIndex && bytes + writes[end].byteCount <= self.transactionByteLimit
+            try self.applyTransaction(writes[start..<end])
+            start = end
+        }
+    }
+
+    /// The most bytes of values one transaction of a batch writes (a
+    /// single larger value has a transaction of its own): an eighth of
+    /// ``Configuration/maxBytes``, from 1 MiB to 32 MiB.
+    var transactionByteLimit: Int { min(32 << 20, max(1 << 20, self.configuration.maxBytes / 8)) }
+
+    private func applyTransaction(_ writes: ArraySlice<SQLiteWrite>) throws {
         let connection = try self.openConnectionOrThrow()
+        var refused = 0
         try self.writeTransaction(connection) {
+            refused = 0
             let now = self.clock.nowMilliseconds()
             for write in writes {
                 let operation = write.operation
                 if let stamp = write.fillStamp {
                     // A fill lands only where nothing was removed since its lookup missed (the
-                    // stamp) and nothing was stored since (the row is still absent).
+                    // stamp) and nothing was stored since: the row is absent, or holds an expired
+                    // copy no newer than the fill's (the one the lookup found expired).
                     guard case .store(let key, _, _) = operation,
                         try WriteStamp.read(for: key, in: connection) == stamp
                     else { continue }
@@ -100,14 +138,28 @@ actor SQLiteWriter {
                     try WriteStamp.bump(for: operation, in: connection)
                 }
                 if let pending = write.pending, case .store(let key, _, let expiresAt) = operation {
+                    var replicate = write.replicate
+                    if replicate,
+                        try !OutboxBudget.admitStore(
+                            of: key, byteCount: pending.payloadCount + key.rawValue.utf8.count,
+                            limit: self.configuration.outboxByteLimit, in: connection,
+                            now: write.madeAtMilliseconds ?? now)
+                    {
+                        replicate = false
+                        refused += 1
+                    }
                     try BlobChunks.writeEncoding(
-                        pending, key: key, expiresAtMilliseconds: expiresAt, replicate: write.replicate,
+                        pending, key: key, expiresAtMilliseconds: expiresAt, replicate: replicate,
                         onlyIfAbsent: write.fillStamp != nil, in: connection, now: now)
                     self.accessLog.forget(key.rawValue)
                     continue
                 }
-                if write.replicate {
-                    try OutboxRecord.insert(operation, into: connection, now: write.madeAtMilliseconds ?? now)
+                if write.replicate,
+                    try OutboxBudget.enqueue(
+                        operation, limit: self.configuration.outboxByteLimit, into: connection,
+                        now: write.madeAtMilliseconds ?? now) == .refused
+                {
+                    refused += 1
                 }
                 switch operation {
                 case .store(let key, let blob, let expiresAt):
@@ -116,7 +168,11 @@ actor SQLiteWriter {
                             ? """
                             INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at, chunks)
                             VALUES (?1, ?2, ?3, ?4, ?8, ?6, ?5, ?7)
-                            ON CONFLICT (key) DO NOTHING
+                            ON CONFLICT (key) DO UPDATE SET
+                                namespace = excluded.namespace, blob = excluded.blob, size = excluded.size,
+                                created_at = excluded.created_at, expires_at = excluded.expires_at,
+                                accessed_at = excluded.accessed_at, chunks = excluded.chunks
+                            WHERE entry.expires_at <= ?5 AND entry.created_at <= excluded.created_at
                             """
                             : """
                             INSERT INTO entry (key, namespace, blob, size, created_at, expires_at, accessed_at, chunks)
@@ -149,7 +205,9 @@ actor SQLiteWriter {
                     try statement.bind(key.rawValue, at: 1)
                     try statement.bind(write.createdBefore, at: 2)
                     try statement.run()
-                    if write.isRepair, connection.changes > 0 { try WriteStamp.bumpMaintenance(in: connection) }
+                    if write.isRepair, connection.changes > 0 {
+                        try WriteStamp.bumpMaintenance(forKeys: [key.rawValue], in: connection)
+                    }
                     self.accessLog.forget(key.rawValue)
                 case .removeNamespace(let namespace):
                     let statement = try connection.statement(
@@ -167,10 +225,9 @@ actor SQLiteWriter {
             try self.writePendingMaintenance(connection, now: now)
             try self.evictIfNeeded(connection)
         }
-        self.bytesSinceCheckpoint += writes.reduce(0) { total, item in
-            if let pending = item.pending { return total + pending.payloadCount }
-            if case .store(_, let blob, _) = item.operation { return total + blob.count }
-            return total
+        if refused > 0 { self.noteRefusedUploads(refused) }
+        // A replicated store is written twice: its entry and its outbox record.
+        self.bytesSinceCheckpoint += writes.reduce(0) { total, item in total + (item.replicate ? 2 : 1) * item.byteCount
         }
         self.truncateIfDue(connection)
     }
@@ -179,10 +236,44 @@ actor SQLiteWriter {
     func writeTransaction<Result>(_ connection: SQLiteConnection, _ body: () throws -> Result) throws
         -> Result
     {
-        let result = try connection.writeTransaction(body)
+        let result = try connection.writeTransaction {
+            try self.checkSchemaIsKnown(connection)
+            return try body()
+        }
         self.writeGeneration &+= 1
         self.startIdleCheckpointTimer()
         return result
+    }
+
+    /// The schema version a newer Panza migrated the file to while this tier had it open (0: none).
+    /// The tier then stops using the file: every write and lookup throws
+    /// ``PanzaError/Code/unsupportedSchemaVersion``, which write-behind counts as permanent.
+    let newerSchemaVersion = Atomic<Int64>(0)
+
+    /// Throws, logging once, when the file's schema is newer than this Panza knows: a newer
+    /// process migrated it after this one opened it, and its rows may no longer mean what this
+    /// version would read or write. Runs at the start of every write transaction (reading the
+    /// header's `user_version` costs no I/O), and so with every background pass.
+    func checkSchemaIsKnown(_ connection: SQLiteConnection) throws {
+        let statement = try connection.statement("PRAGMA user_version")
+        let version = try statement.step() ? statement.int64(at: 0) : 0
+        statement.reset()
+        guard version > SQLiteSchema.currentVersion else { return }
+        let error = Self.newerSchemaError(version, path: self.configuration.path)
+        if self.newerSchemaVersion.exchange(version, ordering: .relaxed) == 0 {
+            self.logger.error(
+                "panza: \(error.message)", metadata: ["path": "\(self.configuration.path)", "version": "\(version)"])
+        }
+        throw error
+    }
+
+    static func newerSchemaError(_ version: Int64, path: String) -> PanzaError {
+        PanzaError(
+            code: .unsupportedSchemaVersion,
+            message: "a newer Panza migrated the file to schema version \(version) while it was open; "
+                + "this Panza reads up to \(SQLiteSchema.currentVersion) and stopped using it (neither reads nor "
+                + "writes). Upgrade every process that shares the file",
+            path: path)
     }
 
     /// Counts write transactions, so that a scheduled idle checkpoint knows whether one came since.
@@ -259,7 +350,9 @@ actor SQLiteWriter {
             // Refuse a foreign or newer file before anything writes to it.
             try SQLiteSchema.checkOwnershipInSnapshot(connection)
             try connection.execute("PRAGMA journal_mode = WAL")
-            try connection.execute("PRAGMA journal_size_limit = \(Self.journalSizeLimit)")
+            // A small file keeps a small WAL beside it (the disk budget counts both).
+            let journalLimit = min(Self.journalSizeLimit, max(1 << 20, self.configuration.maxBytes / 8))
+            try connection.execute("PRAGMA journal_size_limit = \(journalLimit)")
             try connection.execute("PRAGMA synchronous = \(self.configuration.synchronous.rawValue)")
             // Builds with SECURE_DELETE (Debian's, Ubuntu's) zero every freed page and write it to
             // the WAL: deleting 10 MiB of blobs wrote 10.6 MB, and every upload's outbox row passed

@@ -3,9 +3,15 @@
 ///
 /// A removal of a key bumps the counter of the key's bucket (one of 1,024, by FNV-1a of the key),
 /// a removal of a namespace bumps that namespace's counter, and a removal of everything one more
-/// (`*`); an eviction pass or a deletion of expired entries bumps the maintenance counter (`~`).
-/// A lookup that misses reads, in the same snapshot, the stamp of its key: the sum of the three
-/// removal counters that concern it and the maintenance counter, packed in one `Int64`.
+/// (`*`); an eviction or a deletion of expired entries bumps the maintenance counter of each
+/// deleted key's bucket (`m:<bucket>`), so that an expiry pass refuses only the fills of the keys
+/// it may have deleted, not every fill of every process. A lookup that misses reads, in the same
+/// snapshot, the stamp of its key: the sum of the three removal counters that concern it and its
+/// bucket's maintenance counter, packed in one `Int64`.
+///
+/// Maintenance also bumps the file-wide counter `~`, which Panza versions before schema 5 read
+/// instead of the buckets: a process of the previous version still running beside this one stays
+/// safe (its fills are refused by every pass, as before).
 ///
 /// - A *fill* (a copy from a lower tier) is written only if the whole stamp is unchanged and the
 ///   key has no row: a store since the miss left one, and a store since that was evicted or
@@ -20,11 +26,7 @@ enum WriteStamp {
     static let bucketCount: UInt64 = 1024
 
     static func scopes(of key: CacheKey) -> (key: String, namespace: String, all: String) {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in key.rawValue.utf8 {
-            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
-        }
-        return ("k:\(hash % self.bucketCount)", self.namespaceScope(key.namespace), "*")
+        ("k:\(self.bucket(of: key.rawValue))", self.namespaceScope(key.namespace), "*")
     }
 
     static func namespaceScope(_ namespace: String) -> String { "n:" + namespace }
@@ -44,20 +46,39 @@ enum WriteStamp {
         try statement.run()
     }
 
-    /// The scope of the maintenance counter.
-    static let maintenanceScope = "~"
+    /// The scope of the file-wide maintenance counter of versions before schema 5.
+    static let legacyMaintenanceScope = "~"
 
-    /// Bumps the maintenance counter (an eviction pass, a deletion of expired entries).
-    static func bumpMaintenance(in connection: SQLiteConnection) throws {
+    /// The scope of the maintenance counter of `key`'s bucket.
+    static func maintenanceScope(of key: String) -> String { "m:\(self.bucket(of: key))" }
+
+    /// The bucket of `key` (FNV-1a).
+    static func bucket(of key: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in key.utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+        }
+        return hash % self.bucketCount
+    }
+
+    /// Bumps the maintenance counters of the buckets of `keys` (deleted by an eviction, an expiry
+    /// pass or a repair), and the legacy file-wide one; nothing when `keys` is empty.
+    static func bumpMaintenance(forKeys keys: some Sequence<String>, in connection: SQLiteConnection) throws {
+        var scopes = Set(keys.map { self.maintenanceScope(of: $0) })
+        guard !scopes.isEmpty else { return }
+        scopes.insert(self.legacyMaintenanceScope)
         let statement = try connection.statement(
             "INSERT INTO write_stamp (scope, stamp) VALUES (?, 1) ON CONFLICT (scope) DO UPDATE SET stamp = stamp + 1"
         )
-        try statement.bind(self.maintenanceScope, at: 1)
-        try statement.run()
+        for scope in scopes {
+            statement.reset()
+            try statement.bind(scope, at: 1)
+            try statement.run()
+        }
     }
 
     /// The stamp of `key`: the sum of the removal counters that concern it (the high 32 bits) and
-    /// the maintenance counter (the low 32 bits), each wrapping. Stamps are only ever compared
+    /// its bucket's maintenance counter (the low 32 bits), each wrapping. Stamps are only ever compared
     /// for equality, between a read and a write a few seconds apart.
     static func read(for key: CacheKey, in connection: SQLiteConnection) throws -> Int64 {
         let scopes = self.scopes(of: key)
@@ -72,7 +93,7 @@ enum WriteStamp {
         try statement.bind(scopes.key, at: 1)
         try statement.bind(scopes.namespace, at: 2)
         try statement.bind(scopes.all, at: 3)
-        try statement.bind(self.maintenanceScope, at: 4)
+        try statement.bind(self.maintenanceScope(of: key.rawValue), at: 4)
         guard try statement.step() else { return 0 }
         return self.pack(removals: statement.int64(at: 0), maintenance: statement.int64(at: 1))
     }
@@ -114,4 +135,11 @@ struct SQLiteWrite: Sendable {
     /// maintenance, not a removal: it bumps the maintenance counter, not the key's, so that a load
     /// that started before it still stores its value.
     var isRepair = false
+
+    /// The bytes of value the write stores (0 for a removal).
+    var byteCount: Int {
+        if let pending = self.pending { return pending.payloadCount }
+        if case .store(_, let blob, _) = self.operation { return blob.count }
+        return 0
+    }
 }
