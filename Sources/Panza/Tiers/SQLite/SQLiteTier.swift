@@ -449,10 +449,13 @@ public final class SQLiteTier: CacheTier {
     @discardableResult
     package func removeExpired() async throws -> Int { try await self.writer.removeExpired() }
 
-    /// Deletes the dead-lettered stores older than ``Configuration/deadLetterTimeToLive`` now
-    /// (the expiry pass does it in the background). Returns how many.
+    /// Deletes the dead-lettered stores older than ``Configuration/deadLetterTimeToLive`` at
+    /// `now` (milliseconds since 1970, the wall clock's time by default); the expiry pass does it
+    /// in the background. Returns how many.
     @discardableResult
-    package func expireDeadLetters() async throws -> Int { try await self.writer.expireDeadLetters() }
+    package func expireDeadLetters(now: Int64 = WallClock.nowMilliseconds()) async throws -> Int {
+        try await self.writer.expireDeadLetters(now: now)
+    }
 
     /// Moves an unreadable database file (and its `-wal` and `-shm` files) aside, so that the next
     /// open starts a new one. Returns the new path of the old file.

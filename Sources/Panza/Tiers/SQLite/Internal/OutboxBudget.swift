@@ -42,10 +42,10 @@ enum OutboxBudget {
     static func enqueue(
         _ operation: CacheTierOperation, limit: Int, into connection: SQLiteConnection, now: Int64
     ) throws -> Admission {
-        if case .store(let key, let blob, _) = operation {
+        if case .store(let key, _, _) = operation {
             guard
                 try self.admitStore(
-                    of: key, byteCount: blob.count + key.rawValue.utf8.count, limit: limit, in: connection, now: now)
+                    of: key, byteCount: self.byteCount(of: operation), limit: limit, in: connection, now: now)
             else {
                 return .refused
             }

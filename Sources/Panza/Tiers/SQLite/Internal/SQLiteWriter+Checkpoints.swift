@@ -152,11 +152,8 @@ extension SQLiteWriter {
     }
 
     /// The bytes written after which the WAL is emptied: ``Configuration/checkpointAfterBytes``,
-    /// at most an eighth of ``Configuration/maxBytes`` (and at least 1 MiB), so that the WAL of a
-    /// small file stays small beside it.
-    var truncateAfterBytes: Int {
-        min(self.configuration.checkpointAfterBytes, max(1 << 20, self.configuration.maxBytes / 8))
-    }
+    /// at most ``walScaleBytes``, so that the WAL of a small file stays small beside it.
+    var truncateAfterBytes: Int { min(self.configuration.checkpointAfterBytes, self.walScaleBytes) }
 
     /// How many checkpoints another connection held back since the tier opened.
     nonisolated var busyCheckpointCount: Int { self.busyCheckpoints.load(ordering: .relaxed) }

@@ -58,14 +58,14 @@ extension SQLiteWriter {
         self.refusalsSinceWarning = 0
     }
 
-    /// Deletes the dead-lettered stores older than ``Configuration/deadLetterTimeToLive``.
-    /// Returns how many; run with the expiry pass.
+    /// Deletes the dead-lettered stores older than ``Configuration/deadLetterTimeToLive`` at
+    /// `now` (the wall clock's time by default: dead letters are dated by it, since other
+    /// processes read them). Returns how many; run with the expiry pass.
     @discardableResult
-    func expireDeadLetters() throws -> Int {
+    func expireDeadLetters(now: Int64 = WallClock.nowMilliseconds()) throws -> Int {
         guard let timeToLive = self.configuration.deadLetterTimeToLive else { return 0 }
         let connection = try self.openConnectionOrThrow()
-        // Dead letters are dated by the wall clock (other processes read them).
-        let cutoff = WallClock.nowMilliseconds() - timeToLive.wholeMilliseconds
+        let cutoff = now - timeToLive.wholeMilliseconds
         return try self.writeTransaction(connection) {
             try OutboxBudget.expireDeadLetters(olderThan: cutoff, in: connection)
         }

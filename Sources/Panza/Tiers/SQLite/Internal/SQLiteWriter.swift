@@ -98,10 +98,14 @@ actor SQLiteWriter {
         }
     }
 
-    /// The most bytes of values one transaction of a batch writes (a
-    /// single larger value has a transaction of its own): an eighth of
-    /// ``Configuration/maxBytes``, from 1 MiB to 32 MiB.
-    var transactionByteLimit: Int { min(32 << 20, max(1 << 20, self.configuration.maxBytes / 8)) }
+    /// An eighth of ``Configuration/maxBytes``, at least 1 MiB: what a small file's WAL is sized
+    /// by (the most values of one transaction, the `TRUNCATE` threshold, `journal_size_limit`),
+    /// so that the disk budget, which counts the WAL, stays close to the file's bounds.
+    var walScaleBytes: Int { max(1 << 20, self.configuration.maxBytes / 8) }
+
+    /// The most bytes of values one transaction of a batch writes (a single larger value has a
+    /// transaction of its own): ``walScaleBytes``, at most 32 MiB.
+    var transactionByteLimit: Int { min(32 << 20, self.walScaleBytes) }
 
     private func applyTransaction(_ writes: ArraySlice<SQLiteWrite>) throws {
         let connection = try self.openConnectionOrThrow()
@@ -227,8 +231,7 @@ actor SQLiteWriter {
         }
         if refused > 0 { self.noteRefusedUploads(refused) }
         // A replicated store is written twice: its entry and its outbox record.
-        self.bytesSinceCheckpoint += writes.reduce(0) { total, item in total + (item.replicate ? 2 : 1) * item.byteCount
-        }
+        self.bytesSinceCheckpoint += writes.reduce(0) { $0 + ($1.replicate ? 2 : 1) * $1.byteCount }
         self.truncateIfDue(connection)
     }
 
@@ -351,7 +354,7 @@ actor SQLiteWriter {
             try SQLiteSchema.checkOwnershipInSnapshot(connection)
             try connection.execute("PRAGMA journal_mode = WAL")
             // A small file keeps a small WAL beside it (the disk budget counts both).
-            let journalLimit = min(Self.journalSizeLimit, max(1 << 20, self.configuration.maxBytes / 8))
+            let journalLimit = min(Self.journalSizeLimit, self.walScaleBytes)
             try connection.execute("PRAGMA journal_size_limit = \(journalLimit)")
             try connection.execute("PRAGMA synchronous = \(self.configuration.synchronous.rawValue)")
             // Builds with SECURE_DELETE (Debian's, Ubuntu's) zero every freed page and write it to
